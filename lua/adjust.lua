@@ -1,0 +1,69 @@
+--[[
+  adjust: an admin's signed change with a reason. Positive: a new never-expiring grant of
+  the given category (debt paid first). Negative: burned like a charge, within the overdraft
+  limit like every spend.
+  Input:
+    KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
+    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
+    ARGV[5] account id   ARGV[6] credit type   ARGV[7] signed amount (not 0)
+    ARGV[8] category for a positive amount (paid | promotional)   ARGV[9] request fingerprint
+    ARGV[10] idempotency key   ARGV[11] reason (required)   ARGV[12] metadata JSON
+  Output:
+    {0|1 replayed, entry_id, amount, balance, available, held}
+    {-1} wallet not loaded   {-6, balance, available, required}   {-7} idempotency key reused
+    {-12, field} bad argument   {-13, amount} balance would exceed CREDITS_MAX
+    {-14, 'grants'} too many grants
+]]
+--- @include "includes/common"
+
+local now, entry_id, grant_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local bad = check_common(now, account, credit_type, ARGV[9], ARGV[10], ARGV[2])
+if bad then return bad end
+if not valid_id(entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end
+if not valid_id(grant_id) or grant_id == 'debt' then return {E_BAD_ARGUMENT, 'grant_id'} end
+local amount = parse_int(ARGV[7], CREDITS_MAX)
+if not amount or amount == 0 then return {E_BAD_ARGUMENT, 'amount'} end
+local cats = {paid = 'p', promotional = 'r'}
+local cat = cats[ARGV[8]]
+if not cat then return {E_BAD_ARGUMENT, 'category'} end
+if #ARGV[11] == 0 or not valid_text(ARGV[11], DESCRIPTION_LEN_MAX) then
+  return {E_BAD_ARGUMENT, 'reason'}
+end
+if not valid_text(ARGV[12], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+
+local replay = idem_check(KEYS[2], ARGV[9])
+if replay then return replay end
+local w = wallet_load(KEYS[1])
+if not w then return {E_NOT_LOADED} end
+local ctx = {journal = KEYS[3], account = account, credit_type = credit_type, now = tonumber(now)}
+wallet_expire(w, ctx)
+
+local parts, extra
+if amount > 0 then
+  if #w.grants >= GRANTS_PER_WALLET_MAX then
+    wallet_save(w)
+    return {E_LIMIT, 'grants'}
+  end
+  if wallet_balance(w) + amount > CREDITS_MAX then
+    wallet_save(w)
+    return {E_AMOUNT_OVERFLOW, int_str(wallet_balance(w) + amount)}
+  end
+  parts = wallet_credit(w, {id = grant_id, rem = 0, prio = PRIORITY_DEFAULT, exp = 0, cat = cat},
+    amount)
+  extra = {'ng', grant_id .. ':' .. cat .. ':' .. int_str(PRIORITY_DEFAULT) .. ':0', 'src', 'admin'}
+else
+  local available = wallet_available(w)
+  if available + amount < -w.od then
+    wallet_save(w)
+    return {E_INSUFFICIENT, wallet_balance(w), available, -amount}
+  end
+  parts = wallet_burn(w, -amount)
+  extra = {}
+end
+wallet_save(w)
+local balance = wallet_balance(w)
+local fields = {'g', breakdown_str(parts), 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12]}
+for _, v in ipairs(extra) do fields[#fields + 1] = v end
+journal_add(ctx, entry_id, 'adjustment', amount, balance, fields)
+return idem_store(KEYS[2], ARGV[9], ARGV[2],
+  {E_OK, entry_id, amount, balance, balance - w.held, w.held})

@@ -1,0 +1,29 @@
+--[[
+  expire: the sweep for one wallet found in the bucket's due set: expire its due grants and
+  holds (journaled), then keep the due set at its next pending expiry.
+  Input:
+    KEYS[1] wallet hash   KEYS[2] bucket journal   KEYS[3] bucket due set
+    ARGV[1] now_ms   ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
+  Output: {0, grants expired, holds expired}   {-12, field} bad argument
+]]
+--- @include "includes/common"
+
+local now, account, credit_type = ARGV[1], ARGV[2], ARGV[3]
+if not parse_uint(now, CREDITS_MAX) then return {E_BAD_ARGUMENT, 'now_ms'} end
+if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
+if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end
+local w = wallet_load(KEYS[1])
+if not w then
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  return {E_OK, 0, 0}
+end
+local grants_before, holds_before = #w.grants, #w.holds
+local ctx = {journal = KEYS[2], account = account, credit_type = credit_type, now = tonumber(now)}
+local next_due = wallet_expire(w, ctx)
+wallet_save(w)
+if next_due > 0 then
+  redis.call('ZADD', KEYS[3], next_due, ARGV[4])
+else
+  redis.call('ZREM', KEYS[3], ARGV[4])
+end
+return {E_OK, grants_before - #w.grants, holds_before - #w.holds}

@@ -1,0 +1,45 @@
+--[[
+  extend: heartbeat of a long generation; the hold now expires ttl_s after now_ms.
+  Input:
+    KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
+    KEYS[4] bucket journal   KEYS[5] bucket due set
+    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
+    ARGV[5] credit type   ARGV[6] ttl_s (1..HOLD_TTL_S_MAX)   ARGV[7] request fingerprint
+    ARGV[8] idempotency key   ARGV[9] due-set member
+  Output:
+    {0|1 replayed, expires_ms}
+    {-1} wallet not loaded   {-7} idempotency key reused   {-8} hold not found
+    {-9, status} hold not active   {-12, field} bad argument
+]]
+--- @include "includes/common"
+
+local now, hold_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local bad = check_common(now, account, credit_type, ARGV[7], ARGV[8], ARGV[2])
+if bad then return bad end
+if not valid_id(hold_id) then return {E_BAD_ARGUMENT, 'hold_id'} end
+local ttl_s = parse_uint(ARGV[6], HOLD_TTL_S_MAX)
+if not ttl_s or ttl_s < 1 then return {E_BAD_ARGUMENT, 'ttl_seconds'} end
+
+local replay = idem_check(KEYS[3], ARGV[7])
+if replay then return replay end
+local _, err = hold_record(KEYS[1], account, credit_type)
+if err then return err end
+local w = wallet_load(KEYS[2])
+if not w then return {E_NOT_LOADED} end
+local ctx = {journal = KEYS[4], account = account, credit_type = credit_type, now = tonumber(now)}
+wallet_expire(w, ctx)
+local h = hold_in_wallet(w, KEYS[1], hold_id)
+if not h then
+  wallet_save(w)
+  return {E_HOLD_NOT_ACTIVE, 'expired'}
+end
+
+local expires_ms = ctx.now + ttl_s * 1000
+w.sets['h:' .. hold_id] = int_str(h.amount) .. '|' .. int_str(expires_ms)
+wallet_save(w)
+redis.call('HSET', KEYS[1], 'x', int_str(expires_ms))
+redis.call('PEXPIREAT', KEYS[1], expires_ms + HOLD_RECORD_TTL_S * 1000)
+due_mark(KEYS[5], ARGV[9], expires_ms)
+journal_add(ctx, hold_id, 'hold_extend', h.amount, wallet_balance(w),
+  {'hold', hold_id, 'x', int_str(expires_ms)})
+return idem_store(KEYS[3], ARGV[7], ARGV[2], {E_OK, expires_ms})

@@ -1,0 +1,67 @@
+--[[
+  hydrate: write a wallet loaded from SQL, only if Redis does not have it (a racing request
+  or an earlier hydration wins; nothing is overwritten). Holds come with their records.
+  Input:
+    KEYS[1] wallet hash   KEYS[2] bucket due set   KEYS[3 + i] hold record of hold i
+    ARGV[1] account id   ARGV[2] credit type   ARGV[3] overdraft limit   ARGV[4] debt
+    ARGV[5] number of grants G; ARGV[6 .. 5 + 5G]: per grant id, remaining, priority,
+      expires_ms (0 = never), category (paid | promotional)
+    ARGV[6 + 5G] number of holds H; then per hold: id, amount, expires_ms, tool
+    ARGV[#ARGV] due-set member
+  Output: {0, 1} written   {0, 0} already present   {-12, field} bad argument
+]]
+--- @include "includes/common"
+
+local account, credit_type = ARGV[1], ARGV[2]
+if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
+if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end
+local od = parse_uint(ARGV[3], CREDITS_MAX)
+local debt = parse_uint(ARGV[4], CREDITS_MAX)
+local n_grants = parse_uint(ARGV[5], GRANTS_PER_WALLET_MAX)
+if not od or not debt or not n_grants then return {E_BAD_ARGUMENT, 'wallet'} end
+local fields = {'o', int_str(od)}
+if debt > 0 then
+  fields[#fields + 1] = 'd'
+  fields[#fields + 1] = int_str(debt)
+end
+local cats = {paid = 'p', promotional = 'r'}
+local next_due = 0
+for i = 0, n_grants - 1 do
+  local b = 6 + 5 * i
+  local rem, prio = parse_uint(ARGV[b + 1], CREDITS_MAX), parse_uint(ARGV[b + 2], PRIORITY_MAX)
+  local exp, cat = parse_uint(ARGV[b + 3], CREDITS_MAX), cats[ARGV[b + 4]]
+  if not valid_id(ARGV[b]) or not rem or rem < 1 or not prio or not exp or not cat then
+    return {E_BAD_ARGUMENT, 'grant'}
+  end
+  fields[#fields + 1] = 'g:' .. ARGV[b]
+  fields[#fields + 1] = int_str(rem) .. '|' .. int_str(prio) .. '|' .. int_str(exp) .. '|' .. cat
+  if exp > 0 and (next_due == 0 or exp < next_due) then next_due = exp end
+end
+local hb = 6 + 5 * n_grants
+local n_holds = parse_uint(ARGV[hb], HOLDS_PER_WALLET_MAX)
+if not n_holds or #KEYS ~= 2 + n_holds or #ARGV ~= hb + 4 * n_holds + 1 then
+  return {E_BAD_ARGUMENT, 'holds'}
+end
+for i = 0, n_holds - 1 do
+  local b = hb + 1 + 4 * i
+  local amount, exp = parse_uint(ARGV[b + 1], CREDITS_MAX), parse_uint(ARGV[b + 2], CREDITS_MAX)
+  if not valid_id(ARGV[b]) or not amount or not exp or not valid_tool(ARGV[b + 3]) then
+    return {E_BAD_ARGUMENT, 'hold'}
+  end
+  fields[#fields + 1] = 'h:' .. ARGV[b]
+  fields[#fields + 1] = int_str(amount) .. '|' .. int_str(exp)
+  if next_due == 0 or exp < next_due then next_due = exp end
+end
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return {E_OK, 0} end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 0, n_holds - 1 do
+  local b = hb + 1 + 4 * i
+  if redis.call('EXISTS', KEYS[3 + i]) == 0 then
+    redis.call('HSET', KEYS[3 + i], 'a', account, 't', credit_type, 'tool', ARGV[b + 3],
+      'm', ARGV[b + 1], 'x', ARGV[b + 2], 's', 'active')
+    redis.call('PEXPIREAT', KEYS[3 + i], tonumber(ARGV[b + 2]) + HOLD_RECORD_TTL_S * 1000)
+  end
+end
+due_mark(KEYS[2], ARGV[#ARGV], next_due)
+return {E_OK, 1}

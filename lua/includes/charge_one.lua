@@ -1,0 +1,44 @@
+-- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
+-- k = {wallet, idem, catalog, journal, record}; a = {entry_id, account, credit_type, tool,
+-- quantity, fingerprint, idempotency_key, description, metadata}. Returns the reply.
+local function charge_one(k, now, idem_ttl_s, a)
+  local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
+    idem_ttl_s)
+  if bad then return bad end
+  if not valid_id(a.entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end
+  if not valid_tool(a.tool) then return {E_BAD_ARGUMENT, 'tool'} end
+  local qty = parse_uint(a.quantity, QUANTITY_MAX)
+  if not qty or qty < 1 then return {E_BAD_ARGUMENT, 'quantity'} end
+  if not valid_text(a.description, DESCRIPTION_LEN_MAX) then
+    return {E_BAD_ARGUMENT, 'description'}
+  end
+  if not valid_text(a.metadata, METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+
+  local replay = idem_check(k.idem, a.fingerprint)
+  if replay then return replay end
+  local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type)
+  if err then return err end
+  local amount = cost * qty
+  if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, int_str(amount)} end
+  local w = wallet_load(k.wallet)
+  if not w then return {E_NOT_LOADED} end
+
+  local ctx = {journal = k.journal, account = a.account, credit_type = a.credit_type,
+    now = tonumber(now)}
+  wallet_expire(w, ctx)
+  local available = wallet_available(w)
+  if available - amount < -w.od then
+    wallet_save(w)
+    return {E_INSUFFICIENT, wallet_balance(w), available, amount}
+  end
+  local parts = wallet_burn(w, amount)
+  wallet_save(w)
+  local balance = wallet_balance(w)
+  local breakdown = breakdown_str(parts)
+  journal_add(ctx, a.entry_id, 'charge', -amount, balance, {'tool', a.tool, 'q', a.quantity,
+    'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata})
+  charge_record_write(k.record, a.account, a.credit_type, a.tool, amount, 0, charge_parts(parts),
+    CHARGE_RECORD_TTL_S)
+  return idem_store(k.idem, a.fingerprint, idem_ttl_s,
+    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
+end

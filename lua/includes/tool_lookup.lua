@@ -1,0 +1,20 @@
+-- Reads a tool from the bucket's catalog replica ("cost|credit_type|active").
+-- Returns cost, or nil and an error reply. A missing replica is "not loaded", never
+-- "unknown tool": the client restores it from SQL and retries.
+local function tool_lookup(catalog_key, tool, credit_type)
+  local raw = redis.call('HGET', catalog_key, tool)
+  if not raw then
+    if redis.call('EXISTS', catalog_key) == 0 then
+      return nil, {E_CATALOG_NOT_LOADED}
+    end
+    return nil, {E_UNKNOWN_TOOL, tool}
+  end
+  local t = split(raw, '|')
+  if t[3] ~= '1' then
+    return nil, {E_TOOL_DISABLED, tool}
+  end
+  if t[2] ~= credit_type then
+    return nil, {E_CREDIT_TYPE_MISMATCH, t[2]}
+  end
+  return tonumber(t[1]), nil
+end

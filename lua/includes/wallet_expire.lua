@@ -1,0 +1,33 @@
+-- Expires every grant and hold of w whose expiry is at or before ctx.now, journaling each.
+-- An expired grant is never spent: every script that reads a wallet calls this first.
+-- Returns the earliest expiry still pending (0 when none), for the bucket's due set.
+local function wallet_expire(w, ctx)
+  local next_due = 0
+  local kept = {}
+  for _, g in ipairs(w.grants) do
+    if g.exp ~= 0 and g.exp <= ctx.now then
+      local lost = g.rem
+      g.rem = 0
+      wallet_set_grant(w, g)
+      journal_add(ctx, det_id('expire|' .. g.id), 'expire', -lost, wallet_balance(w),
+        {'g', g.id .. ':' .. int_str(-lost) .. ':0'})
+    else
+      kept[#kept + 1] = g
+      if g.exp ~= 0 and (next_due == 0 or g.exp < next_due) then next_due = g.exp end
+    end
+  end
+  w.grants = kept
+  local holds = {}
+  for _, h in ipairs(w.holds) do
+    if h.exp <= ctx.now then
+      w.held = w.held - h.amount
+      w.dels['h:' .. h.id] = true
+      journal_add(ctx, h.id, 'hold_expire', h.amount, wallet_balance(w), {'hold', h.id})
+    else
+      holds[#holds + 1] = h
+      if next_due == 0 or h.exp < next_due then next_due = h.exp end
+    end
+  end
+  w.holds = holds
+  return next_due
+end

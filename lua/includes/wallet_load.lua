@@ -1,0 +1,29 @@
+-- Reads a wallet hash into a table, or nil when the wallet is not loaded (never zero).
+-- Fields: o = overdraft limit (always present), d = debt, g:<id> = "rem|prio|exp_ms|cat",
+-- h:<hold id> = "amount|exp_ms". exp_ms 0 = never expires; cat p = paid, r = promotional.
+local function wallet_load(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then
+    return nil
+  end
+  local w = {key = key, od = 0, debt = 0, held = 0, grants = {}, holds = {}, sets = {}, dels = {}}
+  for i = 1, #raw, 2 do
+    local f, v = raw[i], raw[i + 1]
+    local p = string.sub(f, 1, 2)
+    if p == 'g:' then
+      local a = split(v, '|')
+      w.grants[#w.grants + 1] = {id = string.sub(f, 3), rem = tonumber(a[1]),
+        prio = tonumber(a[2]), exp = tonumber(a[3]), cat = a[4]}
+    elseif p == 'h:' then
+      local a = split(v, '|')
+      local h = {id = string.sub(f, 3), amount = tonumber(a[1]), exp = tonumber(a[2])}
+      w.holds[#w.holds + 1] = h
+      w.held = w.held + h.amount
+    elseif f == 'o' then
+      w.od = tonumber(v)
+    elseif f == 'd' then
+      w.debt = tonumber(v)
+    end
+  end
+  return w
+end

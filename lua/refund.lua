@@ -1,0 +1,93 @@
+--[[
+  refund: return all or part of a charge to the grants it was taken from, last taken first
+  (their category and expiry kept). A part whose grant has expired goes to a successor: one
+  new never-expiring grant per category. A part that went into debt pays debt back; refunded
+  credits, like every credit, pay debt first. Total refunded never exceeds the charge.
+  Input:
+    KEYS[1] charge record   KEYS[2] wallet hash   KEYS[3] idempotency record
+    KEYS[4] bucket journal   KEYS[5] bucket due set
+    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
+    ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = what is left)
+    ARGV[8] successor grant id for paid credits   ARGV[9] successor grant id for promotional
+    ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] reason   ARGV[13] metadata
+    ARGV[14] due-set member
+  Output:
+    {0|1 replayed, entry_id, amount, balance, available, held, refunded_total, breakdown}
+    {-1} wallet not loaded   {-7} idempotency key reused   {-10} charge not found
+    {-11, refundable} over-refund   {-12, field} bad argument
+]]
+--- @include "includes/common"
+
+local now, entry_id, charge_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local bad = check_common(now, account, credit_type, ARGV[10], ARGV[11], ARGV[2])
+if bad then return bad end
+for _, i in ipairs({3, 4, 8, 9}) do
+  if not valid_id(ARGV[i]) then return {E_BAD_ARGUMENT, 'id'} end
+end
+local wanted = nil
+if ARGV[7] ~= '' then
+  wanted = parse_uint(ARGV[7], CREDITS_MAX)
+  if not wanted or wanted < 1 then return {E_BAD_ARGUMENT, 'amount'} end
+end
+if not valid_text(ARGV[12], DESCRIPTION_LEN_MAX) then return {E_BAD_ARGUMENT, 'reason'} end
+if not valid_text(ARGV[13], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+
+local replay = idem_check(KEYS[3], ARGV[10])
+if replay then return replay end
+local rec = charge_record_read(KEYS[1])
+if not rec then return {E_CHARGE_NOT_FOUND} end
+if rec.account ~= account or rec.credit_type ~= credit_type then
+  return {E_BAD_ARGUMENT, 'charge_id'}
+end
+local refundable = rec.charged - rec.refunded
+local amount = wanted or refundable
+if amount < 1 or amount > refundable then return {E_OVER_REFUND, refundable} end
+local w = wallet_load(KEYS[2])
+if not w then return {E_NOT_LOADED} end
+local ctx = {journal = KEYS[4], account = account, credit_type = credit_type,
+  now = tonumber(now)}
+wallet_expire(w, ctx)
+
+local parts, new_grants, successors = {}, {}, {}
+local left = amount
+for i = #rec.parts, 1, -1 do
+  if left == 0 then break end
+  local p = rec.parts[i]
+  local take = math.min(p.refundable, left)
+  if take > 0 then
+    p.refundable = p.refundable - take
+    left = left - take
+    local g = nil
+    if p.id ~= 'debt' then g = wallet_find_grant(w, p.id) end
+    if not g and p.id ~= 'debt' and (p.exp == 0 or p.exp > ctx.now) then
+      g = {id = p.id, rem = 0, prio = p.prio, exp = p.exp, cat = p.cat}
+      due_mark(KEYS[5], ARGV[14], p.exp)
+    end
+    if not g then
+      local cat = p.cat
+      if cat ~= 'r' then cat = 'p' end
+      g = successors[cat]
+      if not g then
+        local id = ARGV[8]
+        if cat == 'r' then id = ARGV[9] end
+        g = {id = id, rem = 0, prio = p.prio, exp = 0, cat = cat}
+        successors[cat] = g
+        new_grants[#new_grants + 1] = id .. ':' .. cat .. ':' .. int_str(g.prio) .. ':0'
+      end
+    end
+    for _, part in ipairs(wallet_credit(w, g, take)) do
+      parts[#parts + 1] = part
+    end
+  end
+end
+assert(left == 0, 'refund parts do not cover the refundable amount')
+wallet_save(w)
+local balance = wallet_balance(w)
+local breakdown = breakdown_str(parts)
+charge_record_write(KEYS[1], account, credit_type, rec.tool, rec.charged,
+  rec.refunded + amount, rec.parts, nil)
+journal_add(ctx, entry_id, 'refund', amount, balance, {'tool', rec.tool, 'ref', charge_id,
+  'g', breakdown, 'ng', table.concat(new_grants, ';'), 'ik', ARGV[11], 'desc', ARGV[12],
+  'meta', ARGV[13]})
+return idem_store(KEYS[3], ARGV[10], ARGV[2], {E_OK, entry_id, amount, balance,
+  balance - w.held, w.held, rec.refunded + amount, breakdown})

@@ -1,0 +1,38 @@
+--[[
+  release: end a hold without charging; its credits are available again.
+  Input:
+    KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record   KEYS[4] bucket journal
+    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
+    ARGV[5] credit type   ARGV[6] request fingerprint   ARGV[7] idempotency key
+  Output:
+    {0|1 replayed, released, balance, available, held}
+    {-1} wallet not loaded   {-7} idempotency key reused   {-8} hold not found
+    {-9, status} hold not active   {-12, field} bad argument
+]]
+--- @include "includes/common"
+
+local now, hold_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local bad = check_common(now, account, credit_type, ARGV[6], ARGV[7], ARGV[2])
+if bad then return bad end
+if not valid_id(hold_id) then return {E_BAD_ARGUMENT, 'hold_id'} end
+
+local replay = idem_check(KEYS[3], ARGV[6])
+if replay then return replay end
+local _, err = hold_record(KEYS[1], account, credit_type)
+if err then return err end
+local w = wallet_load(KEYS[2])
+if not w then return {E_NOT_LOADED} end
+local ctx = {journal = KEYS[4], account = account, credit_type = credit_type, now = tonumber(now)}
+wallet_expire(w, ctx)
+local h = hold_in_wallet(w, KEYS[1], hold_id)
+if not h then
+  wallet_save(w)
+  return {E_HOLD_NOT_ACTIVE, 'expired'}
+end
+
+hold_remove(w, h)
+wallet_save(w)
+redis.call('HSET', KEYS[1], 's', 'released')
+local balance = wallet_balance(w)
+journal_add(ctx, hold_id, 'hold_release', h.amount, balance, {'hold', hold_id})
+return idem_store(KEYS[3], ARGV[6], ARGV[2], {E_OK, h.amount, balance, balance - w.held, w.held})

@@ -1,0 +1,33 @@
+"""creditmeter's hot path: Redis-resident balances changed only by atomic Lua scripts.
+
+    from meter import Meter, AsyncMeter, InsufficientCredits
+"""
+
+from meter.aclient import AsyncHold, AsyncMeter
+from meter.client import Hold, Meter
+from meter.errors import (
+    AmountOverflow,
+    CatalogNotLoaded,
+    ChargeNotFound,
+    HoldNotActive,
+    HoldNotFound,
+    IdempotencyConflict,
+    InsufficientCredits,
+    InvalidArgument,
+    LimitExceeded,
+    MeterError,
+    OverRefund,
+    ToolDisabled,
+    UnknownTool,
+    WalletNotLoaded,
+)
+from meter.keys import Keys
+from meter.loaders import Loader, NewAccountLoader
+from meter.models import Tool
+
+__all__ = [
+    "AmountOverflow", "AsyncHold", "AsyncMeter", "CatalogNotLoaded", "ChargeNotFound", "Hold",
+    "HoldNotActive", "HoldNotFound", "IdempotencyConflict", "InsufficientCredits",
+    "InvalidArgument", "Keys", "LimitExceeded", "Loader", "Meter", "MeterError",
+    "NewAccountLoader", "OverRefund", "Tool", "ToolDisabled", "UnknownTool", "WalletNotLoaded",
+]

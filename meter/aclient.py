@@ -1,0 +1,246 @@
+"""AsyncMeter: the asyncio client. Same operations as Meter (meter.ops); concurrent calls are
+sent together: charges of one bucket are merged into one charge-script call, every script call
+of a round goes in one pipeline, and the next round starts as soon as a pipeline returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from meter import bounds, ops, scripts
+from meter.base import MeterBase
+from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
+from meter.keys import Keys
+from meter.loaders import Loader
+from meter.models import AccountBalance, HoldResult
+from meter.redis_conn import async_client
+
+PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
+ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
+
+
+class AsyncMeter(MeterBase):
+    def __init__(self, client: redis.asyncio.Redis, *, keys: Keys | None = None,
+                 loader: Loader | None = None,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        super().__init__(keys or Keys(), loader, clock_ms)
+        self.redis = client
+        self._batcher = _Batcher(client)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AsyncMeter:
+        return cls(async_client(url), **kwargs)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    def _run(self, op: ops.Op[Any]) -> Any:
+        return self._drive(op)
+
+    async def _drive(self, op: ops.Op[Any]) -> Any:
+        try:
+            request = next(op)
+            while True:
+                request = op.send(await self._perform(request))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _perform(self, request: ops.Request) -> Any:
+        if isinstance(request, ops.Eval):
+            return await self._batcher.submit(request)
+        if isinstance(request, ops.Command):
+            return await self.redis.execute_command(*request.args)
+        loader = self.loader
+        if isinstance(request, ops.LoadWallet):
+            if loader is None:
+                raise WalletNotLoaded(request.account_id, request.credit_type)
+            return await asyncio.to_thread(loader.load_wallet, request.account_id,
+                                           request.credit_type)
+        if isinstance(request, ops.LoadCatalog):
+            if loader is None:
+                raise CatalogNotLoaded("catalog replica missing and no loader to restore it")
+            return await asyncio.to_thread(loader.load_catalog)
+        assert isinstance(request, ops.LoadAccountTypes), request
+        if loader is None:
+            return []
+        return await asyncio.to_thread(loader.account_credit_types, request.account_id)
+
+    async def balance(self, account_id: str,
+                      credit_types: list[str] | None = None) -> AccountBalance:
+        result: AccountBalance = await self._drive(
+            ops.balance(self._env, account_id, credit_types))
+        return result
+
+    def hold(self, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
+             ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+             idempotency_key: str | None = None) -> _PendingHold:
+        """`h = await m.hold(...)`, or `async with m.hold(...) as h: ... await h.settle(cost)`."""
+        op = ops.hold(self._env, account_id, tool, quantity=quantity, amount=amount,
+                      ttl_s=ttl_s, idempotency_key=idempotency_key)
+        return _PendingHold(self, op)
+
+
+class AsyncHold:
+    """An open hold; released when its `async with` block raises or ends without settle()."""
+
+    def __init__(self, meter: AsyncMeter, result: HoldResult) -> None:
+        self.meter = meter
+        self.result = result
+        self.id = result.id
+        self.done = False
+
+    @property
+    def _owner(self) -> tuple[str, str]:
+        return self.result.account_id, self.result.credit_type
+
+    async def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
+        out = await self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
+        self.done = True
+        return out
+
+    async def release(self, **kwargs: Any) -> Any:
+        out = await self.meter.release(self.id, owner=self._owner, **kwargs)
+        self.done = True
+        return out
+
+    async def extend(self, ttl_s: int, **kwargs: Any) -> Any:
+        return await self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
+
+
+class _PendingHold:
+    def __init__(self, meter: AsyncMeter, op: ops.Op[HoldResult]) -> None:
+        self._meter = meter
+        self._op = op
+        self._hold: AsyncHold | None = None
+
+    async def _open(self) -> AsyncHold:
+        result = await self._meter._drive(self._op)
+        self._hold = AsyncHold(self._meter, result)
+        return self._hold
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncHold:
+        return await self._open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        hold = self._hold
+        if hold is not None and not hold.done:
+            try:
+                await hold.release()
+            except HoldNotActive:
+                pass  # it expired meanwhile: nothing is reserved any more
+
+
+class _Batcher:
+    """Collects script calls made concurrently and sends them in rounds (auto-pipelining)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._redis = client
+        self._pending: list[tuple[ops.Eval, asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+
+    def submit(self, ev: ops.Eval) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((ev, future))
+        if not self._scheduled and self._in_flight < PIPELINES_IN_FLIGHT_MAX:
+            # Let every coroutine that is ready run first, so they join this round.
+            self._scheduled = True
+            loop.call_soon(self._start_rounds)
+        return future
+
+    def _start_rounds(self) -> None:
+        self._scheduled = False
+        while self._pending and self._in_flight < PIPELINES_IN_FLIGHT_MAX:
+            batch = self._pending[:ROUND_CALLS_MAX]
+            del self._pending[:ROUND_CALLS_MAX]
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[ops.Eval, asyncio.Future[Any]]]) -> None:
+        try:
+            merged = _merge(batch)
+            replies = await self._execute([ev for ev, _ in merged])
+            for (ev, targets), reply in zip(merged, replies):
+                _deliver(ev, targets, reply)
+        except BaseException as exc:  # every caller must hear about a failed round
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._in_flight -= 1
+            if self._pending:
+                self._start_rounds()
+
+    async def _execute(self, evals: list[ops.Eval]) -> list[Any]:
+        replies = await self._pipeline(evals)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            # The script cache was flushed; those calls did not run, so re-sending is safe.
+            for name in {evals[i].script for i in missing}:
+                await self._redis.script_load(scripts.get(name).source)
+            again = await self._pipeline([evals[i] for i in missing])
+            for i, reply in zip(missing, again):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, evals: list[ops.Eval]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for ev in evals:
+            pipe.execute_command("EVALSHA", scripts.get(ev.script).sha, len(ev.keys), *ev.keys,
+                                 *ev.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+_Targets = list[asyncio.Future[Any]]
+
+
+def _merge(batch: list[tuple[ops.Eval, asyncio.Future[Any]]]) -> list[tuple[ops.Eval, _Targets]]:
+    """Charges of one bucket become one charge call (up to BATCH_CHARGES_MAX); others stay."""
+    out: list[tuple[ops.Eval, _Targets]] = []
+    charges: dict[int, list[tuple[ops.Eval, asyncio.Future[Any]]]] = defaultdict(list)
+    for ev, future in batch:
+        if ev.script == "charge":
+            charges[ev.bucket].append((ev, future))
+        else:
+            out.append((ev, [future]))
+    for bucket, items in charges.items():
+        for start in range(0, len(items), bounds.BATCH_CHARGES_MAX):
+            chunk = items[start:start + bounds.BATCH_CHARGES_MAX]
+            first = chunk[0][0]
+            keys = first.keys[:2]
+            args = first.args[:2]
+            for ev, _ in chunk:
+                keys += ev.keys[2:]
+                args += ev.args[2:]
+            out.append((ops.Eval("charge", keys, args, bucket), [f for _, f in chunk]))
+    return out
+
+
+def _deliver(ev: ops.Eval, targets: _Targets, reply: Any) -> None:
+    if isinstance(reply, Exception):
+        for future in targets:
+            if not future.done():
+                future.set_exception(reply)
+        return
+    if ev.script != "charge":
+        targets[0].set_result(reply)
+        return
+    # A charge call answers one reply per charge; each caller gets its own as a batch of one.
+    assert len(reply) == len(targets), "charge batch answered a different count"
+    for future, one in zip(targets, reply):
+        if not future.done():
+            future.set_result([one])

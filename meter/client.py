@@ -1,0 +1,113 @@
+"""Meter: the synchronous client, a thin driver of meter.ops over redis-py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from meter import ops, scripts
+from meter.base import MeterBase
+from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
+from meter.keys import Keys
+from meter.loaders import Loader
+from meter.models import AccountBalance, HoldResult
+from meter.redis_conn import sync_client
+
+
+class Meter(MeterBase):
+    def __init__(self, client: redis.Redis, *, keys: Keys | None = None,
+                 loader: Loader | None = None,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        super().__init__(keys or Keys(), loader, clock_ms)
+        self.redis = client
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Meter:
+        return cls(sync_client(url), **kwargs)
+
+    def _run(self, op: ops.Op[Any]) -> Any:
+        try:
+            request = next(op)
+            while True:
+                request = op.send(self._perform(request))
+        except StopIteration as stop:
+            return stop.value
+
+    def _perform(self, request: ops.Request) -> Any:
+        if isinstance(request, ops.Eval):
+            return self._eval(request)
+        if isinstance(request, ops.Command):
+            return self.redis.execute_command(*request.args)
+        if isinstance(request, ops.LoadWallet):
+            if self.loader is None:
+                raise WalletNotLoaded(request.account_id, request.credit_type)
+            return self.loader.load_wallet(request.account_id, request.credit_type)
+        if isinstance(request, ops.LoadCatalog):
+            if self.loader is None:
+                raise CatalogNotLoaded("catalog replica missing and no loader to restore it")
+            return self.loader.load_catalog()
+        assert isinstance(request, ops.LoadAccountTypes), request
+        return [] if self.loader is None else self.loader.account_credit_types(request.account_id)
+
+    def _eval(self, ev: ops.Eval) -> Any:
+        script = scripts.get(ev.script)
+        try:
+            return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
+        except redis.exceptions.NoScriptError:
+            # The script cache was flushed; the call did not run, so sending it again is safe.
+            self.redis.script_load(script.source)
+            return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
+
+    def balance(self, account_id: str, credit_types: list[str] | None = None) -> AccountBalance:
+        result: AccountBalance = self._run(ops.balance(self._env, account_id, credit_types))
+        return result
+
+    def hold(self, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
+             ttl_s: int = ops.bounds.HOLD_TTL_S_DEFAULT,
+             idempotency_key: str | None = None) -> Hold:
+        """Reserves credits; use as `with m.hold(...) as h: ... h.settle(cost)`."""
+        result = self._run(ops.hold(self._env, account_id, tool, quantity=quantity, amount=amount,
+                                    ttl_s=ttl_s, idempotency_key=idempotency_key))
+        return Hold(self, result)
+
+
+class Hold:
+    """An open hold. As a context manager it is released when the block raises or ends without
+    a settle: credits are only charged by an explicit settle()."""
+
+    def __init__(self, meter: Meter, result: HoldResult) -> None:
+        self.meter = meter
+        self.result = result
+        self.id = result.id
+        self.done = False
+
+    @property
+    def _owner(self) -> tuple[str, str]:
+        return self.result.account_id, self.result.credit_type
+
+    def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
+        out = self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
+        self.done = True
+        return out
+
+    def release(self, **kwargs: Any) -> Any:
+        out = self.meter.release(self.id, owner=self._owner, **kwargs)
+        self.done = True
+        return out
+
+    def extend(self, ttl_s: int, **kwargs: Any) -> Any:
+        return self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self.done:
+            try:
+                self.release()
+            except HoldNotActive:
+                pass  # it expired meanwhile: nothing is reserved any more

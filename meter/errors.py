@@ -1,0 +1,168 @@
+"""One enum of Lua return codes, one exception tree, one place that maps the first to the second."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    """Reply codes of the Lua scripts (first element of every reply)."""
+
+    OK = 0
+    REPLAYED = 1
+    NOT_LOADED = -1
+    CATALOG_NOT_LOADED = -2
+    UNKNOWN_TOOL = -3
+    TOOL_DISABLED = -4
+    CREDIT_TYPE_MISMATCH = -5
+    INSUFFICIENT = -6
+    IDEMPOTENCY_MISMATCH = -7
+    HOLD_NOT_FOUND = -8
+    HOLD_NOT_ACTIVE = -9
+    CHARGE_NOT_FOUND = -10
+    OVER_REFUND = -11
+    BAD_ARGUMENT = -12
+    AMOUNT_OVERFLOW = -13
+    LIMIT = -14
+
+
+class MeterError(Exception):
+    """Base of every error the meter raises for what callers and the network do."""
+
+
+class InvalidArgument(MeterError, ValueError):
+    """An argument is outside SPEC §4 (the HTTP layer answers 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InsufficientCredits(MeterError):
+    """available - required would drop below -overdraft_limit; nothing changed."""
+
+    def __init__(self, balance: int, available: int, required: int, credit_type: str) -> None:
+        super().__init__(
+            f"insufficient {credit_type}: available {available}, required {required}"
+        )
+        self.balance = balance
+        self.available = available
+        self.required = required
+        self.credit_type = credit_type
+
+
+class UnknownTool(MeterError):
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"unknown tool {tool!r}")
+        self.tool = tool
+
+
+class ToolDisabled(MeterError):
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"tool {tool!r} is switched off")
+        self.tool = tool
+
+
+class IdempotencyConflict(MeterError):
+    """The idempotency key was used before with other parameters."""
+
+
+class HoldNotFound(MeterError):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id!r} not found")
+        self.hold_id = hold_id
+
+
+class HoldNotActive(MeterError):
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__(f"hold {hold_id!r} is {status}, not active")
+        self.hold_id = hold_id
+        self.status = status
+
+
+class ChargeNotFound(MeterError):
+    def __init__(self, charge_id: str) -> None:
+        super().__init__(f"charge {charge_id!r} not found")
+        self.charge_id = charge_id
+
+
+class OverRefund(MeterError):
+    def __init__(self, charge_id: str, refundable: int) -> None:
+        super().__init__(f"charge {charge_id!r} has only {refundable} left to refund")
+        self.charge_id = charge_id
+        self.refundable = refundable
+
+
+class AmountOverflow(MeterError):
+    """The amount or resulting balance would exceed CREDITS_MAX (2**53 - 1)."""
+
+
+class LimitExceeded(MeterError):
+    """A per-wallet limit of bounds.py (grants, holds) is reached."""
+
+
+class WalletNotLoaded(MeterError):
+    """Redis has no such wallet and no loader is configured to load it (never read as zero)."""
+
+    def __init__(self, account_id: str, credit_type: str) -> None:
+        super().__init__(
+            f"wallet {account_id}/{credit_type} is not loaded in Redis and the meter has no "
+            "loader: configure one (the SQL loader, or NewAccountLoader for Redis-only use)"
+        )
+        self.account_id = account_id
+        self.credit_type = credit_type
+
+
+class CatalogNotLoaded(MeterError):
+    """The bucket's catalog replica is missing and no catalog source can restore it."""
+
+
+class ScriptContractError(AssertionError):
+    """A script answered something the client never asks for: a bug, not a user error."""
+
+
+def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> None:
+    """Raises the exception for an error reply; returns for OK and REPLAYED.
+
+    Load-and-retry codes (NOT_LOADED, CATALOG_NOT_LOADED, CREDIT_TYPE_MISMATCH) are handled by
+    the client before this is called; reaching here with them is a contract error.
+    """
+    code = Code(_int(reply[0]))
+    if code in (Code.OK, Code.REPLAYED):
+        return
+    detail = [_str(x) for x in reply[1:]]
+    if code is Code.INSUFFICIENT:
+        raise InsufficientCredits(
+            _int(reply[1]), _int(reply[2]), _int(reply[3]), credit_type
+        )
+    if code is Code.UNKNOWN_TOOL:
+        raise UnknownTool(detail[0])
+    if code is Code.TOOL_DISABLED:
+        raise ToolDisabled(detail[0])
+    if code is Code.IDEMPOTENCY_MISMATCH:
+        raise IdempotencyConflict(f"idempotency key reused with other parameters ({subject})")
+    if code is Code.HOLD_NOT_FOUND:
+        raise HoldNotFound(subject)
+    if code is Code.HOLD_NOT_ACTIVE:
+        raise HoldNotActive(subject, detail[0])
+    if code is Code.CHARGE_NOT_FOUND:
+        raise ChargeNotFound(subject)
+    if code is Code.OVER_REFUND:
+        raise OverRefund(subject, int(detail[0]))
+    if code is Code.BAD_ARGUMENT:
+        raise InvalidArgument(detail[0], "rejected by the script")
+    if code is Code.AMOUNT_OVERFLOW:
+        raise AmountOverflow(f"{subject}: {detail[0]} exceeds 2**53 - 1")
+    if code is Code.LIMIT:
+        raise LimitExceeded(f"{subject}: too many {detail[0]} on the wallet")
+    raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
+
+
+def _int(x: object) -> int:
+    assert isinstance(x, (int, bytes, str)), x
+    return int(x)
+
+
+def _str(x: object) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

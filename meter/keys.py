@@ -1,0 +1,64 @@
+"""The only place Redis key names are built.
+
+Every key of an account, and its bucket's journal, due set and catalog replica, carries the
+bucket's hash tag `{<bucket>}`, so every script touches one cluster slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from meter import bounds
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "cm"
+    buckets: int = 16
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.buckets <= bounds.BUCKETS_MAX, self.buckets
+        assert self.prefix and "{" not in self.prefix, self.prefix
+
+    def bucket(self, account_id: str) -> int:
+        return zlib.crc32(account_id.encode()) % self.buckets
+
+    def _tag(self, bucket: int) -> str:
+        return f"{self.prefix}:{{{bucket}}}"
+
+    def wallet(self, account_id: str, credit_type: str) -> str:
+        return f"{self._tag(self.bucket(account_id))}:w:{credit_type}:{account_id}"
+
+    def idempotency(self, account_id: str, key: str) -> str:
+        # Scoped by account: the record must live in the account's slot.
+        return f"{self._tag(self.bucket(account_id))}:i:{account_id}:{key}"
+
+    def hold(self, bucket: int, hold_id: str) -> str:
+        return f"{self._tag(bucket)}:h:{hold_id}"
+
+    def charge(self, bucket: int, charge_id: str) -> str:
+        return f"{self._tag(bucket)}:c:{charge_id}"
+
+    def catalog(self, bucket: int) -> str:
+        return f"{self._tag(bucket)}:tools"
+
+    def journal(self, bucket: int) -> str:
+        return f"{self._tag(bucket)}:journal"
+
+    def due(self, bucket: int) -> str:
+        return f"{self._tag(bucket)}:due"
+
+    def all_buckets(self) -> range:
+        return range(self.buckets)
+
+
+def due_member(account_id: str, credit_type: str) -> str:
+    """Member of a bucket's due set; credit types have no ':', so the split is unambiguous."""
+    return f"{credit_type}:{account_id}"
+
+
+def parse_due_member(member: str) -> tuple[str, str]:
+    """(account_id, credit_type) of a due-set member."""
+    credit_type, account_id = member.split(":", 1)
+    return account_id, credit_type

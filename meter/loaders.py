@@ -1,0 +1,41 @@
+"""Where a wallet or the catalog comes from when Redis does not have it.
+
+The SQL loader (sync/) is the real one. `NewAccountLoader` is for a Redis-only meter (the
+demo, tests): it opens every unknown wallet empty, which is only right when Redis is the
+whole truth. With no loader at all the meter raises `WalletNotLoaded`: never a silent zero.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from meter.models import Tool, WalletSnapshot
+
+
+class Loader(Protocol):
+    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
+        """The wallet as the durable store has it; creates the account on first touch."""
+        ...
+
+    def load_catalog(self) -> list[Tool]:
+        """Every tool, to restore missing catalog replicas."""
+        ...
+
+    def account_credit_types(self, account_id: str) -> list[str]:
+        """Credit types the account has wallets of in the durable store."""
+        ...
+
+
+class NewAccountLoader:
+    def __init__(self, tools: list[Tool] | None = None, overdraft_limit: int = 0) -> None:
+        self._tools = list(tools or [])
+        self._overdraft_limit = overdraft_limit
+
+    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
+        return WalletSnapshot(overdraft_limit=self._overdraft_limit)
+
+    def load_catalog(self) -> list[Tool]:
+        return list(self._tools)
+
+    def account_credit_types(self, account_id: str) -> list[str]:
+        return []

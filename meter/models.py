@@ -1,0 +1,171 @@
+"""Typed results of the meter operations and the snapshots loaders hand in. Amounts are ints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class GrantPart:
+    """One grant's share of an entry: signed delta and what the grant holds after.
+
+    grant_id "debt" is the wallet's debt as a pseudo-grant (remaining_after = -debt).
+    """
+
+    grant_id: str
+    delta: int
+    remaining_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    id: str
+    account_id: str
+    tool: str
+    credit_type: str
+    amount: int
+    balance: int
+    available: int
+    held: int
+    breakdown: tuple[GrantPart, ...]
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    id: str
+    account_id: str
+    tool: str
+    credit_type: str
+    amount: int
+    expires_at_ms: int
+    balance: int
+    available: int
+    held: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    entry_id: str
+    hold_id: str
+    charged: int
+    released: int
+    balance: int
+    available: int
+    held: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    hold_id: str
+    released: int
+    balance: int
+    available: int
+    held: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendResult:
+    hold_id: str
+    expires_at_ms: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    id: str
+    charge_id: str
+    amount: int
+    balance: int
+    available: int
+    held: int
+    refunded_total: int
+    breakdown: tuple[GrantPart, ...]
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GrantResult:
+    id: str
+    grant_id: str
+    amount: int
+    balance: int
+    available: int
+    held: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustResult:
+    id: str
+    amount: int
+    balance: int
+    available: int
+    held: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    id: str
+    remaining: int
+    priority: int
+    expires_at_ms: int  # 0 = never expires
+    category: str  # paid | promotional
+
+
+@dataclass(frozen=True, slots=True)
+class WalletBalance:
+    credit_type: str
+    balance: int
+    available: int
+    held: int
+    debt: int
+    overdraft_limit: int
+    grants: tuple[GrantInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    account_id: str
+    wallets: tuple[WalletBalance, ...]
+
+    def wallet(self, credit_type: str) -> WalletBalance | None:
+        return next((w for w in self.wallets if w.credit_type == credit_type), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    cost: int
+    credit_type: str
+    active: bool = True
+    display_name: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSnapshot:
+    id: str
+    amount: int
+    expires_at_ms: int
+    tool: str
+
+
+@dataclass(frozen=True, slots=True)
+class WalletSnapshot:
+    """A wallet as the durable store knows it, for hydration into Redis."""
+
+    overdraft_limit: int = 0
+    debt: int = 0
+    grants: tuple[GrantInfo, ...] = field(default_factory=tuple)
+    holds: tuple[HoldSnapshot, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    grants_expired: int
+    holds_expired: int

@@ -1,0 +1,498 @@
+"""Sans-IO core of every meter operation: validate, build the script call, parse the reply.
+
+Each operation is a generator that yields requests (`Eval`, `Command`, `LoadWallet`,
+`LoadCatalog`) and receives their answers; `Meter` and `AsyncMeter` are thin drivers that
+perform the I/O. So the logic — including "not loaded -> hydrate -> retry" — exists once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from meter import bounds, validate
+from meter.errors import (
+    CatalogNotLoaded,
+    Code,
+    HoldNotFound,
+    ChargeNotFound,
+    InvalidArgument,
+    ScriptContractError,
+    raise_for_reply,
+)
+from meter.ids import bucket_of, new_id
+from meter.keys import Keys, due_member
+from meter.models import (
+    AccountBalance,
+    AdjustResult,
+    ChargeResult,
+    ExpireResult,
+    ExtendResult,
+    GrantInfo,
+    GrantPart,
+    GrantResult,
+    HoldResult,
+    RefundResult,
+    ReleaseResult,
+    SettleResult,
+    Tool,
+    WalletBalance,
+    WalletSnapshot,
+)
+
+R = TypeVar("R")
+DEFAULT_CREDIT_TYPE = "credits"  # first guess for a tool not seen yet; corrected by the script
+CATEGORY_CODES = {"paid": "p", "promotional": "r"}
+CATEGORY_NAMES = {v: k for k, v in CATEGORY_CODES.items()}
+
+
+@dataclass(slots=True)
+class Eval:
+    """EVALSHA of a registered script; `bucket` lets the async client batch charges."""
+
+    script: str
+    keys: list[str]
+    args: list[str]
+    bucket: int
+
+
+@dataclass(slots=True)
+class Command:
+    """A plain read (HMGET, GET, HGETALL...)."""
+
+    args: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class LoadWallet:
+    account_id: str
+    credit_type: str
+
+
+@dataclass(slots=True)
+class LoadCatalog:
+    pass
+
+
+@dataclass(slots=True)
+class LoadAccountTypes:
+    account_id: str
+
+
+Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes
+Op = Generator[Request, Any, R]
+
+
+@dataclass
+class Env:
+    """What every operation reads: key names, the clock, and the tool -> credit type cache."""
+
+    keys: Keys
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    idempotency_ttl_s: int = bounds.IDEMPOTENCY_TTL_S
+    tool_credit_types: dict[str, str] = field(default_factory=dict)
+
+
+def fingerprint(*parts: object) -> str:
+    """Identifies a request's parameters, so a reused idempotency key with others is caught."""
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _s(x: object) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _parts(text: object) -> tuple[GrantPart, ...]:
+    raw = _s(text)
+    if not raw:
+        return ()
+    out = []
+    for item in raw.split(";"):
+        gid, delta, after = item.split(":")
+        out.append(GrantPart(gid, int(delta), int(after)))
+    return tuple(out)
+
+
+def _code(reply: list[Any]) -> int:
+    return int(reply[0])
+
+
+# --- loading: the "not loaded" answers -------------------------------------------------
+
+
+def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnapshot) -> Eval:
+    bucket = keys.bucket(account_id)
+    assert len(snap.grants) <= bounds.GRANTS_PER_WALLET_MAX, "loader returned too many grants"
+    args = [account_id, credit_type, str(snap.overdraft_limit), str(snap.debt), str(len(snap.grants))]
+    for g in snap.grants:
+        args += [g.id, str(g.remaining), str(g.priority), str(g.expires_at_ms), g.category]
+    args.append(str(len(snap.holds)))
+    for h in snap.holds:
+        args += [h.id, str(h.amount), str(h.expires_at_ms), h.tool]
+    args.append(due_member(account_id, credit_type))
+    hold_keys = [keys.hold(bucket, h.id) for h in snap.holds]
+    return Eval("hydrate", [keys.wallet(account_id, credit_type), keys.due(bucket), *hold_keys],
+                args, bucket)
+
+
+def _hydrate(env: Env, account_id: str, credit_type: str) -> Op[None]:
+    snap = yield LoadWallet(account_id, credit_type)
+    reply = yield hydrate_eval(env.keys, account_id, credit_type, snap)
+    raise_for_reply(reply, f"hydrate {account_id}/{credit_type}", credit_type)
+
+
+def catalog_evals(keys: Keys, tools: list[Tool], mode: str) -> list[Eval]:
+    args = [mode]
+    for t in tools:
+        args += [t.name, str(t.cost), t.credit_type, "1" if t.active else "0"]
+    return [Eval("catalog_set", [keys.catalog(b)], args, b) for b in keys.all_buckets()]
+
+
+def _restore_catalog(env: Env) -> Op[None]:
+    tools = yield LoadCatalog()
+    for ev in catalog_evals(env.keys, tools, "replace"):
+        reply = yield ev
+        raise_for_reply(reply, "catalog restore", "")
+
+
+def _with_loading(env: Env, build: Callable[[str], Eval], account_id: str, tool: str | None,
+                  credit_type: str | None, subject: str) -> Op[tuple[list[Any], str]]:
+    """Runs a wallet script; hydrates, restores the catalog or learns a tool's credit type
+    when the script asks, then retries. Returns the final reply and the credit type used."""
+    for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
+        ct = credit_type or env.tool_credit_types.get(tool or "", DEFAULT_CREDIT_TYPE)
+        ev = build(ct)
+        reply = yield ev
+        if ev.script == "charge":
+            reply = reply[0]
+        code = _code(reply)
+        if code == Code.NOT_LOADED:
+            yield from _hydrate(env, account_id, ct)
+        elif code == Code.CATALOG_NOT_LOADED:
+            yield from _restore_catalog(env)
+        elif code == Code.CREDIT_TYPE_MISMATCH:
+            assert tool is not None
+            env.tool_credit_types[tool] = _s(reply[1])
+        else:
+            raise_for_reply(reply, subject, ct)
+            return reply, ct
+    raise ScriptContractError(f"{subject}: still not loaded after {bounds.HYDRATE_ATTEMPTS_MAX} loads")
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+def charge(env: Env, account_id: str, tool: str, quantity: int = 1, *,
+           idempotency_key: str | None = None, description: str | None = None,
+           metadata: dict[str, Any] | None = None) -> Op[ChargeResult]:
+    account_id = validate.account_id(account_id)
+    tool = validate.tool(tool)
+    quantity = validate.quantity(quantity)
+    desc = validate.text("description", description, bounds.DESCRIPTION_LEN_MAX)
+    meta = validate.metadata(metadata)
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    entry_id = new_id(bucket)
+    idem = validate.idempotency_key(idempotency_key) if idempotency_key is not None else entry_id
+    fp = fingerprint("charge", account_id, tool, quantity, desc, meta)
+
+    def build(ct: str) -> Eval:
+        return Eval("charge", [
+            keys.catalog(bucket), keys.journal(bucket), keys.wallet(account_id, ct),
+            keys.idempotency(account_id, idem), keys.charge(bucket, entry_id),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, account_id, ct, tool,
+            str(quantity), fp, idem, desc, meta], bucket)
+
+    reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"charge {tool}")
+    return ChargeResult(
+        id=_s(reply[1]), account_id=account_id, tool=tool, credit_type=ct, amount=int(reply[2]),
+        balance=int(reply[3]), available=int(reply[4]), held=int(reply[5]),
+        breakdown=_parts(reply[6]), replayed=_code(reply) == Code.REPLAYED)
+
+
+def hold(env: Env, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
+         ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+         idempotency_key: str | None = None) -> Op[HoldResult]:
+    account_id = validate.account_id(account_id)
+    tool = validate.tool(tool)
+    quantity = validate.quantity(quantity)
+    fixed = "" if amount is None else str(validate.credits("amount", amount))
+    ttl_s = validate.ttl_s("ttl_seconds", ttl_s)
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    hold_id = new_id(bucket)
+    idem = validate.idempotency_key(idempotency_key) if idempotency_key is not None else hold_id
+    fp = fingerprint("hold", account_id, tool, quantity, fixed, ttl_s)
+
+    def build(ct: str) -> Eval:
+        return Eval("hold", [
+            keys.wallet(account_id, ct), keys.idempotency(account_id, idem),
+            keys.hold(bucket, hold_id), keys.catalog(bucket), keys.journal(bucket), keys.due(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, tool,
+            str(quantity), fixed, str(ttl_s), fp, idem, due_member(account_id, ct)], bucket)
+
+    reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"hold {tool}")
+    return HoldResult(
+        id=_s(reply[1]), account_id=account_id, tool=tool, credit_type=ct, amount=int(reply[2]),
+        expires_at_ms=int(reply[3]), balance=int(reply[4]), available=int(reply[5]),
+        held=int(reply[6]), replayed=_code(reply) == Code.REPLAYED)
+
+
+def _record_owner(env: Env, kind: str, record_id: str,
+                  owner: tuple[str, str] | None = None) -> Op[tuple[int, str, str]]:
+    """(bucket, account_id, credit_type) of a hold or charge: as the caller knows it, or read
+    from its Redis record."""
+    record_id = validate.entity_id(f"{kind}_id", record_id)
+    bucket = bucket_of(record_id)
+    if bucket >= env.keys.buckets:
+        raise InvalidArgument(f"{kind}_id", "not an id of this deployment")
+    if owner is not None:
+        return bucket, owner[0], owner[1]
+    if kind == "hold":
+        raw = yield Command(("HMGET", env.keys.hold(bucket, record_id), "a", "t"))
+        if raw[0] is None:
+            raise HoldNotFound(record_id)
+        return bucket, _s(raw[0]), _s(raw[1])
+    raw = yield Command(("GET", env.keys.charge(bucket, record_id)))
+    if raw is None:
+        raise ChargeNotFound(record_id)
+    fields = _s(raw).split("\x1f")
+    return bucket, fields[0], fields[1]
+
+
+def settle(env: Env, hold_id: str, amount: int | None = None, *,
+           idempotency_key: str | None = None, description: str | None = None,
+           metadata: dict[str, Any] | None = None,
+           owner: tuple[str, str] | None = None) -> Op[SettleResult]:
+    wanted = "" if amount is None else str(validate.credits("amount", amount))
+    desc = validate.text("description", description, bounds.DESCRIPTION_LEN_MAX)
+    meta = validate.metadata(metadata)
+    idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    keys = env.keys
+    entry_id = new_id(bucket)
+    idem = idem_given or entry_id
+    fp = fingerprint("settle", hold_id, wanted, desc, meta)
+
+    def build(ct: str) -> Eval:
+        return Eval("settle", [
+            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
+            keys.idempotency(account_id, idem), keys.journal(bucket), keys.charge(bucket, entry_id),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, entry_id, account_id, ct,
+            wanted, fp, idem, desc, meta], bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    return SettleResult(
+        entry_id=_s(reply[1]), hold_id=hold_id, charged=int(reply[2]), released=int(reply[3]),
+        balance=int(reply[4]), available=int(reply[5]), held=int(reply[6]),
+        replayed=_code(reply) == Code.REPLAYED)
+
+
+def release(env: Env, hold_id: str, *, idempotency_key: str | None = None,
+            owner: tuple[str, str] | None = None) -> Op[ReleaseResult]:
+    idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    keys = env.keys
+    idem = idem_given or new_id(bucket)
+    fp = fingerprint("release", hold_id)
+
+    def build(ct: str) -> Eval:
+        return Eval("release", [
+            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
+            keys.idempotency(account_id, idem), keys.journal(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
+            bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    return ReleaseResult(hold_id=hold_id, released=int(reply[1]), balance=int(reply[2]),
+                         available=int(reply[3]), held=int(reply[4]),
+                         replayed=_code(reply) == Code.REPLAYED)
+
+
+def extend(env: Env, hold_id: str, ttl_s: int, *,
+           idempotency_key: str | None = None,
+           owner: tuple[str, str] | None = None) -> Op[ExtendResult]:
+    ttl_s = validate.ttl_s("ttl_seconds", ttl_s)
+    idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    keys = env.keys
+    idem = idem_given or new_id(bucket)
+    fp = fingerprint("extend", hold_id, ttl_s)
+
+    def build(ct: str) -> Eval:
+        return Eval("extend", [
+            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
+            keys.idempotency(account_id, idem), keys.journal(bucket), keys.due(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, str(ttl_s),
+            fp, idem, due_member(account_id, ct)], bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    return ExtendResult(hold_id=hold_id, expires_at_ms=int(reply[1]),
+                        replayed=_code(reply) == Code.REPLAYED)
+
+
+def refund(env: Env, charge_id: str, amount: int | None = None, *, reason: str | None = None,
+           idempotency_key: str | None = None,
+           metadata: dict[str, Any] | None = None) -> Op[RefundResult]:
+    wanted = "" if amount is None else str(validate.credits("amount", amount, low=1))
+    why = validate.text("reason", reason, bounds.DESCRIPTION_LEN_MAX)
+    meta = validate.metadata(metadata)
+    idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+    bucket, account_id, ct = yield from _record_owner(env, "charge", charge_id)
+    keys = env.keys
+    entry_id = new_id(bucket)
+    idem = idem_given or entry_id
+    fp = fingerprint("refund", charge_id, wanted, why, meta)
+    successor_paid, successor_promo = new_id(bucket), new_id(bucket)
+
+    def build(ct: str) -> Eval:
+        return Eval("refund", [
+            keys.charge(bucket, charge_id), keys.wallet(account_id, ct),
+            keys.idempotency(account_id, idem), keys.journal(bucket), keys.due(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, charge_id, account_id, ct,
+            wanted, successor_paid, successor_promo, fp, idem, why, meta,
+            due_member(account_id, ct)], bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, ct, charge_id)
+    return RefundResult(
+        id=_s(reply[1]), charge_id=charge_id, amount=int(reply[2]), balance=int(reply[3]),
+        available=int(reply[4]), held=int(reply[5]), refunded_total=int(reply[6]),
+        breakdown=_parts(reply[7]), replayed=_code(reply) == Code.REPLAYED)
+
+
+def grant(env: Env, account_id: str, credit_type: str, amount: int, *,
+          category: str = "promotional", priority: int = bounds.PRIORITY_DEFAULT,
+          expires_at_ms: int | None = None, source: str = "admin",
+          reference_id: str | None = None, idempotency_key: str | None = None,
+          description: str | None = None, metadata: dict[str, Any] | None = None,
+          grant_id: str | None = None) -> Op[GrantResult]:
+    account_id = validate.account_id(account_id)
+    credit_type = validate.credit_type(credit_type)
+    amount = validate.credits("amount", amount, low=1)
+    category = validate.category(category)
+    priority = validate.priority(priority)
+    expires = validate.expires_ms(expires_at_ms, env.clock_ms())
+    source = validate.text("source", source, bounds.SOURCE_LEN_MAX, required=True)
+    ref = validate.text("reference_id", reference_id, bounds.REFERENCE_LEN_MAX)
+    desc = validate.text("description", description, bounds.DESCRIPTION_LEN_MAX)
+    meta = validate.metadata(metadata)
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    entry_id = new_id(bucket)
+    gid = entry_id if grant_id is None else validate.entity_id("grant_id", grant_id)
+    idem = validate.idempotency_key(idempotency_key) if idempotency_key is not None else entry_id
+    fp = fingerprint("grant", account_id, credit_type, amount, category, priority, expires,
+                     source, ref, desc, meta, grant_id)
+
+    def build(ct: str) -> Eval:
+        return Eval("grant", [
+            keys.wallet(account_id, ct), keys.idempotency(account_id, idem), keys.journal(bucket),
+            keys.due(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, gid, account_id, ct,
+            str(amount), category, str(priority), str(expires), source, ref, fp, idem, desc, meta,
+            due_member(account_id, ct)], bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "grant")
+    return GrantResult(id=_s(reply[1]), grant_id=_s(reply[2]), amount=int(reply[3]),
+                       balance=int(reply[4]), available=int(reply[5]), held=int(reply[6]),
+                       replayed=_code(reply) == Code.REPLAYED)
+
+
+def adjust(env: Env, account_id: str, credit_type: str, amount: int, *, reason: str,
+           category: str = "promotional", idempotency_key: str | None = None,
+           metadata: dict[str, Any] | None = None) -> Op[AdjustResult]:
+    account_id = validate.account_id(account_id)
+    credit_type = validate.credit_type(credit_type)
+    amount = validate.integer("amount", amount, -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
+    if amount == 0:
+        raise InvalidArgument("amount", "must not be 0")
+    category = validate.category(category)
+    why = validate.text("reason", reason, bounds.DESCRIPTION_LEN_MAX, required=True)
+    meta = validate.metadata(metadata)
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    entry_id = new_id(bucket)
+    idem = validate.idempotency_key(idempotency_key) if idempotency_key is not None else entry_id
+    fp = fingerprint("adjust", account_id, credit_type, amount, category, why, meta)
+
+    def build(ct: str) -> Eval:
+        return Eval("adjust", [
+            keys.wallet(account_id, ct), keys.idempotency(account_id, idem), keys.journal(bucket),
+        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, entry_id, account_id, ct,
+            str(amount), category, fp, idem, why, meta], bucket)
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "adjust")
+    return AdjustResult(id=_s(reply[1]), amount=int(reply[2]), balance=int(reply[3]),
+                        available=int(reply[4]), held=int(reply[5]),
+                        replayed=_code(reply) == Code.REPLAYED)
+
+
+def balance(env: Env, account_id: str, credit_types: list[str] | None = None) -> Op[AccountBalance]:
+    """Balances of one account's wallets (default: every credit type the catalog uses and the
+    durable store knows for the account); missing wallets are loaded first."""
+    account_id = validate.account_id(account_id)
+    if credit_types is None:
+        known = yield LoadAccountTypes(account_id)
+        credit_types = list(known) + (yield from catalog_credit_types(env, account_id))
+    types = sorted({validate.credit_type(ct) for ct in credit_types})
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
+        replies = yield Eval("balance", [keys.wallet(account_id, ct) for ct in types],
+                             [str(env.clock_ms())], bucket)
+        missing = [ct for ct, r in zip(types, replies) if _code(r) == Code.NOT_LOADED]
+        if not missing:
+            return AccountBalance(account_id, tuple(
+                _wallet_balance(ct, r) for ct, r in zip(types, replies)))
+        for ct in missing:
+            yield from _hydrate(env, account_id, ct)
+    raise ScriptContractError(f"balance {account_id}: wallets still not loaded")
+
+
+def _wallet_balance(credit_type: str, r: list[Any]) -> WalletBalance:
+    raise_for_reply(r, "balance", credit_type)
+    flat = r[6]
+    grants = tuple(
+        GrantInfo(id=_s(flat[i]), remaining=int(flat[i + 1]), priority=int(flat[i + 2]),
+                  expires_at_ms=int(flat[i + 3]), category=CATEGORY_NAMES[_s(flat[i + 4])])
+        for i in range(0, len(flat), 5))
+    return WalletBalance(credit_type=credit_type, balance=int(r[1]), available=int(r[2]),
+                         held=int(r[3]), debt=int(r[4]), overdraft_limit=int(r[5]),
+                         grants=grants)
+
+
+def set_tools(env: Env, tools: list[Tool], *, replace: bool = False) -> Op[None]:
+    """Writes tools into every bucket's catalog replica before returning (SPEC §5)."""
+    for t in tools:
+        validate.tool(t.name)
+        validate.credits("cost", t.cost)
+        validate.credit_type(t.credit_type)
+    for ev in catalog_evals(env.keys, tools, "replace" if replace else "merge"):
+        reply = yield ev
+        raise_for_reply(reply, "catalog", "")
+    for t in tools:
+        env.tool_credit_types[t.name] = t.credit_type
+
+
+def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:
+    """Credit types the tools of the account's bucket replica use (restoring it if missing)."""
+    bucket = env.keys.bucket(account_id)
+    for _ in range(2):
+        raw = yield Command(("HGETALL", env.keys.catalog(bucket)))
+        if raw:
+            return sorted({_s(v).split("|")[1] for k, v in raw.items() if _s(k) != "~"})
+        yield from _restore_catalog(env)
+    return []
+
+
+def expire_wallet(env: Env, bucket: int, account_id: str, credit_type: str) -> Op[ExpireResult]:
+    keys = env.keys
+    reply = yield Eval("expire", [
+        keys.wallet(account_id, credit_type), keys.journal(bucket), keys.due(bucket),
+    ], [str(env.clock_ms()), account_id, credit_type, due_member(account_id, credit_type)], bucket)
+    raise_for_reply(reply, "expire", credit_type)
+    return ExpireResult(int(reply[1]), int(reply[2]))

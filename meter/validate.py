@@ -1,0 +1,110 @@
+"""Checks of every argument before any Redis call (SPEC §4 "Numbers"); typed errors on failure.
+
+Nothing is coerced: "10", 10.0, True and 1e3 are not integers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from meter import bounds
+from meter.errors import InvalidArgument
+
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,%d}$" % bounds.ACCOUNT_ID_LEN_MAX)
+_CREDIT_TYPE_RE = re.compile(r"^[a-z0-9_]{1,%d}$" % bounds.CREDIT_TYPE_LEN_MAX)
+_TOOL_RE = re.compile(r"^[A-Z0-9_]{1,%d}$" % bounds.TOOL_LEN_MAX)
+_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,%d}$" % bounds.IDEMPOTENCY_KEY_LEN_MAX)
+_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % bounds.ID_LEN_MAX)
+CATEGORIES = ("paid", "promotional")
+
+
+def _match(field: str, value: object, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise InvalidArgument(field, f"must be {what}")
+    return value
+
+
+def account_id(value: object) -> str:
+    return _match("account_id", value, _ACCOUNT_RE, "1-128 of [A-Za-z0-9_.:@-]")
+
+
+def credit_type(value: object) -> str:
+    return _match("credit_type", value, _CREDIT_TYPE_RE, "1-32 of [a-z0-9_]")
+
+
+def tool(value: object) -> str:
+    return _match("tool", value, _TOOL_RE, "1-64 of [A-Z0-9_]")
+
+
+def idempotency_key(value: object) -> str:
+    return _match("idempotency_key", value, _IDEMPOTENCY_RE, "1-255 printable ASCII characters")
+
+
+def entity_id(field: str, value: object) -> str:
+    return _match(field, value, _ID_RE, "an id")
+
+
+def integer(field: str, value: object, low: int, high: int) -> int:
+    # bool is an int subclass: True must not pass as 1.
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgument(field, f"must be an integer in [{low}, {high}]")
+    return value
+
+
+def credits(field: str, value: object, low: int = 0) -> int:
+    return integer(field, value, low, bounds.CREDITS_MAX)
+
+
+def quantity(value: object) -> int:
+    return integer("quantity", value, 1, bounds.QUANTITY_MAX)
+
+
+def ttl_s(field: str, value: object) -> int:
+    return integer(field, value, 1, bounds.HOLD_TTL_S_MAX)
+
+
+def priority(value: object) -> int:
+    return integer("priority", value, 0, bounds.PRIORITY_MAX)
+
+
+def category(value: object) -> str:
+    if value not in CATEGORIES:
+        raise InvalidArgument("category", "must be paid or promotional")
+    assert isinstance(value, str)
+    return value
+
+
+def text(field: str, value: object, max_len: int, required: bool = False) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value.encode()) > max_len or (required and not value):
+        need = "non-empty " if required else ""
+        raise InvalidArgument(field, f"must be {need}text of at most {max_len} bytes")
+    return value
+
+
+def metadata(value: object) -> str:
+    """A JSON object of at most METADATA_BYTES_MAX bytes serialized, as compact JSON."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        raise InvalidArgument("metadata", "must be a JSON object")
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument("metadata", f"not serializable as JSON: {exc}") from exc
+    if len(encoded.encode()) > bounds.METADATA_BYTES_MAX:
+        raise InvalidArgument("metadata", f"larger than {bounds.METADATA_BYTES_MAX} bytes")
+    return encoded
+
+
+def expires_ms(value: Any, now_ms: int) -> int:
+    """0 for never; else an integer ms timestamp after now."""
+    if value is None:
+        return 0
+    ms = integer("expires_at", value, 1, bounds.CREDITS_MAX)
+    if ms <= now_ms:
+        raise InvalidArgument("expires_at", "must be in the future")
+    return ms
