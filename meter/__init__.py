@@ -1,6 +1,6 @@
 """creditmeter's hot path: Redis-resident balances changed only by atomic Lua scripts.
 
-    from meter import Meter, AsyncMeter, InsufficientCredits
+from meter import Meter, AsyncMeter, InsufficientCredits
 """
 
 from meter.aclient import AsyncHold, AsyncMeter
@@ -26,8 +26,26 @@ from meter.loaders import Loader, NewAccountLoader
 from meter.models import Tool
 
 __all__ = [
-    "AmountOverflow", "AsyncHold", "AsyncMeter", "CatalogNotLoaded", "ChargeNotFound", "Hold",
-    "HoldNotActive", "HoldNotFound", "IdempotencyConflict", "InsufficientCredits",
-    "InvalidArgument", "Keys", "LimitExceeded", "Loader", "Meter", "MeterError",
-    "NewAccountLoader", "OverRefund", "Tool", "ToolDisabled", "UnknownTool", "WalletNotLoaded",
+    "AmountOverflow",
+    "AsyncHold",
+    "AsyncMeter",
+    "CatalogNotLoaded",
+    "ChargeNotFound",
+    "Hold",
+    "HoldNotActive",
+    "HoldNotFound",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "InvalidArgument",
+    "Keys",
+    "LimitExceeded",
+    "Loader",
+    "Meter",
+    "MeterError",
+    "NewAccountLoader",
+    "OverRefund",
+    "Tool",
+    "ToolDisabled",
+    "UnknownTool",
+    "WalletNotLoaded",
 ]

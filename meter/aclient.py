@@ -6,6 +6,7 @@ of a round goes in one pipeline, and the next round starts as soon as a pipeline
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from types import TracebackType
@@ -16,23 +17,38 @@ import redis.exceptions
 
 from meter import bounds, ops, scripts
 from meter.base import MeterBase
+from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import AccountBalance, HoldResult
 from meter.redis_conn import async_client
+from meter.settings import Settings, get_settings
 
 PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
 ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
 
 
 class AsyncMeter(MeterBase):
-    def __init__(self, client: redis.asyncio.Redis, *, keys: Keys | None = None,
-                 loader: Loader | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        keys: Keys | None = None,
+        loader: Loader | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(keys or Keys(), loader, clock_ms)
         self.redis = client
         self._batcher = _Batcher(client)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> AsyncMeter:
+        """Connects as CREDITMETER_* says (starting the embedded Redis when no URL is set)
+        and refuses a Redis that may evict balances."""
+        settings = settings or get_settings()
+        kwargs.setdefault("keys", keys_from(settings))
+        return cls.from_url(checked_redis_url(settings), **kwargs)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncMeter:
@@ -56,13 +72,14 @@ class AsyncMeter(MeterBase):
         if isinstance(request, ops.Eval):
             return await self._batcher.submit(request)
         if isinstance(request, ops.Command):
-            return await self.redis.execute_command(*request.args)
+            return await self.redis.execute_command(*request.args)  # type: ignore[no-untyped-call]
         loader = self.loader
         if isinstance(request, ops.LoadWallet):
             if loader is None:
                 raise WalletNotLoaded(request.account_id, request.credit_type)
-            return await asyncio.to_thread(loader.load_wallet, request.account_id,
-                                           request.credit_type)
+            return await asyncio.to_thread(
+                loader.load_wallet, request.account_id, request.credit_type
+            )
         if isinstance(request, ops.LoadCatalog):
             if loader is None:
                 raise CatalogNotLoaded("catalog replica missing and no loader to restore it")
@@ -72,18 +89,32 @@ class AsyncMeter(MeterBase):
             return []
         return await asyncio.to_thread(loader.account_credit_types, request.account_id)
 
-    async def balance(self, account_id: str,
-                      credit_types: list[str] | None = None) -> AccountBalance:
-        result: AccountBalance = await self._drive(
-            ops.balance(self._env, account_id, credit_types))
+    async def balance(
+        self, account_id: str, credit_types: list[str] | None = None
+    ) -> AccountBalance:
+        result: AccountBalance = await self._drive(ops.balance(self._env, account_id, credit_types))
         return result
 
-    def hold(self, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
-             ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
-             idempotency_key: str | None = None) -> _PendingHold:
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> _PendingHold:
         """`h = await m.hold(...)`, or `async with m.hold(...) as h: ... await h.settle(cost)`."""
-        op = ops.hold(self._env, account_id, tool, quantity=quantity, amount=amount,
-                      ttl_s=ttl_s, idempotency_key=idempotency_key)
+        op = ops.hold(
+            self._env,
+            account_id,
+            tool,
+            quantity=quantity,
+            amount=amount,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+        )
         return _PendingHold(self, op)
 
 
@@ -131,14 +162,16 @@ class _PendingHold:
     async def __aenter__(self) -> AsyncHold:
         return await self._open()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         hold = self._hold
         if hold is not None and not hold.done:
-            try:
+            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
                 await hold.release()
-            except HoldNotActive:
-                pass  # it expired meanwhile: nothing is reserved any more
 
 
 class _Batcher:
@@ -172,7 +205,7 @@ class _Batcher:
         try:
             merged = _merge(batch)
             replies = await self._execute([ev for ev, _ in merged])
-            for (ev, targets), reply in zip(merged, replies):
+            for (ev, targets), reply in zip(merged, replies, strict=True):
                 _deliver(ev, targets, reply)
         except BaseException as exc:  # every caller must hear about a failed round
             for _, future in batch:
@@ -187,21 +220,24 @@ class _Batcher:
 
     async def _execute(self, evals: list[ops.Eval]) -> list[Any]:
         replies = await self._pipeline(evals)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
         if missing:
             # The script cache was flushed; those calls did not run, so re-sending is safe.
             for name in {evals[i].script for i in missing}:
                 await self._redis.script_load(scripts.get(name).source)
             again = await self._pipeline([evals[i] for i in missing])
-            for i, reply in zip(missing, again):
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
     async def _pipeline(self, evals: list[ops.Eval]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for ev in evals:
-            pipe.execute_command("EVALSHA", scripts.get(ev.script).sha, len(ev.keys), *ev.keys,
-                                 *ev.args)
+            pipe.execute_command(
+                "EVALSHA", scripts.get(ev.script).sha, len(ev.keys), *ev.keys, *ev.args
+            )
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -219,7 +255,7 @@ def _merge(batch: list[tuple[ops.Eval, asyncio.Future[Any]]]) -> list[tuple[ops.
             out.append((ev, [future]))
     for bucket, items in charges.items():
         for start in range(0, len(items), bounds.BATCH_CHARGES_MAX):
-            chunk = items[start:start + bounds.BATCH_CHARGES_MAX]
+            chunk = items[start : start + bounds.BATCH_CHARGES_MAX]
             first = chunk[0][0]
             keys = first.keys[:2]
             args = first.args[:2]
@@ -241,6 +277,6 @@ def _deliver(ev: ops.Eval, targets: _Targets, reply: Any) -> None:
         return
     # A charge call answers one reply per charge; each caller gets its own as a batch of one.
     assert len(reply) == len(targets), "charge batch answered a different count"
-    for future, one in zip(targets, reply):
+    for future, one in zip(targets, reply, strict=True):
         if not future.done():
             future.set_result([one])

@@ -23,72 +23,169 @@ class MeterBase:
     def _run(self, op: ops.Op[Any]) -> Any:
         raise NotImplementedError
 
-    def charge(self, account_id: str, tool: str, quantity: int = 1, *,
-               idempotency_key: str | None = None, description: str | None = None,
-               metadata: dict[str, Any] | None = None) -> Any:
+    def charge(
+        self,
+        account_id: str,
+        tool: str,
+        quantity: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
         """Takes tool cost x quantity, atomically, or raises InsufficientCredits -> ChargeResult."""
-        return self._run(ops.charge(self._env, account_id, tool, quantity,
-                                    idempotency_key=idempotency_key, description=description,
-                                    metadata=metadata))
+        return self._run(
+            ops.charge(
+                self._env,
+                account_id,
+                tool,
+                quantity,
+                idempotency_key=idempotency_key,
+                description=description,
+                metadata=metadata,
+            )
+        )
 
-    def settle(self, hold_id: str, amount: int | None = None, *,
-               idempotency_key: str | None = None, description: str | None = None,
-               metadata: dict[str, Any] | None = None,
-               owner: tuple[str, str] | None = None) -> Any:
+    def settle(
+        self,
+        hold_id: str,
+        amount: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> Any:
         """Charges a hold (default: its amount) and releases the rest -> SettleResult."""
-        return self._run(ops.settle(self._env, hold_id, amount, idempotency_key=idempotency_key,
-                                    description=description, metadata=metadata, owner=owner))
+        return self._run(
+            ops.settle(
+                self._env,
+                hold_id,
+                amount,
+                idempotency_key=idempotency_key,
+                description=description,
+                metadata=metadata,
+                owner=owner,
+            )
+        )
 
-    def release(self, hold_id: str, *, idempotency_key: str | None = None,
-                owner: tuple[str, str] | None = None) -> Any:
+    def release(
+        self,
+        hold_id: str,
+        *,
+        idempotency_key: str | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> Any:
         """Ends a hold without charging -> ReleaseResult."""
-        return self._run(ops.release(self._env, hold_id, idempotency_key=idempotency_key,
-                                     owner=owner))
+        return self._run(
+            ops.release(self._env, hold_id, idempotency_key=idempotency_key, owner=owner)
+        )
 
-    def extend(self, hold_id: str, ttl_s: int, *, idempotency_key: str | None = None,
-               owner: tuple[str, str] | None = None) -> Any:
+    def extend(
+        self,
+        hold_id: str,
+        ttl_s: int,
+        *,
+        idempotency_key: str | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> Any:
         """Heartbeat: the hold now expires ttl_s from now -> ExtendResult."""
-        return self._run(ops.extend(self._env, hold_id, ttl_s, idempotency_key=idempotency_key,
-                                    owner=owner))
+        return self._run(
+            ops.extend(self._env, hold_id, ttl_s, idempotency_key=idempotency_key, owner=owner)
+        )
 
-    def refund(self, charge_id: str, amount: int | None = None, *, reason: str | None = None,
-               idempotency_key: str | None = None,
-               metadata: dict[str, Any] | None = None) -> Any:
+    def refund(
+        self,
+        charge_id: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
         """Returns all (default) or part of a charge to its grants -> RefundResult."""
-        return self._run(ops.refund(self._env, charge_id, amount, reason=reason,
-                                    idempotency_key=idempotency_key, metadata=metadata))
+        return self._run(
+            ops.refund(
+                self._env,
+                charge_id,
+                amount,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+            )
+        )
 
-    def grant(self, account_id: str, credit_type: str, amount: int, *,
-              category: str = "promotional", priority: int = bounds.PRIORITY_DEFAULT,
-              expires_at_ms: int | None = None, source: str = "admin",
-              reference_id: str | None = None, idempotency_key: str | None = None,
-              description: str | None = None, metadata: dict[str, Any] | None = None,
-              grant_id: str | None = None) -> Any:
+    def grant(
+        self,
+        account_id: str,
+        credit_type: str,
+        amount: int,
+        *,
+        category: str = "promotional",
+        priority: int = bounds.PRIORITY_DEFAULT,
+        expires_at_ms: int | None = None,
+        source: str = "admin",
+        reference_id: str | None = None,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        grant_id: str | None = None,
+    ) -> Any:
         """Adds credits as a new grant; debt is paid first -> GrantResult."""
-        return self._run(ops.grant(
-            self._env, account_id, credit_type, amount, category=category, priority=priority,
-            expires_at_ms=expires_at_ms, source=source, reference_id=reference_id,
-            idempotency_key=idempotency_key, description=description, metadata=metadata,
-            grant_id=grant_id))
+        return self._run(
+            ops.grant(
+                self._env,
+                account_id,
+                credit_type,
+                amount,
+                category=category,
+                priority=priority,
+                expires_at_ms=expires_at_ms,
+                source=source,
+                reference_id=reference_id,
+                idempotency_key=idempotency_key,
+                description=description,
+                metadata=metadata,
+                grant_id=grant_id,
+            )
+        )
 
-    def adjust(self, account_id: str, credit_type: str, amount: int, *, reason: str,
-               category: str = "promotional", idempotency_key: str | None = None,
-               metadata: dict[str, Any] | None = None) -> Any:
+    def adjust(
+        self,
+        account_id: str,
+        credit_type: str,
+        amount: int,
+        *,
+        reason: str,
+        category: str = "promotional",
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
         """An admin's signed change with a reason -> AdjustResult."""
-        return self._run(ops.adjust(self._env, account_id, credit_type, amount, reason=reason,
-                                    category=category, idempotency_key=idempotency_key,
-                                    metadata=metadata))
+        return self._run(
+            ops.adjust(
+                self._env,
+                account_id,
+                credit_type,
+                amount,
+                reason=reason,
+                category=category,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+            )
+        )
 
     def set_tools(self, tools: list[Tool], *, replace: bool = False) -> Any:
         """Writes tools into every bucket's catalog replica; effective for the next charge."""
         return self._run(ops.set_tools(self._env, tools, replace=replace))
 
-    def set_tool(self, name: str, cost: int, credit_type: str = "credits",
-                 active: bool = True) -> Any:
-        return self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type,
-                                    active=active)])
+    def set_tool(
+        self, name: str, cost: int, credit_type: str = "credits", active: bool = True
+    ) -> Any:
+        return self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
 
     def expire_wallet(self, account_id: str, credit_type: str) -> Any:
         """Expires the wallet's due grants and holds now (the sweep's unit of work)."""
-        return self._run(ops.expire_wallet(self._env, self.keys.bucket(account_id), account_id,
-                                           credit_type))
+        return self._run(
+            ops.expire_wallet(self._env, self.keys.bucket(account_id), account_id, credit_type)
+        )

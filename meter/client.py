@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import redis
 
-from meter import ops, scripts
+from meter import bounds, ops, scripts
 from meter.base import MeterBase
+from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import AccountBalance, HoldResult
 from meter.redis_conn import sync_client
+from meter.settings import Settings, get_settings
 
 
 class Meter(MeterBase):
-    def __init__(self, client: redis.Redis, *, keys: Keys | None = None,
-                 loader: Loader | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        keys: Keys | None = None,
+        loader: Loader | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(keys or Keys(), loader, clock_ms)
         self.redis = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Meter:
+        """Connects as CREDITMETER_* says (starting the embedded Redis when no URL is set)
+        and refuses a Redis that may evict balances."""
+        settings = settings or get_settings()
+        kwargs.setdefault("keys", keys_from(settings))
+        return cls.from_url(checked_redis_url(settings), **kwargs)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Meter:
@@ -40,7 +56,7 @@ class Meter(MeterBase):
         if isinstance(request, ops.Eval):
             return self._eval(request)
         if isinstance(request, ops.Command):
-            return self.redis.execute_command(*request.args)
+            return self.redis.execute_command(*request.args)  # type: ignore[no-untyped-call]
         if isinstance(request, ops.LoadWallet):
             if self.loader is None:
                 raise WalletNotLoaded(request.account_id, request.credit_type)
@@ -65,12 +81,28 @@ class Meter(MeterBase):
         result: AccountBalance = self._run(ops.balance(self._env, account_id, credit_types))
         return result
 
-    def hold(self, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
-             ttl_s: int = ops.bounds.HOLD_TTL_S_DEFAULT,
-             idempotency_key: str | None = None) -> Hold:
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> Hold:
         """Reserves credits; use as `with m.hold(...) as h: ... h.settle(cost)`."""
-        result = self._run(ops.hold(self._env, account_id, tool, quantity=quantity, amount=amount,
-                                    ttl_s=ttl_s, idempotency_key=idempotency_key))
+        result = self._run(
+            ops.hold(
+                self._env,
+                account_id,
+                tool,
+                quantity=quantity,
+                amount=amount,
+                ttl_s=ttl_s,
+                idempotency_key=idempotency_key,
+            )
+        )
         return Hold(self, result)
 
 
@@ -104,10 +136,12 @@ class Hold:
     def __enter__(self) -> Hold:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if not self.done:
-            try:
+            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
                 self.release()
-            except HoldNotActive:
-                pass  # it expired meanwhile: nothing is reserved any more

@@ -43,9 +43,7 @@ class InsufficientCredits(MeterError):
     """available - required would drop below -overdraft_limit; nothing changed."""
 
     def __init__(self, balance: int, available: int, required: int, credit_type: str) -> None:
-        super().__init__(
-            f"insufficient {credit_type}: available {available}, required {required}"
-        )
+        super().__init__(f"insufficient {credit_type}: available {available}, required {required}")
         self.balance = balance
         self.available = available
         self.required = required
@@ -133,9 +131,7 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         return
     detail = [_str(x) for x in reply[1:]]
     if code is Code.INSUFFICIENT:
-        raise InsufficientCredits(
-            _int(reply[1]), _int(reply[2]), _int(reply[3]), credit_type
-        )
+        raise InsufficientCredits(_int(reply[1]), _int(reply[2]), _int(reply[3]), credit_type)
     if code is Code.UNKNOWN_TOOL:
         raise UnknownTool(detail[0])
     if code is Code.TOOL_DISABLED:

@@ -15,10 +15,9 @@ from typing import Any, TypeVar
 
 from meter import bounds, validate
 from meter.errors import (
-    CatalogNotLoaded,
+    ChargeNotFound,
     Code,
     HoldNotFound,
-    ChargeNotFound,
     InvalidArgument,
     ScriptContractError,
     raise_for_reply,
@@ -127,7 +126,13 @@ def _code(reply: list[Any]) -> int:
 def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnapshot) -> Eval:
     bucket = keys.bucket(account_id)
     assert len(snap.grants) <= bounds.GRANTS_PER_WALLET_MAX, "loader returned too many grants"
-    args = [account_id, credit_type, str(snap.overdraft_limit), str(snap.debt), str(len(snap.grants))]
+    args = [
+        account_id,
+        credit_type,
+        str(snap.overdraft_limit),
+        str(snap.debt),
+        str(len(snap.grants)),
+    ]
     for g in snap.grants:
         args += [g.id, str(g.remaining), str(g.priority), str(g.expires_at_ms), g.category]
     args.append(str(len(snap.holds)))
@@ -135,8 +140,12 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
         args += [h.id, str(h.amount), str(h.expires_at_ms), h.tool]
     args.append(due_member(account_id, credit_type))
     hold_keys = [keys.hold(bucket, h.id) for h in snap.holds]
-    return Eval("hydrate", [keys.wallet(account_id, credit_type), keys.due(bucket), *hold_keys],
-                args, bucket)
+    return Eval(
+        "hydrate",
+        [keys.wallet(account_id, credit_type), keys.due(bucket), *hold_keys],
+        args,
+        bucket,
+    )
 
 
 def _hydrate(env: Env, account_id: str, credit_type: str) -> Op[None]:
@@ -159,8 +168,14 @@ def _restore_catalog(env: Env) -> Op[None]:
         raise_for_reply(reply, "catalog restore", "")
 
 
-def _with_loading(env: Env, build: Callable[[str], Eval], account_id: str, tool: str | None,
-                  credit_type: str | None, subject: str) -> Op[tuple[list[Any], str]]:
+def _with_loading(
+    env: Env,
+    build: Callable[[str], Eval],
+    account_id: str,
+    tool: str | None,
+    credit_type: str | None,
+    subject: str,
+) -> Op[tuple[list[Any], str]]:
     """Runs a wallet script; hydrates, restores the catalog or learns a tool's credit type
     when the script asks, then retries. Returns the final reply and the credit type used."""
     for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
@@ -180,15 +195,24 @@ def _with_loading(env: Env, build: Callable[[str], Eval], account_id: str, tool:
         else:
             raise_for_reply(reply, subject, ct)
             return reply, ct
-    raise ScriptContractError(f"{subject}: still not loaded after {bounds.HYDRATE_ATTEMPTS_MAX} loads")
+    raise ScriptContractError(
+        f"{subject}: still not loaded after {bounds.HYDRATE_ATTEMPTS_MAX} loads"
+    )
 
 
 # --- operations ---------------------------------------------------------------------------
 
 
-def charge(env: Env, account_id: str, tool: str, quantity: int = 1, *,
-           idempotency_key: str | None = None, description: str | None = None,
-           metadata: dict[str, Any] | None = None) -> Op[ChargeResult]:
+def charge(
+    env: Env,
+    account_id: str,
+    tool: str,
+    quantity: int = 1,
+    *,
+    idempotency_key: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Op[ChargeResult]:
     account_id = validate.account_id(account_id)
     tool = validate.tool(tool)
     quantity = validate.quantity(quantity)
@@ -201,22 +225,56 @@ def charge(env: Env, account_id: str, tool: str, quantity: int = 1, *,
     fp = fingerprint("charge", account_id, tool, quantity, desc, meta)
 
     def build(ct: str) -> Eval:
-        return Eval("charge", [
-            keys.catalog(bucket), keys.journal(bucket), keys.wallet(account_id, ct),
-            keys.idempotency(account_id, idem), keys.charge(bucket, entry_id),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, account_id, ct, tool,
-            str(quantity), fp, idem, desc, meta], bucket)
+        return Eval(
+            "charge",
+            [
+                keys.catalog(bucket),
+                keys.journal(bucket),
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.charge(bucket, entry_id),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                entry_id,
+                account_id,
+                ct,
+                tool,
+                str(quantity),
+                fp,
+                idem,
+                desc,
+                meta,
+            ],
+            bucket,
+        )
 
     reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"charge {tool}")
     return ChargeResult(
-        id=_s(reply[1]), account_id=account_id, tool=tool, credit_type=ct, amount=int(reply[2]),
-        balance=int(reply[3]), available=int(reply[4]), held=int(reply[5]),
-        breakdown=_parts(reply[6]), replayed=_code(reply) == Code.REPLAYED)
+        id=_s(reply[1]),
+        account_id=account_id,
+        tool=tool,
+        credit_type=ct,
+        amount=int(reply[2]),
+        balance=int(reply[3]),
+        available=int(reply[4]),
+        held=int(reply[5]),
+        breakdown=_parts(reply[6]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def hold(env: Env, account_id: str, tool: str, *, quantity: int = 1, amount: int | None = None,
-         ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
-         idempotency_key: str | None = None) -> Op[HoldResult]:
+def hold(
+    env: Env,
+    account_id: str,
+    tool: str,
+    *,
+    quantity: int = 1,
+    amount: int | None = None,
+    ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+    idempotency_key: str | None = None,
+) -> Op[HoldResult]:
     account_id = validate.account_id(account_id)
     tool = validate.tool(tool)
     quantity = validate.quantity(quantity)
@@ -229,21 +287,51 @@ def hold(env: Env, account_id: str, tool: str, *, quantity: int = 1, amount: int
     fp = fingerprint("hold", account_id, tool, quantity, fixed, ttl_s)
 
     def build(ct: str) -> Eval:
-        return Eval("hold", [
-            keys.wallet(account_id, ct), keys.idempotency(account_id, idem),
-            keys.hold(bucket, hold_id), keys.catalog(bucket), keys.journal(bucket), keys.due(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, tool,
-            str(quantity), fixed, str(ttl_s), fp, idem, due_member(account_id, ct)], bucket)
+        return Eval(
+            "hold",
+            [
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.hold(bucket, hold_id),
+                keys.catalog(bucket),
+                keys.journal(bucket),
+                keys.due(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                hold_id,
+                account_id,
+                ct,
+                tool,
+                str(quantity),
+                fixed,
+                str(ttl_s),
+                fp,
+                idem,
+                due_member(account_id, ct),
+            ],
+            bucket,
+        )
 
     reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"hold {tool}")
     return HoldResult(
-        id=_s(reply[1]), account_id=account_id, tool=tool, credit_type=ct, amount=int(reply[2]),
-        expires_at_ms=int(reply[3]), balance=int(reply[4]), available=int(reply[5]),
-        held=int(reply[6]), replayed=_code(reply) == Code.REPLAYED)
+        id=_s(reply[1]),
+        account_id=account_id,
+        tool=tool,
+        credit_type=ct,
+        amount=int(reply[2]),
+        expires_at_ms=int(reply[3]),
+        balance=int(reply[4]),
+        available=int(reply[5]),
+        held=int(reply[6]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def _record_owner(env: Env, kind: str, record_id: str,
-                  owner: tuple[str, str] | None = None) -> Op[tuple[int, str, str]]:
+def _record_owner(
+    env: Env, kind: str, record_id: str, owner: tuple[str, str] | None = None
+) -> Op[tuple[int, str, str]]:
     """(bucket, account_id, credit_type) of a hold or charge: as the caller knows it, or read
     from its Redis record."""
     record_id = validate.entity_id(f"{kind}_id", record_id)
@@ -264,10 +352,16 @@ def _record_owner(env: Env, kind: str, record_id: str,
     return bucket, fields[0], fields[1]
 
 
-def settle(env: Env, hold_id: str, amount: int | None = None, *,
-           idempotency_key: str | None = None, description: str | None = None,
-           metadata: dict[str, Any] | None = None,
-           owner: tuple[str, str] | None = None) -> Op[SettleResult]:
+def settle(
+    env: Env,
+    hold_id: str,
+    amount: int | None = None,
+    *,
+    idempotency_key: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    owner: tuple[str, str] | None = None,
+) -> Op[SettleResult]:
     wanted = "" if amount is None else str(validate.credits("amount", amount))
     desc = validate.text("description", description, bounds.DESCRIPTION_LEN_MAX)
     meta = validate.metadata(metadata)
@@ -279,21 +373,51 @@ def settle(env: Env, hold_id: str, amount: int | None = None, *,
     fp = fingerprint("settle", hold_id, wanted, desc, meta)
 
     def build(ct: str) -> Eval:
-        return Eval("settle", [
-            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
-            keys.idempotency(account_id, idem), keys.journal(bucket), keys.charge(bucket, entry_id),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, entry_id, account_id, ct,
-            wanted, fp, idem, desc, meta], bucket)
+        return Eval(
+            "settle",
+            [
+                keys.hold(bucket, hold_id),
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+                keys.charge(bucket, entry_id),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                hold_id,
+                entry_id,
+                account_id,
+                ct,
+                wanted,
+                fp,
+                idem,
+                desc,
+                meta,
+            ],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
     return SettleResult(
-        entry_id=_s(reply[1]), hold_id=hold_id, charged=int(reply[2]), released=int(reply[3]),
-        balance=int(reply[4]), available=int(reply[5]), held=int(reply[6]),
-        replayed=_code(reply) == Code.REPLAYED)
+        entry_id=_s(reply[1]),
+        hold_id=hold_id,
+        charged=int(reply[2]),
+        released=int(reply[3]),
+        balance=int(reply[4]),
+        available=int(reply[5]),
+        held=int(reply[6]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def release(env: Env, hold_id: str, *, idempotency_key: str | None = None,
-            owner: tuple[str, str] | None = None) -> Op[ReleaseResult]:
+def release(
+    env: Env,
+    hold_id: str,
+    *,
+    idempotency_key: str | None = None,
+    owner: tuple[str, str] | None = None,
+) -> Op[ReleaseResult]:
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
     bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
     keys = env.keys
@@ -301,21 +425,37 @@ def release(env: Env, hold_id: str, *, idempotency_key: str | None = None,
     fp = fingerprint("release", hold_id)
 
     def build(ct: str) -> Eval:
-        return Eval("release", [
-            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
-            keys.idempotency(account_id, idem), keys.journal(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
-            bucket)
+        return Eval(
+            "release",
+            [
+                keys.hold(bucket, hold_id),
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+            ],
+            [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
-    return ReleaseResult(hold_id=hold_id, released=int(reply[1]), balance=int(reply[2]),
-                         available=int(reply[3]), held=int(reply[4]),
-                         replayed=_code(reply) == Code.REPLAYED)
+    return ReleaseResult(
+        hold_id=hold_id,
+        released=int(reply[1]),
+        balance=int(reply[2]),
+        available=int(reply[3]),
+        held=int(reply[4]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def extend(env: Env, hold_id: str, ttl_s: int, *,
-           idempotency_key: str | None = None,
-           owner: tuple[str, str] | None = None) -> Op[ExtendResult]:
+def extend(
+    env: Env,
+    hold_id: str,
+    ttl_s: int,
+    *,
+    idempotency_key: str | None = None,
+    owner: tuple[str, str] | None = None,
+) -> Op[ExtendResult]:
     ttl_s = validate.ttl_s("ttl_seconds", ttl_s)
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
     bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
@@ -324,20 +464,44 @@ def extend(env: Env, hold_id: str, ttl_s: int, *,
     fp = fingerprint("extend", hold_id, ttl_s)
 
     def build(ct: str) -> Eval:
-        return Eval("extend", [
-            keys.hold(bucket, hold_id), keys.wallet(account_id, ct),
-            keys.idempotency(account_id, idem), keys.journal(bucket), keys.due(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, str(ttl_s),
-            fp, idem, due_member(account_id, ct)], bucket)
+        return Eval(
+            "extend",
+            [
+                keys.hold(bucket, hold_id),
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+                keys.due(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                hold_id,
+                account_id,
+                ct,
+                str(ttl_s),
+                fp,
+                idem,
+                due_member(account_id, ct),
+            ],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
-    return ExtendResult(hold_id=hold_id, expires_at_ms=int(reply[1]),
-                        replayed=_code(reply) == Code.REPLAYED)
+    return ExtendResult(
+        hold_id=hold_id, expires_at_ms=int(reply[1]), replayed=_code(reply) == Code.REPLAYED
+    )
 
 
-def refund(env: Env, charge_id: str, amount: int | None = None, *, reason: str | None = None,
-           idempotency_key: str | None = None,
-           metadata: dict[str, Any] | None = None) -> Op[RefundResult]:
+def refund(
+    env: Env,
+    charge_id: str,
+    amount: int | None = None,
+    *,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Op[RefundResult]:
     wanted = "" if amount is None else str(validate.credits("amount", amount, low=1))
     why = validate.text("reason", reason, bounds.DESCRIPTION_LEN_MAX)
     meta = validate.metadata(metadata)
@@ -350,26 +514,64 @@ def refund(env: Env, charge_id: str, amount: int | None = None, *, reason: str |
     successor_paid, successor_promo = new_id(bucket), new_id(bucket)
 
     def build(ct: str) -> Eval:
-        return Eval("refund", [
-            keys.charge(bucket, charge_id), keys.wallet(account_id, ct),
-            keys.idempotency(account_id, idem), keys.journal(bucket), keys.due(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, charge_id, account_id, ct,
-            wanted, successor_paid, successor_promo, fp, idem, why, meta,
-            due_member(account_id, ct)], bucket)
+        return Eval(
+            "refund",
+            [
+                keys.charge(bucket, charge_id),
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+                keys.due(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                entry_id,
+                charge_id,
+                account_id,
+                ct,
+                wanted,
+                successor_paid,
+                successor_promo,
+                fp,
+                idem,
+                why,
+                meta,
+                due_member(account_id, ct),
+            ],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, charge_id)
     return RefundResult(
-        id=_s(reply[1]), charge_id=charge_id, amount=int(reply[2]), balance=int(reply[3]),
-        available=int(reply[4]), held=int(reply[5]), refunded_total=int(reply[6]),
-        breakdown=_parts(reply[7]), replayed=_code(reply) == Code.REPLAYED)
+        id=_s(reply[1]),
+        charge_id=charge_id,
+        amount=int(reply[2]),
+        balance=int(reply[3]),
+        available=int(reply[4]),
+        held=int(reply[5]),
+        refunded_total=int(reply[6]),
+        breakdown=_parts(reply[7]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def grant(env: Env, account_id: str, credit_type: str, amount: int, *,
-          category: str = "promotional", priority: int = bounds.PRIORITY_DEFAULT,
-          expires_at_ms: int | None = None, source: str = "admin",
-          reference_id: str | None = None, idempotency_key: str | None = None,
-          description: str | None = None, metadata: dict[str, Any] | None = None,
-          grant_id: str | None = None) -> Op[GrantResult]:
+def grant(
+    env: Env,
+    account_id: str,
+    credit_type: str,
+    amount: int,
+    *,
+    category: str = "promotional",
+    priority: int = bounds.PRIORITY_DEFAULT,
+    expires_at_ms: int | None = None,
+    source: str = "admin",
+    reference_id: str | None = None,
+    idempotency_key: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    grant_id: str | None = None,
+) -> Op[GrantResult]:
     account_id = validate.account_id(account_id)
     credit_type = validate.credit_type(credit_type)
     amount = validate.credits("amount", amount, low=1)
@@ -385,26 +587,75 @@ def grant(env: Env, account_id: str, credit_type: str, amount: int, *,
     entry_id = new_id(bucket)
     gid = entry_id if grant_id is None else validate.entity_id("grant_id", grant_id)
     idem = validate.idempotency_key(idempotency_key) if idempotency_key is not None else entry_id
-    fp = fingerprint("grant", account_id, credit_type, amount, category, priority, expires,
-                     source, ref, desc, meta, grant_id)
+    fp = fingerprint(
+        "grant",
+        account_id,
+        credit_type,
+        amount,
+        category,
+        priority,
+        expires,
+        source,
+        ref,
+        desc,
+        meta,
+        grant_id,
+    )
 
     def build(ct: str) -> Eval:
-        return Eval("grant", [
-            keys.wallet(account_id, ct), keys.idempotency(account_id, idem), keys.journal(bucket),
-            keys.due(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, gid, account_id, ct,
-            str(amount), category, str(priority), str(expires), source, ref, fp, idem, desc, meta,
-            due_member(account_id, ct)], bucket)
+        return Eval(
+            "grant",
+            [
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+                keys.due(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                entry_id,
+                gid,
+                account_id,
+                ct,
+                str(amount),
+                category,
+                str(priority),
+                str(expires),
+                source,
+                ref,
+                fp,
+                idem,
+                desc,
+                meta,
+                due_member(account_id, ct),
+            ],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "grant")
-    return GrantResult(id=_s(reply[1]), grant_id=_s(reply[2]), amount=int(reply[3]),
-                       balance=int(reply[4]), available=int(reply[5]), held=int(reply[6]),
-                       replayed=_code(reply) == Code.REPLAYED)
+    return GrantResult(
+        id=_s(reply[1]),
+        grant_id=_s(reply[2]),
+        amount=int(reply[3]),
+        balance=int(reply[4]),
+        available=int(reply[5]),
+        held=int(reply[6]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
-def adjust(env: Env, account_id: str, credit_type: str, amount: int, *, reason: str,
-           category: str = "promotional", idempotency_key: str | None = None,
-           metadata: dict[str, Any] | None = None) -> Op[AdjustResult]:
+def adjust(
+    env: Env,
+    account_id: str,
+    credit_type: str,
+    amount: int,
+    *,
+    reason: str,
+    category: str = "promotional",
+    idempotency_key: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Op[AdjustResult]:
     account_id = validate.account_id(account_id)
     credit_type = validate.credit_type(credit_type)
     amount = validate.integer("amount", amount, -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
@@ -420,15 +671,39 @@ def adjust(env: Env, account_id: str, credit_type: str, amount: int, *, reason: 
     fp = fingerprint("adjust", account_id, credit_type, amount, category, why, meta)
 
     def build(ct: str) -> Eval:
-        return Eval("adjust", [
-            keys.wallet(account_id, ct), keys.idempotency(account_id, idem), keys.journal(bucket),
-        ], [str(env.clock_ms()), str(env.idempotency_ttl_s), entry_id, entry_id, account_id, ct,
-            str(amount), category, fp, idem, why, meta], bucket)
+        return Eval(
+            "adjust",
+            [
+                keys.wallet(account_id, ct),
+                keys.idempotency(account_id, idem),
+                keys.journal(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                str(env.idempotency_ttl_s),
+                entry_id,
+                entry_id,
+                account_id,
+                ct,
+                str(amount),
+                category,
+                fp,
+                idem,
+                why,
+                meta,
+            ],
+            bucket,
+        )
 
     reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "adjust")
-    return AdjustResult(id=_s(reply[1]), amount=int(reply[2]), balance=int(reply[3]),
-                        available=int(reply[4]), held=int(reply[5]),
-                        replayed=_code(reply) == Code.REPLAYED)
+    return AdjustResult(
+        id=_s(reply[1]),
+        amount=int(reply[2]),
+        balance=int(reply[3]),
+        available=int(reply[4]),
+        held=int(reply[5]),
+        replayed=_code(reply) == Code.REPLAYED,
+    )
 
 
 def balance(env: Env, account_id: str, credit_types: list[str] | None = None) -> Op[AccountBalance]:
@@ -442,12 +717,15 @@ def balance(env: Env, account_id: str, credit_types: list[str] | None = None) ->
     keys = env.keys
     bucket = keys.bucket(account_id)
     for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
-        replies = yield Eval("balance", [keys.wallet(account_id, ct) for ct in types],
-                             [str(env.clock_ms())], bucket)
-        missing = [ct for ct, r in zip(types, replies) if _code(r) == Code.NOT_LOADED]
+        replies = yield Eval(
+            "balance", [keys.wallet(account_id, ct) for ct in types], [str(env.clock_ms())], bucket
+        )
+        missing = [ct for ct, r in zip(types, replies, strict=True) if _code(r) == Code.NOT_LOADED]
         if not missing:
-            return AccountBalance(account_id, tuple(
-                _wallet_balance(ct, r) for ct, r in zip(types, replies)))
+            return AccountBalance(
+                account_id,
+                tuple(_wallet_balance(ct, r) for ct, r in zip(types, replies, strict=True)),
+            )
         for ct in missing:
             yield from _hydrate(env, account_id, ct)
     raise ScriptContractError(f"balance {account_id}: wallets still not loaded")
@@ -457,12 +735,24 @@ def _wallet_balance(credit_type: str, r: list[Any]) -> WalletBalance:
     raise_for_reply(r, "balance", credit_type)
     flat = r[6]
     grants = tuple(
-        GrantInfo(id=_s(flat[i]), remaining=int(flat[i + 1]), priority=int(flat[i + 2]),
-                  expires_at_ms=int(flat[i + 3]), category=CATEGORY_NAMES[_s(flat[i + 4])])
-        for i in range(0, len(flat), 5))
-    return WalletBalance(credit_type=credit_type, balance=int(r[1]), available=int(r[2]),
-                         held=int(r[3]), debt=int(r[4]), overdraft_limit=int(r[5]),
-                         grants=grants)
+        GrantInfo(
+            id=_s(flat[i]),
+            remaining=int(flat[i + 1]),
+            priority=int(flat[i + 2]),
+            expires_at_ms=int(flat[i + 3]),
+            category=CATEGORY_NAMES[_s(flat[i + 4])],
+        )
+        for i in range(0, len(flat), 5)
+    )
+    return WalletBalance(
+        credit_type=credit_type,
+        balance=int(r[1]),
+        available=int(r[2]),
+        held=int(r[3]),
+        debt=int(r[4]),
+        overdraft_limit=int(r[5]),
+        grants=grants,
+    )
 
 
 def set_tools(env: Env, tools: list[Tool], *, replace: bool = False) -> Op[None]:
@@ -491,8 +781,15 @@ def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:
 
 def expire_wallet(env: Env, bucket: int, account_id: str, credit_type: str) -> Op[ExpireResult]:
     keys = env.keys
-    reply = yield Eval("expire", [
-        keys.wallet(account_id, credit_type), keys.journal(bucket), keys.due(bucket),
-    ], [str(env.clock_ms()), account_id, credit_type, due_member(account_id, credit_type)], bucket)
+    reply = yield Eval(
+        "expire",
+        [
+            keys.wallet(account_id, credit_type),
+            keys.journal(bucket),
+            keys.due(bucket),
+        ],
+        [str(env.clock_ms()), account_id, credit_type, due_member(account_id, credit_type)],
+        bucket,
+    )
     raise_for_reply(reply, "expire", credit_type)
     return ExpireResult(int(reply[1]), int(reply[2]))

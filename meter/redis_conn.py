@@ -23,11 +23,11 @@ def _options() -> dict[str, object]:
 
 def sync_client(url: str) -> redis.Redis:
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.01), RETRIES)
-    return redis.Redis.from_url(url, retry=retry, retry_on_timeout=True, **_options())  # type: ignore[arg-type]
+    return redis.Redis.from_url(url, retry=retry, **_options())
 
 
 def async_client(url: str) -> redis.asyncio.Redis:
     from redis.asyncio.retry import Retry as AsyncRetry
 
     retry = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.01), RETRIES)
-    return redis.asyncio.Redis.from_url(url, retry=retry, retry_on_timeout=True, **_options())  # type: ignore[arg-type]
+    return redis.asyncio.Redis.from_url(url, retry=retry, **_options())  # type: ignore[arg-type]

@@ -12,11 +12,11 @@ from typing import Any
 from meter import bounds
 from meter.errors import InvalidArgument
 
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,%d}$" % bounds.ACCOUNT_ID_LEN_MAX)
-_CREDIT_TYPE_RE = re.compile(r"^[a-z0-9_]{1,%d}$" % bounds.CREDIT_TYPE_LEN_MAX)
-_TOOL_RE = re.compile(r"^[A-Z0-9_]{1,%d}$" % bounds.TOOL_LEN_MAX)
-_IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,%d}$" % bounds.IDEMPOTENCY_KEY_LEN_MAX)
-_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,%d}$" % bounds.ID_LEN_MAX)
+_ACCOUNT_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{bounds.ACCOUNT_ID_LEN_MAX}}}$")
+_CREDIT_TYPE_RE = re.compile(rf"^[a-z0-9_]{{1,{bounds.CREDIT_TYPE_LEN_MAX}}}$")
+_TOOL_RE = re.compile(rf"^[A-Z0-9_]{{1,{bounds.TOOL_LEN_MAX}}}$")
+_IDEMPOTENCY_RE = re.compile(rf"^[\x21-\x7e]{{1,{bounds.IDEMPOTENCY_KEY_LEN_MAX}}}$")
+_ID_RE = re.compile(rf"^[A-Za-z0-9-]{{1,{bounds.ID_LEN_MAX}}}$")
 CATEGORIES = ("paid", "promotional")
 
 

@@ -1,0 +1,38 @@
+"""From settings to a checked Redis: the configured URL, or the embedded server started once
+per process with its data under data_dir. Every connection is checked for noeviction."""
+
+from __future__ import annotations
+
+from meter.embedded import EmbeddedRedis, check_noeviction
+from meter.keys import Keys
+from meter.redis_conn import sync_client
+from meter.settings import Settings
+
+_embedded: dict[str, EmbeddedRedis] = {}
+
+
+def redis_url(settings: Settings) -> str:
+    """CREDITMETER_REDIS_URL, or the URL of a private embedded server (AOF everysec)."""
+    if settings.redis_url:
+        return settings.redis_url
+    data_dir = settings.data_dir / "redis"
+    server = _embedded.get(str(data_dir))
+    if server is None:
+        server = EmbeddedRedis(data_dir, appendonly=True)
+        _embedded[str(data_dir)] = server
+    return server.start()
+
+
+def checked_redis_url(settings: Settings) -> str:
+    """redis_url(), after refusing a server that may evict balances."""
+    url = redis_url(settings)
+    client = sync_client(url)
+    try:
+        check_noeviction(client)
+    finally:
+        client.close()
+    return url
+
+
+def keys_from(settings: Settings) -> Keys:
+    return Keys(prefix=settings.key_prefix, buckets=settings.buckets)

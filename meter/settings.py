@@ -1,0 +1,48 @@
+"""Every deploy-time setting, read from env vars prefixed CREDITMETER_ (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meter.bounds import BUCKETS_MAX
+
+
+class Settings(BaseSettings):
+    """One settings object for the whole process; see README for the env var list."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDITMETER_", extra="ignore")
+
+    # Redis holding the hot balances; None = start the embedded server.
+    redis_url: str | None = None
+    # Redis for RQ queues; None = use redis_url.
+    queue_redis_url: str | None = None
+    # SQLAlchemy URL of the durable store (SQLite by default, PostgreSQL in production).
+    database_url: str = "sqlite:///./.creditmeter/creditmeter.db"
+    # Number of hash-tag buckets accounts are spread over (1..16384).
+    buckets: int = Field(default=16, ge=1, le=BUCKETS_MAX)
+    # Prefix of every Redis key this service owns.
+    key_prefix: str = "cm"
+    # Directory for embedded Redis data, SQLite file and logs.
+    data_dir: Path = Path(".creditmeter")
+    # Stripe API secret key ("" = purchases disabled).
+    stripe_secret_key: str = ""
+    # Stripe webhook signing secret ("" = webhooks rejected).
+    stripe_webhook_secret: str = ""
+    # Stripe API base URL; tests point it at a local fake.
+    stripe_api_base: str = "https://api.stripe.com"
+    # Signs account tokens and admin sessions.
+    secret_key: str = ""
+
+    def effective_queue_redis_url(self) -> str | None:
+        """The queue Redis URL, falling back to the balance Redis (REDIS_URL)."""
+        return self.queue_redis_url or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
