@@ -1,0 +1,1 @@
+"""FastAPI app factory, routers, auth, errors, SSE and the admin dashboard."""

@@ -1,0 +1,1 @@
+"""The creditmeter command line (typer)."""

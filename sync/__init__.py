@@ -1,0 +1,1 @@
+"""Durable side: SQLAlchemy schema, Alembic migrations, journal flush, hydration, reports."""
