@@ -35,7 +35,7 @@ if replay then return replay end
 local cost, err = tool_lookup(KEYS[4], ARGV[6], credit_type)
 if err then return err end
 local amount = fixed_amount or cost * qty
-if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, int_str(amount)} end
+if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {E_BAD_ARGUMENT, 'hold_id'} end
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end

@@ -31,6 +31,6 @@ def new_id(bucket: int, now_ms: int | None = None) -> str:
 
 def bucket_of(entry_id: str) -> int:
     """The bucket an id made by new_id was made for."""
-    if not _UUID_RE.match(entry_id):
+    if not _UUID_RE.fullmatch(entry_id):
         raise InvalidArgument("id", "not an id made by this service")
     return int(entry_id[-4:], 16)

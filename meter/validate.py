@@ -21,7 +21,7 @@ CATEGORIES = ("paid", "promotional")
 
 
 def _match(field: str, value: object, pattern: re.Pattern[str], what: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidArgument(field, f"must be {what}")
     return value
 

@@ -19,7 +19,7 @@ local function charge_one(k, now, idem_ttl_s, a)
   local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type)
   if err then return err end
   local amount = cost * qty
-  if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, int_str(amount)} end
+  if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
   local w = wallet_load(k.wallet)
   if not w then return {E_NOT_LOADED} end
 

@@ -25,7 +25,7 @@ local function check_common(now_s, account, credit_type, fingerprint, idem_key, 
   if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
   if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end
   if #fingerprint < 8 or #fingerprint > 64 then return {E_BAD_ARGUMENT, 'fingerprint'} end
-  if #idem_key < 1 or #idem_key > IDEMPOTENCY_KEY_LEN_MAX then
+  if #idem_key < 1 or #idem_key > IDEMPOTENCY_KEY_LEN_MAX or not string.match(idem_key, '^[!-~]+$') then
     return {E_BAD_ARGUMENT, 'idempotency_key'}
   end
   local ttl = parse_uint(ttl_s, IDEMPOTENCY_TTL_S_MAX)

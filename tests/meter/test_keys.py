@@ -1,0 +1,119 @@
+"""Every script call touches one cluster slot; ids carry their bucket and are UUIDv7."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+
+import pytest
+from redis.crc import key_slot
+
+from meter import Keys, Tool, ids, ops
+from meter.models import GrantInfo, HoldSnapshot, WalletSnapshot
+
+ACCOUNTS = ["acct-1", "user@example.com", "org:42.team_b", "x" * 128]
+KEYS = Keys(prefix="kt", buckets=64)
+CHARGE_RECORD = b"%s\x1fcredits\x1fGPT\x1f10\x1f0\x1fg1:10:50:0:p"
+
+
+def _env() -> ops.Env:
+    return ops.Env(KEYS, clock_ms=lambda: 1_700_000_000_000)
+
+
+def _assert_one_slot(ev: ops.Eval) -> None:
+    assert isinstance(ev, ops.Eval), ev
+    slots = {key_slot(k.encode()) for k in ev.keys}
+    assert len(slots) == 1, (ev.script, ev.keys)
+    assert key_slot(KEYS.due(ev.bucket).encode()) in slots
+
+
+def _first_eval(op: ops.Op[object], reply: object = None) -> ops.Eval:
+    """The op's first script call; a read (owner lookup) is answered with `reply` first."""
+    request = next(op)
+    if isinstance(request, ops.Command):
+        request = op.send(reply)
+    assert isinstance(request, ops.Eval), request
+    return request
+
+
+def _hold_id(account: str) -> str:
+    return ids.new_id(KEYS.bucket(account))
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_every_account_operation_uses_one_slot(account: str) -> None:
+    env = _env()
+    ct = "credits"
+    hold_id, charge_id = _hold_id(account), _hold_id(account)
+    owner = (account, ct)
+    hold_reply = [account.encode(), ct.encode()]
+    evals = [
+        _first_eval(ops.charge(env, account, "GPT", 2, idempotency_key="k1")),
+        _first_eval(ops.hold(env, account, "GPT", ttl_s=60)),
+        _first_eval(ops.grant(env, account, ct, 5, expires_at_ms=2_000_000_000_000)),
+        _first_eval(ops.adjust(env, account, ct, -5, reason="fix")),
+        _first_eval(ops.settle(env, hold_id, 3, owner=owner)),
+        _first_eval(ops.settle(env, hold_id), hold_reply),
+        _first_eval(ops.release(env, hold_id, owner=owner)),
+        _first_eval(ops.release(env, hold_id), hold_reply),
+        _first_eval(ops.extend(env, hold_id, 60, owner=owner)),
+        _first_eval(ops.extend(env, hold_id, 60), hold_reply),
+        _first_eval(ops.refund(env, charge_id, 1), CHARGE_RECORD % account.encode()),
+        _first_eval(ops.balance(env, account, ["credits", "gems"])),
+        _first_eval(ops.expire_wallet(env, KEYS.bucket(account), account, ct)),
+    ]
+    for ev in evals:
+        _assert_one_slot(ev)
+    assert {ev.script for ev in evals} == {
+        "charge", "hold", "grant", "adjust", "settle", "release", "extend", "refund", "balance",
+        "expire"}
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_hydrate_with_holds_uses_one_slot(account: str) -> None:
+    snap = WalletSnapshot(
+        overdraft_limit=5, debt=1,
+        grants=(GrantInfo("g1", 10, 50, 0, "paid"),),
+        holds=tuple(HoldSnapshot(_hold_id(account), 3, 1_700_000_100_000, "GPT")
+                    for _ in range(3)))
+    ev = ops.hydrate_eval(KEYS, account, "credits", snap)
+    assert len(ev.keys) == 5
+    _assert_one_slot(ev)
+
+
+def test_catalog_replicas_are_one_per_bucket_each_in_its_bucket_slot() -> None:
+    evals = ops.catalog_evals(KEYS, [Tool("GPT", 1, "credits")], "merge")
+    assert [ev.bucket for ev in evals] == list(range(KEYS.buckets))
+    for ev in evals:
+        _assert_one_slot(ev)
+        assert ev.keys == [KEYS.catalog(ev.bucket)]
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+@pytest.mark.parametrize("buckets", [1, 16, 1000, 16_384])
+def test_bucket_is_crc32_of_account_modulo_buckets(account: str, buckets: int) -> None:
+    assert Keys(buckets=buckets).bucket(account) == zlib.crc32(account.encode()) % buckets
+
+
+@pytest.mark.parametrize("bucket", [0, 1, 15, 255, 16_383])
+def test_new_id_carries_its_bucket(bucket: int) -> None:
+    assert ids.bucket_of(ids.new_id(bucket)) == bucket
+
+
+def test_new_id_is_a_uuid_v7_with_rfc_variant_and_its_time() -> None:
+    now_ms = int(time.time() * 1000)
+    u = uuid.UUID(ids.new_id(7, now_ms))
+    assert u.version == 7
+    assert u.variant == uuid.RFC_4122
+    assert u.int >> 80 == now_ms
+
+
+def test_new_ids_sort_by_time() -> None:
+    made = [ids.new_id(3, 1_700_000_000_000 + ms) for ms in range(0, 5000, 7)]
+    assert sorted(made) == made
+    assert len(set(made)) == len(made)
+
+
+def test_new_ids_of_the_same_ms_differ() -> None:
+    assert len({ids.new_id(0, 1_700_000_000_000) for _ in range(1000)}) == 1000

@@ -1,0 +1,626 @@
+"""Every return code of every script, called directly by EVALSHA; after every error reply
+nothing under the test's key prefix has changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from meter import Keys, ids
+from meter.bounds import CREDITS_MAX
+from meter.errors import Code
+from meter.keys import due_member
+from tests.meter.helpers import T0_MS, evalsha, snapshot_keys
+
+ACCT, CT = "acct", "credits"
+NOW = str(T0_MS)
+IDEM_TTL = "90000"
+BIG = str(CREDITS_MAX + 1)  # 2**53: one above every bound
+HUGE = "99999999999999999"  # 17 digits
+
+
+class World:
+    """One bucket with a catalog, a 100-credit wallet, an open hold H (10), a released hold
+    H2 (10) and a charge C (10) made with idempotency key K1: balance 90, held 10."""
+
+    def __init__(self, r: redis.Redis, prefix: str) -> None:
+        self.r, self.prefix, self.k = r, prefix, Keys(prefix=prefix)
+        self.touched: set[str] = set()  # every key ever passed to a script
+        self.b = self.k.bucket(ACCT)
+        self.hold_id, self.hold2_id, self.charge_id = self.id(), self.id(), self.id()
+        self.ok(self.call("catalog_set", *self.catalog_args("replace")))
+        self.ok(self.call("hydrate", [self.k.wallet(ACCT, CT), self.k.due(self.b)],
+                          [ACCT, CT, "0", "0", "1", "g1", "100", "50", "0", "paid", "0",
+                           due_member(ACCT, CT)]))
+        self.ok(self.call("hold", *self.hold_args()))
+        self.ok(self.call("hold", *self.hold_args(hold_id=self.hold2_id, idem="h2")))
+        self.ok(self.call("release", *self.release_args(hold_id=self.hold2_id, idem="r2")))
+        self.ok(self.call("charge", *self.charge_args(entry=self.charge_id, idem="K1")))
+
+    def id(self) -> str:
+        return ids.new_id(self.b)
+
+    def call(self, script: str, keys: list[str], args: list[str]) -> Any:
+        self.touched.update(keys)
+        return evalsha(self.r, script, keys, args)
+
+    @staticmethod
+    def ok(reply: list[Any]) -> None:
+        code = reply[0][0] if script_is_batch(reply) else reply[0]
+        assert code == Code.OK, reply
+
+    def snap(self, *more_keys: str) -> dict[str, Any]:
+        self.touched.update(more_keys)
+        return snapshot_keys(self.r, self.touched)
+
+    # --- argument builders: valid by default; `patch` replaces ARGV[i] (1-based, as in Lua)
+
+    def catalog_args(self, mode: str = "merge", bucket: int | None = None) -> tuple[list, list]:
+        tools = ["GPT", "10", CT, "1", "OFF", "10", CT, "0", "GEM", "1", "gems", "1",
+                 "HUGE", str(CREDITS_MAX), CT, "1"]
+        return [self.k.catalog(self.b if bucket is None else bucket)], [mode, *tools]
+
+    def charge_args(self, tool: str = "GPT", qty: str = "1", ct: str = CT, idem: str | None = None,
+                    entry: str | None = None, fp: str = "fp-charge", catalog: int | None = None,
+                    ) -> tuple[list, list]:
+        entry = entry or self.id()
+        idem = idem or entry
+        k = self.k
+        return ([k.catalog(self.b if catalog is None else catalog), k.journal(self.b),
+                 k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.charge(self.b, entry)],
+                [NOW, IDEM_TTL, entry, ACCT, ct, tool, qty, fp, idem, "", ""])
+
+    def hold_args(self, tool: str = "GPT", qty: str = "1", amount: str = "", ct: str = CT,
+                  hold_id: str | None = None, idem: str | None = None, fp: str = "fp-hold1",
+                  catalog: int | None = None) -> tuple[list, list]:
+        hold_id = hold_id or self.hold_id
+        idem = idem or hold_id
+        k = self.k
+        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.hold(self.b, hold_id),
+                 k.catalog(self.b if catalog is None else catalog), k.journal(self.b),
+                 k.due(self.b)],
+                [NOW, IDEM_TTL, hold_id, ACCT, ct, tool, qty, amount, "300", fp, idem,
+                 due_member(ACCT, ct)])
+
+    def settle_args(self, amount: str = "", hold_id: str | None = None, ct: str = CT,
+                    idem: str = "s1", fp: str = "fp-settle") -> tuple[list, list]:
+        hold_id, entry, k = hold_id or self.hold_id, self.id(), self.k
+        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
+                 k.journal(self.b), k.charge(self.b, entry)],
+                [NOW, IDEM_TTL, hold_id, entry, ACCT, ct, amount, fp, idem, "", ""])
+
+    def release_args(self, hold_id: str | None = None, ct: str = CT, idem: str = "r1",
+                     fp: str = "fp-release") -> tuple[list, list]:
+        hold_id, k = hold_id or self.hold_id, self.k
+        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
+                 k.journal(self.b)], [NOW, IDEM_TTL, hold_id, ACCT, ct, fp, idem])
+
+    def extend_args(self, hold_id: str | None = None, ct: str = CT, idem: str = "x1",
+                    fp: str = "fp-extend", ttl_s: str = "600") -> tuple[list, list]:
+        hold_id, k = hold_id or self.hold_id, self.k
+        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
+                 k.journal(self.b), k.due(self.b)],
+                [NOW, IDEM_TTL, hold_id, ACCT, ct, ttl_s, fp, idem, due_member(ACCT, ct)])
+
+    def refund_args(self, amount: str = "", charge_id: str | None = None, ct: str = CT,
+                    idem: str = "f1", fp: str = "fp-refund") -> tuple[list, list]:
+        charge_id, entry, k = charge_id or self.charge_id, self.id(), self.k
+        return ([k.charge(self.b, charge_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
+                 k.journal(self.b), k.due(self.b)],
+                [NOW, IDEM_TTL, entry, charge_id, ACCT, ct, amount, self.id(), self.id(), fp,
+                 idem, "", "", due_member(ACCT, ct)])
+
+    def grant_args(self, amount: str = "5", ct: str = CT, grant_id: str | None = None,
+                   idem: str = "g1", fp: str = "fp-grant") -> tuple[list, list]:
+        entry, k = self.id(), self.k
+        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.due(self.b)],
+                [NOW, IDEM_TTL, entry, grant_id or entry, ACCT, ct, amount, "paid", "50", "0",
+                 "admin", "", fp, idem, "", "", due_member(ACCT, ct)])
+
+    def adjust_args(self, amount: str = "-5", ct: str = CT, idem: str = "a1",
+                    fp: str = "fp-adjust") -> tuple[list, list]:
+        entry, k = self.id(), self.k
+        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b)],
+                [NOW, IDEM_TTL, entry, entry, ACCT, ct, amount, "promotional", fp, idem,
+                 "fix", ""])
+
+    def expire_args(self) -> tuple[list, list]:
+        k = self.k
+        return ([k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b)],
+                [NOW, ACCT, CT, due_member(ACCT, CT)])
+
+    def hydrate_args(self, account: str = "other") -> tuple[list, list]:
+        k = self.k
+        return ([k.wallet(account, CT), k.due(self.b)],
+                [account, CT, "0", "0", "1", "g9", "7", "50", "0", "promotional", "0",
+                 due_member(account, CT)])
+
+    def args(self, script: str, **kw: Any) -> tuple[list, list]:
+        builder: Callable[..., tuple[list, list]] = getattr(self, f"{script}_args")
+        return builder(**kw)
+
+
+def script_is_batch(reply: list[Any]) -> bool:
+    return isinstance(reply[0], list)
+
+
+def _code(reply: list[Any]) -> int:
+    return int(reply[0][0] if script_is_batch(reply) else reply[0])
+
+
+@pytest.fixture
+def w(redis_sync: redis.Redis, key_prefix: str) -> World:
+    return World(redis_sync, key_prefix)
+
+
+def expect_unchanged(w: World, script: str, keys: list[str], args: list[str],
+                     code: Code) -> list[Any]:
+    before = w.snap(*keys)
+    reply = w.call(script, keys, args)
+    assert _code(reply) == code, reply
+    assert w.snap() == before
+    return reply[0] if script_is_batch(reply) else reply
+
+
+def _patched(args: list[str], index: int, value: str) -> list[str]:
+    out = list(args)
+    out[index - 1] = value
+    return out
+
+
+# --- BAD_ARGUMENT: malformed ARGV ---------------------------------------------------------
+
+NUMBERS = ["10.0", "1e3", "-1", "", " 1", "0x10", BIG, HUGE, "1\n"]
+ACCOUNTS = ["", "a b", "x" * 129, "ü", "a/b"]
+CREDIT_TYPES = ["", "Credits", "c" * 33, "a-b"]
+IDS = ["", "a b", "x" * 65, "ü"]
+COMMON = {  # script: (now, idempotency ttl, account, credit type, fingerprint, idempotency key)
+    "charge": (1, 2, 4, 5, 8, 9), "hold": (1, 2, 4, 5, 10, 11), "settle": (1, 2, 5, 6, 8, 9),
+    "release": (1, 2, 4, 5, 6, 7), "extend": (1, 2, 4, 5, 7, 8), "refund": (1, 2, 5, 6, 10, 11),
+    "grant": (1, 2, 5, 6, 13, 14), "adjust": (1, 2, 5, 6, 9, 10),
+}
+
+
+def _common_cases() -> list[Any]:
+    out = []
+    for script, (now, ttl, acct, ct, fp, idem) in COMMON.items():
+        bad = [(now, v, "now_ms") for v in NUMBERS]
+        bad += [(ttl, v, "idempotency_ttl_s") for v in [*NUMBERS, "86399", "2592001"]]
+        bad += [(acct, v, "account_id") for v in ACCOUNTS]
+        bad += [(ct, v, "credit_type") for v in CREDIT_TYPES]
+        bad += [(fp, v, "fingerprint") for v in ["", "1234567", "f" * 65]]
+        bad += [(idem, v, "idempotency_key") for v in ["", "k" * 256]]
+        out += [pytest.param(script, i, v, f, id=f"{script}-{i}-{v!r:.12}") for i, v, f in bad]
+    return out
+
+
+SPECIFIC = [  # (script, ARGV index, bad value, field)
+    *[("charge", 3, v, "entry_id") for v in IDS],
+    *[("charge", 6, v, "tool") for v in ["", "gpt", "G" * 65, "GPT-4"]],
+    *[("charge", 7, v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
+    ("charge", 10, "d" * 1025, "description"),
+    ("charge", 11, "m" * 4097, "metadata"),
+    *[("hold", 3, v, "hold_id") for v in IDS],
+    ("hold", 6, "gpt", "tool"),
+    *[("hold", 7, v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
+    *[("hold", 8, v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
+    *[("hold", 9, v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
+    *[("settle", 3, v, "hold_id") for v in IDS],
+    *[("settle", 4, v, "entry_id") for v in IDS],
+    *[("settle", 7, v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
+    ("settle", 10, "d" * 1025, "description"),
+    ("settle", 11, "m" * 4097, "metadata"),
+    *[("release", 3, v, "hold_id") for v in IDS],
+    *[("extend", 3, v, "hold_id") for v in IDS],
+    *[("extend", 6, v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
+    *[("refund", i, v, "id") for i in (3, 4, 8, 9) for v in IDS],
+    *[("refund", 7, v, "amount") for v in ["10.0", "1e3", "-1", "0", BIG, HUGE]],
+    ("refund", 12, "r" * 1025, "reason"),
+    ("refund", 13, "m" * 4097, "metadata"),
+    *[("grant", 3, v, "entry_id") for v in IDS],
+    *[("grant", 4, v, "grant_id") for v in [*IDS, "debt"]],
+    *[("grant", 7, v, "amount") for v in [*NUMBERS, "0"]],
+    *[("grant", 8, v, "category") for v in ["", "p", "Paid", "gift"]],
+    *[("grant", 9, v, "priority") for v in [*NUMBERS, "101"]],
+    *[("grant", 10, v, "expires_at") for v in [*NUMBERS, "1", NOW]],
+    *[("grant", 11, v, "source") for v in ["", "s" * 33]],
+    ("grant", 12, "r" * 256, "reference_id"),
+    ("grant", 15, "d" * 1025, "description"),
+    ("grant", 16, "m" * 4097, "metadata"),
+    *[("adjust", 3, v, "entry_id") for v in IDS],
+    *[("adjust", 4, v, "grant_id") for v in [*IDS, "debt"]],
+    *[("adjust", 7, v, "amount") for v in ["10.0", "1e3", "", "0", "-0", "--1", "-", BIG,
+                                            "-" + BIG, HUGE]],
+    *[("adjust", 8, v, "category") for v in ["", "gift"]],
+    *[("adjust", 11, v, "reason") for v in ["", "r" * 1025]],
+    ("adjust", 12, "m" * 4097, "metadata"),
+    *[("expire", 1, v, "now_ms") for v in NUMBERS],
+    *[("expire", 2, v, "account_id") for v in ACCOUNTS],
+    *[("expire", 3, v, "credit_type") for v in CREDIT_TYPES],
+    *[("hydrate", 1, v, "account_id") for v in ACCOUNTS],
+    *[("hydrate", 2, v, "credit_type") for v in CREDIT_TYPES],
+    *[("hydrate", i, v, "wallet") for i in (3, 4) for v in NUMBERS],
+    *[("hydrate", 5, v, "wallet") for v in [*NUMBERS, "1001"]],
+    *[("hydrate", 6, v, "grant") for v in IDS],
+    *[("hydrate", 7, v, "grant") for v in [*NUMBERS, "0"]],
+    *[("hydrate", 8, v, "grant") for v in [*NUMBERS, "101"]],
+    *[("hydrate", 9, v, "grant") for v in NUMBERS],
+    *[("hydrate", 10, v, "grant") for v in ["", "p", "gift"]],
+    *[("hydrate", 11, v, "holds") for v in [*NUMBERS, "1", "1001"]],
+]
+
+
+@pytest.mark.parametrize(("script", "index", "value", "field"), [
+    *_common_cases(),
+    *[pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]!r:.12}") for case in SPECIFIC],
+])
+def test_malformed_argv_is_bad_argument_and_changes_nothing(
+        w: World, script: str, index: int, value: str, field: str) -> None:
+    keys, args = w.hydrate_args() if script == "hydrate" else w.args(script)
+    reply = expect_unchanged(w, script, keys, _patched(args, index, value), Code.BAD_ARGUMENT)
+    assert reply[1] == field.encode()
+
+
+def _hydrate_with_hold(w: World, hold: list[str], n_hold_keys: int = 1) -> tuple[list, list]:
+    keys, args = w.hydrate_args()
+    return ([*keys, *[w.k.hold(w.b, w.id()) for _ in range(n_hold_keys)]],
+            [*args[:-2], "1", *hold, args[-1]])
+
+
+@pytest.mark.parametrize(("hold", "n_keys", "field"), [
+    (["hid", "5", str(T0_MS + 1000), "GPT"], 0, "holds"),  # a hold without its record key
+    (["hid", "5", str(T0_MS + 1000), "GPT"], 2, "holds"),
+    (["hid", "5", str(T0_MS + 1000)], 1, "holds"),  # ARGV one short
+    (["a b", "5", str(T0_MS + 1000), "GPT"], 1, "hold"),
+    (["hid", "1.5", str(T0_MS + 1000), "GPT"], 1, "hold"),
+    (["hid", "5", "1e13", "GPT"], 1, "hold"),
+    (["hid", "5", str(T0_MS + 1000), "gpt"], 1, "hold"),
+])
+def test_hydrate_rejects_malformed_holds(w: World, hold: list[str], n_keys: int,
+                                         field: str) -> None:
+    reply = expect_unchanged(w, "hydrate", *_hydrate_with_hold(w, hold, n_keys),
+                             Code.BAD_ARGUMENT)
+    assert reply[1] == field.encode()
+
+
+@pytest.mark.parametrize(("index", "value", "field"), [
+    (1, "upsert", "mode"), (1, "", "mode"), (2, "gpt", "tool"), (3, "1.5", "cost"),
+    (3, "-1", "cost"), (3, BIG, "cost"), (3, "", "cost"), (4, "Gems", "credit_type"),
+    (5, "yes", "active"), (5, "", "active"), (14, "huge", "tool"),  # the 4th tool
+])
+def test_catalog_set_rejects_malformed_tools_and_writes_nothing(
+        w: World, index: int, value: str, field: str) -> None:
+    keys, args = w.catalog_args("replace")
+    reply = expect_unchanged(w, "catalog_set", keys, _patched(args, index, value),
+                             Code.BAD_ARGUMENT)
+    assert reply[1] == field.encode()
+
+
+def test_catalog_set_rejects_an_incomplete_tool(w: World) -> None:
+    keys, args = w.catalog_args("replace")
+    reply = expect_unchanged(w, "catalog_set", keys, args[:-1], Code.BAD_ARGUMENT)
+    assert reply[1] == b"tools"
+
+
+@pytest.mark.parametrize("now", ["-1", "1e3", "", BIG])
+def test_balance_rejects_a_malformed_clock(w: World, now: str) -> None:
+    reply = expect_unchanged(w, "balance", [w.k.wallet(ACCT, CT)], [now], Code.BAD_ARGUMENT)
+    assert reply == [Code.BAD_ARGUMENT, b"now_ms"]
+
+
+def _batch(w: World, n: int) -> tuple[list, list]:
+    keys, args = w.charge_args()
+    for _ in range(n - 1):
+        more_keys, more_args = w.charge_args()
+        keys += more_keys[2:]
+        args += more_args[2:]
+    return keys, args
+
+
+@pytest.mark.parametrize("shape", ["no charge", "keys not 3 per charge", "argv one short",
+                                   "argv one long", "keys for 2 argv for 1", "257 charges"])
+def test_charge_batch_of_wrong_shape_is_refused_whole(w: World, shape: str) -> None:
+    one_keys, one_args = w.charge_args()
+    two_keys, _ = _batch(w, 2)
+    keys, args = {
+        "no charge": (one_keys[:2], one_args[:2]),
+        "keys not 3 per charge": (one_keys[:4], one_args),
+        "argv one short": (one_keys, one_args[:-1]),
+        "argv one long": (one_keys, [*one_args, ""]),
+        "keys for 2 argv for 1": (two_keys, one_args),
+        "257 charges": _batch(w, 257),
+    }[shape]
+    reply = expect_unchanged(w, "charge", keys, args, Code.BAD_ARGUMENT)
+    assert reply == [Code.BAD_ARGUMENT, b"batch"]
+
+
+def test_a_batch_of_256_charges_is_accepted(w: World) -> None:
+    w.ok(w.call("grant", *w.grant_args(amount="10000")))
+    replies = w.call("charge", *_batch(w, 256))
+    assert [r[0] for r in replies] == [Code.OK] * 256
+
+
+def test_each_charge_of_a_batch_fails_alone(w: World) -> None:
+    keys, args = _batch(w, 3)
+    args[2 + 9 + 3] = "NOPE"  # the second charge's tool
+    replies = w.call("charge", keys, args)
+    assert [r[0] for r in replies] == [Code.OK, Code.UNKNOWN_TOOL, Code.OK]
+    assert replies[2][3] == 70  # 90 - 10 - 10
+
+
+# --- BAD_ARGUMENT: well-formed but wrong ------------------------------------------------
+
+
+def test_hold_of_another_account_or_credit_type_is_bad_argument(w: World) -> None:
+    w.r.hset(w.k.hold(w.b, w.hold2_id), mapping={"a": "someone"})
+    for script in ("settle", "release", "extend"):
+        reply = expect_unchanged(w, script, *w.args(script, hold_id=w.hold2_id),
+                                 Code.BAD_ARGUMENT)
+        assert reply[1] == b"hold_id"
+
+
+def test_refund_of_a_charge_of_another_credit_type_is_bad_argument(w: World) -> None:
+    keys, args = w.refund_args()
+    reply = expect_unchanged(w, "refund", keys, _patched(args, 6, "gems"), Code.BAD_ARGUMENT)
+    assert reply[1] == b"charge_id"
+
+
+def test_grant_with_an_existing_grant_id_is_bad_argument(w: World) -> None:
+    reply = expect_unchanged(w, "grant", *w.grant_args(grant_id="g1"), Code.BAD_ARGUMENT)
+    assert reply[1] == b"grant_id"
+
+
+def test_hold_with_an_id_already_used_is_bad_argument(w: World) -> None:
+    reply = expect_unchanged(w, "hold", *w.hold_args(hold_id=w.hold2_id, idem="new"),
+                             Code.BAD_ARGUMENT)
+    assert reply[1] == b"hold_id"
+
+
+# --- load codes ----------------------------------------------------------------------------
+
+
+def test_missing_wallet_is_not_loaded_never_zero(w: World) -> None:
+    gem_hold, gem_charge = w.id(), w.id()
+    w.r.hset(w.k.hold(w.b, gem_hold), mapping={"a": ACCT, "t": "gems", "s": "active",
+                                               "tool": "GEM", "m": "1", "x": "1"})
+    w.r.set(w.k.charge(w.b, gem_charge), f"{ACCT}\x1fgems\x1fGEM\x1f1\x1f0\x1fgx:1:50:0:p")
+    calls = [
+        ("charge", w.charge_args(tool="GEM", ct="gems")),
+        ("hold", w.hold_args(tool="GEM", ct="gems", hold_id=gem_hold + "0")),
+        ("settle", w.settle_args(hold_id=gem_hold, ct="gems")),
+        ("release", w.release_args(hold_id=gem_hold, ct="gems")),
+        ("extend", w.extend_args(hold_id=gem_hold, ct="gems")),
+        ("refund", w.refund_args(charge_id=gem_charge, ct="gems")),
+        ("grant", w.grant_args(ct="gems")),
+        ("adjust", w.adjust_args(ct="gems")),
+        ("adjust", w.adjust_args(amount="5", ct="gems")),
+    ]
+    for script, (keys, args) in calls:
+        assert expect_unchanged(w, script, keys, args, Code.NOT_LOADED) == [Code.NOT_LOADED]
+
+
+def test_balance_answers_not_loaded_per_wallet(w: World) -> None:
+    before = w.snap(w.k.wallet(ACCT, "gems"))
+    replies = w.call("balance", [w.k.wallet(ACCT, "gems"), w.k.wallet(ACCT, CT)], [NOW])
+    assert replies[0] == [Code.NOT_LOADED]
+    assert replies[1][:6] == [Code.OK, 90, 80, 10, 0, 0]
+    assert replies[1][6] == [b"g1", 90, 50, 0, b"p"]
+    assert w.snap() == before
+
+
+@pytest.mark.parametrize("script", ["charge", "hold"])
+def test_missing_catalog_replica_is_catalog_not_loaded(w: World, script: str) -> None:
+    other = (w.b + 1) % w.k.buckets
+    extra = {"hold_id": w.id()} if script == "hold" else {}
+    keys, args = w.args(script, catalog=other, **extra)
+    assert expect_unchanged(w, script, keys, args, Code.CATALOG_NOT_LOADED) == [
+        Code.CATALOG_NOT_LOADED]
+
+
+def test_an_empty_catalog_is_loaded_and_the_tool_unknown(w: World) -> None:
+    other = (w.b + 1) % w.k.buckets
+    w.ok(w.call("catalog_set", [w.k.catalog(other)], ["replace"]))
+    reply = expect_unchanged(w, "charge", *w.charge_args(catalog=other), Code.UNKNOWN_TOOL)
+    assert reply == [Code.UNKNOWN_TOOL, b"GPT"]
+
+
+# --- tool codes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["charge", "hold"])
+@pytest.mark.parametrize(("tool", "code", "detail"), [
+    ("NOPE", Code.UNKNOWN_TOOL, b"NOPE"),
+    ("OFF", Code.TOOL_DISABLED, b"OFF"),
+    ("GEM", Code.CREDIT_TYPE_MISMATCH, b"gems"),
+])
+def test_tool_codes(w: World, script: str, tool: str, code: Code, detail: bytes) -> None:
+    keys, args = w.args(script, tool=tool, **({"hold_id": w.id()} if script == "hold" else {}))
+    assert expect_unchanged(w, script, keys, args, code) == [code, detail]
+
+
+# --- money codes ---------------------------------------------------------------------------
+
+
+def test_insufficient_credits_report_balance_available_required(w: World) -> None:
+    cases = [
+        ("charge", w.charge_args(qty="9"), [90, 80, 90]),
+        ("hold", w.hold_args(amount="81", hold_id=w.id()), [90, 80, 81]),
+        ("settle", w.settle_args(amount="91"), [90, 90, 91]),
+        ("adjust", w.adjust_args(amount="-81"), [90, 80, 81]),
+    ]
+    for script, (keys, args), detail in cases:
+        reply = expect_unchanged(w, script, keys, args, Code.INSUFFICIENT)
+        assert reply[1:] == detail, script
+
+
+def test_the_whole_available_amount_can_be_spent(w: World) -> None:
+    reply = w.call("charge", *w.charge_args(qty="8"))[0]
+    assert reply[:6] == [Code.OK, reply[1], 80, 10, 0, 10]
+
+
+@pytest.mark.parametrize(("script", "kwargs", "detail"), [
+    ("charge", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
+    ("hold", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
+    ("hold", {"amount": str(CREDITS_MAX), "qty": "2"}, None),  # a fixed amount ignores qty
+    ("grant", {"amount": str(CREDITS_MAX - 89)}, CREDITS_MAX + 1),
+    ("adjust", {"amount": str(CREDITS_MAX - 87)}, CREDITS_MAX + 3),  # even: exact as a double
+])
+def test_amount_overflow(w: World, script: str, kwargs: dict[str, str],
+                         detail: int | None) -> None:
+    if script == "hold":
+        kwargs = {**kwargs, "hold_id": w.id()}
+    keys, args = w.args(script, **kwargs)
+    if detail is None:  # amount = CREDITS_MAX is legal: then the wallet lacks the credits
+        expect_unchanged(w, script, keys, args, Code.INSUFFICIENT)
+        return
+    reply = expect_unchanged(w, script, keys, args, Code.AMOUNT_OVERFLOW)
+    assert reply[1] == str(detail).encode()
+
+
+@pytest.mark.parametrize("script", ["charge", "hold"])
+def test_amount_overflow_reports_the_true_product_for_the_largest_quantity(
+        w: World, script: str) -> None:
+    keys, args = w.args(script, tool="HUGE", qty="1000000000",
+                        **({"hold_id": w.id()} if script == "hold" else {}))
+    reply = expect_unchanged(w, script, keys, args, Code.AMOUNT_OVERFLOW)
+    assert int(reply[1]) > CREDITS_MAX  # not a wrapped-around negative number
+
+
+def test_grant_up_to_credits_max_is_accepted(w: World) -> None:
+    reply = w.call("grant", *w.grant_args(amount=str(CREDITS_MAX - 90)))
+    assert reply[0] == Code.OK
+    assert reply[4] == CREDITS_MAX
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+def _fill(w: World, prefix: str, n: int, value: str) -> None:
+    w.r.hset(w.k.wallet(ACCT, CT), mapping={f"{prefix}:x{i}": value for i in range(n)})
+
+
+@pytest.mark.parametrize(("script", "kwargs"), [("grant", {}), ("adjust", {"amount": "5"})])
+def test_the_1001st_grant_is_over_the_limit(w: World, script: str, kwargs: dict) -> None:
+    _fill(w, "g", 999, "1|50|0|p")  # + g1 = 1000 grants
+    reply = expect_unchanged(w, script, *w.args(script, **kwargs), Code.LIMIT)
+    assert reply == [Code.LIMIT, b"grants"]
+
+
+def test_the_1000th_grant_is_accepted(w: World) -> None:
+    _fill(w, "g", 998, "1|50|0|p")
+    assert w.call("grant", *w.grant_args())[0] == Code.OK
+
+
+def test_the_1001st_hold_is_over_the_limit(w: World) -> None:
+    _fill(w, "h", 999, f"0|{T0_MS + 60_000}")  # + the open hold = 1000 holds
+    reply = expect_unchanged(w, "hold", *w.hold_args(hold_id=w.id()), Code.LIMIT)
+    assert reply == [Code.LIMIT, b"holds"]
+
+
+# --- hold and charge codes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["settle", "release", "extend"])
+def test_unknown_hold_is_hold_not_found(w: World, script: str) -> None:
+    reply = expect_unchanged(w, script, *w.args(script, hold_id=w.id()), Code.HOLD_NOT_FOUND)
+    assert reply == [Code.HOLD_NOT_FOUND]
+
+
+@pytest.mark.parametrize("script", ["settle", "release", "extend"])
+@pytest.mark.parametrize("status", ["released", "settled"])
+def test_ended_hold_is_hold_not_active(w: World, script: str, status: str) -> None:
+    if status == "settled":
+        w.ok(w.call("settle", *w.settle_args(amount="3", idem="s0")))
+    hold_id = w.hold2_id if status == "released" else w.hold_id
+    reply = expect_unchanged(w, script, *w.args(script, hold_id=hold_id), Code.HOLD_NOT_ACTIVE)
+    assert reply == [Code.HOLD_NOT_ACTIVE, status.encode()]
+
+
+@pytest.mark.parametrize("script", ["settle", "release", "extend"])
+def test_hold_past_its_expiry_is_not_active_and_expires_then(w: World, script: str) -> None:
+    keys, args = w.args(script)
+    reply = w.call(script, keys, _patched(args, 1, str(T0_MS + 300_000)))
+    assert reply == [Code.HOLD_NOT_ACTIVE, b"expired"]
+    assert w.r.hget(w.k.hold(w.b, w.hold_id), "s") == b"expired"
+    assert not w.r.hexists(w.k.wallet(ACCT, CT), f"h:{w.hold_id}")
+    assert not w.r.exists(keys[2])  # no idempotency record for an error
+
+
+def test_unknown_charge_is_charge_not_found(w: World) -> None:
+    reply = expect_unchanged(w, "refund", *w.refund_args(charge_id=w.id()),
+                             Code.CHARGE_NOT_FOUND)
+    assert reply == [Code.CHARGE_NOT_FOUND]
+
+
+def test_refund_beyond_the_charge_is_over_refund(w: World) -> None:
+    reply = expect_unchanged(w, "refund", *w.refund_args(amount="11"), Code.OVER_REFUND)
+    assert reply == [Code.OVER_REFUND, 10]
+    w.ok(w.call("refund", *w.refund_args(amount="4", idem="f0")))
+    reply = expect_unchanged(w, "refund", *w.refund_args(amount="7"), Code.OVER_REFUND)
+    assert reply == [Code.OVER_REFUND, 6]
+    w.ok(w.call("refund", *w.refund_args(idem="f2")))
+    reply = expect_unchanged(w, "refund", *w.refund_args(), Code.OVER_REFUND)
+    assert reply == [Code.OVER_REFUND, 0]
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+ALL_WRITES = ["charge", "hold", "settle", "release", "extend", "refund", "grant", "adjust"]
+
+
+@pytest.mark.parametrize("script", ALL_WRITES)
+def test_reused_idempotency_key_with_other_parameters_is_a_mismatch(w: World,
+                                                                    script: str) -> None:
+    kwargs: dict[str, Any] = {"idem": "K1", "fp": "fp-another"}
+    if script == "hold":
+        kwargs["hold_id"] = w.id()
+    reply = expect_unchanged(w, script, *w.args(script, **kwargs), Code.IDEMPOTENCY_MISMATCH)
+    assert reply == [Code.IDEMPOTENCY_MISMATCH]
+
+
+@pytest.mark.parametrize("script", ALL_WRITES)
+def test_replay_returns_the_first_reply_and_changes_nothing(w: World, script: str) -> None:
+    kwargs: dict[str, Any] = {"idem": "R1"}
+    if script == "hold":
+        kwargs["hold_id"] = w.id()
+    keys, args = w.args(script, **kwargs)
+    first = w.call(script, keys, args)
+    first = first[0] if script_is_batch(first) else first
+    assert first[0] == Code.OK, first
+    before = w.snap()
+    again = w.call(script, keys, args)
+    again = again[0] if script_is_batch(again) else again
+    assert again[0] == Code.REPLAYED
+    assert [_b(x) for x in again[1:]] == [_b(x) for x in first[1:]]
+    assert w.snap() == before
+
+
+def _b(x: object) -> bytes:
+    return x if isinstance(x, bytes) else str(x).encode()
+
+
+def test_replay_wins_over_a_later_failure(w: World) -> None:
+    """A retried charge answers its first result even when it could not succeed now."""
+    keys, args = w.charge_args(qty="8", idem="R2")
+    w.ok(w.call("charge", keys, args))  # available is 0 now
+    assert w.call("charge", keys, args)[0][0] == Code.REPLAYED
+
+
+# --- the remaining OK answers -------------------------------------------------------------
+
+
+def test_hydrate_writes_once_and_then_reports_present(w: World) -> None:
+    keys, args = w.hydrate_args()
+    assert w.call("hydrate", keys, args) == [Code.OK, 1]
+    before = w.snap()
+    assert w.call("hydrate", keys, _patched(args, 7, "999")) == [Code.OK, 0]
+    assert w.snap() == before
+
+
+def test_expire_of_nothing_due_changes_nothing(w: World) -> None:
+    before = w.snap()
+    assert w.call("expire", *w.expire_args()) == [Code.OK, 0, 0]
+    assert w.snap() == before
