@@ -1,0 +1,138 @@
+"""`python -m bench [--runs N] [--seconds S] [--quick]`: SPEC §10 items 1-3, side by side.
+
+Starts its own redis-server (no AOF) so it never touches a shared Redis; PostgreSQL from
+CREDITMETER_BENCH_DATABASE_URL or the local default, in its own tables. Each run measures
+every row once, in order; the report takes medians over runs and ratios within runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import ceiling, clients, memory, report, sql_baseline
+from bench.server import PrivateRedis
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fmt(fig: dict[str, Any]) -> str:
+    if "skipped" in fig:
+        return fig["skipped"]
+    text = (
+        f"{fig['value']:,.3f} {fig['unit']}"
+        if fig["unit"] == "ms"
+        else f"{fig['value']:,.0f} {fig['unit']}"
+    )
+    if fig.get("verified") is False:
+        text += " (NOT VERIFIED)"
+    return text
+
+
+def _load() -> str:
+    """Other processes on the machine skew every row: the report says how busy it was."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def one_run(url: str, seconds: float, quick: bool, sql_url: str) -> report.Run:
+    flusher = redis.Redis.from_url(url)
+    run: report.Run = {}
+    small: dict[str, Any] = {"concurrency": 50, "accounts": 20, "warmup_s": 0.05} if quick else {}
+
+    def step(key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        flusher.flushall()  # the bench's private server: every row starts from empty
+        t = time.perf_counter()
+        fig = fn()
+        run[key] = fig
+        _say(f"  {key:<22} {_fmt(fig):<34} ({time.perf_counter() - t:.1f} s)")
+        return fig
+
+    step("ceiling", lambda: ceiling.measure(url, seconds, calls=2048 if quick else None))
+    step("async_spread", lambda: clients.async_throughput(url, seconds, hot=False, **small))
+    small.pop("accounts", None)
+    step("async_hot", lambda: clients.async_throughput(url, seconds, hot=True, **small))
+    sync = step("sync_throughput", lambda: clients.sync_charges(url, seconds))
+    for q in ("p50", "p99"):
+        if "value" in sync:
+            run[f"sync_{q}"] = {
+                "value": sync[f"{q}_ms"],
+                "unit": "ms",
+                "note": f"of {sync['charges']:,} sequential charges",
+            }
+            _say(f"  sync_{q:<17} {_fmt(run[f'sync_{q}'])}")
+    sql_kw: dict[str, Any] = {"url": sql_url}
+    if quick:
+        sql_kw["accounts"] = 20
+    step("sql_hot", lambda: sql_baseline.measure(seconds, hot=True, **sql_kw))
+    step("sql_spread", lambda: sql_baseline.measure(seconds, hot=False, **sql_kw))
+    step(
+        "sql_hot_nowait",
+        lambda: sql_baseline.measure(seconds, hot=True, no_commit_wait=True, **sql_kw),
+    )
+    flusher.flushall()
+    mem = memory.measure(url, journal_charges=100 if quick else memory.JOURNAL_CHARGES)
+    for key, fig in mem.items():
+        run[key] = fig
+        _say(f"  {key:<22} {_fmt(fig)}")
+    flusher.close()
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.seconds = min(args.runs, 1), min(args.seconds, 0.5)
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    server = PrivateRedis()
+    url = server.start()
+    sql_url = sql_baseline.database_url()
+    try:
+        meta = {
+            "started_utc": started,
+            "runs": args.runs,
+            "seconds per measurement": args.seconds,
+            "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+            "python": platform.python_version(),
+            "redis": server.version(),
+            "event loop": clients.new_loop()[1],
+            "sql": sql_url.split("@")[-1],
+            "redis-benchmark": ceiling.binary() or "not found",
+        }
+        meta["load average at start (1, 5, 15 min)"] = _load()
+        _say(f"bench: private Redis {server.version()} at {url}; SQL {meta['sql']}")
+        runs = []
+        for i in range(args.runs):
+            _say(f"run {i + 1}/{args.runs}")
+            runs.append(one_run(url, args.seconds, args.quick, sql_url))
+    finally:
+        server.stop()
+    meta["load average at end (1, 5, 15 min)"] = _load()
+    result = report.build(runs, meta)
+    md_path, json_path = report.write(result, args.out)
+    _say("")
+    _say(report.markdown(result))
+    _say(f"written: {md_path} {json_path} {args.out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

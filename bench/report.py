@@ -1,0 +1,209 @@
+"""The results table: each figure the median of the runs with min-max; ratios per run.
+
+A run is a dict row -> figure ({"value", "unit", "note", ...} or {"skipped": reason}).
+Ratios are computed inside each run (numerator and denominator measured minutes apart on
+the same machine state), then summarized like any figure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+Figure = dict[str, Any]
+Run = dict[str, Figure]
+
+ROWS: list[tuple[str, str]] = [
+    ("ceiling", "1. ceiling: redis-benchmark EVALSHA charge.lua, 1 charge per call"),
+    ("async_spread", "2. AsyncMeter, spread accounts"),
+    ("async_hot", "2. AsyncMeter, one hot account"),
+    ("sync_throughput", "2. Meter (sync), sequential"),
+    ("sync_p50", "2. Meter (sync), one charge, p50 latency"),
+    ("sync_p99", "2. Meter (sync), one charge, p99 latency"),
+    ("sql_hot", "3. SQL txn per charge, hot account"),
+    ("sql_spread", "3. SQL txn per charge, spread accounts"),
+    ("sql_hot_nowait", "3. SQL txn per charge, hot account, no commit wait"),
+    ("memory_wallet", "Redis memory: wallet with one grant"),
+    ("memory_idempotency", "Redis memory per charge: idempotency record"),
+    ("memory_charge_record", "Redis memory per charge: charge record"),
+    ("memory_journal_entry", "Redis memory per charge: journal entry"),
+]
+
+RATIOS: list[tuple[str, str, str]] = [
+    ("async_hot / ceiling", "async_hot", "ceiling"),
+    ("async_spread / ceiling", "async_spread", "ceiling"),
+    ("async_hot / sql_hot", "async_hot", "sql_hot"),
+    ("async_spread / sql_spread", "async_spread", "sql_spread"),
+    ("async_hot / sql_hot_nowait", "async_hot", "sql_hot_nowait"),
+]
+
+# (what, row or ratio name, ">=" or "<=", target)
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("async client (spread) >= 100,000 charges/s", "async_spread", ">=", 100_000),
+    ("async client (hot) >= 100,000 charges/s", "async_hot", ">=", 100_000),
+    ("async client (hot) >= 1.2x the EVALSHA-per-charge ceiling", "async_hot / ceiling", ">=", 1.2),
+    (
+        "async client (spread) >= 1.2x the EVALSHA-per-charge ceiling",
+        "async_spread / ceiling",
+        ">=",
+        1.2,
+    ),
+    ("async client >= 50x SQL txn per charge, hot account", "async_hot / sql_hot", ">=", 50),
+    ("sync single charge p99 <= 0.5 ms unloaded", "sync_p99", "<=", 0.5),
+    ("Redis memory per wallet with one grant <= 250 bytes", "memory_wallet", "<=", 250),
+]
+
+
+def summarize(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def ratios_of(run: Run) -> dict[str, float]:
+    out = {}
+    for name, num, den in RATIOS:
+        a, b = run.get(num, {}).get("value"), run.get(den, {}).get("value")
+        if a is not None and b:
+            out[name] = a / b
+    return out
+
+
+def build(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for key, label in ROWS:
+        figs = [r[key] for r in runs if key in r]
+        if not figs:
+            continue
+        values = [f["value"] for f in figs if f.get("value") is not None]
+        last = next((f for f in reversed(figs) if "value" in f), figs[-1])
+        rows[key] = {
+            "label": label,
+            "unit": last.get("unit", ""),
+            "summary": summarize(values),
+            "note": last.get("note", ""),
+            "skipped": next((f["skipped"] for f in figs if "skipped" in f), None),
+            "verified": all(f.get("verified", True) for f in figs if "value" in f),
+            "extra": _extra(figs),
+        }
+    per_run = [ratios_of(r) for r in runs]
+    ratios = {name: summarize([p[name] for p in per_run if name in p]) for name, _, _ in RATIOS}
+    targets = [_target(what, name, op, goal, rows, ratios) for what, name, op, goal in TARGETS]
+    return {
+        "meta": meta,
+        "rows": rows,
+        "ratios": ratios,
+        "ratios_per_run": per_run,
+        "targets": targets,
+        "runs": runs,
+    }
+
+
+def _extra(figs: list[Figure]) -> str:
+    """CPU shares and batch sizes of the client runs, as medians."""
+    parts = []
+    for field, fmt in (
+        ("redis_cpu", "redis-server CPU {:.0%}"),
+        ("client_cpu", "client CPU {:.0%}"),
+        ("charges_per_script_call", "{:.0f} charges/EVALSHA"),
+    ):
+        vals = [f[field] for f in figs if f.get(field) is not None]
+        if vals:
+            parts.append(fmt.format(statistics.median(vals)))
+    errors: dict[str, int] = {}
+    for f in figs:
+        for k, v in (f.get("errors") or {}).items():
+            errors[k] = errors.get(k, 0) + v
+    if errors:
+        parts.append("failed (not counted): " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    return "; ".join(parts)
+
+
+def _target(
+    what: str, name: str, op: str, goal: float, rows: dict[str, Any], ratios: dict[str, Any]
+) -> dict[str, Any]:
+    summary = ratios.get(name) if name in ratios else (rows.get(name) or {}).get("summary")
+    if not summary:
+        return {"target": what, "status": "not measured", "value": None}
+    v = summary["median"]
+    ok = v >= goal if op == ">=" else v <= goal
+    if ok:
+        gap = "met"
+    elif op == ">=":
+        gap = f"MISSED: {v / goal:.1%} of target ({goal / v:.1f}x short)" if v else "MISSED"
+    else:
+        gap = f"MISSED: {v / goal - 1:.0%} over"
+    return {
+        "target": what,
+        "status": "met" if ok else "missed",
+        "value": v,
+        "goal": goal,
+        "detail": gap,
+    }
+
+
+def _num(v: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{v:.3f}"
+    if unit == "x":
+        return f"{v:.2f}"
+    return f"{v:,.0f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    out = [f"# creditmeter bench, {meta['started_utc']}", ""]
+    out += [f"- {k}: {v}" for k, v in meta.items() if k != "started_utc"]
+    out += ["", "| measurement | median | min-max | unit | notes |", "|---|---:|---:|---|---|"]
+    for key, row in result["rows"].items():
+        del key
+        s = row["summary"]
+        if s is None:
+            out.append(
+                f"| {row['label']} | {row['skipped'] or 'n/a'} | | {row['unit']} | {row['note']} |"
+            )
+            continue
+        note = row["note"] + (f"; {row['extra']}" if row["extra"] else "")
+        if not row["verified"]:
+            note += "; NOT VERIFIED (balance drop != successes x cost)"
+        out.append(
+            f"| {row['label']} | {_num(s['median'], row['unit'])} | "
+            f"{_num(s['min'], row['unit'])}-{_num(s['max'], row['unit'])} | "
+            f"{row['unit']} | {note} |"
+        )
+    out += [
+        "",
+        "Ratios (computed within each run, then median and min-max over runs):",
+        "",
+        "| ratio | median | min-max |",
+        "|---|---:|---:|",
+    ]
+    for name, s in result["ratios"].items():
+        if s:
+            out.append(f"| {name} | {s['median']:.2f}x | {s['min']:.2f}-{s['max']:.2f}x |")
+        else:
+            out.append(f"| {name} | n/a | |")
+    out += ["", "| target | median | status |", "|---|---:|---|"]
+    for t in result["targets"]:
+        v = "n/a" if t["value"] is None else f"{t['value']:,.3g}"
+        out.append(f"| {t['target']} | {v} | {t.get('detail', t['status'])} |")
+    return "\n".join(out) + "\n"
+
+
+def write(result: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = result["meta"]["started_utc"].replace(":", "").replace("-", "")
+    md_path = directory / f"bench-{stamp}.md"
+    json_path = directory / f"bench-{stamp}.json"
+    text = markdown(result)
+    md_path.write_text(text)
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (directory / "latest.md").write_text(text)
+    return md_path, json_path
