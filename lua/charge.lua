@@ -24,12 +24,14 @@ if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n th
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
 local replies = {}
+local cache = {tools = {}, wallets = {}}
 for i = 0, n - 1 do
   local kb, ab = 3 + 3 * i, 3 + 9 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
     idem = KEYS[kb + 1], record = KEYS[kb + 2]}, ARGV[1], ARGV[2], {entry_id = ARGV[ab],
     account = ARGV[ab + 1], credit_type = ARGV[ab + 2], tool = ARGV[ab + 3],
     quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5], idempotency_key = ARGV[ab + 6],
-    description = ARGV[ab + 7], metadata = ARGV[ab + 8]})
+    description = ARGV[ab + 7], metadata = ARGV[ab + 8]}, cache)
 end
+charge_flush(cache)
 return replies

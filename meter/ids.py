@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 from meter import bounds
@@ -17,14 +18,37 @@ from meter.errors import InvalidArgument
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def new_id(bucket: int, now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): 48-bit ms time, version 7, variant 10, random bits, bucket last."""
-    assert 0 <= bucket < bounds.BUCKETS_MAX, bucket
+_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+SEQ_MAX = 0xFFF  # 12 bits of rand_a hold a per-millisecond counter (RFC 9562, method 1)
+
+
+def _next_stamp(now_ms: int | None) -> tuple[int, int]:
+    """(ms, seq): strictly increasing within this process, so ids made here sort in creation
+    order even within one millisecond ("oldest grant burns first" relies on it)."""
+    global _last_ms, _seq
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(8), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76 | (rand >> 52) << 64  # version 7, 12 random bits
-    value |= 0b10 << 62 | (rand & 0x3FFF_FFFF_FFFF) << 16 | bucket  # variant, 46 random bits
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _seq += 1
+            if _seq > SEQ_MAX:  # 4096 ids in one ms: borrow the next millisecond
+                ms, _seq = ms + 1, 0
+        else:
+            _seq = 0
+        _last_ms = ms
+        return ms, _seq
+
+
+def new_id(bucket: int, now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit ms time, version 7, 12-bit counter, variant 10, 46 random
+    bits, then the bucket in the last 16 bits."""
+    assert 0 <= bucket < bounds.BUCKETS_MAX, bucket
+    ms, seq = _next_stamp(now_ms)
+    rand = int.from_bytes(os.urandom(6), "big") & 0x3FFF_FFFF_FFFF
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64
+    value |= 0b10 << 62 | rand << 16 | bucket
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -1,7 +1,9 @@
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
 -- k = {wallet, idem, catalog, journal, record}; a = {entry_id, account, credit_type, tool,
--- quantity, fingerprint, idempotency_key, description, metadata}. Returns the reply.
-local function charge_one(k, now, idem_ttl_s, a)
+-- quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
+-- wallets = {}} shared by the charges of one call: each tool and wallet is read once, and the
+-- caller saves every cached wallet once at the end (charge_flush). Returns the reply.
+local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
     idem_ttl_s)
   if bad then return bad end
@@ -16,23 +18,25 @@ local function charge_one(k, now, idem_ttl_s, a)
 
   local replay = idem_check(k.idem, a.fingerprint)
   if replay then return replay end
-  local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type)
+  local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
   local amount = cost * qty
   if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
-  local w = wallet_load(k.wallet)
-  if not w then return {E_NOT_LOADED} end
+  local w = cache.wallets[k.wallet]
+  if not w then
+    w = wallet_load(k.wallet)
+    if not w then return {E_NOT_LOADED} end
+    cache.wallets[k.wallet] = w
+  end
 
   local ctx = {journal = k.journal, account = a.account, credit_type = a.credit_type,
     now = tonumber(now)}
   wallet_expire(w, ctx)
   local available = wallet_available(w)
   if available - amount < -w.od then
-    wallet_save(w)
     return {E_INSUFFICIENT, wallet_balance(w), available, amount}
   end
   local parts = wallet_burn(w, amount)
-  wallet_save(w)
   local balance = wallet_balance(w)
   local breakdown = breakdown_str(parts)
   journal_add(ctx, a.entry_id, 'charge', -amount, balance, {'tool', a.tool, 'q', a.quantity,
@@ -41,4 +45,11 @@ local function charge_one(k, now, idem_ttl_s, a)
     CHARGE_RECORD_TTL_S)
   return idem_store(k.idem, a.fingerprint, idem_ttl_s,
     {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
+end
+
+-- Writes back every wallet the charges of this call changed.
+local function charge_flush(cache)
+  for _, w in pairs(cache.wallets) do
+    wallet_save(w)
+  end
 end

@@ -1,8 +1,13 @@
 -- Reads a tool from the bucket's catalog replica ("cost|credit_type|active").
 -- Returns cost, or nil and an error reply. A missing replica is "not loaded", never
--- "unknown tool": the client restores it from SQL and retries.
-local function tool_lookup(catalog_key, tool, credit_type)
-  local raw = redis.call('HGET', catalog_key, tool)
+-- "unknown tool": the client restores it from SQL and retries. cache (optional) keeps the
+-- replies of one script call, so a batch reads each tool once.
+local function tool_lookup(catalog_key, tool, credit_type, cache)
+  local raw = cache and cache[tool]
+  if raw == nil then
+    raw = redis.call('HGET', catalog_key, tool)
+    if cache then cache[tool] = raw end
+  end
   if not raw then
     if redis.call('EXISTS', catalog_key) == 0 then
       return nil, {E_CATALOG_NOT_LOADED}
