@@ -196,8 +196,12 @@ class _Batcher:
     def _start_rounds(self) -> None:
         self._scheduled = False
         while self._pending and self._in_flight < PIPELINES_IN_FLIGHT_MAX:
-            batch = self._pending[:ROUND_CALLS_MAX]
-            del self._pending[:ROUND_CALLS_MAX]
+            # Share what is pending among the free pipelines, so Redis runs one round while
+            # Python answers the callers of the other (instead of taking turns).
+            free = PIPELINES_IN_FLIGHT_MAX - self._in_flight
+            size = min(ROUND_CALLS_MAX, -(-len(self._pending) // free))
+            batch = self._pending[:size]
+            del self._pending[:size]
             self._in_flight += 1
             asyncio.get_running_loop().create_task(self._send(batch))
 

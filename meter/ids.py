@@ -8,6 +8,7 @@ a global index (which could not be written atomically on Redis Cluster).
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 import time
@@ -19,6 +20,9 @@ _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 
 
 _lock = threading.Lock()
+_random = random.Random(os.urandom(32))  # uniqueness, not secrecy: one syscall per process
+# A forked child must not repeat its parent's random sequence.
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 _last_ms = 0
 _seq = 0
 SEQ_MAX = 0xFFF  # 12 bits of rand_a hold a per-millisecond counter (RFC 9562, method 1)
@@ -46,7 +50,7 @@ def new_id(bucket: int, now_ms: int | None = None) -> str:
     bits, then the bucket in the last 16 bits."""
     assert 0 <= bucket < bounds.BUCKETS_MAX, bucket
     ms, seq = _next_stamp(now_ms)
-    rand = int.from_bytes(os.urandom(6), "big") & 0x3FFF_FFFF_FFFF
+    rand = _random.getrandbits(46)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64
     value |= 0b10 << 62 | rand << 16 | bucket
     h = f"{value:032x}"
