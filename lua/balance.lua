@@ -34,6 +34,9 @@ for i, key in ipairs(KEYS) do
       if h.exp > now then held = held + h.amount end
     end
     local balance = sum - w.debt
+    if held > balance + w.od then
+      held = math.max(balance + w.od, 0)  -- as wallet_clip_holds will on the next write
+    end
     out[i] = {E_OK, balance, balance - held, held, w.debt, w.od, grants}
   end
 end

@@ -38,7 +38,7 @@ local expires_ms = ctx.now + ttl_s * 1000
 w.sets['h:' .. hold_id] = int_str(h.amount) .. '|' .. int_str(expires_ms)
 wallet_save(w)
 redis.call('HSET', KEYS[1], 'x', int_str(expires_ms))
-redis.call('PEXPIREAT', KEYS[1], expires_ms + HOLD_RECORD_TTL_S * 1000)
+redis.call('EXPIRE', KEYS[1], ttl_s + HOLD_RECORD_TTL_S)  -- relative: immune to clock skew
 due_mark(KEYS[5], ARGV[9], expires_ms)
 journal_add(ctx, hold_id, 'hold_extend', h.amount, wallet_balance(w),
   {'hold', hold_id, 'x', int_str(expires_ms)})

@@ -57,7 +57,7 @@ w.held = w.held + amount
 wallet_save(w)
 redis.call('HSET', KEYS[3], 'a', account, 't', credit_type, 'tool', ARGV[6], 'm', int_str(amount),
   'x', int_str(expires_ms), 's', 'active')
-redis.call('PEXPIREAT', KEYS[3], expires_ms + HOLD_RECORD_TTL_S * 1000)
+redis.call('EXPIRE', KEYS[3], ttl_s + HOLD_RECORD_TTL_S)  -- relative: immune to clock skew
 due_mark(KEYS[6], ARGV[12], expires_ms)
 local balance = wallet_balance(w)
 journal_add(ctx, hold_id, 'hold_open', amount, balance, {'tool', ARGV[6], 'q', ARGV[7],

@@ -60,7 +60,7 @@ for i = 0, n_holds - 1 do
   if redis.call('EXISTS', KEYS[3 + i]) == 0 then
     redis.call('HSET', KEYS[3 + i], 'a', account, 't', credit_type, 'tool', ARGV[b + 3],
       'm', ARGV[b + 1], 'x', ARGV[b + 2], 's', 'active')
-    redis.call('PEXPIREAT', KEYS[3 + i], tonumber(ARGV[b + 2]) + HOLD_RECORD_TTL_S * 1000)
+    redis.call('EXPIRE', KEYS[3 + i], HOLD_TTL_S_MAX + HOLD_RECORD_TTL_S)  -- outlives any hold
   end
 end
 due_mark(KEYS[2], ARGV[#ARGV], next_due)

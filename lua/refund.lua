@@ -70,9 +70,10 @@ for i = #rec.parts, 1, -1 do
       if not g then
         local id = ARGV[8]
         if cat == 'r' then id = ARGV[9] end
-        g = {id = id, rem = 0, prio = p.prio, exp = 0, cat = cat}
+        local prio = p.prio
+        if p.id == 'debt' then prio = PRIORITY_DEFAULT end
+        g = {id = id, rem = 0, prio = prio, exp = 0, cat = cat}
         successors[cat] = g
-        new_grants[#new_grants + 1] = id .. ':' .. cat .. ':' .. int_str(g.prio) .. ':0'
       end
     end
     for _, part in ipairs(wallet_credit(w, g, take)) do
@@ -81,6 +82,12 @@ for i = #rec.parts, 1, -1 do
   end
 end
 assert(left == 0, 'refund parts do not cover the refundable amount')
+for _, cat in ipairs({'p', 'r'}) do
+  local g = successors[cat]
+  if g and g.present then  -- only successors that received credits (not all went to debt)
+    new_grants[#new_grants + 1] = g.id .. ':' .. cat .. ':' .. int_str(g.prio) .. ':0'
+  end
+end
 wallet_save(w)
 local balance = wallet_balance(w)
 local breakdown = breakdown_str(parts)

@@ -1,3 +1,22 @@
+-- When expired grants leave holds reserving more than the wallet can cover, the newest holds
+-- shrink by the shortfall (journaled as hold_reduce), so available >= -overdraft holds always.
+local function wallet_clip_holds(w, ctx)
+  local short = w.held - wallet_balance(w) - w.od
+  if short <= 0 then return end
+  for i = #w.holds, 1, -1 do
+    local h = w.holds[i]
+    local cut = math.min(h.amount, short)
+    if cut > 0 then
+      h.amount = h.amount - cut
+      w.held = w.held - cut
+      short = short - cut
+      w.sets['h:' .. h.id] = int_str(h.amount) .. '|' .. int_str(h.exp)
+      journal_add(ctx, h.id, 'hold_reduce', h.amount, wallet_balance(w), {'hold', h.id})
+    end
+    if short <= 0 then return end
+  end
+end
+
 -- Expires every grant and hold of w whose expiry is at or before ctx.now, journaling each.
 -- An expired grant is never spent: every script that reads a wallet calls this first.
 -- Returns the earliest expiry still pending (0 when none), for the bucket's due set.
@@ -29,5 +48,6 @@ local function wallet_expire(w, ctx)
     end
   end
   w.holds = holds
+  wallet_clip_holds(w, ctx)
   return next_due
 end
