@@ -37,8 +37,9 @@ def run(settings: Settings, console: Console) -> None:
     c = meter.charge(account, "IMAGE_GEN", idempotency_key=f"{account}-req-1")
     steps.add_row("charge IMAGE_GEN (cost 10)", c.id, str(c.balance))
     again = meter.charge(account, "IMAGE_GEN", idempotency_key=f"{account}-req-1")
-    steps.add_row("retry with the same idempotency key", f"replayed={again.replayed}",
-                  str(again.balance))
+    steps.add_row(
+        "retry with the same idempotency key", f"replayed={again.replayed}", str(again.balance)
+    )
     with meter.hold(account, "LLM_CHAT", amount=50) as h:
         steps.add_row("hold 50 for LLM_CHAT", h.id, f"available {h.result.available}")
         s = h.settle(37)

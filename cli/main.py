@@ -9,8 +9,7 @@ from rich.console import Console
 
 from meter.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Credit metering on Redis Lua.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Credit metering on Redis Lua.")
 console = Console()
 err = Console(stderr=True)
 

@@ -38,18 +38,36 @@ def _loader(loader: Any) -> Loader | None:
     return NewAccountLoader() if loader is _DEFAULT else loader
 
 
-def make_meter(redis_url: str, prefix: str, clock: Clock | None = None,
-               loader: Any = _DEFAULT, buckets: int = 16) -> Meter:
+def make_meter(
+    redis_url: str,
+    prefix: str,
+    clock: Clock | None = None,
+    loader: Any = _DEFAULT,
+    buckets: int = 16,
+) -> Meter:
     """A sync Meter on Keys(prefix); NewAccountLoader unless `loader` is given (None: none)."""
-    return Meter(sync_client(redis_url), keys=Keys(prefix=prefix, buckets=buckets),
-                 loader=_loader(loader), clock_ms=clock)
+    return Meter(
+        sync_client(redis_url),
+        keys=Keys(prefix=prefix, buckets=buckets),
+        loader=_loader(loader),
+        clock_ms=clock,
+    )
 
 
-def make_async_meter(redis_url: str, prefix: str, clock: Clock | None = None,
-                     loader: Any = _DEFAULT, buckets: int = 16) -> AsyncMeter:
+def make_async_meter(
+    redis_url: str,
+    prefix: str,
+    clock: Clock | None = None,
+    loader: Any = _DEFAULT,
+    buckets: int = 16,
+) -> AsyncMeter:
     """An AsyncMeter on Keys(prefix); close it with `await m.aclose()`."""
-    return AsyncMeter(async_client(redis_url), keys=Keys(prefix=prefix, buckets=buckets),
-                      loader=_loader(loader), clock_ms=clock)
+    return AsyncMeter(
+        async_client(redis_url),
+        keys=Keys(prefix=prefix, buckets=buckets),
+        loader=_loader(loader),
+        clock_ms=clock,
+    )
 
 
 def evalsha(r: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:

@@ -46,8 +46,13 @@ class ColdWalletLoader(NewAccountLoader):
     """Stands in for SQL: every wallet it loads has one grant of BALANCE credits."""
 
     def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
-        return WalletSnapshot(grants=(GrantInfo(
-            id="sqlgrant", remaining=BALANCE, priority=50, expires_at_ms=0, category="paid"),))
+        return WalletSnapshot(
+            grants=(
+                GrantInfo(
+                    id="sqlgrant", remaining=BALANCE, priority=50, expires_at_ms=0, category="paid"
+                ),
+            )
+        )
 
 
 def assert_exactly_balance_charged(m: Any, r: redis.Redis, account: str, ok: int) -> None:
@@ -65,41 +70,46 @@ def m_balance(m: Any, account: str) -> Any:
 
 
 async def test_200_concurrent_async_charges_on_a_balance_of_10_take_exactly_10(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_async_meter(redis_url, key_prefix)
     try:
         await m.set_tool(TOOL, 1)
         await m.grant("acct", CT, BALANCE)
-        results = await asyncio.gather(*(m.charge("acct", TOOL) for _ in range(CALLS)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(m.charge("acct", TOOL) for _ in range(CALLS)), return_exceptions=True
+        )
     finally:
         await m.aclose()
     ok = [x for x in results if not isinstance(x, BaseException)]
     failed = [x for x in results if isinstance(x, BaseException)]
     assert all(isinstance(x, InsufficientCredits) for x in failed), failed[:3]
     assert sorted(x.balance for x in ok) == list(range(BALANCE))
-    assert_exactly_balance_charged(make_meter(redis_url, key_prefix), redis_sync, "acct",
-                                   len(ok))
+    assert_exactly_balance_charged(make_meter(redis_url, key_prefix), redis_sync, "acct", len(ok))
 
 
 async def test_200_concurrent_async_charges_on_a_cold_wallet_hydrate_it_once(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_async_meter(redis_url, key_prefix, loader=ColdWalletLoader())
     try:
         await m.set_tool(TOOL, 1)
-        results = await asyncio.gather(*(m.charge("cold", TOOL) for _ in range(CALLS)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(m.charge("cold", TOOL) for _ in range(CALLS)), return_exceptions=True
+        )
     finally:
         await m.aclose()
     ok = [x for x in results if not isinstance(x, BaseException)]
     failed = [x for x in results if isinstance(x, BaseException)]
     assert all(isinstance(x, InsufficientCredits) for x in failed), failed[:3]
-    assert_exactly_balance_charged(make_meter(redis_url, key_prefix, loader=ColdWalletLoader()),
-                                   redis_sync, "cold", len(ok))
+    assert_exactly_balance_charged(
+        make_meter(redis_url, key_prefix, loader=ColdWalletLoader()), redis_sync, "cold", len(ok)
+    )
 
 
 def test_200_charges_from_20_threads_on_a_balance_of_10_take_exactly_10(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_meter(redis_url, key_prefix)
     m.set_tool(TOOL, 1)
     m.grant("acct", CT, BALANCE)
@@ -118,16 +128,18 @@ def _process_worker(redis_url: str, prefix: str, start: Any, n: int, out: Any) -
 
 
 def test_200_charges_from_4_processes_on_a_balance_of_10_take_exactly_10(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_meter(redis_url, key_prefix)
     m.set_tool(TOOL, 1)
     m.grant("acct", CT, BALANCE)
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(4)  # the workers start charging together, after their imports
     out = ctx.Queue()
-    procs = [ctx.Process(target=_process_worker,
-                         args=(redis_url, key_prefix, start, CALLS // 4, out))
-             for _ in range(4)]
+    procs = [
+        ctx.Process(target=_process_worker, args=(redis_url, key_prefix, start, CALLS // 4, out))
+        for _ in range(4)
+    ]
     for p in procs:
         p.start()
     counts = [out.get(timeout=60) for _ in procs]
@@ -142,13 +154,15 @@ def test_200_charges_from_4_processes_on_a_balance_of_10_take_exactly_10(
 
 
 async def test_20_concurrent_async_calls_with_one_idempotency_key_debit_once(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_async_meter(redis_url, key_prefix)
     try:
         await m.set_tool(TOOL, 3)
         await m.grant("acct", CT, 100)
         results = await asyncio.gather(
-            *(m.charge("acct", TOOL, idempotency_key="req-1") for _ in range(20)))
+            *(m.charge("acct", TOOL, idempotency_key="req-1") for _ in range(20))
+        )
     finally:
         await m.aclose()
     assert len({r.id for r in results}) == 1
@@ -160,13 +174,15 @@ async def test_20_concurrent_async_calls_with_one_idempotency_key_debit_once(
 
 
 def test_20_threads_with_one_idempotency_key_debit_once(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str) -> None:
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     m = make_meter(redis_url, key_prefix)
     m.set_tool(TOOL, 3)
     m.grant("acct", CT, 100)
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(
-            lambda _: m.charge("acct", TOOL, idempotency_key="req-1"), range(20)))
+        results = list(
+            pool.map(lambda _: m.charge("acct", TOOL, idempotency_key="req-1"), range(20))
+        )
     assert len({r.id for r in results}) == 1
     assert {(r.amount, r.balance) for r in results} == {(3, 97)}
     assert sum(not r.replayed for r in results) == 1
@@ -178,7 +194,8 @@ def test_20_threads_with_one_idempotency_key_debit_once(
 
 
 async def test_concurrent_async_holds_and_charges_never_overbook_available(
-        redis_url: str, key_prefix: str) -> None:
+    redis_url: str, key_prefix: str
+) -> None:
     m = make_async_meter(redis_url, key_prefix)
     rng = random.Random(7)
     try:
@@ -207,8 +224,7 @@ async def test_concurrent_async_holds_and_charges_never_overbook_available(
     assert w.available < 9  # the pool of requests was big enough to use nearly everything
 
 
-def test_holds_from_20_threads_never_overbook_available(
-        redis_url: str, key_prefix: str) -> None:
+def test_holds_from_20_threads_never_overbook_available(redis_url: str, key_prefix: str) -> None:
     m = make_meter(redis_url, key_prefix)
     m.set_tool(TOOL, 7)
     m.grant("acct", CT, 100)

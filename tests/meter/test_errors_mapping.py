@@ -30,8 +30,11 @@ from meter.errors import Code, ScriptContractError, raise_for_reply
 from tests.meter.helpers import T0_MS, Clock, make_meter
 
 ACCT = "acct-1"
-TOOLS = [Tool("GPT", 10, "credits"), Tool("OFF", 1, "credits", active=False),
-         Tool("GEM", 2, "gems")]
+TOOLS = [
+    Tool("GPT", 10, "credits"),
+    Tool("OFF", 1, "credits", active=False),
+    Tool("GEM", 2, "gems"),
+]
 
 
 @pytest.fixture
@@ -82,11 +85,14 @@ def test_reused_idempotency_key_with_other_parameters_is_a_conflict(m: Meter) ->
 def test_unknown_hold_is_hold_not_found_with_and_without_owner(m: Meter) -> None:
     m.grant(ACCT, "credits", 10)
     hold_id = ids.new_id(m.keys.bucket(ACCT))
-    for call in (lambda: m.settle(hold_id), lambda: m.release(hold_id),
-                 lambda: m.extend(hold_id, 60),
-                 lambda: m.settle(hold_id, owner=(ACCT, "credits")),
-                 lambda: m.release(hold_id, owner=(ACCT, "credits")),
-                 lambda: m.extend(hold_id, 60, owner=(ACCT, "credits"))):
+    for call in (
+        lambda: m.settle(hold_id),
+        lambda: m.release(hold_id),
+        lambda: m.extend(hold_id, 60),
+        lambda: m.settle(hold_id, owner=(ACCT, "credits")),
+        lambda: m.release(hold_id, owner=(ACCT, "credits")),
+        lambda: m.extend(hold_id, 60, owner=(ACCT, "credits")),
+    ):
         with pytest.raises(HoldNotFound):
             call()
 
@@ -152,8 +158,9 @@ def test_a_script_refusal_is_invalid_argument_naming_the_field(m: Meter) -> None
     assert err.value.field == "grant_id"
 
 
-def test_missing_wallet_without_a_loader_is_wallet_not_loaded(redis_url: str,
-                                                              key_prefix: str) -> None:
+def test_missing_wallet_without_a_loader_is_wallet_not_loaded(
+    redis_url: str, key_prefix: str
+) -> None:
     m = make_meter(redis_url, key_prefix, loader=None)
     m.set_tools(TOOLS)
     with pytest.raises(WalletNotLoaded) as err:
@@ -165,8 +172,9 @@ def test_missing_wallet_without_a_loader_is_wallet_not_loaded(redis_url: str,
         m.balance(ACCT, ["credits"])
 
 
-def test_missing_catalog_without_a_loader_is_catalog_not_loaded(redis_url: str,
-                                                                key_prefix: str) -> None:
+def test_missing_catalog_without_a_loader_is_catalog_not_loaded(
+    redis_url: str, key_prefix: str
+) -> None:
     m = make_meter(redis_url, key_prefix, loader=None)
     with pytest.raises(CatalogNotLoaded):
         m.charge(ACCT, "GPT")
@@ -182,22 +190,25 @@ def test_load_codes_are_answered_by_loading_not_raised(redis_url: str, key_prefi
     assert (charge.credit_type, charge.amount, charge.balance) == ("gems", 2, 8)
 
 
-@pytest.mark.parametrize(("reply", "exc"), [
-    ([Code.INSUFFICIENT, 1, 2, 3], InsufficientCredits),
-    ([Code.UNKNOWN_TOOL, b"T"], UnknownTool),
-    ([Code.TOOL_DISABLED, b"T"], ToolDisabled),
-    ([Code.IDEMPOTENCY_MISMATCH], IdempotencyConflict),
-    ([Code.HOLD_NOT_FOUND], HoldNotFound),
-    ([Code.HOLD_NOT_ACTIVE, b"released"], HoldNotActive),
-    ([Code.CHARGE_NOT_FOUND], ChargeNotFound),
-    ([Code.OVER_REFUND, 3], OverRefund),
-    ([Code.BAD_ARGUMENT, b"amount"], InvalidArgument),
-    ([Code.AMOUNT_OVERFLOW, b"9007199254740992"], AmountOverflow),
-    ([Code.LIMIT, b"holds"], LimitExceeded),
-    ([Code.NOT_LOADED], ScriptContractError),
-    ([Code.CATALOG_NOT_LOADED], ScriptContractError),
-    ([Code.CREDIT_TYPE_MISMATCH, b"gems"], ScriptContractError),
-])
+@pytest.mark.parametrize(
+    ("reply", "exc"),
+    [
+        ([Code.INSUFFICIENT, 1, 2, 3], InsufficientCredits),
+        ([Code.UNKNOWN_TOOL, b"T"], UnknownTool),
+        ([Code.TOOL_DISABLED, b"T"], ToolDisabled),
+        ([Code.IDEMPOTENCY_MISMATCH], IdempotencyConflict),
+        ([Code.HOLD_NOT_FOUND], HoldNotFound),
+        ([Code.HOLD_NOT_ACTIVE, b"released"], HoldNotActive),
+        ([Code.CHARGE_NOT_FOUND], ChargeNotFound),
+        ([Code.OVER_REFUND, 3], OverRefund),
+        ([Code.BAD_ARGUMENT, b"amount"], InvalidArgument),
+        ([Code.AMOUNT_OVERFLOW, b"9007199254740992"], AmountOverflow),
+        ([Code.LIMIT, b"holds"], LimitExceeded),
+        ([Code.NOT_LOADED], ScriptContractError),
+        ([Code.CATALOG_NOT_LOADED], ScriptContractError),
+        ([Code.CREDIT_TYPE_MISMATCH, b"gems"], ScriptContractError),
+    ],
+)
 def test_every_error_code_has_its_exception(reply: list[object], exc: type[Exception]) -> None:
     with pytest.raises(exc):
         raise_for_reply(reply, "subject", "credits")
@@ -212,8 +223,20 @@ def test_every_code_is_mapped_or_returns() -> None:
 
 
 def test_user_errors_are_meter_errors() -> None:
-    for exc in (AmountOverflow, CatalogNotLoaded, ChargeNotFound, HoldNotActive, HoldNotFound,
-                IdempotencyConflict, InsufficientCredits, InvalidArgument, LimitExceeded,
-                OverRefund, ToolDisabled, UnknownTool, WalletNotLoaded):
+    for exc in (
+        AmountOverflow,
+        CatalogNotLoaded,
+        ChargeNotFound,
+        HoldNotActive,
+        HoldNotFound,
+        IdempotencyConflict,
+        InsufficientCredits,
+        InvalidArgument,
+        LimitExceeded,
+        OverRefund,
+        ToolDisabled,
+        UnknownTool,
+        WalletNotLoaded,
+    ):
         assert issubclass(exc, MeterError)
     assert not issubclass(ScriptContractError, MeterError)

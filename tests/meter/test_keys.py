@@ -66,17 +66,27 @@ def test_every_account_operation_uses_one_slot(account: str) -> None:
     for ev in evals:
         _assert_one_slot(ev)
     assert {ev.script for ev in evals} == {
-        "charge", "hold", "grant", "adjust", "settle", "release", "extend", "refund", "balance",
-        "expire"}
+        "charge",
+        "hold",
+        "grant",
+        "adjust",
+        "settle",
+        "release",
+        "extend",
+        "refund",
+        "balance",
+        "expire",
+    }
 
 
 @pytest.mark.parametrize("account", ACCOUNTS)
 def test_hydrate_with_holds_uses_one_slot(account: str) -> None:
     snap = WalletSnapshot(
-        overdraft_limit=5, debt=1,
+        overdraft_limit=5,
+        debt=1,
         grants=(GrantInfo("g1", 10, 50, 0, "paid"),),
-        holds=tuple(HoldSnapshot(_hold_id(account), 3, 1_700_000_100_000, "GPT")
-                    for _ in range(3)))
+        holds=tuple(HoldSnapshot(_hold_id(account), 3, 1_700_000_100_000, "GPT") for _ in range(3)),
+    )
     ev = ops.hydrate_eval(KEYS, account, "credits", snap)
     assert len(ev.keys) == 5
     _assert_one_slot(ev)

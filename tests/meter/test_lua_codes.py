@@ -32,9 +32,26 @@ class World:
         self.b = self.k.bucket(ACCT)
         self.hold_id, self.hold2_id, self.charge_id = self.id(), self.id(), self.id()
         self.ok(self.call("catalog_set", *self.catalog_args("replace")))
-        self.ok(self.call("hydrate", [self.k.wallet(ACCT, CT), self.k.due(self.b)],
-                          [ACCT, CT, "0", "0", "1", "g1", "100", "50", "0", "paid", "0",
-                           due_member(ACCT, CT)]))
+        self.ok(
+            self.call(
+                "hydrate",
+                [self.k.wallet(ACCT, CT), self.k.due(self.b)],
+                [
+                    ACCT,
+                    CT,
+                    "0",
+                    "0",
+                    "1",
+                    "g1",
+                    "100",
+                    "50",
+                    "0",
+                    "paid",
+                    "0",
+                    due_member(ACCT, CT),
+                ],
+            )
+        )
         self.ok(self.call("hold", *self.hold_args()))
         self.ok(self.call("hold", *self.hold_args(hold_id=self.hold2_id, idem="h2")))
         self.ok(self.call("release", *self.release_args(hold_id=self.hold2_id, idem="r2")))
@@ -59,84 +76,245 @@ class World:
     # --- argument builders: valid by default; `patch` replaces ARGV[i] (1-based, as in Lua)
 
     def catalog_args(self, mode: str = "merge", bucket: int | None = None) -> tuple[list, list]:
-        tools = ["GPT", "10", CT, "1", "OFF", "10", CT, "0", "GEM", "1", "gems", "1",
-                 "HUGE", str(CREDITS_MAX), CT, "1"]
+        tools = [
+            "GPT",
+            "10",
+            CT,
+            "1",
+            "OFF",
+            "10",
+            CT,
+            "0",
+            "GEM",
+            "1",
+            "gems",
+            "1",
+            "HUGE",
+            str(CREDITS_MAX),
+            CT,
+            "1",
+        ]
         return [self.k.catalog(self.b if bucket is None else bucket)], [mode, *tools]
 
-    def charge_args(self, tool: str = "GPT", qty: str = "1", ct: str = CT, idem: str | None = None,
-                    entry: str | None = None, fp: str = "fp-charge", catalog: int | None = None,
-                    ) -> tuple[list, list]:
+    def charge_args(
+        self,
+        tool: str = "GPT",
+        qty: str = "1",
+        ct: str = CT,
+        idem: str | None = None,
+        entry: str | None = None,
+        fp: str = "fp-charge",
+        catalog: int | None = None,
+    ) -> tuple[list, list]:
         entry = entry or self.id()
         idem = idem or entry
         k = self.k
-        return ([k.catalog(self.b if catalog is None else catalog), k.journal(self.b),
-                 k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.charge(self.b, entry)],
-                [NOW, IDEM_TTL, entry, ACCT, ct, tool, qty, fp, idem, "", ""])
+        return (
+            [
+                k.catalog(self.b if catalog is None else catalog),
+                k.journal(self.b),
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.charge(self.b, entry),
+            ],
+            [NOW, IDEM_TTL, entry, ACCT, ct, tool, qty, fp, idem, "", ""],
+        )
 
-    def hold_args(self, tool: str = "GPT", qty: str = "1", amount: str = "", ct: str = CT,
-                  hold_id: str | None = None, idem: str | None = None, fp: str = "fp-hold1",
-                  catalog: int | None = None) -> tuple[list, list]:
+    def hold_args(
+        self,
+        tool: str = "GPT",
+        qty: str = "1",
+        amount: str = "",
+        ct: str = CT,
+        hold_id: str | None = None,
+        idem: str | None = None,
+        fp: str = "fp-hold1",
+        catalog: int | None = None,
+    ) -> tuple[list, list]:
         hold_id = hold_id or self.hold_id
         idem = idem or hold_id
         k = self.k
-        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.hold(self.b, hold_id),
-                 k.catalog(self.b if catalog is None else catalog), k.journal(self.b),
-                 k.due(self.b)],
-                [NOW, IDEM_TTL, hold_id, ACCT, ct, tool, qty, amount, "300", fp, idem,
-                 due_member(ACCT, ct)])
+        return (
+            [
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.hold(self.b, hold_id),
+                k.catalog(self.b if catalog is None else catalog),
+                k.journal(self.b),
+                k.due(self.b),
+            ],
+            [
+                NOW,
+                IDEM_TTL,
+                hold_id,
+                ACCT,
+                ct,
+                tool,
+                qty,
+                amount,
+                "300",
+                fp,
+                idem,
+                due_member(ACCT, ct),
+            ],
+        )
 
-    def settle_args(self, amount: str = "", hold_id: str | None = None, ct: str = CT,
-                    idem: str = "s1", fp: str = "fp-settle") -> tuple[list, list]:
+    def settle_args(
+        self,
+        amount: str = "",
+        hold_id: str | None = None,
+        ct: str = CT,
+        idem: str = "s1",
+        fp: str = "fp-settle",
+    ) -> tuple[list, list]:
         hold_id, entry, k = hold_id or self.hold_id, self.id(), self.k
-        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
-                 k.journal(self.b), k.charge(self.b, entry)],
-                [NOW, IDEM_TTL, hold_id, entry, ACCT, ct, amount, fp, idem, "", ""])
+        return (
+            [
+                k.hold(self.b, hold_id),
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.journal(self.b),
+                k.charge(self.b, entry),
+            ],
+            [NOW, IDEM_TTL, hold_id, entry, ACCT, ct, amount, fp, idem, "", ""],
+        )
 
-    def release_args(self, hold_id: str | None = None, ct: str = CT, idem: str = "r1",
-                     fp: str = "fp-release") -> tuple[list, list]:
+    def release_args(
+        self, hold_id: str | None = None, ct: str = CT, idem: str = "r1", fp: str = "fp-release"
+    ) -> tuple[list, list]:
         hold_id, k = hold_id or self.hold_id, self.k
-        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
-                 k.journal(self.b)], [NOW, IDEM_TTL, hold_id, ACCT, ct, fp, idem])
+        return (
+            [
+                k.hold(self.b, hold_id),
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.journal(self.b),
+            ],
+            [NOW, IDEM_TTL, hold_id, ACCT, ct, fp, idem],
+        )
 
-    def extend_args(self, hold_id: str | None = None, ct: str = CT, idem: str = "x1",
-                    fp: str = "fp-extend", ttl_s: str = "600") -> tuple[list, list]:
+    def extend_args(
+        self,
+        hold_id: str | None = None,
+        ct: str = CT,
+        idem: str = "x1",
+        fp: str = "fp-extend",
+        ttl_s: str = "600",
+    ) -> tuple[list, list]:
         hold_id, k = hold_id or self.hold_id, self.k
-        return ([k.hold(self.b, hold_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
-                 k.journal(self.b), k.due(self.b)],
-                [NOW, IDEM_TTL, hold_id, ACCT, ct, ttl_s, fp, idem, due_member(ACCT, ct)])
+        return (
+            [
+                k.hold(self.b, hold_id),
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.journal(self.b),
+                k.due(self.b),
+            ],
+            [NOW, IDEM_TTL, hold_id, ACCT, ct, ttl_s, fp, idem, due_member(ACCT, ct)],
+        )
 
-    def refund_args(self, amount: str = "", charge_id: str | None = None, ct: str = CT,
-                    idem: str = "f1", fp: str = "fp-refund") -> tuple[list, list]:
+    def refund_args(
+        self,
+        amount: str = "",
+        charge_id: str | None = None,
+        ct: str = CT,
+        idem: str = "f1",
+        fp: str = "fp-refund",
+    ) -> tuple[list, list]:
         charge_id, entry, k = charge_id or self.charge_id, self.id(), self.k
-        return ([k.charge(self.b, charge_id), k.wallet(ACCT, ct), k.idempotency(ACCT, idem),
-                 k.journal(self.b), k.due(self.b)],
-                [NOW, IDEM_TTL, entry, charge_id, ACCT, ct, amount, self.id(), self.id(), fp,
-                 idem, "", "", due_member(ACCT, ct)])
+        return (
+            [
+                k.charge(self.b, charge_id),
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.journal(self.b),
+                k.due(self.b),
+            ],
+            [
+                NOW,
+                IDEM_TTL,
+                entry,
+                charge_id,
+                ACCT,
+                ct,
+                amount,
+                self.id(),
+                self.id(),
+                fp,
+                idem,
+                "",
+                "",
+                due_member(ACCT, ct),
+            ],
+        )
 
-    def grant_args(self, amount: str = "5", ct: str = CT, grant_id: str | None = None,
-                   idem: str = "g1", fp: str = "fp-grant") -> tuple[list, list]:
+    def grant_args(
+        self,
+        amount: str = "5",
+        ct: str = CT,
+        grant_id: str | None = None,
+        idem: str = "g1",
+        fp: str = "fp-grant",
+    ) -> tuple[list, list]:
         entry, k = self.id(), self.k
-        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.due(self.b)],
-                [NOW, IDEM_TTL, entry, grant_id or entry, ACCT, ct, amount, "paid", "50", "0",
-                 "admin", "", fp, idem, "", "", due_member(ACCT, ct)])
+        return (
+            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.due(self.b)],
+            [
+                NOW,
+                IDEM_TTL,
+                entry,
+                grant_id or entry,
+                ACCT,
+                ct,
+                amount,
+                "paid",
+                "50",
+                "0",
+                "admin",
+                "",
+                fp,
+                idem,
+                "",
+                "",
+                due_member(ACCT, ct),
+            ],
+        )
 
-    def adjust_args(self, amount: str = "-5", ct: str = CT, idem: str = "a1",
-                    fp: str = "fp-adjust") -> tuple[list, list]:
+    def adjust_args(
+        self, amount: str = "-5", ct: str = CT, idem: str = "a1", fp: str = "fp-adjust"
+    ) -> tuple[list, list]:
         entry, k = self.id(), self.k
-        return ([k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b)],
-                [NOW, IDEM_TTL, entry, entry, ACCT, ct, amount, "promotional", fp, idem,
-                 "fix", ""])
+        return (
+            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b)],
+            [NOW, IDEM_TTL, entry, entry, ACCT, ct, amount, "promotional", fp, idem, "fix", ""],
+        )
 
     def expire_args(self) -> tuple[list, list]:
         k = self.k
-        return ([k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b)],
-                [NOW, ACCT, CT, due_member(ACCT, CT)])
+        return (
+            [k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b)],
+            [NOW, ACCT, CT, due_member(ACCT, CT)],
+        )
 
     def hydrate_args(self, account: str = "other") -> tuple[list, list]:
         k = self.k
-        return ([k.wallet(account, CT), k.due(self.b)],
-                [account, CT, "0", "0", "1", "g9", "7", "50", "0", "promotional", "0",
-                 due_member(account, CT)])
+        return (
+            [k.wallet(account, CT), k.due(self.b)],
+            [
+                account,
+                CT,
+                "0",
+                "0",
+                "1",
+                "g9",
+                "7",
+                "50",
+                "0",
+                "promotional",
+                "0",
+                due_member(account, CT),
+            ],
+        )
 
     def args(self, script: str, **kw: Any) -> tuple[list, list]:
         builder: Callable[..., tuple[list, list]] = getattr(self, f"{script}_args")
@@ -156,8 +334,9 @@ def w(redis_sync: redis.Redis, key_prefix: str) -> World:
     return World(redis_sync, key_prefix)
 
 
-def expect_unchanged(w: World, script: str, keys: list[str], args: list[str],
-                     code: Code) -> list[Any]:
+def expect_unchanged(
+    w: World, script: str, keys: list[str], args: list[str], code: Code
+) -> list[Any]:
     before = w.snap(*keys)
     reply = w.call(script, keys, args)
     assert _code(reply) == code, reply
@@ -178,9 +357,14 @@ ACCOUNTS = ["", "a b", "x" * 129, "ü", "a/b"]
 CREDIT_TYPES = ["", "Credits", "c" * 33, "a-b"]
 IDS = ["", "a b", "x" * 65, "ü"]
 COMMON = {  # script: (now, idempotency ttl, account, credit type, fingerprint, idempotency key)
-    "charge": (1, 2, 4, 5, 8, 9), "hold": (1, 2, 4, 5, 10, 11), "settle": (1, 2, 5, 6, 8, 9),
-    "release": (1, 2, 4, 5, 6, 7), "extend": (1, 2, 4, 5, 7, 8), "refund": (1, 2, 5, 6, 10, 11),
-    "grant": (1, 2, 5, 6, 13, 14), "adjust": (1, 2, 5, 6, 9, 10),
+    "charge": (1, 2, 4, 5, 8, 9),
+    "hold": (1, 2, 4, 5, 10, 11),
+    "settle": (1, 2, 5, 6, 8, 9),
+    "release": (1, 2, 4, 5, 6, 7),
+    "extend": (1, 2, 4, 5, 7, 8),
+    "refund": (1, 2, 5, 6, 10, 11),
+    "grant": (1, 2, 5, 6, 13, 14),
+    "adjust": (1, 2, 5, 6, 9, 10),
 }
 
 
@@ -232,8 +416,10 @@ SPECIFIC = [  # (script, ARGV index, bad value, field)
     ("grant", 16, "m" * 4097, "metadata"),
     *[("adjust", 3, v, "entry_id") for v in IDS],
     *[("adjust", 4, v, "grant_id") for v in [*IDS, "debt"]],
-    *[("adjust", 7, v, "amount") for v in ["10.0", "1e3", "", "0", "-0", "--1", "-", BIG,
-                                            "-" + BIG, HUGE]],
+    *[
+        ("adjust", 7, v, "amount")
+        for v in ["10.0", "1e3", "", "0", "-0", "--1", "-", BIG, "-" + BIG, HUGE]
+    ],
     *[("adjust", 8, v, "category") for v in ["", "gift"]],
     *[("adjust", 11, v, "reason") for v in ["", "r" * 1025]],
     ("adjust", 12, "m" * 4097, "metadata"),
@@ -253,12 +439,16 @@ SPECIFIC = [  # (script, ARGV index, bad value, field)
 ]
 
 
-@pytest.mark.parametrize(("script", "index", "value", "field"), [
-    *_common_cases(),
-    *[pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]!r:.12}") for case in SPECIFIC],
-])
+@pytest.mark.parametrize(
+    ("script", "index", "value", "field"),
+    [
+        *_common_cases(),
+        *[pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]!r:.12}") for case in SPECIFIC],
+    ],
+)
 def test_malformed_argv_is_bad_argument_and_changes_nothing(
-        w: World, script: str, index: int, value: str, field: str) -> None:
+    w: World, script: str, index: int, value: str, field: str
+) -> None:
     keys, args = w.hydrate_args() if script == "hydrate" else w.args(script)
     reply = expect_unchanged(w, script, keys, _patched(args, index, value), Code.BAD_ARGUMENT)
     assert reply[1] == field.encode()
@@ -266,36 +456,54 @@ def test_malformed_argv_is_bad_argument_and_changes_nothing(
 
 def _hydrate_with_hold(w: World, hold: list[str], n_hold_keys: int = 1) -> tuple[list, list]:
     keys, args = w.hydrate_args()
-    return ([*keys, *[w.k.hold(w.b, w.id()) for _ in range(n_hold_keys)]],
-            [*args[:-2], "1", *hold, args[-1]])
+    return (
+        [*keys, *[w.k.hold(w.b, w.id()) for _ in range(n_hold_keys)]],
+        [*args[:-2], "1", *hold, args[-1]],
+    )
 
 
-@pytest.mark.parametrize(("hold", "n_keys", "field"), [
-    (["hid", "5", str(T0_MS + 1000), "GPT"], 0, "holds"),  # a hold without its record key
-    (["hid", "5", str(T0_MS + 1000), "GPT"], 2, "holds"),
-    (["hid", "5", str(T0_MS + 1000)], 1, "holds"),  # ARGV one short
-    (["a b", "5", str(T0_MS + 1000), "GPT"], 1, "hold"),
-    (["hid", "1.5", str(T0_MS + 1000), "GPT"], 1, "hold"),
-    (["hid", "5", "1e13", "GPT"], 1, "hold"),
-    (["hid", "5", str(T0_MS + 1000), "gpt"], 1, "hold"),
-])
-def test_hydrate_rejects_malformed_holds(w: World, hold: list[str], n_keys: int,
-                                         field: str) -> None:
-    reply = expect_unchanged(w, "hydrate", *_hydrate_with_hold(w, hold, n_keys),
-                             Code.BAD_ARGUMENT)
+@pytest.mark.parametrize(
+    ("hold", "n_keys", "field"),
+    [
+        (["hid", "5", str(T0_MS + 1000), "GPT"], 0, "holds"),  # a hold without its record key
+        (["hid", "5", str(T0_MS + 1000), "GPT"], 2, "holds"),
+        (["hid", "5", str(T0_MS + 1000)], 1, "holds"),  # ARGV one short
+        (["a b", "5", str(T0_MS + 1000), "GPT"], 1, "hold"),
+        (["hid", "1.5", str(T0_MS + 1000), "GPT"], 1, "hold"),
+        (["hid", "5", "1e13", "GPT"], 1, "hold"),
+        (["hid", "5", str(T0_MS + 1000), "gpt"], 1, "hold"),
+    ],
+)
+def test_hydrate_rejects_malformed_holds(
+    w: World, hold: list[str], n_keys: int, field: str
+) -> None:
+    reply = expect_unchanged(w, "hydrate", *_hydrate_with_hold(w, hold, n_keys), Code.BAD_ARGUMENT)
     assert reply[1] == field.encode()
 
 
-@pytest.mark.parametrize(("index", "value", "field"), [
-    (1, "upsert", "mode"), (1, "", "mode"), (2, "gpt", "tool"), (3, "1.5", "cost"),
-    (3, "-1", "cost"), (3, BIG, "cost"), (3, "", "cost"), (4, "Gems", "credit_type"),
-    (5, "yes", "active"), (5, "", "active"), (14, "huge", "tool"),  # the 4th tool
-])
+@pytest.mark.parametrize(
+    ("index", "value", "field"),
+    [
+        (1, "upsert", "mode"),
+        (1, "", "mode"),
+        (2, "gpt", "tool"),
+        (3, "1.5", "cost"),
+        (3, "-1", "cost"),
+        (3, BIG, "cost"),
+        (3, "", "cost"),
+        (4, "Gems", "credit_type"),
+        (5, "yes", "active"),
+        (5, "", "active"),
+        (14, "huge", "tool"),  # the 4th tool
+    ],
+)
 def test_catalog_set_rejects_malformed_tools_and_writes_nothing(
-        w: World, index: int, value: str, field: str) -> None:
+    w: World, index: int, value: str, field: str
+) -> None:
     keys, args = w.catalog_args("replace")
-    reply = expect_unchanged(w, "catalog_set", keys, _patched(args, index, value),
-                             Code.BAD_ARGUMENT)
+    reply = expect_unchanged(
+        w, "catalog_set", keys, _patched(args, index, value), Code.BAD_ARGUMENT
+    )
     assert reply[1] == field.encode()
 
 
@@ -320,8 +528,17 @@ def _batch(w: World, n: int) -> tuple[list, list]:
     return keys, args
 
 
-@pytest.mark.parametrize("shape", ["no charge", "keys not 3 per charge", "argv one short",
-                                   "argv one long", "keys for 2 argv for 1", "257 charges"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "no charge",
+        "keys not 3 per charge",
+        "argv one short",
+        "argv one long",
+        "keys for 2 argv for 1",
+        "257 charges",
+    ],
+)
 def test_charge_batch_of_wrong_shape_is_refused_whole(w: World, shape: str) -> None:
     one_keys, one_args = w.charge_args()
     two_keys, _ = _batch(w, 2)
@@ -357,8 +574,7 @@ def test_each_charge_of_a_batch_fails_alone(w: World) -> None:
 def test_hold_of_another_account_or_credit_type_is_bad_argument(w: World) -> None:
     w.r.hset(w.k.hold(w.b, w.hold2_id), mapping={"a": "someone"})
     for script in ("settle", "release", "extend"):
-        reply = expect_unchanged(w, script, *w.args(script, hold_id=w.hold2_id),
-                                 Code.BAD_ARGUMENT)
+        reply = expect_unchanged(w, script, *w.args(script, hold_id=w.hold2_id), Code.BAD_ARGUMENT)
         assert reply[1] == b"hold_id"
 
 
@@ -374,8 +590,9 @@ def test_grant_with_an_existing_grant_id_is_bad_argument(w: World) -> None:
 
 
 def test_hold_with_an_id_already_used_is_bad_argument(w: World) -> None:
-    reply = expect_unchanged(w, "hold", *w.hold_args(hold_id=w.hold2_id, idem="new"),
-                             Code.BAD_ARGUMENT)
+    reply = expect_unchanged(
+        w, "hold", *w.hold_args(hold_id=w.hold2_id, idem="new"), Code.BAD_ARGUMENT
+    )
     assert reply[1] == b"hold_id"
 
 
@@ -384,8 +601,10 @@ def test_hold_with_an_id_already_used_is_bad_argument(w: World) -> None:
 
 def test_missing_wallet_is_not_loaded_never_zero(w: World) -> None:
     gem_hold, gem_charge = w.id(), w.id()
-    w.r.hset(w.k.hold(w.b, gem_hold), mapping={"a": ACCT, "t": "gems", "s": "active",
-                                               "tool": "GEM", "m": "1", "x": "1"})
+    w.r.hset(
+        w.k.hold(w.b, gem_hold),
+        mapping={"a": ACCT, "t": "gems", "s": "active", "tool": "GEM", "m": "1", "x": "1"},
+    )
     w.r.set(w.k.charge(w.b, gem_charge), f"{ACCT}\x1fgems\x1fGEM\x1f1\x1f0\x1fgx:1:50:0:p")
     calls = [
         ("charge", w.charge_args(tool="GEM", ct="gems")),
@@ -417,7 +636,8 @@ def test_missing_catalog_replica_is_catalog_not_loaded(w: World, script: str) ->
     extra = {"hold_id": w.id()} if script == "hold" else {}
     keys, args = w.args(script, catalog=other, **extra)
     assert expect_unchanged(w, script, keys, args, Code.CATALOG_NOT_LOADED) == [
-        Code.CATALOG_NOT_LOADED]
+        Code.CATALOG_NOT_LOADED
+    ]
 
 
 def test_an_empty_catalog_is_loaded_and_the_tool_unknown(w: World) -> None:
@@ -431,11 +651,14 @@ def test_an_empty_catalog_is_loaded_and_the_tool_unknown(w: World) -> None:
 
 
 @pytest.mark.parametrize("script", ["charge", "hold"])
-@pytest.mark.parametrize(("tool", "code", "detail"), [
-    ("NOPE", Code.UNKNOWN_TOOL, b"NOPE"),
-    ("OFF", Code.TOOL_DISABLED, b"OFF"),
-    ("GEM", Code.CREDIT_TYPE_MISMATCH, b"gems"),
-])
+@pytest.mark.parametrize(
+    ("tool", "code", "detail"),
+    [
+        ("NOPE", Code.UNKNOWN_TOOL, b"NOPE"),
+        ("OFF", Code.TOOL_DISABLED, b"OFF"),
+        ("GEM", Code.CREDIT_TYPE_MISMATCH, b"gems"),
+    ],
+)
 def test_tool_codes(w: World, script: str, tool: str, code: Code, detail: bytes) -> None:
     keys, args = w.args(script, tool=tool, **({"hold_id": w.id()} if script == "hold" else {}))
     assert expect_unchanged(w, script, keys, args, code) == [code, detail]
@@ -461,15 +684,17 @@ def test_the_whole_available_amount_can_be_spent(w: World) -> None:
     assert reply[:6] == [Code.OK, reply[1], 80, 10, 0, 10]
 
 
-@pytest.mark.parametrize(("script", "kwargs", "detail"), [
-    ("charge", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
-    ("hold", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
-    ("hold", {"amount": str(CREDITS_MAX), "qty": "2"}, None),  # a fixed amount ignores qty
-    ("grant", {"amount": str(CREDITS_MAX - 89)}, CREDITS_MAX + 1),
-    ("adjust", {"amount": str(CREDITS_MAX - 87)}, CREDITS_MAX + 3),  # even: exact as a double
-])
-def test_amount_overflow(w: World, script: str, kwargs: dict[str, str],
-                         detail: int | None) -> None:
+@pytest.mark.parametrize(
+    ("script", "kwargs", "detail"),
+    [
+        ("charge", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
+        ("hold", {"tool": "HUGE", "qty": "2"}, 2 * CREDITS_MAX),
+        ("hold", {"amount": str(CREDITS_MAX), "qty": "2"}, None),  # a fixed amount ignores qty
+        ("grant", {"amount": str(CREDITS_MAX - 89)}, CREDITS_MAX + 1),
+        ("adjust", {"amount": str(CREDITS_MAX - 87)}, CREDITS_MAX + 3),  # even: exact as a double
+    ],
+)
+def test_amount_overflow(w: World, script: str, kwargs: dict[str, str], detail: int | None) -> None:
     if script == "hold":
         kwargs = {**kwargs, "hold_id": w.id()}
     keys, args = w.args(script, **kwargs)
@@ -482,9 +707,11 @@ def test_amount_overflow(w: World, script: str, kwargs: dict[str, str],
 
 @pytest.mark.parametrize("script", ["charge", "hold"])
 def test_amount_overflow_reports_the_true_product_for_the_largest_quantity(
-        w: World, script: str) -> None:
-    keys, args = w.args(script, tool="HUGE", qty="1000000000",
-                        **({"hold_id": w.id()} if script == "hold" else {}))
+    w: World, script: str
+) -> None:
+    keys, args = w.args(
+        script, tool="HUGE", qty="1000000000", **({"hold_id": w.id()} if script == "hold" else {})
+    )
     reply = expect_unchanged(w, script, keys, args, Code.AMOUNT_OVERFLOW)
     assert int(reply[1]) > CREDITS_MAX  # not a wrapped-around negative number
 
@@ -550,8 +777,7 @@ def test_hold_past_its_expiry_is_not_active_and_expires_then(w: World, script: s
 
 
 def test_unknown_charge_is_charge_not_found(w: World) -> None:
-    reply = expect_unchanged(w, "refund", *w.refund_args(charge_id=w.id()),
-                             Code.CHARGE_NOT_FOUND)
+    reply = expect_unchanged(w, "refund", *w.refund_args(charge_id=w.id()), Code.CHARGE_NOT_FOUND)
     assert reply == [Code.CHARGE_NOT_FOUND]
 
 
@@ -572,8 +798,7 @@ ALL_WRITES = ["charge", "hold", "settle", "release", "extend", "refund", "grant"
 
 
 @pytest.mark.parametrize("script", ALL_WRITES)
-def test_reused_idempotency_key_with_other_parameters_is_a_mismatch(w: World,
-                                                                    script: str) -> None:
+def test_reused_idempotency_key_with_other_parameters_is_a_mismatch(w: World, script: str) -> None:
     kwargs: dict[str, Any] = {"idem": "K1", "fp": "fp-another"}
     if script == "hold":
         kwargs["hold_id"] = w.id()

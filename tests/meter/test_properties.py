@@ -31,16 +31,25 @@ LEDGER_KINDS = {"grant", "charge", "refund", "adjustment", "expire", "clawback"}
 _examples = itertools.count()
 
 wallets = st.sampled_from(ACCOUNTS)
-grants = st.tuples(st.just("grant"), wallets, st.integers(1, 100),
-                   st.one_of(st.sampled_from([0, 10, 50, 100]), st.integers(0, 100)),
-                   st.one_of(st.none(), st.integers(1, 30_000)),
-                   st.sampled_from(["paid", "promotional"]))
+grants = st.tuples(
+    st.just("grant"),
+    wallets,
+    st.integers(1, 100),
+    st.one_of(st.sampled_from([0, 10, 50, 100]), st.integers(0, 100)),
+    st.one_of(st.none(), st.integers(1, 30_000)),
+    st.sampled_from(["paid", "promotional"]),
+)
 charges = st.tuples(st.just("charge"), wallets, st.integers(1, 15))
 holds = st.tuples(st.just("hold"), wallets, st.integers(0, 20), st.integers(1, 30))
 # An index taken modulo the holds (charges) made so far; -1 is the latest one.
 picks = st.one_of(st.just(-1), st.integers(0, 50))
 operations = st.one_of(
-    grants, charges, holds, grants, charges, holds,
+    grants,
+    charges,
+    holds,
+    grants,
+    charges,
+    holds,
     st.tuples(st.just("settle"), picks, st.one_of(st.none(), st.integers(0, 30))),
     st.tuples(st.just("release"), picks),
     st.tuples(st.just("extend"), picks, st.integers(1, 30)),
@@ -74,8 +83,14 @@ class Run:
         try:
             if kind == "grant":
                 _, acct, amount, prio, exp, cat = op
-                m.grant(acct, CT, amount, priority=prio, category=cat,
-                        expires_at_ms=None if exp is None else self.clock.now_ms + exp)
+                m.grant(
+                    acct,
+                    CT,
+                    amount,
+                    priority=prio,
+                    category=cat,
+                    expires_at_ms=None if exp is None else self.clock.now_ms + exp,
+                )
             elif kind == "charge":
                 self.charges.append(m.charge(op[1], TOOL, op[2]).id)
             elif kind == "hold":
@@ -168,18 +183,41 @@ class Run:
             assert total <= charged[charge_id], f"{where}: {charge_id} refunded {total}"
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(operations, min_size=20, max_size=40),
-       overdraft=st.sampled_from([0, 0, 10]), two_wallets=st.booleans(),
-       opening=st.integers(0, 60))
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ops=st.lists(operations, min_size=20, max_size=40),
+    overdraft=st.sampled_from([0, 0, 10]),
+    two_wallets=st.booleans(),
+    opening=st.integers(0, 60),
+)
 # Found by a random run: a grant behind an open hold expires and available goes below 0.
-@example(ops=[("grant", "w0", 1, 0, None, "paid"), ("grant", "w0", 4, 0, 1, "paid"),
-              ("charge", "w0", 3), ("hold", "w0", 2, 1), ("advance", 1)],
-         overdraft=0, two_wallets=False, opening=0)
+@example(
+    ops=[
+        ("grant", "w0", 1, 0, None, "paid"),
+        ("grant", "w0", 4, 0, 1, "paid"),
+        ("charge", "w0", 3),
+        ("hold", "w0", 2, 1),
+        ("advance", 1),
+    ],
+    overdraft=0,
+    two_wallets=False,
+    opening=0,
+)
 def test_random_operation_sequences_keep_the_ledger_invariants(
-        redis_url: str, redis_sync: redis.Redis, key_prefix: str,
-        ops: list[tuple[Any, ...]], overdraft: int, two_wallets: bool, opening: int) -> None:
+    redis_url: str,
+    redis_sync: redis.Redis,
+    key_prefix: str,
+    ops: list[tuple[Any, ...]],
+    overdraft: int,
+    two_wallets: bool,
+    opening: int,
+) -> None:
     prefix = f"{key_prefix}x{next(_examples)}"
     # Near real time: Redis TTLs of hold records run on Redis's own clock.
     clock = Clock(int(time.time()) * 1000)
@@ -199,4 +237,3 @@ def test_random_operation_sequences_keep_the_ledger_invariants(
                 run.check(acct, step, op)
     finally:
         m.redis.close()
-

@@ -74,8 +74,9 @@ class SyncAdapter:
     async def hold(self, *args: Any, **kwargs: Any) -> SyncHoldAdapter:
         return SyncHoldAdapter(self.m.hold(*args, **kwargs))
 
-    async def in_hold(self, body: Callable[[Any], Awaitable[None]], *args: Any,
-                      **kwargs: Any) -> None:
+    async def in_hold(
+        self, body: Callable[[Any], Awaitable[None]], *args: Any, **kwargs: Any
+    ) -> None:
         """Runs body inside `with m.hold(...) as h`."""
         with self.m.hold(*args, **kwargs) as h:
             await body(SyncHoldAdapter(h))
@@ -100,8 +101,9 @@ class AsyncAdapter:
     async def hold(self, *args: Any, **kwargs: Any) -> Any:
         return await self.m.hold(*args, **kwargs)
 
-    async def in_hold(self, body: Callable[[Any], Awaitable[None]], *args: Any,
-                      **kwargs: Any) -> None:
+    async def in_hold(
+        self, body: Callable[[Any], Awaitable[None]], *args: Any, **kwargs: Any
+    ) -> None:
         """Runs body inside `async with m.hold(...) as h`."""
         async with self.m.hold(*args, **kwargs) as h:
             await body(h)
@@ -114,8 +116,9 @@ Factory = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture(params=["sync", "async"])
-async def meter_factory(request: pytest.FixtureRequest, redis_url: str, redis_sync: redis.Redis,
-                        key_prefix: str) -> AsyncIterator[Factory]:
+async def meter_factory(
+    request: pytest.FixtureRequest, redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> AsyncIterator[Factory]:
     """`await new(loader=..., cost=...)` -> adapter on this test's prefix, tool GEN set."""
     opened: list[Any] = []
 
@@ -124,11 +127,13 @@ async def meter_factory(request: pytest.FixtureRequest, redis_url: str, redis_sy
         clock = clock or Clock(now_ms())
         loader = loader or NewAccountLoader()
         if request.param == "sync":
-            a: Any = SyncAdapter(make_meter(redis_url, key_prefix, clock, loader), clock,
-                                 redis_sync)
+            a: Any = SyncAdapter(
+                make_meter(redis_url, key_prefix, clock, loader), clock, redis_sync
+            )
         else:
-            a = AsyncAdapter(make_async_meter(redis_url, key_prefix, clock, loader), clock,
-                             redis_sync)
+            a = AsyncAdapter(
+                make_async_meter(redis_url, key_prefix, clock, loader), clock, redis_sync
+            )
         opened.append(a)
         await a.set_tool(TOOL, cost)
         return a
@@ -195,7 +200,8 @@ async def remaining(m: Any, account: str) -> dict[str, int]:
 
 
 async def test_charges_burn_priority_then_soonest_expiry_never_expiring_last_then_oldest(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "burn"
     t = m.clock.now_ms
@@ -210,14 +216,20 @@ async def test_charges_burn_priority_then_soonest_expiry_never_expiring_last_the
     r = await m.charge(acct, TOOL, 55)
 
     assert [(p.grant_id, p.delta, p.remaining_after) for p in r.breakdown] == [
-        (first, -10, 0), (exp_soon, -10, 0), (exp_late, -10, 0), (never_old, -10, 0),
-        (never_new, -10, 0), (late_prio, -5, 5)]
+        (first, -10, 0),
+        (exp_soon, -10, 0),
+        (exp_late, -10, 0),
+        (never_old, -10, 0),
+        (never_new, -10, 0),
+        (late_prio, -5, 5),
+    ]
     assert r.amount == 55 and r.balance == 5
     assert await remaining(m, acct) == {late_prio: 5}
 
 
 async def test_grants_made_in_the_same_millisecond_burn_oldest_first(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "same_ms"
     made = [(await m.grant(acct, CT, 1)).grant_id for _ in range(40)]
@@ -231,7 +243,8 @@ async def test_grants_made_in_the_same_millisecond_burn_oldest_first(
 
 
 async def test_grant_is_spendable_one_ms_before_expiry_and_not_at_it_with_one_expire_entry(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "expiry"
     t_exp = m.t0 + 1000
@@ -264,7 +277,8 @@ async def test_grant_is_spendable_one_ms_before_expiry_and_not_at_it_with_one_ex
 
 
 async def test_sweep_writes_the_expire_entry_once_and_later_charges_add_none(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "sweep"
     gid = (await m.grant(acct, CT, 8, expires_at_ms=m.t0 + 50)).grant_id
@@ -278,7 +292,8 @@ async def test_sweep_writes_the_expire_entry_once_and_later_charges_add_none(
     assert (first.grants_expired, again.grants_expired) == (1, 0)
     expires = [e for e in journal(m, acct) if e["k"] == "expire"]
     assert [(e["id"], int(e["m"]), int(e["b"])) for e in expires] == [
-        (det_id(f"expire|{gid}"), -8, 2)]
+        (det_id(f"expire|{gid}"), -8, 2)
+    ]
     assert (await wallet(m, acct)).balance == 1
 
 
@@ -291,7 +306,9 @@ async def test_new_grants_pay_the_debt_first(meter_factory: Factory) -> None:
     g0 = (await m.grant(acct, CT, 5)).grant_id
     r = await m.charge(acct, TOOL, 12)
     assert [(p.grant_id, p.delta, p.remaining_after) for p in r.breakdown] == [
-        (g0, -5, 0), ("debt", -7, -7)]
+        (g0, -5, 0),
+        ("debt", -7, -7),
+    ]
     w = await wallet(m, acct)
     assert (w.balance, w.available, w.debt) == (-7, -7, 7)
 
@@ -311,7 +328,8 @@ async def test_new_grants_pay_the_debt_first(meter_factory: Factory) -> None:
 
 
 async def test_overdraft_limit_is_never_exceeded_by_charges_holds_or_adjustments(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory(loader=NewAccountLoader(overdraft_limit=20))
     acct = "overdraft"
     await m.grant(acct, CT, 5)
@@ -344,7 +362,8 @@ async def test_overdraft_limit_is_never_exceeded_by_charges_holds_or_adjustments
 
 
 async def test_refunds_go_back_to_the_original_grants_last_taken_first_and_recreate_depleted(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "refund"
     exp = m.t0 + 60_000
@@ -359,11 +378,17 @@ async def test_refunds_go_back_to_the_original_grants_last_taken_first_and_recre
 
     r2 = await m.refund(c.id)  # the rest: 3 more to b, then a recreated
     assert [(p.grant_id, p.delta, p.remaining_after) for p in r2.breakdown] == [
-        (b, 3, 10), (a, 5, 5)]
+        (b, 3, 10),
+        (a, 5, 5),
+    ]
     assert (r2.amount, r2.balance, r2.refunded_total) == (8, 15, 12)
     grants = {g.id: g for g in (await wallet(m, acct)).grants}
-    assert (grants[a].remaining, grants[a].priority, grants[a].expires_at_ms,
-            grants[a].category) == (5, 10, exp, "promotional")
+    assert (
+        grants[a].remaining,
+        grants[a].priority,
+        grants[a].expires_at_ms,
+        grants[a].category,
+    ) == (5, 10, exp, "promotional")
     assert (grants[b].remaining, grants[b].category) == (10, "paid")
 
     with pytest.raises(OverRefund):
@@ -372,13 +397,16 @@ async def test_refunds_go_back_to_the_original_grants_last_taken_first_and_recre
 
 
 async def test_refund_of_expired_grants_goes_to_successor_grants_of_the_same_category(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "successor"
-    paid = (await m.grant(acct, CT, 10, priority=10, category="paid",
-                          expires_at_ms=m.t0 + 1000)).grant_id
-    promo = (await m.grant(acct, CT, 10, priority=20, category="promotional",
-                           expires_at_ms=m.t0 + 2000)).grant_id
+    paid = (
+        await m.grant(acct, CT, 10, priority=10, category="paid", expires_at_ms=m.t0 + 1000)
+    ).grant_id
+    promo = (
+        await m.grant(acct, CT, 10, priority=20, category="promotional", expires_at_ms=m.t0 + 2000)
+    ).grant_id
     c = await m.charge(acct, TOOL, 14)  # paid -10, promo -4
     m.clock.now_ms = m.t0 + 2000  # both expired (promo loses 6)
 
@@ -388,13 +416,20 @@ async def test_refund_of_expired_grants_goes_to_successor_grants_of_the_same_cat
     grants = {g.id: g for g in (await wallet(m, acct)).grants}
     assert paid not in grants and promo not in grants
     by_cat = {g.category: g for g in grants.values()}
-    assert (by_cat["paid"].remaining, by_cat["paid"].expires_at_ms,
-            by_cat["paid"].priority) == (10, 0, 10)
-    assert (by_cat["promotional"].remaining, by_cat["promotional"].expires_at_ms,
-            by_cat["promotional"].priority) == (4, 0, 20)
+    assert (by_cat["paid"].remaining, by_cat["paid"].expires_at_ms, by_cat["paid"].priority) == (
+        10,
+        0,
+        10,
+    )
+    assert (
+        by_cat["promotional"].remaining,
+        by_cat["promotional"].expires_at_ms,
+        by_cat["promotional"].priority,
+    ) == (4, 0, 20)
     (entry,) = [e for e in journal(m, acct) if e["k"] == "refund"]
     assert sorted(entry["ng"].split(";")) == sorted(
-        [f"{by_cat['paid'].id}:p:10:0", f"{by_cat['promotional'].id}:r:20:0"])
+        [f"{by_cat['paid'].id}:p:10:0", f"{by_cat['promotional'].id}:r:20:0"]
+    )
 
 
 async def test_total_refunded_never_exceeds_the_charge(meter_factory: Factory) -> None:
@@ -419,7 +454,8 @@ async def test_total_refunded_never_exceeds_the_charge(meter_factory: Factory) -
 
 
 async def test_hold_reserves_credits_so_available_is_balance_minus_held(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "hold"
     await m.grant(acct, CT, 100)
@@ -433,7 +469,8 @@ async def test_hold_reserves_credits_so_available_is_balance_minus_held(
 
 
 async def test_settle_below_the_hold_charges_that_and_releases_the_rest(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "settle_below"
     await m.grant(acct, CT, 100)
@@ -445,7 +482,8 @@ async def test_settle_below_the_hold_charges_that_and_releases_the_rest(
 
 
 async def test_settle_above_the_hold_succeeds_when_the_account_covers_it(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "settle_above"
     await m.grant(acct, CT, 100)
@@ -455,7 +493,8 @@ async def test_settle_above_the_hold_succeeds_when_the_account_covers_it(
 
 
 async def test_settle_above_the_hold_not_covered_fails_and_the_hold_stays_active(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "settle_short"
     await m.grant(acct, CT, 40)
@@ -497,7 +536,8 @@ async def test_extend_moves_the_hold_expiry_from_now(meter_factory: Factory) -> 
 
 
 async def test_hold_expires_after_its_ttl_and_can_no_longer_be_settled(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "hold_expiry"
     await m.grant(acct, CT, 100)
@@ -518,8 +558,7 @@ async def test_hold_expires_after_its_ttl_and_can_no_longer_be_settled(
     assert kinds.count("hold_expire") == 1 and "hold_settle" not in kinds
 
 
-async def test_hold_block_releases_the_hold_when_the_body_raises(
-        meter_factory: Factory) -> None:
+async def test_hold_block_releases_the_hold_when_the_body_raises(meter_factory: Factory) -> None:
     m = await meter_factory()
     acct = "ctx"
     await m.grant(acct, CT, 100)
@@ -538,7 +577,8 @@ async def test_hold_block_releases_the_hold_when_the_body_raises(
 
 
 async def test_hold_block_settled_inside_charges_once_and_releases_nothing_more(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "ctx_ok"
     await m.grant(acct, CT, 100)
@@ -553,7 +593,8 @@ async def test_hold_block_settled_inside_charges_once_and_releases_nothing_more(
 
 
 async def test_available_stays_above_the_overdraft_limit_when_a_grant_behind_a_hold_expires(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     """SPEC §11.1: available never drops below -overdraft_limit. A hold may be refused up
     front, but once granted, the expiry of the credits it reserved must not overbook."""
     m = await meter_factory()
@@ -571,7 +612,8 @@ async def test_available_stays_above_the_overdraft_limit_when_a_grant_behind_a_h
 
 
 async def test_hold_stays_settleable_when_the_meter_clock_is_behind_redis_time(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     """SPEC §5: time comes in ARGV so tests control it. A hold made at a controlled time
     8 days before Redis's own clock must still be found by its settle a second later."""
     m = await meter_factory(clock=Clock(now_ms() - 8 * 86_400_000))
@@ -587,7 +629,8 @@ async def test_hold_stays_settleable_when_the_meter_clock_is_behind_redis_time(
 
 
 async def test_kill_switch_and_cost_change_apply_to_the_very_next_charge_and_hold(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     admin = await meter_factory()  # another process's meter changes the catalog
     acct = "kill"
@@ -612,7 +655,8 @@ async def test_kill_switch_and_cost_change_apply_to_the_very_next_charge_and_hol
 
 
 async def test_replayed_requests_return_the_same_result_and_change_nothing(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "replay"
     g = await m.grant(acct, CT, 100, idempotency_key="g1")
@@ -638,7 +682,8 @@ async def test_replayed_requests_return_the_same_result_and_change_nothing(
 
 
 async def test_same_idempotency_key_with_other_parameters_is_a_conflict_and_changes_nothing(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "conflict"
     await m.grant(acct, CT, 100)
@@ -657,7 +702,8 @@ async def test_same_idempotency_key_with_other_parameters_is_a_conflict_and_chan
 
 
 async def test_journal_has_one_entry_per_balance_change_with_signed_amounts_and_balance_after(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     m = await meter_factory()
     acct = "journal"
     g = await m.grant(acct, CT, 100, category="paid", source="purchase", reference_id="pi_1")
@@ -672,9 +718,13 @@ async def test_journal_has_one_entry_per_balance_change_with_signed_amounts_and_
 
     entries = ledger(m, acct)
     assert [(e["id"], e["k"], int(e["m"]), int(e["b"])) for e in entries] == [
-        (g.id, "grant", 100, 100), (c.id, "charge", -7, 93), (s.entry_id, "charge", -15, 78),
-        (rf.id, "refund", 5, 83), (down.id, "adjustment", -3, 80),
-        (up.id, "adjustment", 10, 90)]
+        (g.id, "grant", 100, 100),
+        (c.id, "charge", -7, 93),
+        (s.entry_id, "charge", -15, 78),
+        (rf.id, "refund", 5, 83),
+        (down.id, "adjustment", -3, 80),
+        (up.id, "adjustment", 10, 90),
+    ]
     for e in entries:
         assert sum(d for _, d, _ in parts(e["g"])) == int(e["m"])
         assert int(e["ts"]) == m.t0
@@ -684,7 +734,11 @@ async def test_journal_has_one_entry_per_balance_change_with_signed_amounts_and_
     assert entries[3]["ref"] == c.id
     assert (await wallet(m, acct)).balance == 90
     assert [e["k"] for e in journal(m, acct) if e["k"] not in LEDGER_KINDS] == [
-        "hold_open", "hold_settle", "hold_open", "hold_release"]
+        "hold_open",
+        "hold_settle",
+        "hold_open",
+        "hold_release",
+    ]
 
 
 async def test_failed_operations_write_no_journal_entry(meter_factory: Factory) -> None:
@@ -700,18 +754,23 @@ async def test_failed_operations_write_no_journal_entry(meter_factory: Factory) 
 
 
 async def test_concurrent_charges_on_two_wallets_keep_each_journal_consistent(
-        meter_factory: Factory) -> None:
+    meter_factory: Factory,
+) -> None:
     """Through the async client these go out as batched charge-script calls."""
     m = await meter_factory(cost=2)
     await m.grant("a1", CT, 15)
     await m.grant("a2", CT, 9, expires_at_ms=m.t0 + 10)
     await m.grant("a2", CT, 4)
     m.clock.now_ms = m.t0 + 10  # a2's first grant expires inside the batch
-    calls = [m.charge(acct, TOOL, idempotency_key=f"{acct}-{i % 5}")
-             for i in range(20) for acct in ("a1", "a2")]
+    calls = [
+        m.charge(acct, TOOL, idempotency_key=f"{acct}-{i % 5}")
+        for i in range(20)
+        for acct in ("a1", "a2")
+    ]
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert all(not isinstance(x, BaseException) or isinstance(x, InsufficientCredits)
-               for x in results), results
+    assert all(
+        not isinstance(x, BaseException) or isinstance(x, InsufficientCredits) for x in results
+    ), results
     for acct, expected in (("a1", 5), ("a2", 2)):
         entries = ledger(m, acct)
         charges = [e for e in entries if e["k"] == "charge"]
@@ -725,8 +784,7 @@ async def test_concurrent_charges_on_two_wallets_keep_each_journal_consistent(
     assert (await wallet(m, "a1")).balance == 5 and (await wallet(m, "a2")).balance == 0
 
 
-async def test_concurrent_charges_each_see_the_balance_they_left(
-        meter_factory: Factory) -> None:
+async def test_concurrent_charges_each_see_the_balance_they_left(meter_factory: Factory) -> None:
     m = await meter_factory()
     await m.grant("loop", CT, 5)
     results = await asyncio.gather(*(m.charge("loop", TOOL) for _ in range(5)))
