@@ -3,8 +3,9 @@
 from meter import Meter, AsyncMeter, InsufficientCredits
 """
 
-from meter.aclient import AsyncHold, AsyncMeter
-from meter.client import Hold, Meter
+from meter.aclient import AsyncMeter
+from meter.base import Hold
+from meter.client import Meter
 from meter.errors import (
     AmountOverflow,
     CatalogNotLoaded,
@@ -27,7 +28,6 @@ from meter.models import Tool
 
 __all__ = [
     "AmountOverflow",
-    "AsyncHold",
     "AsyncMeter",
     "CatalogNotLoaded",
     "ChargeNotFound",

@@ -16,12 +16,12 @@ import redis.asyncio
 import redis.exceptions
 
 from meter import bounds, ops, scripts
-from meter.base import MeterBase
+from meter.base import Hold, MeterBase
 from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
-from meter.models import AccountBalance, HoldResult
+from meter.models import HoldResult
 from meter.redis_conn import async_client
 from meter.settings import Settings, get_settings
 
@@ -60,6 +60,17 @@ class AsyncMeter(MeterBase):
     def _run(self, op: ops.Op[Any]) -> Any:
         return self._drive(op)
 
+    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
+        async def then() -> Any:
+            result = await outcome
+            callback()
+            return result
+
+        return then()
+
+    def _open_hold(self, op: ops.Op[HoldResult]) -> _PendingHold:
+        return _PendingHold(self, op)
+
     async def _drive(self, op: ops.Op[Any]) -> Any:
         try:
             request = next(op)
@@ -89,77 +100,22 @@ class AsyncMeter(MeterBase):
             return []
         return await asyncio.to_thread(loader.account_credit_types, request.account_id)
 
-    async def balance(
-        self, account_id: str, credit_types: list[str] | None = None
-    ) -> AccountBalance:
-        result: AccountBalance = await self._drive(ops.balance(self._env, account_id, credit_types))
-        return result
-
-    def hold(
-        self,
-        account_id: str,
-        tool: str,
-        *,
-        quantity: int = 1,
-        amount: int | None = None,
-        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
-        idempotency_key: str | None = None,
-    ) -> _PendingHold:
-        """`h = await m.hold(...)`, or `async with m.hold(...) as h: ... await h.settle(cost)`."""
-        op = ops.hold(
-            self._env,
-            account_id,
-            tool,
-            quantity=quantity,
-            amount=amount,
-            ttl_s=ttl_s,
-            idempotency_key=idempotency_key,
-        )
-        return _PendingHold(self, op)
-
-
-class AsyncHold:
-    """An open hold; released when its `async with` block raises or ends without settle()."""
-
-    def __init__(self, meter: AsyncMeter, result: HoldResult) -> None:
-        self.meter = meter
-        self.result = result
-        self.id = result.id
-        self.done = False
-
-    @property
-    def _owner(self) -> tuple[str, str]:
-        return self.result.account_id, self.result.credit_type
-
-    async def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
-        out = await self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
-        self.done = True
-        return out
-
-    async def release(self, **kwargs: Any) -> Any:
-        out = await self.meter.release(self.id, owner=self._owner, **kwargs)
-        self.done = True
-        return out
-
-    async def extend(self, ttl_s: int, **kwargs: Any) -> Any:
-        return await self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
-
 
 class _PendingHold:
     def __init__(self, meter: AsyncMeter, op: ops.Op[HoldResult]) -> None:
         self._meter = meter
         self._op = op
-        self._hold: AsyncHold | None = None
+        self._hold: Hold | None = None
 
-    async def _open(self) -> AsyncHold:
+    async def _open(self) -> Hold:
         result = await self._meter._drive(self._op)
-        self._hold = AsyncHold(self._meter, result)
+        self._hold = Hold(self._meter, result)
         return self._hold
 
     def __await__(self) -> Any:
         return self._open().__await__()
 
-    async def __aenter__(self) -> AsyncHold:
+    async def __aenter__(self) -> Hold:
         return await self._open()
 
     async def __aexit__(

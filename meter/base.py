@@ -1,17 +1,22 @@
 """The public methods of Meter and AsyncMeter, written once.
 
 Each method builds a sans-IO operation (meter.ops) and hands it to `_run`, which the sync
-client drives to a result and the async client to an awaitable of it.
+client drives to a result and the async client to an awaitable of it. `_then` runs a callback
+after such an outcome, so the one `Hold` handle serves both clients.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from meter import bounds, ops
+from meter.errors import HoldNotActive
 from meter.keys import Keys
 from meter.loaders import Loader
-from meter.models import Tool
+from meter.models import HoldResult, Tool
 
 
 class MeterBase:
@@ -22,6 +27,40 @@ class MeterBase:
 
     def _run(self, op: ops.Op[Any]) -> Any:
         raise NotImplementedError
+
+    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
+        """Calls callback once outcome (a result, or an awaitable of it) has succeeded."""
+        raise NotImplementedError
+
+    def _open_hold(self, op: ops.Op[HoldResult]) -> Any:
+        raise NotImplementedError
+
+    def balance(self, account_id: str, credit_types: list[str] | None = None) -> Any:
+        """Balances of the account's wallets (default: every credit type it may have)."""
+        return self._run(ops.balance(self._env, account_id, credit_types))
+
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Reserves credits -> a Hold: `with m.hold(...) as h: ... h.settle(cost)` (sync), or
+        `async with m.hold(...) as h: ... await h.settle(cost)` (async)."""
+        op = ops.hold(
+            self._env,
+            account_id,
+            tool,
+            quantity=quantity,
+            amount=amount,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+        )
+        return self._open_hold(op)
 
     def charge(
         self,
@@ -189,3 +228,46 @@ class MeterBase:
         return self._run(
             ops.expire_wallet(self._env, self.keys.bucket(account_id), account_id, credit_type)
         )
+
+
+class Hold:
+    """An open hold. Its methods answer like its meter's (a result, or an awaitable of it).
+    Leaving its `with` / `async with` block without settle() releases it: credits are only
+    charged by an explicit settle."""
+
+    def __init__(self, meter: MeterBase, result: HoldResult) -> None:
+        self.meter = meter
+        self.result = result
+        self.id = result.id
+        self.done = False
+
+    @property
+    def _owner(self) -> tuple[str, str]:
+        return self.result.account_id, self.result.credit_type
+
+    def _mark_done(self) -> None:
+        self.done = True
+
+    def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
+        out = self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
+        return self.meter._then(out, self._mark_done)
+
+    def release(self, **kwargs: Any) -> Any:
+        out = self.meter.release(self.id, owner=self._owner, **kwargs)
+        return self.meter._then(out, self._mark_done)
+
+    def extend(self, ttl_s: int, **kwargs: Any) -> Any:
+        return self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.done:
+            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
+                self.release()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import redis
 
-from meter import bounds, ops, scripts
-from meter.base import MeterBase
+from meter import ops, scripts
+from meter.base import Hold, MeterBase
 from meter.connect import checked_redis_url, keys_from
-from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
+from meter.errors import CatalogNotLoaded, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
-from meter.models import AccountBalance, HoldResult
+from meter.models import HoldResult
 from meter.redis_conn import sync_client
 from meter.settings import Settings, get_settings
 
@@ -77,71 +75,9 @@ class Meter(MeterBase):
             self.redis.script_load(script.source)
             return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
 
-    def balance(self, account_id: str, credit_types: list[str] | None = None) -> AccountBalance:
-        result: AccountBalance = self._run(ops.balance(self._env, account_id, credit_types))
-        return result
+    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
+        callback()
+        return outcome
 
-    def hold(
-        self,
-        account_id: str,
-        tool: str,
-        *,
-        quantity: int = 1,
-        amount: int | None = None,
-        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
-        idempotency_key: str | None = None,
-    ) -> Hold:
-        """Reserves credits; use as `with m.hold(...) as h: ... h.settle(cost)`."""
-        result = self._run(
-            ops.hold(
-                self._env,
-                account_id,
-                tool,
-                quantity=quantity,
-                amount=amount,
-                ttl_s=ttl_s,
-                idempotency_key=idempotency_key,
-            )
-        )
-        return Hold(self, result)
-
-
-class Hold:
-    """An open hold. As a context manager it is released when the block raises or ends without
-    a settle: credits are only charged by an explicit settle()."""
-
-    def __init__(self, meter: Meter, result: HoldResult) -> None:
-        self.meter = meter
-        self.result = result
-        self.id = result.id
-        self.done = False
-
-    @property
-    def _owner(self) -> tuple[str, str]:
-        return self.result.account_id, self.result.credit_type
-
-    def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
-        out = self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
-        self.done = True
-        return out
-
-    def release(self, **kwargs: Any) -> Any:
-        out = self.meter.release(self.id, owner=self._owner, **kwargs)
-        self.done = True
-        return out
-
-    def extend(self, ttl_s: int, **kwargs: Any) -> Any:
-        return self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
-
-    def __enter__(self) -> Hold:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self.done:
-            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
-                self.release()
+    def _open_hold(self, op: ops.Op[HoldResult]) -> Hold:
+        return Hold(self, self._run(op))
