@@ -49,6 +49,28 @@ class Keys:
     def due(self, bucket: int) -> str:
         return f"{self._tag(bucket)}:due"
 
+    def flush_lock(self, bucket: int) -> str:
+        # Same slot as the journal: the flush_ack script checks the lock while it trims.
+        return f"{self._tag(bucket)}:flushlock"
+
+    def wallet_pattern(self, bucket: int) -> str:
+        """SCAN pattern of every wallet hash of a bucket."""
+        return f"{self._tag(bucket)}:w:*"
+
+    def wallet_of(self, key: str) -> tuple[str, str]:
+        """(account_id, credit_type) of a wallet key; credit types have no ':'."""
+        rest = key.split(":w:", 1)[1]
+        credit_type, account_id = rest.split(":", 1)
+        return account_id, credit_type
+
+    def flush_trigger(self) -> str:
+        # Not bucketed: only the worker's trigger loop and flush jobs use it, as a plain key.
+        return f"{self.prefix}:flush:queued"
+
+    def epoch(self) -> str:
+        # Not bucketed: written once per dataset; its absence means Redis lost everything.
+        return f"{self.prefix}:epoch"
+
     def all_buckets(self) -> range:
         return range(self.buckets)
 

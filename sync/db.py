@@ -1,0 +1,100 @@
+"""Engines for the durable store: one per process and URL, created after any fork.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout and opens every write
+transaction with BEGIN IMMEDIATE, so two writers queue for the lock instead of failing
+half-way through a transaction; what still fails with "database is locked" is retried.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from sync import limits
+
+T = TypeVar("T")
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """The engine of this process for `url` (a forked RQ work-horse gets its own pool)."""
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _create(url)
+        _engines[key] = engine
+    return engine
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": limits.SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=limits.SQL_POOL_SIZE,
+        connect_args={"connect_timeout": limits.SQL_CONNECT_TIMEOUT_S},
+    )
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling would BEGIN lazily (DEFERRED); we BEGIN ourselves.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One write transaction (committed on success, rolled back on error)."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def retry_locked(fn: Callable[[], T]) -> T:
+    """Runs `fn` again (whole transaction) while SQLite answers "database is locked"."""
+    for attempt in range(limits.SQLITE_LOCKED_ATTEMPTS):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if not is_locked(exc) or attempt == limits.SQLITE_LOCKED_ATTEMPTS - 1:
+                raise
+            time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")

@@ -1,0 +1,378 @@
+"""The journal -> SQL flush of one bucket, exactly once.
+
+Order per batch: read through the consumer group, write to SQL and commit, then XACK and
+trim (one script, `flush_ack`). A crash before the commit leaves the entries pending; a
+crash after it leaves them pending too, and writing them again inserts nothing (the rows
+are keyed by entry id). One flusher per bucket at a time (a lock with a TTL, renewed per
+batch), so entries are applied in journal order; a new holder first reclaims what a dead
+flusher left pending (XAUTOCLAIM), then reads new entries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from meter import scripts
+from meter.keys import Keys
+from sync import limits, models
+from sync.db import retry_locked
+from sync.journal import Entry, MalformedEntry, parse, sortable, unsortable
+from sync.sqlops import insert_ignore
+from sync.writer import WriteResult, advance_cursor, read_cursor, write_entries
+
+log = logging.getLogger(__name__)
+
+GROUP = "flush"  # the one consumer group every flusher reads the journals through
+T_DEAD = models.DeadLetter.__table__
+T_LEDGER = models.LedgerEntry.__table__
+T_GAPS = models.SyncGap.__table__
+T_GAP_ENTRIES = models.GapEntry.__table__
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+@dataclass
+class BucketFlush:
+    bucket: int
+    entries: int = 0
+    ledger_inserted: int = 0
+    hold_events_inserted: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    reclaimed: int = 0
+    gap_entries: int | None = None  # entries Redis lost that SQL has (None: no gap seen)
+    wallets: set[tuple[str, str]] = field(default_factory=set)
+
+
+class LockLost(RuntimeError):
+    """Another flusher took the bucket (this one was too slow); it stops at once."""
+
+
+class Flusher:
+    def __init__(
+        self,
+        client: redis.Redis,
+        engine: Engine,
+        keys: Keys,
+        *,
+        consumer: str | None = None,
+        batch_max: int = limits.FLUSH_BATCH_MAX,
+        lock_ttl_ms: int = limits.FLUSH_LOCK_TTL_MS,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.redis = client
+        self.engine = engine
+        self.keys = keys
+        self.consumer = consumer or consumer_name()
+        self.batch_max = batch_max
+        self.lock_ttl_ms = lock_ttl_ms
+        self.clock_ms = clock_ms
+
+    # --- public ------------------------------------------------------------------------
+
+    def flush_all(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
+        """Flushes every bucket not locked by another flusher, until empty or out of time."""
+        deadline = time.monotonic() + budget_s
+        out = []
+        for bucket in self.keys.all_buckets():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            result = self.flush_bucket(bucket, left)
+            if result is not None:
+                out.append(result)
+        return out
+
+    def flush_bucket(
+        self, bucket: int, budget_s: float = limits.FLUSH_JOB_BUDGET_S
+    ) -> BucketFlush | None:
+        """None when another flusher holds the bucket; else what this call wrote."""
+        token = uuid.uuid4().hex
+        lock = self.keys.flush_lock(bucket)
+        if not self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
+            return None
+        result = BucketFlush(bucket)
+        released = False
+        try:
+            journal = self.keys.journal(bucket)
+            self._ensure_group(journal)
+            self._check_gap(bucket, journal, result)
+            result.reclaimed = self._reclaim(journal)
+            deadline = time.monotonic() + budget_s
+            for start in ("0", ">"):  # what this consumer holds pending, then new entries
+                while time.monotonic() < deadline:
+                    batch = self._read(journal, start)
+                    if not batch:
+                        break
+                    self._flush_batch(bucket, journal, batch, token, result)
+            released = self._ack(journal, lock, token, [], "", release=True)[2] == 1
+        finally:
+            if not released:
+                self._release(bucket, token)
+        return result
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _ensure_group(self, journal: str) -> None:
+        try:
+            self.redis.xgroup_create(journal, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _reclaim(self, journal: str) -> int:
+        """Takes over every pending entry (holding the lock, no one else is working them)."""
+        total, start = 0, "0-0"
+        while True:
+            # Without JUSTID: redis-py drops the cursor from a JUSTID reply.
+            reply = self.redis.xautoclaim(
+                journal,
+                GROUP,
+                self.consumer,
+                min_idle_time=0,
+                start_id=start,
+                count=self.batch_max,
+            )
+            start, claimed = _s(reply[0]), reply[1]
+            total += len(claimed)
+            if len(reply) > 2 and reply[2]:  # trimmed away while pending: nothing to write
+                self.redis.xack(journal, GROUP, *reply[2])
+            if start == "0-0":
+                return total
+
+    def _read(self, journal: str, start: str) -> list[tuple[str, dict[Any, Any] | None]]:
+        """Up to batch_max entries; a pending entry trimmed away comes with fields None."""
+        reply = self.redis.xreadgroup(GROUP, self.consumer, {journal: start}, count=self.batch_max)
+        if not reply:
+            return []
+        return [(_s(sid), fields) for sid, fields in reply[0][1]]
+
+    def _flush_batch(
+        self,
+        bucket: int,
+        journal: str,
+        batch: list[tuple[str, dict[Any, Any] | None]],
+        token: str,
+        result: BucketFlush,
+    ) -> None:
+        parsed: list[Entry] = []
+        dead: list[tuple[str, dict[Any, Any], str]] = []
+        for sid, fields in batch:
+            if fields is None:  # deleted while pending: nothing left to write
+                continue
+            try:
+                parsed.append(parse(sid, fields))
+            except MalformedEntry as exc:
+                dead.append((sid, fields, f"malformed: {exc}"))
+        last = batch[-1][0]
+
+        def commit() -> WriteResult:
+            with self.engine.begin() as conn:
+                written = self._write(conn, bucket, parsed, dead)
+                advance_cursor(conn, journal, sortable(last), self.clock_ms())
+                return written
+
+        written = retry_locked(commit)
+        ids = [sid for sid, _ in batch]
+        acked = self._ack(journal, self.keys.flush_lock(bucket), token, ids, last)
+        result.batches += 1
+        result.entries += len(batch)
+        result.ledger_inserted += written.ledger_inserted
+        result.hold_events_inserted += written.hold_events_inserted
+        result.dead_lettered += len(dead)
+        result.wallets |= written.wallets
+        if acked[3] != 1:
+            raise LockLost(f"bucket {bucket}: lock lost while flushing")
+
+    def _write(
+        self,
+        conn: Connection,
+        bucket: int,
+        parsed: list[Entry],
+        dead: list[tuple[str, dict[Any, Any], str]],
+    ) -> WriteResult:
+        """The batch in one savepoint; if SQL refuses it, entry by entry, and an entry SQL
+        refuses on its own joins `dead` (the dead-letter table) with the error."""
+        try:
+            with conn.begin_nested():
+                written = write_entries(conn, bucket, parsed, self.clock_ms())
+        except DBAPIError as exc:
+            if _is_transient(exc):
+                raise
+            written = WriteResult()
+            for entry in parsed:
+                try:
+                    with conn.begin_nested():
+                        one = write_entries(conn, bucket, [entry], self.clock_ms())
+                except DBAPIError as one_exc:
+                    if _is_transient(one_exc):
+                        raise
+                    dead.append((entry.stream_id, entry.fields, f"sql: {one_exc.orig!r}"))
+                    continue
+                written.ledger_inserted += one.ledger_inserted
+                written.hold_events_inserted += one.hold_events_inserted
+                written.wallets |= one.wallets
+        if dead:
+            self._dead_letter(conn, bucket, dead)
+        return written
+
+    def _dead_letter(
+        self, conn: Connection, bucket: int, dead: list[tuple[str, dict[Any, Any], str]]
+    ) -> None:
+        journal = self.keys.journal(bucket)
+        rows = []
+        for sid, fields, error in dead:
+            log.error("journal %s entry %s dead-lettered: %s", journal, sid, error)
+            rows.append(
+                {
+                    "journal": journal,
+                    "stream_id": sortable(sid),
+                    "fields": json.dumps({_s(k): _s(v) for k, v in fields.items()}),
+                    "error": error[: limits.DEAD_LETTER_ERROR_LEN_MAX],
+                    "created_at_ms": self.clock_ms(),
+                }
+            )
+        conn.execute(insert_ignore(conn, T_DEAD), rows)
+
+    def _ack(
+        self,
+        journal: str,
+        lock: str,
+        token: str,
+        ids: list[str],
+        committed: str,
+        *,
+        release: bool = False,
+    ) -> list[int]:
+        script = scripts.get("flush_ack")
+        args = [GROUP, token, "0" if release else str(self.lock_ttl_ms), committed, *ids]
+        try:
+            reply = self.redis.evalsha(script.sha, 2, journal, lock, *args)
+        except redis.exceptions.NoScriptError:
+            self.redis.script_load(script.source)
+            reply = self.redis.evalsha(script.sha, 2, journal, lock, *args)
+        assert int(reply[0]) == 0, reply
+        return [int(x) for x in reply]
+
+    def _release(self, bucket: int, token: str) -> None:
+        try:
+            self._ack(
+                self.keys.journal(bucket), self.keys.flush_lock(bucket), token, [], "", release=True
+            )
+        except redis.RedisError:
+            log.warning("could not release the lock of bucket %d; it expires by itself", bucket)
+
+    # --- Redis lost data -----------------------------------------------------------------
+
+    def _check_gap(self, bucket: int, journal: str, result: BucketFlush) -> None:
+        """If SQL committed entries beyond what the consumer group remembers, Redis lost the
+        end of its data (append-only file): record which entries SQL has that Redis lost."""
+        with self.engine.connect() as conn:
+            cursor = read_cursor(conn, journal)
+        if cursor is None:
+            return
+        delivered = _group_last_delivered(self.redis, journal)
+        if sortable(delivered) >= cursor:
+            return
+        lost = self._lost_entries(bucket, journal, delivered, cursor)
+
+        def record() -> None:
+            with self.engine.begin() as conn:
+                gap_id = conn.execute(
+                    T_GAPS.insert().returning(T_GAPS.c.id),
+                    {
+                        "journal": journal,
+                        "after_stream_id": sortable(delivered),
+                        "through_stream_id": cursor,
+                        "lost_entries": -1 if lost is None else len(lost),
+                        "detected_at_ms": self.clock_ms(),
+                    },
+                ).scalar_one()
+                if lost:
+                    conn.execute(
+                        insert_ignore(conn, T_GAP_ENTRIES),
+                        [{"gap_id": gap_id, "entry_id": e} for e in lost],
+                    )
+                # From now on the group's position is the truth again.
+                conn.execute(
+                    models.SyncCursor.__table__.update()
+                    .where(models.SyncCursor.__table__.c.journal == journal)
+                    .values(stream_id=sortable(delivered), updated_at_ms=self.clock_ms())
+                )
+
+        retry_locked(record)
+        result.gap_entries = -1 if lost is None else len(lost)
+        log.error(
+            "journal %s: Redis lost entries after %s that SQL has through %s (%s entries)",
+            journal,
+            delivered,
+            unsortable(cursor),
+            "all" if lost is None else len(lost),
+        )
+
+    def _lost_entries(
+        self, bucket: int, journal: str, delivered: str, cursor: str
+    ) -> list[str] | None:
+        """Ids of ledger entries SQL has in (delivered, cursor] that the stream no longer
+        holds; None when the whole journal is gone (the group starts from nothing)."""
+        if delivered in ("0-0", "0"):
+            return None
+        present = {
+            _s(f.get(b"id", f.get("id", b"")))
+            for _, f in self.redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor))
+        }
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(T_LEDGER.c.id)
+                    .where(
+                        T_LEDGER.c.bucket == bucket,
+                        T_LEDGER.c.stream_id > sortable(delivered),
+                        T_LEDGER.c.stream_id <= cursor,
+                    )
+                    .order_by(T_LEDGER.c.stream_id)
+                )
+                .scalars()
+                .all()
+            )
+        return [r for r in rows if r not in present]
+
+
+def _group_last_delivered(client: redis.Redis, journal: str) -> str:
+    for group in client.xinfo_groups(journal):
+        name = _s(group.get("name", group.get(b"name", b"")))
+        if name == GROUP:
+            return _s(group.get("last-delivered-id", group.get(b"last-delivered-id", "0-0")))
+    return "0-0"
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Connection trouble or a locked SQLite: retry later, never dead-letter."""
+    return (
+        bool(exc.connection_invalidated)
+        or "database is locked" in str(exc)
+        or (exc.__class__.__name__ == "OperationalError")
+    )

@@ -1,0 +1,23 @@
+"""Every limit of the durable side, each with the reason it has that value."""
+
+from typing import Final
+
+SQLITE_BUSY_TIMEOUT_S: Final = 30  # A writer waits this long for SQLite's lock before failing.
+SQLITE_LOCKED_ATTEMPTS: Final = 8  # Then the whole transaction is retried with backoff.
+SQL_POOL_SIZE: Final = 5  # A worker uses one connection at a time; the API a few.
+SQL_CONNECT_TIMEOUT_S: Final = 5  # A stopped database fails a flush fast; the next one retries.
+
+FLUSH_BATCH_MAX: Final = 2_000  # Entries per SQL transaction: big enough for COPY to pay off.
+FLUSH_JOB_BUDGET_S: Final = 20.0  # A flush job yields after this long; traffic re-triggers it.
+FLUSH_LOCK_TTL_MS: Final = (
+    15_000  # A killed flusher's bucket frees up after this; renewed per batch.
+)
+FLUSH_TRIGGER_DEBOUNCE_MS: Final = 50  # New entries within this window share one flush job.
+FLUSH_SAFETY_INTERVAL_S: Final = 10  # The periodic flush that catches anything a trigger missed.
+SWEEP_INTERVAL_S: Final = 5  # Expiry sweep period; scripts enforce expiry anyway, this journals it.
+SWEEP_WALLETS_MAX: Final = 1_000  # Due wallets expired per bucket per sweep (bounds one job).
+TRIGGER_BLOCK_MS: Final = 1_000  # The trigger blocks on the journals this long, then runs cron.
+DEAD_LETTER_ERROR_LEN_MAX: Final = 2_000  # Error text kept per dead letter.
+JOB_TIMEOUT_S: Final = 120  # RQ kills a job past this; its entries stay pending and are reclaimed.
+FAILED_JOB_TTL_S: Final = 86_400  # Failed jobs stay visible in status for a day.
+RECONCILE_DRAIN_ROUNDS_MAX: Final = 100  # Reconcile flushes at most this many batches per bucket.

@@ -1,0 +1,312 @@
+"""The durable schema (SQLAlchemy 2 typed models). Alembic migrations mirror it.
+
+Amounts are integers; times are integer milliseconds since the epoch (`*_ms`), as in the
+journal, so reports bucket by day with integer division on every dialect.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(64)  # entry, grant, hold ids (UUIDv7) and external ids
+ACCOUNT = String(128)
+CREDIT_TYPE = String(32)
+TOOL = String(64)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(ACCOUNT, primary_key=True)
+    overdraft_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # a dispute was opened
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Wallet(Base):
+    """The synced balance snapshot, changed only by flushed entries (in their transaction)."""
+
+    __tablename__ = "wallets"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE, primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    debt: Mapped[int] = mapped_column(BigInteger, default=0)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(16))  # paid | promotional
+    priority: Mapped[int] = mapped_column(Integer)
+    expires_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(32))
+    reference_id: Mapped[str | None] = mapped_column(String(255))
+    entry_id: Mapped[str | None] = mapped_column(ID)  # the entry that created it
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index(None, "account_id", "credit_type"),
+        Index(None, "expires_at_ms"),
+    )
+
+
+class LedgerEntry(Base):
+    """One balance change, keyed by the id its script gave it: a replay inserts nothing."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer)
+    stream_id: Mapped[str] = mapped_column(String(40))  # sortable, see sync.journal
+    account_id: Mapped[str] = mapped_column(ACCOUNT)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    tool: Mapped[str | None] = mapped_column(TOOL)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    hold_id: Mapped[str | None] = mapped_column(ID)
+    breakdown: Mapped[str | None] = mapped_column(Text)  # "grant:delta:remaining_after;..."
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    reference_id: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[str | None] = mapped_column("metadata", Text)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index(None, "account_id", "credit_type", "created_at_ms"),
+        Index(None, "created_at_ms", "tool"),
+        Index(None, "bucket", "stream_id"),
+    )
+
+
+class Hold(Base):
+    __tablename__ = "holds"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    tool: Mapped[str] = mapped_column(TOOL)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # active | settled | released | expired
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+    charged: Mapped[int | None] = mapped_column(BigInteger)
+    charge_entry_id: Mapped[str | None] = mapped_column(ID)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index(None, "status", "expires_at_ms"),
+        Index(None, "account_id", "credit_type"),
+    )
+
+
+class HoldEvent(Base):
+    """Every hold state change; keyed by its journal position, so a replay inserts nothing."""
+
+    __tablename__ = "hold_events"
+    hold_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    expires_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Tool(Base):
+    __tablename__ = "tools"
+    name: Mapped[str] = mapped_column(TOOL, primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    cost: Mapped[int] = mapped_column(BigInteger)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class WelcomeGrant(Base):
+    """What a new account receives on first touch, per credit type (catalog)."""
+
+    __tablename__ = "welcome_grants"
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(16), default="promotional")
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    expires_in_s: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Pack(Base):
+    __tablename__ = "packs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # credits-small
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    unit_amount: Mapped[int] = mapped_column(BigInteger)  # price, minor units
+    currency: Mapped[str] = mapped_column(String(3))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class PriceSlab(Base):
+    __tablename__ = "price_slabs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    mode: Mapped[str] = mapped_column(String(16))  # volume | graduated
+    from_credits: Mapped[int] = mapped_column(BigInteger)
+    to_credits: Mapped[int | None] = mapped_column(BigInteger)  # None = no upper bound
+    unit_amount: Mapped[int] = mapped_column(BigInteger)  # minor units per credit
+    currency: Mapped[str] = mapped_column(String(3))
+    min_credits: Mapped[int] = mapped_column(BigInteger, default=1)  # minimum purchase
+    __table_args__ = (Index(None, "credit_type", "from_credits"),)
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    stripe_price_id: Mapped[str] = mapped_column(String(255), unique=True)
+    allocations_json: Mapped[str] = mapped_column("allocations", Text)  # {credit_type: credits}
+    expire_at_period_end: Mapped[bool] = mapped_column(Boolean, default=True)
+    rollover_cap: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount_percent: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe subscription id
+    account_id: Mapped[str] = mapped_column(ACCOUNT, index=True)
+    plan_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    current_period_start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    current_period_end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT, index=True)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    pack_id: Mapped[str | None] = mapped_column(String(64))
+    plan_id: Mapped[str | None] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32))  # paid | refunded | disputed
+    stripe_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)  # credits taken back
+    grant_id: Mapped[str | None] = mapped_column(ID)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class StripeEvent(Base):
+    __tablename__ = "stripe_events"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # received | applied | ignored | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at_ms: Mapped[int] = mapped_column(BigInteger)
+    applied_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """Only a keyed hash of the key and a short visible prefix are stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))  # meter | read | admin
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_used_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(255))  # api key id, or "cli"
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    detail_json: Mapped[str] = mapped_column("detail", Text, default="{}")
+    created_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class DeadLetter(Base):
+    """A journal entry that could not be written, with why; kept, never dropped."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    journal: Mapped[str] = mapped_column(String(255))  # the stream key
+    stream_id: Mapped[str] = mapped_column(String(40))
+    fields_json: Mapped[str] = mapped_column("fields", Text)
+    error: Mapped[str] = mapped_column(Text)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("journal", "stream_id"),)
+
+
+class SyncCursor(Base):
+    """The highest journal position of a stream SQL has committed; trimming stops below it."""
+
+    __tablename__ = "sync_cursors"
+    journal: Mapped[str] = mapped_column(String(255), primary_key=True)  # the stream key
+    stream_id: Mapped[str] = mapped_column(String(40))
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncState(Base):
+    """Small named values of the sync, such as the Redis dataset epoch."""
+
+    __tablename__ = "sync_state"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncGap(Base):
+    """Entries SQL has that Redis lost (a crash lost the end of its append-only file)."""
+
+    __tablename__ = "sync_gaps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    journal: Mapped[str] = mapped_column(String(255))
+    after_stream_id: Mapped[str] = mapped_column(String(40))
+    through_stream_id: Mapped[str] = mapped_column(String(40))
+    lost_entries: Mapped[int] = mapped_column(Integer)
+    detected_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class GapEntry(Base):
+    __tablename__ = "gap_entries"
+    gap_id: Mapped[int] = mapped_column(ForeignKey("sync_gaps.id"), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(ID, primary_key=True)

@@ -1,0 +1,275 @@
+"""Writes a batch of journal entries to SQL in the caller's transaction, exactly once.
+
+Ledger rows and hold events are inserted with ON CONFLICT DO NOTHING; only the rows that
+were really inserted move the snapshots (wallet balance and debt, grant remainders, hold
+states), so a batch written twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.engine import Connection
+
+from sync import models
+from sync.journal import DEBT, Entry
+from sync.sqlops import dialect_insert, insert_ignore
+
+T_ACCOUNTS = models.Account.__table__
+T_WALLETS = models.Wallet.__table__
+T_GRANTS = models.Grant.__table__
+T_LEDGER = models.LedgerEntry.__table__
+T_HOLDS = models.Hold.__table__
+T_HOLD_EVENTS = models.HoldEvent.__table__
+T_CURSORS = models.SyncCursor.__table__
+
+HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expire": "expired"}
+
+
+@dataclass
+class WriteResult:
+    ledger_inserted: int = 0
+    hold_events_inserted: int = 0
+    wallets: set[tuple[str, str]] = field(default_factory=set)
+
+
+def ensure_wallets(conn: Connection, pairs: set[tuple[str, str]], now_ms: int) -> None:
+    """Accounts and wallets an entry refers to exist (they normally come from hydration)."""
+    if not pairs:
+        return
+    accounts = sorted({a for a, _ in pairs})
+    conn.execute(
+        insert_ignore(conn, T_ACCOUNTS),
+        [
+            {"id": a, "overdraft_limit": 0, "flagged": False, "created_at_ms": now_ms}
+            for a in accounts
+        ],
+    )
+    conn.execute(
+        insert_ignore(conn, T_WALLETS),
+        [
+            {
+                "account_id": a,
+                "credit_type": ct,
+                "balance": 0,
+                "debt": 0,
+                "held": 0,
+                "updated_at_ms": now_ms,
+            }
+            for a, ct in sorted(pairs)
+        ],
+    )
+
+
+def _ledger_row(bucket: int, e: Entry) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "bucket": bucket,
+        "stream_id": e.sort_id,
+        "account_id": e.account_id,
+        "credit_type": e.credit_type,
+        "kind": e.kind,
+        "amount": e.amount,
+        "balance_after": e.balance_after,
+        "tool": e.get("tool"),
+        "quantity": e.int_field("q"),
+        "hold_id": e.get("hold"),
+        "breakdown": e.get("g"),
+        "idempotency_key": e.get("ik"),
+        "reference_id": e.get("ref"),
+        "source": e.get("src"),
+        "description": e.get("desc"),
+        "metadata": e.get("meta"),
+        "created_at_ms": e.ts_ms,
+    }
+
+
+def _grant_source(e: Entry) -> str:
+    if e.kind == "refund":
+        return "refund"
+    return e.get("src") or ("admin" if e.kind == "adjustment" else "grant")
+
+
+def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: int) -> WriteResult:
+    """Applies entries (in journal order) once; returns what was new."""
+    result = WriteResult()
+    pairs = {(e.account_id, e.credit_type) for e in entries}
+    ensure_wallets(conn, pairs, now_ms)
+    ledger = [e for e in entries if e.is_ledger]
+    holds = [e for e in entries if not e.is_ledger]
+    if ledger:
+        _write_ledger(conn, bucket, ledger, result, now_ms)
+    if holds:
+        _write_holds(conn, bucket, holds, result, now_ms)
+    return result
+
+
+def _write_ledger(
+    conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
+) -> None:
+    stmt = insert_ignore(conn, T_LEDGER).returning(T_LEDGER.c.id)
+    rows = [_ledger_row(bucket, e) for e in ledger]
+    inserted = set(conn.execute(stmt, rows).scalars().all())
+    fresh = [e for e in ledger if e.id in inserted]
+    result.ledger_inserted = len(fresh)
+    if not fresh:
+        return
+    new_grants = []
+    grant_deltas: dict[str, int] = defaultdict(int)
+    wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for e in fresh:
+        by_grant: dict[str, int] = defaultdict(int)
+        for p in e.parts:
+            by_grant[p.grant_id] += p.delta
+        for g in e.new_grants:
+            amount = e.amount if e.kind in ("grant", "adjustment") else by_grant.get(g.grant_id, 0)
+            new_grants.append(
+                {
+                    "id": g.grant_id,
+                    "account_id": e.account_id,
+                    "credit_type": e.credit_type,
+                    "amount": amount,
+                    "remaining": 0,
+                    "category": g.category,
+                    "priority": g.priority,
+                    "expires_at_ms": g.expires_at_ms,
+                    "source": _grant_source(e),
+                    "reference_id": e.get("ref") if e.kind != "refund" else e.id,
+                    "entry_id": e.id,
+                    "created_at_ms": e.ts_ms,
+                }
+            )
+        w = wallet_deltas[(e.account_id, e.credit_type)]
+        w[0] += e.amount
+        for gid, delta in by_grant.items():
+            if gid == DEBT:
+                w[1] -= delta  # the debt pseudo-grant's remaining is minus the debt
+            else:
+                grant_deltas[gid] += delta
+        result.wallets.add((e.account_id, e.credit_type))
+    if new_grants:
+        conn.execute(insert_ignore(conn, T_GRANTS), new_grants)
+    moved = [{"gid": g, "delta": d} for g, d in sorted(grant_deltas.items()) if d]
+    if moved:
+        conn.execute(
+            update(T_GRANTS)
+            .where(T_GRANTS.c.id == bindparam("gid"))
+            .values(remaining=T_GRANTS.c.remaining + bindparam("delta")),
+            moved,
+        )
+    conn.execute(
+        update(T_WALLETS)
+        .where(
+            and_(
+                T_WALLETS.c.account_id == bindparam("acct"),
+                T_WALLETS.c.credit_type == bindparam("ct"),
+            )
+        )
+        .values(
+            balance=T_WALLETS.c.balance + bindparam("d_balance"),
+            debt=T_WALLETS.c.debt + bindparam("d_debt"),
+            updated_at_ms=now_ms,
+        ),
+        [
+            {"acct": a, "ct": ct, "d_balance": d[0], "d_debt": d[1]}
+            for (a, ct), d in sorted(wallet_deltas.items())
+        ],
+    )
+
+
+def _write_holds(
+    conn: Connection, bucket: int, events: list[Entry], result: WriteResult, now_ms: int
+) -> None:
+    rows = [
+        {
+            "hold_id": e.id,
+            "stream_id": e.sort_id,
+            "bucket": bucket,
+            "kind": e.kind,
+            "amount": e.amount,
+            "expires_at_ms": e.int_field("x"),
+            "created_at_ms": e.ts_ms,
+        }
+        for e in events
+    ]
+    stmt = insert_ignore(conn, T_HOLD_EVENTS).returning(
+        T_HOLD_EVENTS.c.hold_id, T_HOLD_EVENTS.c.stream_id
+    )
+    inserted = {(h, s) for h, s in conn.execute(stmt, rows).all()}
+    fresh = [e for e in events if (e.id, e.sort_id) in inserted]
+    result.hold_events_inserted = len(fresh)
+    touched: set[tuple[str, str]] = set()
+    for e in fresh:  # in journal order: each event moves the hold's state once
+        touched.add((e.account_id, e.credit_type))
+        if e.kind == "hold_open":
+            conn.execute(
+                insert_ignore(conn, T_HOLDS),
+                {
+                    "id": e.id,
+                    "account_id": e.account_id,
+                    "credit_type": e.credit_type,
+                    "tool": e.get("tool") or "",
+                    "quantity": e.int_field("q"),
+                    "amount": e.amount,
+                    "status": "active",
+                    "expires_at_ms": e.int_field("x") or 0,
+                    "idempotency_key": e.get("ik"),
+                    "created_at_ms": e.ts_ms,
+                    "updated_at_ms": e.ts_ms,
+                },
+            )
+            continue
+        values: dict[str, object] = {"updated_at_ms": e.ts_ms}
+        if e.kind in HOLD_STATUS:
+            values["status"] = HOLD_STATUS[e.kind]
+        if e.kind == "hold_settle":
+            values["charged"] = e.amount
+            values["charge_entry_id"] = e.get("e")
+        elif e.kind == "hold_extend":
+            values["expires_at_ms"] = e.int_field("x")
+        elif e.kind == "hold_reduce":
+            values["amount"] = e.amount
+        conn.execute(update(T_HOLDS).where(T_HOLDS.c.id == e.id).values(**values))
+    for acct, ct in sorted(touched):
+        held = (
+            select(func.coalesce(func.sum(T_HOLDS.c.amount), 0))
+            .where(
+                T_HOLDS.c.account_id == acct,
+                T_HOLDS.c.credit_type == ct,
+                T_HOLDS.c.status == "active",
+            )
+            .scalar_subquery()
+        )
+        conn.execute(
+            update(T_WALLETS)
+            .where(T_WALLETS.c.account_id == acct, T_WALLETS.c.credit_type == ct)
+            .values(held=held, updated_at_ms=now_ms)
+        )
+    result.wallets |= touched
+
+
+def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) -> None:
+    """The stream's committed position moves forward only."""
+    stmt = dialect_insert(conn, T_CURSORS).values(
+        journal=journal, stream_id=sort_id, updated_at_ms=now_ms
+    )
+    excluded = stmt.excluded
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["journal"],
+            set_={
+                "stream_id": func.max(T_CURSORS.c.stream_id, excluded.stream_id)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(T_CURSORS.c.stream_id, excluded.stream_id),
+                "updated_at_ms": excluded.updated_at_ms,
+            },
+        )
+    )
+
+
+def read_cursor(conn: Connection, journal: str) -> str | None:
+    return conn.execute(
+        select(T_CURSORS.c.stream_id).where(T_CURSORS.c.journal == journal)
+    ).scalar_one_or_none()
