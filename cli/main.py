@@ -32,3 +32,56 @@ def bench(quick: bool = typer.Option(False, help="tiny sizes, for a smoke run"))
     from bench.__main__ import main
 
     sys.exit(main(["--quick"] if quick else []))
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[red]error:[/red] {exc}")
+    sys.exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database (CREDITMETER_DATABASE_URL) to the newest schema."""
+    from sync.migrate import current, upgrade
+
+    settings = get_settings()
+    try:
+        upgrade(settings.database_url)
+        console.print(f"database at revision {current(settings.database_url)}")
+    except Exception as exc:
+        _fail(exc)
+
+
+@app.command()
+def worker(
+    burst: bool = typer.Option(False, help="enqueue a flush and a sweep, work until idle, exit"),
+) -> None:
+    """Run an RQ worker: journal flushes (on traffic and every few seconds), expiry sweeps."""
+    from sync.migrate import upgrade
+    from worker.main import run
+
+    settings = get_settings()
+    try:
+        upgrade(settings.database_url)
+        run(settings, burst=burst)
+    except Exception as exc:
+        _fail(exc)
+
+
+@app.command()
+def reconcile(
+    repair: bool = typer.Option(False, help="rewrite differing Redis wallets from SQL"),
+) -> None:
+    """Drain the journal, then compare every Redis wallet and grant with SQL."""
+    from cli.reconcile_view import show
+    from sync.context import context
+    from sync.reconcile import reconcile as run_reconcile
+
+    try:
+        ctx = context(get_settings())
+        report = run_reconcile(ctx.redis, ctx.engine, ctx.keys, repair=repair)
+    except Exception as exc:
+        _fail(exc)
+        return
+    show(report, console)
+    sys.exit(0 if report.ok else 1)

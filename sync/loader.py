@@ -1,0 +1,208 @@
+"""SQL -> Redis: the loader the meter clients call when a wallet or the catalog is missing.
+
+An account SQL has never seen is created on first touch with the catalog's welcome grants,
+in one transaction whose account INSERT ... ON CONFLICT DO NOTHING decides the one winner
+when many requests race: only the request that inserted the account writes the grants.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine, or_, select
+from sqlalchemy.engine import Connection
+
+from meter import bounds
+from meter.ids import new_id
+from meter.keys import Keys
+from meter.models import GrantInfo, HoldSnapshot, Tool, WalletSnapshot
+from sync import models
+from sync.db import retry_locked
+from sync.sqlops import insert_ignore
+
+T_ACCOUNTS = models.Account.__table__
+T_WALLETS = models.Wallet.__table__
+T_GRANTS = models.Grant.__table__
+T_HOLDS = models.Hold.__table__
+T_LEDGER = models.LedgerEntry.__table__
+T_TOOLS = models.Tool.__table__
+T_WELCOME = models.WelcomeGrant.__table__
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SqlLoader:
+    def __init__(self, engine: Engine, keys: Keys, clock_ms: Callable[[], int] = _now_ms) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.clock_ms = clock_ms
+
+    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
+        def txn() -> WalletSnapshot:
+            with self.engine.begin() as conn:
+                now = self.clock_ms()
+                if _create_account(conn, account_id, now):
+                    _welcome(conn, self.keys, account_id, now)
+                conn.execute(
+                    insert_ignore(conn, T_WALLETS),
+                    {
+                        "account_id": account_id,
+                        "credit_type": credit_type,
+                        "balance": 0,
+                        "debt": 0,
+                        "held": 0,
+                        "updated_at_ms": now,
+                    },
+                )
+                return wallet_snapshot(conn, account_id, credit_type, now)
+
+        return retry_locked(txn)
+
+    def load_catalog(self) -> list[Tool]:
+        with self.engine.connect() as conn:
+            return load_tools(conn)
+
+    def account_credit_types(self, account_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(T_WALLETS.c.credit_type).where(T_WALLETS.c.account_id == account_id)
+            )
+            return sorted(rows.scalars())
+
+
+def load_tools(conn: Connection) -> list[Tool]:
+    rows = conn.execute(select(T_TOOLS).order_by(T_TOOLS.c.name)).mappings()
+    return [
+        Tool(
+            name=r["name"],
+            cost=r["cost"],
+            credit_type=r["credit_type"],
+            active=bool(r["active"]),
+            display_name=r["display_name"],
+            description=r["description"],
+        )
+        for r in rows
+    ]
+
+
+def _create_account(conn: Connection, account_id: str, now_ms: int) -> bool:
+    """True for the one transaction that created the account."""
+    stmt = insert_ignore(conn, T_ACCOUNTS).returning(T_ACCOUNTS.c.id)
+    row = conn.execute(
+        stmt,
+        {"id": account_id, "overdraft_limit": 0, "flagged": False, "created_at_ms": now_ms},
+    ).first()
+    return row is not None
+
+
+def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None:
+    """The catalog's welcome grants, written straight to SQL (the wallet is hydrated from it)."""
+    bucket = keys.bucket(account_id)
+    for w in conn.execute(select(T_WELCOME).order_by(T_WELCOME.c.credit_type)).mappings():
+        entry_id, grant_id = new_id(bucket), new_id(bucket)
+        expires = now_ms + w["expires_in_s"] * 1000 if w["expires_in_s"] else None
+        amount, ct = w["amount"], w["credit_type"]
+        conn.execute(
+            insert_ignore(conn, T_WALLETS),
+            {
+                "account_id": account_id,
+                "credit_type": ct,
+                "balance": amount,
+                "debt": 0,
+                "held": 0,
+                "updated_at_ms": now_ms,
+            },
+        )
+        conn.execute(
+            T_GRANTS.insert(),
+            {
+                "id": grant_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "amount": amount,
+                "remaining": amount,
+                "category": w["category"],
+                "priority": w["priority"],
+                "expires_at_ms": expires,
+                "source": "welcome",
+                "reference_id": None,
+                "entry_id": entry_id,
+                "created_at_ms": now_ms,
+            },
+        )
+        conn.execute(
+            T_LEDGER.insert(),
+            {
+                "id": entry_id,
+                "bucket": bucket,
+                "stream_id": "",  # written by SQL itself, not through the journal
+                "account_id": account_id,
+                "credit_type": ct,
+                "kind": "grant",
+                "amount": amount,
+                "balance_after": amount,
+                "breakdown": f"{grant_id}:{amount}:{amount}",
+                "source": "welcome",
+                "metadata": json.dumps({"welcome": True}),
+                "created_at_ms": now_ms,
+            },
+        )
+
+
+def wallet_snapshot(
+    conn: Connection, account_id: str, credit_type: str, now_ms: int
+) -> WalletSnapshot:
+    overdraft = conn.execute(
+        select(T_ACCOUNTS.c.overdraft_limit).where(T_ACCOUNTS.c.id == account_id)
+    ).scalar_one()
+    debt = conn.execute(
+        select(T_WALLETS.c.debt).where(
+            T_WALLETS.c.account_id == account_id, T_WALLETS.c.credit_type == credit_type
+        )
+    ).scalar_one()
+    grants = conn.execute(
+        select(T_GRANTS)
+        .where(
+            T_GRANTS.c.account_id == account_id,
+            T_GRANTS.c.credit_type == credit_type,
+            T_GRANTS.c.remaining > 0,
+            or_(T_GRANTS.c.expires_at_ms.is_(None), T_GRANTS.c.expires_at_ms > now_ms),
+        )
+        .order_by(T_GRANTS.c.id)
+        .limit(bounds.GRANTS_PER_WALLET_MAX)
+    ).mappings()
+    holds = conn.execute(
+        select(T_HOLDS)
+        .where(
+            T_HOLDS.c.account_id == account_id,
+            T_HOLDS.c.credit_type == credit_type,
+            T_HOLDS.c.status == "active",
+            T_HOLDS.c.expires_at_ms > now_ms,
+        )
+        .order_by(T_HOLDS.c.id)
+        .limit(bounds.HOLDS_PER_WALLET_MAX)
+    ).mappings()
+    return WalletSnapshot(
+        overdraft_limit=overdraft,
+        debt=debt,
+        grants=tuple(
+            GrantInfo(
+                id=g["id"],
+                remaining=g["remaining"],
+                priority=g["priority"],
+                expires_at_ms=g["expires_at_ms"] or 0,
+                category=g["category"],
+            )
+            for g in grants
+        ),
+        holds=tuple(
+            HoldSnapshot(
+                id=h["id"], amount=h["amount"], expires_at_ms=h["expires_at_ms"], tool=h["tool"]
+            )
+            for h in holds
+        ),
+    )

@@ -1,0 +1,290 @@
+"""`creditmeter reconcile [--repair]`: does every wallet and grant in Redis match SQL?
+
+Order: journal the expiry of everything due (so both sides expire the same grants), drain
+the journal into SQL, then compare each Redis wallet with its SQL snapshot: balance, debt,
+held and every grant's remainder. It also reports a lost Redis dataset (epoch) and the
+entries SQL has that Redis lost (gaps the flush detected). `--repair` rewrites a differing
+Redis wallet from SQL, the book of record, only if the wallet did not change meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, or_, select
+
+from meter import Meter, ops, scripts
+from meter.keys import Keys
+from sync import limits, models
+from sync.epoch import EpochCheck, check_epoch, read_state
+from sync.flush import Flusher
+from sync.loader import SqlLoader, wallet_snapshot
+
+T_WALLETS = models.Wallet.__table__
+T_GRANTS = models.Grant.__table__
+T_LEDGER = models.LedgerEntry.__table__
+T_GAPS = models.SyncGap.__table__
+T_GAP_ENTRIES = models.GapEntry.__table__
+
+
+@dataclass(frozen=True)
+class Difference:
+    account_id: str
+    credit_type: str
+    what: str  # balance | debt | held | grant <id>
+    redis: int | None
+    sql: int | None
+
+
+@dataclass(frozen=True)
+class LostEntry:
+    id: str
+    account_id: str
+    credit_type: str
+    kind: str
+    amount: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class Gap:
+    journal: str
+    after_stream_id: str
+    through_stream_id: str
+    lost_entries: int  # -1: the whole journal was lost
+    detected_at_ms: int
+    entries: tuple[LostEntry, ...]
+
+
+@dataclass
+class ReconcileReport:
+    epoch: EpochCheck
+    redis_lost: dict[str, Any] | None
+    gaps: list[Gap]
+    wallets_compared: int = 0
+    wallets_not_in_redis: int = 0
+    drained_entries: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    repaired: list[tuple[str, str]] = field(default_factory=list)
+    repair_skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences or len(self.repaired) == len(
+            {(d.account_id, d.credit_type) for d in self.differences}
+        )
+
+
+@dataclass(frozen=True)
+class RedisWallet:
+    balance: int
+    debt: int
+    held: int
+    grants: dict[str, int]
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def parse_wallet(raw: dict[Any, Any], now_ms: int) -> RedisWallet:
+    """A wallet hash as the scripts read it: unexpired grants minus debt; live holds."""
+    debt, held, grants = 0, 0, {}
+    for k, v in raw.items():
+        name, value = _s(k), _s(v)
+        if name == "d":
+            debt = int(value)
+        elif name.startswith("g:"):
+            rem, _prio, exp, _cat = value.split("|")
+            if int(exp) == 0 or int(exp) > now_ms:
+                grants[name[2:]] = int(rem)
+        elif name.startswith("h:"):
+            amount, exp = value.split("|")
+            if int(exp) > now_ms:
+                held += int(amount)
+    return RedisWallet(sum(grants.values()) - debt, debt, held, grants)
+
+
+def _redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
+    out = []
+    for bucket in keys.all_buckets():
+        for key in client.scan_iter(match=keys.wallet_pattern(bucket), count=1000):
+            out.append(keys.wallet_of(_s(key)))
+    return sorted(out)
+
+
+def _drain(flusher: Flusher) -> int:
+    total = 0
+    for _ in range(limits.RECONCILE_DRAIN_ROUNDS_MAX):
+        results = flusher.flush_all()
+        done = {r.bucket for r in results}
+        total += sum(r.entries for r in results)
+        if len(done) == flusher.keys.buckets and not any(r.entries for r in results):
+            return total
+        time.sleep(0.05)  # a bucket another flusher holds: wait for it
+    raise RuntimeError("the journal did not drain; is a flusher stuck?")
+
+
+def _gaps(engine: Engine, keys: Keys) -> list[Gap]:
+    with engine.connect() as conn:
+        gaps = (
+            conn.execute(
+                select(T_GAPS)
+                .where(T_GAPS.c.journal.like(f"{keys.prefix}:%"))
+                .order_by(T_GAPS.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        out = []
+        for g in gaps:
+            rows = conn.execute(
+                select(T_LEDGER)
+                .join(T_GAP_ENTRIES, T_GAP_ENTRIES.c.entry_id == T_LEDGER.c.id)
+                .where(T_GAP_ENTRIES.c.gap_id == g["id"])
+                .order_by(T_LEDGER.c.stream_id)
+            ).mappings()
+            entries = tuple(
+                LostEntry(
+                    r["id"],
+                    r["account_id"],
+                    r["credit_type"],
+                    r["kind"],
+                    r["amount"],
+                    r["created_at_ms"],
+                )
+                for r in rows
+            )
+            out.append(
+                Gap(
+                    g["journal"],
+                    g["after_stream_id"],
+                    g["through_stream_id"],
+                    g["lost_entries"],
+                    g["detected_at_ms"],
+                    entries,
+                )
+            )
+    return out
+
+
+def _sql_wallet(
+    engine: Engine, account_id: str, credit_type: str, now_ms: int
+) -> RedisWallet | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(T_WALLETS).where(
+                    T_WALLETS.c.account_id == account_id, T_WALLETS.c.credit_type == credit_type
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        grants = conn.execute(
+            select(T_GRANTS.c.id, T_GRANTS.c.remaining).where(
+                T_GRANTS.c.account_id == account_id,
+                T_GRANTS.c.credit_type == credit_type,
+                T_GRANTS.c.remaining != 0,
+                or_(T_GRANTS.c.expires_at_ms.is_(None), T_GRANTS.c.expires_at_ms > now_ms),
+            )
+        ).all()
+    return RedisWallet(row["balance"], row["debt"], row["held"], {g: r for g, r in grants})
+
+
+def compare(
+    account_id: str, credit_type: str, r: RedisWallet, s: RedisWallet | None
+) -> list[Difference]:
+    if s is None:
+        return [Difference(account_id, credit_type, "missing in SQL", r.balance, None)]
+    out = [
+        Difference(account_id, credit_type, name, a, b)
+        for name, a, b in (
+            ("balance", r.balance, s.balance),
+            ("debt", r.debt, s.debt),
+            ("held", r.held, s.held),
+        )
+        if a != b
+    ]
+    for gid in sorted(set(r.grants) | set(s.grants)):
+        a, b = r.grants.get(gid), s.grants.get(gid)
+        if a != b:
+            out.append(Difference(account_id, credit_type, f"grant {gid}", a, b))
+    return out
+
+
+def reconcile(
+    client: redis.Redis, engine: Engine, keys: Keys, *, repair: bool = False
+) -> ReconcileReport:
+    epoch = check_epoch(client, engine, keys)
+    meter = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    wallets = _redis_wallets(client, keys)
+    for account_id, credit_type in wallets:
+        meter.expire_wallet(account_id, credit_type)
+    flusher = Flusher(client, engine, keys)
+    report = ReconcileReport(epoch=epoch, redis_lost=None, gaps=[], drained_entries=_drain(flusher))
+    lost = read_state(engine, keys, "redis_lost")
+    report.redis_lost = json.loads(lost) if lost else None
+    report.gaps = _gaps(engine, keys)
+    now_ms = int(time.time() * 1000)
+    for account_id, credit_type in wallets:
+        key = keys.wallet(account_id, credit_type)
+        raw = client.hgetall(key)
+        if not raw:
+            continue
+        diffs = compare(
+            account_id,
+            credit_type,
+            parse_wallet(raw, now_ms),
+            _sql_wallet(engine, account_id, credit_type, now_ms),
+        )
+        report.wallets_compared += 1
+        report.differences += diffs
+        if diffs and repair:
+            target = (
+                report.repaired
+                if _repair(client, engine, keys, account_id, credit_type, raw)
+                else report.repair_skipped
+            )
+            target.append((account_id, credit_type))
+    with engine.connect() as conn:
+        sql_wallets = conn.execute(select(T_WALLETS.c.account_id, T_WALLETS.c.credit_type)).all()
+    in_redis = set(wallets)
+    # Not a difference: such a wallet is loaded from SQL on its next touch.
+    report.wallets_not_in_redis = sum(1 for a, ct in sql_wallets if (a, ct) not in in_redis)
+    return report
+
+
+def _repair(
+    client: redis.Redis,
+    engine: Engine,
+    keys: Keys,
+    account_id: str,
+    credit_type: str,
+    seen: dict[Any, Any],
+) -> bool:
+    """Replaces the Redis wallet with SQL's, unless it changed since it was compared."""
+    key = keys.wallet(account_id, credit_type)
+    with engine.connect() as conn:
+        snap = wallet_snapshot(conn, account_id, credit_type, int(time.time() * 1000))
+    ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
+    script = scripts.get("hydrate")
+    client.script_load(script.source)
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.hgetall(key) != seen:
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            pipe.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True

@@ -1,0 +1,45 @@
+"""RQ queue names and how sync work is enqueued (deduplicated, so bursts share one job)."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from meter.keys import Keys
+from sync import limits
+
+SYNC_QUEUE = "creditmeter-sync"  # journal flushes and expiry sweeps
+STRIPE_QUEUE = "creditmeter-stripe"  # Stripe events (purchases)
+QUEUES = (SYNC_QUEUE, STRIPE_QUEUE)
+FLUSH_JOB = "worker.jobs.flush_journal"
+SWEEP_JOB = "worker.jobs.sweep_expiry"
+# Kept while a flush job is queued (deleted when it starts); also set longer as a back-off
+# when SQL is down, so traffic re-triggers about once per back-off instead of per entry.
+TRIGGER_TTL_MS = 30_000  # a queued job lost with its queue frees the trigger after this
+SQL_DOWN_BACKOFF_MS = 1_000
+
+
+def sync_queue(queue_redis: redis.Redis) -> Queue:
+    return Queue(SYNC_QUEUE, connection=queue_redis)
+
+
+def request_flush(queue_redis: redis.Redis, client: redis.Redis, keys: Keys) -> bool:
+    """Enqueues one flush job unless one is already waiting; True if it enqueued."""
+    if not client.set(keys.flush_trigger(), "1", nx=True, px=TRIGGER_TTL_MS):
+        return False
+    sync_queue(queue_redis).enqueue(
+        FLUSH_JOB,
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+        result_ttl=60,
+    )
+    return True
+
+
+def queue_depths(queue_redis: redis.Redis) -> dict[str, int]:
+    return {name: Queue(name, connection=queue_redis).count for name in QUEUES}
+
+
+def failed_jobs(queue_redis: redis.Redis) -> int:
+    return sum(FailedJobRegistry(name, connection=queue_redis).count for name in QUEUES)
