@@ -189,15 +189,17 @@ class Flusher:
                 dead.append((sid, fields, f"malformed: {exc}"))
         last = batch[-1][0]
 
-        def commit() -> WriteResult:
+        def commit() -> tuple[WriteResult, str]:
             with self.engine.begin() as conn:
                 written = self._write(conn, bucket, parsed, dead)
-                advance_cursor(conn, journal, sortable(last), self.clock_ms())
-                return written
+                cursor = advance_cursor(conn, journal, sortable(last), self.clock_ms())
+                return written, cursor
 
-        written = retry_locked(commit)
+        written, cursor = retry_locked(commit)
         ids = [sid for sid, _ in batch]
-        acked = self._ack(journal, self.keys.flush_lock(bucket), token, ids, last)
+        # Trim below everything SQL confirmed, which may be beyond this batch (a reclaimed
+        # batch of old entries comes after newer ones were written).
+        acked = self._ack(journal, self.keys.flush_lock(bucket), token, ids, unsortable(cursor))
         result.batches += 1
         result.entries += len(batch)
         result.ledger_inserted += written.ledger_inserted

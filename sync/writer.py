@@ -117,7 +117,7 @@ def _write_ledger(
     if not fresh:
         return
     new_grants = []
-    grant_deltas: dict[str, int] = defaultdict(int)
+    grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
     wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for e in fresh:
         by_grant: dict[str, int] = defaultdict(int)
@@ -147,16 +147,42 @@ def _write_ledger(
             if gid == DEBT:
                 w[1] -= delta  # the debt pseudo-grant's remaining is minus the debt
             else:
-                grant_deltas[gid] += delta
+                before = grant_deltas.get(gid, (0, (e.account_id, e.credit_type)))[0]
+                grant_deltas[gid] = (before + delta, (e.account_id, e.credit_type))
         result.wallets.add((e.account_id, e.credit_type))
     if new_grants:
-        conn.execute(insert_ignore(conn, T_GRANTS), new_grants)
-    moved = [{"gid": g, "delta": d} for g, d in sorted(grant_deltas.items()) if d]
-    if moved:
+        stmt = dialect_insert(conn, T_GRANTS)
+        described = [c for c in new_grants[0] if c not in ("id", "remaining")]
         conn.execute(
-            update(T_GRANTS)
-            .where(T_GRANTS.c.id == bindparam("gid"))
-            .values(remaining=T_GRANTS.c.remaining + bindparam("delta")),
+            stmt.on_conflict_do_update(
+                index_elements=["id"], set_={c: stmt.excluded[c] for c in described}
+            ),
+            new_grants,
+        )
+    # Remainders move by sums, which commute: a delta that arrives before the entry that
+    # describes its grant (entries applied out of order) creates the row, and is kept.
+    moved = [
+        {
+            "id": gid,
+            "account_id": owner[0],
+            "credit_type": owner[1],
+            "amount": 0,
+            "remaining": d,
+            "category": "paid",
+            "priority": 50,
+            "source": "unknown",
+            "created_at_ms": now_ms,
+        }
+        for gid, (d, owner) in sorted(grant_deltas.items())
+        if d
+    ]
+    if moved:
+        stmt = dialect_insert(conn, T_GRANTS)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"remaining": T_GRANTS.c.remaining + stmt.excluded.remaining},
+            ),
             moved,
         )
     conn.execute(
@@ -250,8 +276,8 @@ def _write_holds(
     result.wallets |= touched
 
 
-def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) -> None:
-    """The stream's committed position moves forward only."""
+def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) -> str:
+    """The stream's committed position moves forward only; returns where it is now."""
     stmt = dialect_insert(conn, T_CURSORS).values(
         journal=journal, stream_id=sort_id, updated_at_ms=now_ms
     )
@@ -267,6 +293,9 @@ def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) ->
             },
         )
     )
+    cursor = read_cursor(conn, journal)
+    assert cursor is not None
+    return cursor
 
 
 def read_cursor(conn: Connection, journal: str) -> str | None:

@@ -1,0 +1,181 @@
+"""The flush writes every journal entry to SQL exactly once, moves the snapshots with it,
+and only trims what SQL has confirmed."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from sqlalchemy import Engine, func, select
+
+from meter import Meter, Tool
+from meter.keys import Keys
+from sync import models
+from sync.flush import GROUP, Flusher
+from tests.sync.conftest import account
+from tests.sync.invariants import assert_in_sync
+
+T_LEDGER = models.LedgerEntry.__table__
+T_DEAD = models.DeadLetter.__table__
+T_HOLDS = models.Hold.__table__
+
+
+def _ledger_count(engine: Engine, account_id: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).where(T_LEDGER.c.account_id == account_id)
+        ).scalar_one()
+
+
+def test_every_kind_of_change_reaches_sql_once(
+    meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    a = account()
+    meter.grant(a, "credits", 100, category="paid")
+    meter.grant(
+        a, "credits", 20, category="promotional", expires_at_ms=int(time.time() * 1000) + 60_000
+    )
+    charges = [meter.charge(a, tool.name) for _ in range(5)]
+    meter.refund(charges[0].id, 2)
+    with meter.hold(a, tool.name, amount=10) as h:
+        h.settle(4)
+    h2 = meter.hold(a, tool.name, amount=5)
+    h2.release()
+    meter.adjust(a, "credits", -7, reason="support")
+    meter.adjust(a, "credits", 3, reason="goodwill")
+    flusher.flush_all()
+    ledger = _ledger_count(engine, a)
+    assert ledger == 2 + 5 + 1 + 1 + 2  # grants, charges, refund, settle charge, adjustments
+    flusher.flush_all()
+    assert _ledger_count(engine, a) == ledger
+    with engine.connect() as conn:
+        statuses = dict(
+            conn.execute(
+                select(T_HOLDS.c.id, T_HOLDS.c.status).where(T_HOLDS.c.account_id == a)
+            ).all()
+        )
+    assert sorted(statuses.values()) == ["released", "settled"]
+    assert_in_sync(client, engine, keys)
+
+
+def test_rewriting_a_committed_batch_changes_nothing(
+    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """A flusher that committed but died before XACK leaves its entries pending: the next
+    flush writes them again and nothing moves (rows keyed by entry id)."""
+    a = account()
+    meter.grant(a, "credits", 50, category="paid")
+    for _ in range(3):
+        meter.charge(a, tool.name)
+
+    class DiesBeforeAck(Flusher):
+        def _ack(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if args[3]:  # a batch's ack, not the final lock release
+                raise KeyboardInterrupt("killed between SQL commit and XACK")
+            return super()._ack(*args, **kwargs)
+
+    try:
+        DiesBeforeAck(client, engine, keys, consumer="dead-one").flush_all()
+    except KeyboardInterrupt:
+        pass
+    assert _ledger_count(engine, a) == 4
+    bucket = keys.bucket(a)
+    assert client.xpending(keys.journal(bucket), GROUP)["pending"] == 4
+    client.delete(keys.flush_lock(bucket))  # as if its TTL ran out
+    result = Flusher(client, engine, keys, consumer="heir").flush_bucket(bucket)
+    assert result is not None and result.reclaimed == 4
+    assert result.ledger_inserted == 0
+    assert _ledger_count(engine, a) == 4
+    assert client.xpending(keys.journal(bucket), GROUP)["pending"] == 0
+    assert_in_sync(client, engine, keys)
+
+
+def test_trim_never_removes_an_unflushed_entry(
+    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    a = account()
+    bucket = keys.bucket(a)
+    journal = keys.journal(bucket)
+    meter.grant(a, "credits", 50, category="paid")
+    flusher = Flusher(client, engine, keys, batch_max=2)
+    for _ in range(5):
+        meter.charge(a, tool.name)
+    # Another consumer holds entries pending (read, not yet written): trimming must keep them.
+    client.xgroup_create(journal, GROUP, id="0", mkstream=True)
+    held = client.xreadgroup(GROUP, "slow-one", {journal: ">"}, count=2)[0][1]
+    held_ids = [sid for sid, _ in held]
+    client.delete(keys.flush_lock(bucket))
+    flusher._reclaim = lambda journal: 0  # type: ignore[method-assign]  # slow-one is alive
+    flusher.flush_bucket(bucket)
+    remaining = {sid for sid, _ in client.xrange(journal)}
+    assert set(held_ids) <= remaining
+    assert _ledger_count(engine, a) == 4  # 6 entries, the 2 held ones not yet in SQL
+    Flusher(client, engine, keys).flush_bucket(bucket)  # reclaims slow-one's entries
+    assert _ledger_count(engine, a) == 6
+    assert client.xlen(journal) <= 1
+    assert_in_sync(client, engine, keys)
+
+
+def test_malformed_entry_lands_in_dead_letter_and_the_rest_flows(
+    meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    a = account()
+    meter.grant(a, "credits", 10, category="paid")
+    bucket = keys.bucket(a)
+    journal = keys.journal(bucket)
+    bad_id = client.xadd(
+        journal,
+        {"id": "x1", "k": "charge", "a": a, "t": "credits", "m": "ten", "b": "0", "ts": "1"},
+    ).decode()
+    meter.charge(a, tool.name)
+    flusher.flush_all()
+    flusher.flush_all()
+    assert _ledger_count(engine, a) == 2
+    with engine.connect() as conn:
+        dead = conn.execute(select(T_DEAD).where(T_DEAD.c.journal == journal)).mappings().all()
+    assert len(dead) == 1
+    assert "'m' is not an integer" in dead[0]["error"]
+    assert '"m": "ten"' in dead[0]["fields"]
+    assert client.xpending(journal, GROUP)["pending"] == 0
+    assert bad_id
+    assert_in_sync(client, engine, keys)
+
+
+def test_entry_sql_refuses_goes_to_dead_letter_with_the_sql_error(
+    meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """An entry that parses but that SQL refuses (an over-long value) fails alone and is
+    dead-lettered; the other entries of its batch are written."""
+    a = account()
+    meter.grant(a, "credits", 10, category="paid")
+    journal = keys.journal(keys.bucket(a))
+    client.xadd(
+        journal,
+        {
+            "id": "y" * 64,
+            "k": "charge",
+            "a": a,
+            "t": "credits",
+            "m": "-1",
+            "b": "9",
+            "ts": "1",
+            "tool": "X" * 300,
+        },
+    )
+    meter.charge(a, tool.name)
+    flusher.flush_all()
+    with engine.connect() as conn:
+        dead = conn.execute(select(T_DEAD).where(T_DEAD.c.journal == journal)).mappings().all()
+    if engine.dialect.name == "sqlite":  # SQLite does not enforce VARCHAR lengths
+        assert dead == []
+        assert _ledger_count(engine, a) == 3
+        return
+    assert len(dead) == 1 and dead[0]["error"].startswith("sql:")
+    assert _ledger_count(engine, a) == 2
+    assert_in_sync(client, engine, keys)
+
+
+def test_flush_of_idle_journal_writes_nothing(flusher: Flusher, keys: Keys) -> None:
+    results = flusher.flush_all()
+    assert len(results) == keys.buckets
+    assert sum(r.entries for r in results) == 0
