@@ -16,7 +16,7 @@ from meter.settings import Settings, get_settings
 from sync import limits
 from sync.context import context
 from worker import jobs, trigger
-from worker.queues import QUEUES, SWEEP_JOB, request_flush, sync_queue
+from worker.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ def run(settings: Settings | None = None, *, burst: bool = False, name: str | No
     settings = settings or get_settings()
     ctx = context(settings)
     assert jobs.flush_journal  # imported before forking, so each work-horse starts warm
-    queues = [Queue(q, connection=ctx.queue_redis) for q in QUEUES]
+    queues = [Queue(q, connection=ctx.queue_redis) for q in queue_names(ctx.keys)]
     worker = Worker(queues, connection=ctx.queue_redis, name=name)
     if burst:
         ctx.redis.delete(ctx.keys.flush_trigger())
         request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
-        sync_queue(ctx.queue_redis).enqueue(SWEEP_JOB, job_timeout=limits.JOB_TIMEOUT_S)
+        sync_queue(ctx.queue_redis, ctx.keys).enqueue(SWEEP_JOB, job_timeout=limits.JOB_TIMEOUT_S)
         return bool(worker.work(burst=True, with_scheduler=False))
     proc = multiprocessing.get_context("fork").Process(
         target=_trigger_main, name="creditmeter-trigger", daemon=True

@@ -9,9 +9,8 @@ from rq.registry import FailedJobRegistry
 from meter.keys import Keys
 from sync import limits
 
-SYNC_QUEUE = "creditmeter-sync"  # journal flushes and expiry sweeps
-STRIPE_QUEUE = "creditmeter-stripe"  # Stripe events (purchases)
-QUEUES = (SYNC_QUEUE, STRIPE_QUEUE)
+SYNC = "sync"  # journal flushes and expiry sweeps
+STRIPE = "stripe"  # Stripe events (purchases)
 FLUSH_JOB = "worker.jobs.flush_journal"
 SWEEP_JOB = "worker.jobs.sweep_expiry"
 # Kept while a flush job is queued (deleted when it starts); also set longer as a back-off
@@ -20,15 +19,24 @@ TRIGGER_TTL_MS = 30_000  # a queued job lost with its queue frees the trigger af
 SQL_DOWN_BACKOFF_MS = 1_000
 
 
-def sync_queue(queue_redis: redis.Redis) -> Queue:
-    return Queue(SYNC_QUEUE, connection=queue_redis)
+def queue_name(keys: Keys, kind: str) -> str:
+    """Queues are per key prefix, so deployments (and tests) sharing a Redis stay apart."""
+    return f"creditmeter-{keys.prefix}-{kind}"
+
+
+def queue_names(keys: Keys) -> list[str]:
+    return [queue_name(keys, SYNC), queue_name(keys, STRIPE)]
+
+
+def sync_queue(queue_redis: redis.Redis, keys: Keys) -> Queue:
+    return Queue(queue_name(keys, SYNC), connection=queue_redis)
 
 
 def request_flush(queue_redis: redis.Redis, client: redis.Redis, keys: Keys) -> bool:
     """Enqueues one flush job unless one is already waiting; True if it enqueued."""
     if not client.set(keys.flush_trigger(), "1", nx=True, px=TRIGGER_TTL_MS):
         return False
-    sync_queue(queue_redis).enqueue(
+    sync_queue(queue_redis, keys).enqueue(
         FLUSH_JOB,
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
@@ -37,9 +45,9 @@ def request_flush(queue_redis: redis.Redis, client: redis.Redis, keys: Keys) -> 
     return True
 
 
-def queue_depths(queue_redis: redis.Redis) -> dict[str, int]:
-    return {name: Queue(name, connection=queue_redis).count for name in QUEUES}
+def queue_depths(queue_redis: redis.Redis, keys: Keys) -> dict[str, int]:
+    return {name: Queue(name, connection=queue_redis).count for name in queue_names(keys)}
 
 
-def failed_jobs(queue_redis: redis.Redis) -> int:
-    return sum(FailedJobRegistry(name, connection=queue_redis).count for name in QUEUES)
+def failed_jobs(queue_redis: redis.Redis, keys: Keys) -> int:
+    return sum(FailedJobRegistry(name, connection=queue_redis).count for name in queue_names(keys))

@@ -16,10 +16,11 @@ from typing import Any
 import redis
 from rq.cron import CronScheduler
 
+from meter.keys import Keys
 from sync import limits
 from sync.context import context
 from worker import jobs
-from worker.queues import SYNC_QUEUE, request_flush
+from worker.queues import SYNC, queue_name, request_flush
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,18 @@ def newest_ids(client: redis.Redis, journals: list[str]) -> dict[str, str]:
     return {j: (_s(r[0][0]) if r else "0-0") for j, r in zip(journals, pipe.execute(), strict=True)}
 
 
-def make_cron(queue_redis: redis.Redis) -> CronScheduler:
+def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:
     cron = CronScheduler(connection=queue_redis, name=f"creditmeter-cron-{time.time_ns()}")
     cron.register(
         jobs.flush_journal,
-        SYNC_QUEUE,
+        queue_name(keys, SYNC),
         interval=limits.FLUSH_SAFETY_INTERVAL_S,
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )
     cron.register(
         jobs.sweep_expiry,
-        SYNC_QUEUE,
+        queue_name(keys, SYNC),
         interval=limits.SWEEP_INTERVAL_S,
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
@@ -66,7 +67,7 @@ def run() -> None:
     signal.signal(signal.SIGINT, on_signal)
     ctx = context()
     journals = [ctx.keys.journal(b) for b in ctx.keys.all_buckets()]
-    cron = make_cron(ctx.queue_redis)
+    cron = make_cron(ctx.queue_redis, ctx.keys)
     cron.register_birth()
     request_flush(ctx.queue_redis, ctx.redis, ctx.keys)  # whatever waited while we were down
     last = newest_ids(ctx.redis, journals)
