@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from meter import bounds
@@ -58,7 +58,7 @@ class SqlLoader:
                         "updated_at_ms": now,
                     },
                 )
-                return wallet_snapshot(conn, account_id, credit_type, now)
+                return wallet_snapshot(conn, account_id, credit_type)
 
         return retry_locked(txn)
 
@@ -153,9 +153,9 @@ def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None
         )
 
 
-def wallet_snapshot(
-    conn: Connection, account_id: str, credit_type: str, now_ms: int
-) -> WalletSnapshot:
+def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> WalletSnapshot:
+    """Grants with credits left and active holds, expired ones included: the scripts expire
+    them on the next touch and journal it, so SQL learns of the expiry too."""
     overdraft = conn.execute(
         select(T_ACCOUNTS.c.overdraft_limit).where(T_ACCOUNTS.c.id == account_id)
     ).scalar_one()
@@ -170,7 +170,6 @@ def wallet_snapshot(
             T_GRANTS.c.account_id == account_id,
             T_GRANTS.c.credit_type == credit_type,
             T_GRANTS.c.remaining > 0,
-            or_(T_GRANTS.c.expires_at_ms.is_(None), T_GRANTS.c.expires_at_ms > now_ms),
         )
         .order_by(T_GRANTS.c.id)
         .limit(bounds.GRANTS_PER_WALLET_MAX)
@@ -181,7 +180,6 @@ def wallet_snapshot(
             T_HOLDS.c.account_id == account_id,
             T_HOLDS.c.credit_type == credit_type,
             T_HOLDS.c.status == "active",
-            T_HOLDS.c.expires_at_ms > now_ms,
         )
         .order_by(T_HOLDS.c.id)
         .limit(bounds.HOLDS_PER_WALLET_MAX)

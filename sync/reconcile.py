@@ -272,7 +272,7 @@ def _repair(
     """Replaces the Redis wallet with SQL's, unless it changed since it was compared."""
     key = keys.wallet(account_id, credit_type)
     with engine.connect() as conn:
-        snap = wallet_snapshot(conn, account_id, credit_type, int(time.time() * 1000))
+        snap = wallet_snapshot(conn, account_id, credit_type)
     ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
     script = scripts.get("hydrate")
     client.script_load(script.source)

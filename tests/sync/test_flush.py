@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
@@ -74,10 +75,8 @@ def test_rewriting_a_committed_batch_changes_nothing(
                 raise KeyboardInterrupt("killed between SQL commit and XACK")
             return super()._ack(*args, **kwargs)
 
-    try:
+    with pytest.raises(KeyboardInterrupt):
         DiesBeforeAck(client, engine, keys, consumer="dead-one").flush_all()
-    except KeyboardInterrupt:
-        pass
     assert _ledger_count(engine, a) == 4
     bucket = keys.bucket(a)
     assert client.xpending(keys.journal(bucket), GROUP)["pending"] == 4
