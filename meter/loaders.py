@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from meter.models import Tool, WalletSnapshot
+from meter.models import ChargeRecord, Tool, WalletSnapshot
 
 
 class Loader(Protocol):
@@ -23,6 +23,10 @@ class Loader(Protocol):
 
     def account_credit_types(self, account_id: str) -> list[str]:
         """Credit types the account has wallets of in the durable store."""
+        ...
+
+    def load_charge(self, charge_id: str) -> ChargeRecord | None:
+        """A charge Redis no longer has a record of (kept 25 h), for a refund."""
         ...
 
 
@@ -39,3 +43,6 @@ class NewAccountLoader:
 
     def account_credit_types(self, account_id: str) -> list[str]:
         return []
+
+    def load_charge(self, charge_id: str) -> ChargeRecord | None:
+        return None

@@ -169,3 +169,26 @@ class WalletSnapshot:
 class ExpireResult:
     grants_expired: int
     holds_expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePart:
+    """What a charge took from one grant and can still give back to it."""
+
+    grant_id: str  # "debt" for the part that went into debt
+    refundable: int
+    priority: int
+    expires_at_ms: int  # 0 = never expires
+    category: str  # p (paid) | r (promotional) | d (debt), as in the Redis record
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRecord:
+    """A charge as the durable store knows it, to refund it after Redis forgot it."""
+
+    account_id: str
+    credit_type: str
+    tool: str
+    charged: int
+    refunded: int
+    parts: tuple[ChargePart, ...]

@@ -27,6 +27,7 @@ from meter.keys import Keys, due_member
 from meter.models import (
     AccountBalance,
     AdjustResult,
+    ChargeRecord,
     ChargeResult,
     ExpireResult,
     ExtendResult,
@@ -81,7 +82,12 @@ class LoadAccountTypes:
     account_id: str
 
 
-Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes
+@dataclass(slots=True)
+class LoadCharge:
+    charge_id: str
+
+
+Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes | LoadCharge
 Op = Generator[Request, Any, R]
 
 
@@ -345,11 +351,32 @@ def _record_owner(
         if raw[0] is None:
             raise HoldNotFound(record_id)
         return bucket, _s(raw[0]), _s(raw[1])
-    raw = yield Command(("GET", env.keys.charge(bucket, record_id)))
+    key = env.keys.charge(bucket, record_id)
+    raw = yield Command(("GET", key))
     if raw is None:
-        raise ChargeNotFound(record_id)
+        # Redis forgot the charge (its record lives 25 h, or Redis lost data): the durable
+        # store has it. SET NX: a concurrent restore or refund's newer record wins.
+        rec = yield LoadCharge(record_id)
+        if rec is None:
+            raise ChargeNotFound(record_id)
+        value = charge_record_value(rec)
+        yield Command(("SET", key, value, "NX", "EX", str(bounds.CHARGE_RECORD_TTL_S)))
+        raw = yield Command(("GET", key))
+        if raw is None:
+            raise ChargeNotFound(record_id)
     fields = _s(raw).split("\x1f")
     return bucket, fields[0], fields[1]
+
+
+def charge_record_value(rec: ChargeRecord) -> str:
+    """The Redis charge record (see lua/includes/charge_record.lua) of a loaded charge."""
+    parts = ";".join(
+        f"{p.grant_id}:{p.refundable}:{p.priority}:{p.expires_at_ms}:{p.category}"
+        for p in rec.parts
+    )
+    return "\x1f".join(
+        [rec.account_id, rec.credit_type, rec.tool, str(rec.charged), str(rec.refunded), parts]
+    )
 
 
 def settle(

@@ -11,13 +11,13 @@ import json
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
 from meter import bounds
 from meter.ids import new_id
 from meter.keys import Keys
-from meter.models import GrantInfo, HoldSnapshot, Tool, WalletSnapshot
+from meter.models import ChargePart, ChargeRecord, GrantInfo, HoldSnapshot, Tool, WalletSnapshot
 from sync import models
 from sync.db import retry_locked
 from sync.sqlops import insert_ignore
@@ -72,6 +72,61 @@ class SqlLoader:
                 select(T_WALLETS.c.credit_type).where(T_WALLETS.c.account_id == account_id)
             )
             return sorted(rows.scalars())
+
+    def load_charge(self, charge_id: str) -> ChargeRecord | None:
+        with self.engine.connect() as conn:
+            return charge_record(conn, charge_id)
+
+
+def charge_record(conn: Connection, charge_id: str) -> ChargeRecord | None:
+    """The charge's refund record, rebuilt from the ledger: what it took from each grant,
+    less what refunds gave back, last part first (as the refund script gives back)."""
+    charge = (
+        conn.execute(
+            select(T_LEDGER).where(T_LEDGER.c.id == charge_id, T_LEDGER.c.kind == "charge")
+        )
+        .mappings()
+        .first()
+    )
+    if charge is None:
+        return None
+    refunded = conn.execute(
+        select(func.coalesce(func.sum(T_LEDGER.c.amount), 0)).where(
+            T_LEDGER.c.kind == "refund", T_LEDGER.c.reference_id == charge_id
+        )
+    ).scalar_one()
+    taken = []
+    for item in (charge["breakdown"] or "").split(";") if charge["breakdown"] else []:
+        gid, delta, _after = item.split(":")
+        taken.append((gid, -int(delta)))
+    grants = {
+        g["id"]: g
+        for g in conn.execute(
+            select(T_GRANTS).where(T_GRANTS.c.id.in_([gid for gid, _ in taken]))
+        ).mappings()
+    }
+    left = int(refunded)
+    refundable = [amount for _, amount in taken]
+    for i in range(len(taken) - 1, -1, -1):
+        give = min(refundable[i], left)
+        refundable[i] -= give
+        left -= give
+    parts = []
+    for (gid, _), amount in zip(taken, refundable, strict=True):
+        g = grants.get(gid)
+        if g is None:  # the debt part
+            parts.append(ChargePart(gid, amount, 0, 0, "d"))
+        else:
+            cat = "p" if g["category"] == "paid" else "r"
+            parts.append(ChargePart(gid, amount, g["priority"], g["expires_at_ms"] or 0, cat))
+    return ChargeRecord(
+        account_id=charge["account_id"],
+        credit_type=charge["credit_type"],
+        tool=charge["tool"] or "",
+        charged=-charge["amount"],
+        refunded=int(refunded),
+        parts=tuple(parts),
+    )
 
 
 def load_tools(conn: Connection) -> list[Tool]:

@@ -20,12 +20,18 @@ def run_migrations_online() -> None:
         _run(conn)
 
 
+def _ours(name: str | None, type_: str, _parent: object) -> bool:
+    """Only our tables: a shared database may hold others (the bench's, say)."""
+    return type_ != "table" or name in target_metadata.tables
+
+
 def _run(connection: object) -> None:
     context.configure(
         connection=connection,  # type: ignore[arg-type]
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite needs table rebuilds for ALTERs
         compare_type=True,
+        include_name=_ours,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -12,6 +12,8 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from meter import Meter, Tool
+from meter.errors import ChargeNotFound, OverRefund
+from meter.ids import new_id
 from meter.keys import Keys
 from meter.redis_conn import sync_client
 from sync import models
@@ -165,3 +167,32 @@ def test_grants_and_holds_that_expired_while_unloaded_expire_in_sql_too(
         ).scalar_one()
     assert ("expire", -5) in kinds
     assert hold_status == "expired"
+
+
+def test_refund_of_a_charge_redis_forgot_loads_its_record_from_sql(
+    meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """The charge record lives 25 h in Redis (or Redis lost it): refunds still work, to the
+    same grants, never above what is left to refund."""
+    a = account()
+    meter.grant(a, "credits", 4, category="promotional")
+    meter.grant(a, "credits", 10, category="paid", priority=60)
+    charge = meter.charge(a, tool.name, quantity=2)  # 6: 4 promotional, then 2 paid
+    meter.refund(charge.id, 1)  # back to the paid grant (last taken first)
+    flusher.flush_all()
+    client.delete(keys.charge(keys.bucket(a), charge.id))
+    refund = meter.refund(charge.id, 3)
+    assert refund.refunded_total == 4
+    assert [(p.delta > 0) for p in refund.breakdown] == [True, True]
+    with pytest.raises(OverRefund):
+        meter.refund(charge.id, 3)
+    w = meter.balance(a, ["credits"]).wallet("credits")
+    assert w is not None and w.balance == 14 - 6 + 4
+    cats = sorted((g.category, g.remaining) for g in w.grants)
+    assert cats == [("paid", 10), ("promotional", 2)]
+    assert_in_sync(client, engine, keys)
+
+
+def test_refund_of_an_unknown_charge_is_not_found(meter: Meter, keys: Keys) -> None:
+    with pytest.raises(ChargeNotFound):
+        meter.refund(new_id(0))
