@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import redis
+from redis import Redis
 from sqlalchemy import Engine
 
 from meter import Meter
@@ -20,8 +20,8 @@ from sync.loader import SqlLoader
 @dataclass
 class SyncContext:
     settings: Settings
-    redis: redis.Redis
-    queue_redis: redis.Redis
+    redis: Redis
+    queue_redis: Redis
     engine: Engine
     keys: Keys
 

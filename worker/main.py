@@ -15,7 +15,7 @@ from rq import Queue, Worker
 from meter.settings import Settings, get_settings
 from sync import limits
 from sync.context import context
-from worker import jobs, trigger
+from worker import jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
 from worker.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ def run(settings: Settings | None = None, *, burst: bool = False, name: str | No
     """Works until stopped (or, in burst mode, until the queues are empty)."""
     settings = settings or get_settings()
     ctx = context(settings)
-    assert jobs.flush_journal  # imported before forking, so each work-horse starts warm
     queues = [Queue(q, connection=ctx.queue_redis) for q in queue_names(ctx.keys)]
     worker = Worker(queues, connection=ctx.queue_redis, name=name)
     if burst:
