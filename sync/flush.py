@@ -90,6 +90,7 @@ class Flusher:
         self.batch_max = batch_max
         self.lock_ttl_ms = lock_ttl_ms
         self.clock_ms = clock_ms
+        self._gap_checked: set[int] = set()  # once per bucket per flusher: a SQL read each
 
     # --- public ------------------------------------------------------------------------
 
@@ -106,6 +107,17 @@ class Flusher:
                 out.append(result)
         return out
 
+    def drain(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
+        """Passes over every bucket while entries keep coming, within the budget: one job
+        then carries a sustained load instead of one job (fork, connections) per burst."""
+        deadline = time.monotonic() + budget_s
+        out: list[BucketFlush] = []
+        while True:
+            results = self.flush_all(deadline - time.monotonic())
+            out += results
+            if not any(r.entries for r in results) or time.monotonic() >= deadline:
+                return out
+
     def flush_bucket(
         self, bucket: int, budget_s: float = limits.FLUSH_JOB_BUDGET_S
     ) -> BucketFlush | None:
@@ -119,7 +131,9 @@ class Flusher:
         try:
             journal = self.keys.journal(bucket)
             self._ensure_group(journal)
-            self._check_gap(bucket, journal, result)
+            if bucket not in self._gap_checked:
+                self._check_gap(bucket, journal, result)
+                self._gap_checked.add(bucket)
             result.reclaimed = self._reclaim(journal)
             deadline = time.monotonic() + budget_s
             for start in ("0", ">"):  # what this consumer holds pending, then new entries

@@ -14,6 +14,7 @@ from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from sync import models
+from sync.bulk import insert_new
 from sync.journal import DEBT, Entry
 from sync.sqlops import dialect_insert, insert_ignore
 
@@ -109,9 +110,8 @@ def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: i
 def _write_ledger(
     conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
 ) -> None:
-    stmt = insert_ignore(conn, T_LEDGER).returning(T_LEDGER.c.id)
     rows = [_ledger_row(bucket, e) for e in ledger]
-    inserted = set(conn.execute(stmt, rows).scalars().all())
+    inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
     fresh = [e for e in ledger if e.id in inserted]
     result.ledger_inserted = len(fresh)
     if not fresh:
@@ -220,10 +220,7 @@ def _write_holds(
         }
         for e in events
     ]
-    stmt = insert_ignore(conn, T_HOLD_EVENTS).returning(
-        T_HOLD_EVENTS.c.hold_id, T_HOLD_EVENTS.c.stream_id
-    )
-    inserted = {(h, s) for h, s in conn.execute(stmt, rows).all()}
+    inserted = {(h, s) for h, s in insert_new(conn, T_HOLD_EVENTS, rows, ("hold_id", "stream_id"))}
     fresh = [e for e in events if (e.id, e.sort_id) in inserted]
     result.hold_events_inserted = len(fresh)
     touched: set[tuple[str, str]] = set()

@@ -23,7 +23,7 @@ def flush_journal() -> dict[str, Any]:
     ctx.redis.delete(ctx.keys.flush_trigger())  # entries from now on trigger a new job
     try:
         check_epoch(ctx.redis, ctx.engine, ctx.keys)
-        results = Flusher(ctx.redis, ctx.engine, ctx.keys).flush_all()
+        results = Flusher(ctx.redis, ctx.engine, ctx.keys).drain()
     except OperationalError:
         # SQL is down: hold traffic triggers back a little; the entries wait in Redis.
         ctx.redis.set(ctx.keys.flush_trigger(), "backoff", px=SQL_DOWN_BACKOFF_MS)

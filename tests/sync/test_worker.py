@@ -15,7 +15,7 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from sqlalchemy import Engine, func, select
 
 from meter import Meter, Tool
@@ -101,9 +101,19 @@ def test_traffic_triggers_the_flush_and_idle_costs_nothing(
         meter.charge(a, tool.name)
         lags.append(_wait(lambda i=i: _ledger_rows(engine, a) == 2 + i, 5, "a flush"))
     assert max(lags) < 1.0, lags  # SPEC: in SQL within about a second
-    # Idle: the trigger blocks on the journals; no flush runs for 2 s but the safety one.
+    # Idle: the trigger blocks on the journals. Once the jobs of the charges are done, 3 s
+    # see at most the periodic safety flush (every 10 s); polling would show a job per poll.
+    sync_q = queue_name(keys, SYNC)
+    _wait(
+        lambda: (
+            Queue(sync_q, connection=client).count == 0
+            and StartedJobRegistry(sync_q, connection=client).count == 0
+        ),
+        10,
+        "the charges' flush jobs to end",
+    )
     jobs_before = _finished_flushes(client, keys)
-    time.sleep(2)
+    time.sleep(3)
     assert _finished_flushes(client, keys) - jobs_before <= 1
     assert Queue(queue_name(keys, SYNC), connection=client).count == 0
     assert sync_status(client, engine, keys).unflushed_total == 0
