@@ -83,11 +83,11 @@ def stream_ms(stream_id: str) -> int:
     return int(stream_id.partition("-")[0])
 
 
-def _text(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
-    out = {}
-    for k, v in raw.items():
-        out[k.decode() if isinstance(k, bytes) else k] = v.decode() if isinstance(v, bytes) else v
-    return out
+def _text(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
+    first = next(iter(raw), "")
+    if isinstance(first, str):
+        return raw  # type: ignore[return-value]  # read with decode_responses already
+    return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
 
 
 def _int(fields: dict[str, str], name: str, low: int, high: int) -> int:
@@ -134,7 +134,7 @@ def _new_grants(text: str | None) -> tuple[NewGrant, ...]:
     return tuple(out)
 
 
-def parse(stream_id: str, raw: dict[bytes | str, bytes | str]) -> Entry:
+def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
     """One stream entry, checked; raises MalformedEntry with the reason."""
     fields = _text(raw)
     kind = fields.get("k", "")
