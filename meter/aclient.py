@@ -95,6 +95,10 @@ class AsyncMeter(MeterBase):
             if loader is None:
                 raise CatalogNotLoaded("catalog replica missing and no loader to restore it")
             return await asyncio.to_thread(loader.load_catalog)
+        if isinstance(request, ops.LoadHoldOwner):
+            if loader is None:
+                return None
+            return await asyncio.to_thread(loader.load_hold_owner, request.hold_id)
         if isinstance(request, ops.LoadCharge):
             if loader is None:
                 return None

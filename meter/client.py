@@ -63,6 +63,8 @@ class Meter(MeterBase):
             if self.loader is None:
                 raise CatalogNotLoaded("catalog replica missing and no loader to restore it")
             return self.loader.load_catalog()
+        if isinstance(request, ops.LoadHoldOwner):
+            return None if self.loader is None else self.loader.load_hold_owner(request.hold_id)
         if isinstance(request, ops.LoadCharge):
             return None if self.loader is None else self.loader.load_charge(request.charge_id)
         assert isinstance(request, ops.LoadAccountTypes), request

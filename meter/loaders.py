@@ -29,6 +29,10 @@ class Loader(Protocol):
         """A charge Redis no longer has a record of (kept 25 h), for a refund."""
         ...
 
+    def load_hold_owner(self, hold_id: str) -> tuple[str, str] | None:
+        """(account_id, credit_type) of an active hold Redis lost with its wallet."""
+        ...
+
 
 class NewAccountLoader:
     def __init__(self, tools: list[Tool] | None = None, overdraft_limit: int = 0) -> None:
@@ -45,4 +49,7 @@ class NewAccountLoader:
         return []
 
     def load_charge(self, charge_id: str) -> ChargeRecord | None:
+        return None
+
+    def load_hold_owner(self, hold_id: str) -> tuple[str, str] | None:
         return None

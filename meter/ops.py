@@ -87,7 +87,12 @@ class LoadCharge:
     charge_id: str
 
 
-Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes | LoadCharge
+@dataclass(slots=True)
+class LoadHoldOwner:
+    hold_id: str
+
+
+Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes | LoadCharge | LoadHoldOwner
 Op = Generator[Request, Any, R]
 
 
@@ -347,9 +352,18 @@ def _record_owner(
     if owner is not None:
         return bucket, owner[0], owner[1]
     if kind == "hold":
-        raw = yield Command(("HMGET", env.keys.hold(bucket, record_id), "a", "t"))
+        key = env.keys.hold(bucket, record_id)
+        raw = yield Command(("HMGET", key, "a", "t"))
         if raw[0] is None:
-            raise HoldNotFound(record_id)
+            # Redis lost the hold with its wallet: loading the wallet restores the records
+            # of its active holds (a hold no longer active stays not found).
+            owner_known = yield LoadHoldOwner(record_id)
+            if owner_known is None:
+                raise HoldNotFound(record_id)
+            yield from _hydrate(env, owner_known[0], owner_known[1])
+            raw = yield Command(("HMGET", key, "a", "t"))
+            if raw[0] is None:
+                raise HoldNotFound(record_id)
         return bucket, _s(raw[0]), _s(raw[1])
     key = env.keys.charge(bucket, record_id)
     raw = yield Command(("GET", key))

@@ -20,4 +20,4 @@ TRIGGER_BLOCK_MS: Final = 1_000  # The trigger blocks on the journals this long,
 DEAD_LETTER_ERROR_LEN_MAX: Final = 2_000  # Error text kept per dead letter.
 JOB_TIMEOUT_S: Final = 120  # RQ kills a job past this; its entries stay pending and are reclaimed.
 FAILED_JOB_TTL_S: Final = 86_400  # Failed jobs stay visible in status for a day.
-RECONCILE_DRAIN_ROUNDS_MAX: Final = 100  # Reconcile flushes at most this many batches per bucket.
+RECONCILE_DRAIN_SLACK_S: Final = 10  # Reconcile waits a dead flusher's lock TTL plus this.

@@ -73,6 +73,15 @@ class SqlLoader:
             )
             return sorted(rows.scalars())
 
+    def load_hold_owner(self, hold_id: str) -> tuple[str, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(T_HOLDS.c.account_id, T_HOLDS.c.credit_type).where(
+                    T_HOLDS.c.id == hold_id, T_HOLDS.c.status == "active"
+                )
+            ).first()
+        return None if row is None else (row[0], row[1])
+
     def load_charge(self, charge_id: str) -> ChargeRecord | None:
         with self.engine.connect() as conn:
             return charge_record(conn, charge_id)

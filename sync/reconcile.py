@@ -118,15 +118,21 @@ def _redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
 
 
 def _drain(flusher: Flusher) -> int:
+    """Flushes until every bucket was flushed empty by this call; waits out another
+    flusher's lock (a dead one's lasts its TTL)."""
     total = 0
-    for _ in range(limits.RECONCILE_DRAIN_ROUNDS_MAX):
-        results = flusher.flush_all()
-        done = {r.bucket for r in results}
-        total += sum(r.entries for r in results)
-        if len(done) == flusher.keys.buckets and not any(r.entries for r in results):
+    deadline = time.monotonic() + limits.FLUSH_LOCK_TTL_MS / 1000 + limits.RECONCILE_DRAIN_SLACK_S
+    pending = set(flusher.keys.all_buckets())
+    while time.monotonic() < deadline:
+        for bucket in sorted(pending):
+            result = flusher.flush_bucket(bucket)
+            if result is not None:
+                total += result.entries
+                pending.discard(bucket)
+        if not pending:
             return total
-        time.sleep(0.05)  # a bucket another flusher holds: wait for it
-    raise RuntimeError("the journal did not drain; is a flusher stuck?")
+        time.sleep(0.05)
+    raise RuntimeError(f"buckets {sorted(pending)} did not drain: a flusher holds them")
 
 
 def _gaps(engine: Engine, keys: Keys) -> list[Gap]:

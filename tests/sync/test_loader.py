@@ -196,3 +196,16 @@ def test_refund_of_a_charge_redis_forgot_loads_its_record_from_sql(
 def test_refund_of_an_unknown_charge_is_not_found(meter: Meter, keys: Keys) -> None:
     with pytest.raises(ChargeNotFound):
         meter.refund(new_id(0))
+
+
+def test_settle_of_a_hold_redis_lost_with_its_wallet_loads_the_wallet_first(
+    meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    a = account()
+    meter.grant(a, "credits", 50, category="paid")
+    hold = meter.hold(a, tool.name, amount=20)
+    flusher.flush_all()
+    client.delete(keys.wallet(a, "credits"), keys.hold(keys.bucket(a), hold.id))
+    settled = meter.settle(hold.id, 5)  # no owner given: found through SQL
+    assert (settled.charged, settled.released, settled.balance) == (5, 15, 45)
+    assert_in_sync(client, engine, keys)
