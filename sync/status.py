@@ -69,7 +69,8 @@ def bucket_status(client: redis.Redis, keys: Keys, bucket: int, now: int) -> Buc
     oldest: list[int] = []
     if pending:
         summary = client.xpending(journal, GROUP)
-        oldest.append(stream_ms(_s(summary["min"])))
+        if summary["min"] is not None:  # acknowledged since XINFO answered
+            oldest.append(stream_ms(_s(summary["min"])))
     if undelivered_first:
         oldest.append(stream_ms(_s(undelivered_first[0][0])))
     age = now - min(oldest) if oldest else None
