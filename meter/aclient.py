@@ -193,19 +193,18 @@ class _Batcher:
         ]
         if missing:
             # The script cache was flushed; those calls did not run, so re-sending is safe.
-            for name in {evals[i].script for i in missing}:
-                await self._redis.script_load(scripts.get(name).source)
-            again = await self._pipeline([evals[i] for i in missing])
+            # EVAL with the source (which also caches it again) cannot meet another flush.
+            again = await self._pipeline([evals[i] for i in missing], with_source=True)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, evals: list[ops.Eval]) -> list[Any]:
+    async def _pipeline(self, evals: list[ops.Eval], with_source: bool = False) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for ev in evals:
-            pipe.execute_command(
-                "EVALSHA", scripts.get(ev.script).sha, len(ev.keys), *ev.keys, *ev.args
-            )
+            script = scripts.get(ev.script)
+            cmd, body = ("EVAL", script.source) if with_source else ("EVALSHA", script.sha)
+            pipe.execute_command(cmd, body, len(ev.keys), *ev.keys, *ev.args)
         return list(await pipe.execute(raise_on_error=False))
 
 

@@ -76,8 +76,8 @@ class Meter(MeterBase):
             return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
         except redis.exceptions.NoScriptError:
             # The script cache was flushed; the call did not run, so sending it again is safe.
-            self.redis.script_load(script.source)
-            return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
+            # EVAL with the source (which also caches it again) cannot meet another flush.
+            return self.redis.eval(script.source, len(ev.keys), *ev.keys, *ev.args)
 
     def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
         callback()

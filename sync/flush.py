@@ -148,7 +148,7 @@ class Flusher:
                     if not batch:
                         break
                     self._flush_batch(bucket, journal, batch, token, result)
-            released = self._ack(journal, lock, token, [], "", release=True)[2] == 1
+            released = self._ack(journal, lock, token, [], "", release=True)[3] == 1
         finally:
             if not released:
                 self._release(bucket, token)
@@ -295,9 +295,8 @@ class Flusher:
         args = [GROUP, token, "0" if release else str(self.lock_ttl_ms), committed, *ids]
         try:
             reply = self.redis.evalsha(script.sha, 2, journal, lock, *args)
-        except redis.exceptions.NoScriptError:
-            self.redis.script_load(script.source)
-            reply = self.redis.evalsha(script.sha, 2, journal, lock, *args)
+        except redis.exceptions.NoScriptError:  # script cache flushed: EVAL cannot miss
+            reply = self.redis.eval(script.source, 2, journal, lock, *args)
         assert int(reply[0]) == 0, reply
         return [int(x) for x in reply]
 

@@ -281,7 +281,6 @@ def _repair(
         snap = wallet_snapshot(conn, account_id, credit_type)
     ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
     script = scripts.get("hydrate")
-    client.script_load(script.source)
     with client.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(key)
@@ -289,7 +288,7 @@ def _repair(
                 return False
             pipe.multi()
             pipe.delete(key)
-            pipe.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
+            pipe.eval(script.source, len(ev.keys), *ev.keys, *ev.args)  # no NOSCRIPT in MULTI
             pipe.execute()
         except redis.WatchError:
             return False

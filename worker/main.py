@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 
+import redis
 from rq import Queue, Worker
 
 from meter.settings import Settings, get_settings
@@ -42,7 +43,14 @@ def run(settings: Settings | None = None, *, burst: bool = False, name: str | No
     )
     proc.start()
     try:
-        return bool(worker.work(with_scheduler=True))
+        while True:
+            try:
+                return bool(worker.work(with_scheduler=True))
+            except redis.exceptions.NoScriptError:
+                # rq's own Lua calls (redis-py Script) retry NOSCRIPT once; a SCRIPT FLUSH
+                # can still slip in between. The worker is fine: start its loop again.
+                log.warning("rq met a flushed script cache; restarting the work loop")
+                worker = Worker(queues, connection=ctx.queue_redis, name=name)
     finally:
         proc.terminate()
         proc.join(5)
