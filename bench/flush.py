@@ -57,13 +57,13 @@ from bench.clients import _percentile, new_loop
 from meter import AsyncMeter, Meter, MeterError, Tool
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from sync import models
 from sync.catalog import save_tools
 from sync.db import engine_for
 from sync.flush import Flusher
 from sync.journal import parse, sortable, stream_ms, unsortable
 from sync.loader import SqlLoader
 from sync.migrate import upgrade
+from sync.models import T_CURSORS, T_LEDGER, T_WALLETS
 from sync.status import bucket_status
 from sync.writer import _ledger_row
 
@@ -86,9 +86,6 @@ PROGRESS_EVERY_S = 15.0
 GRANT_THREADS = 4
 REPO = Path(__file__).resolve().parent.parent
 
-T_LEDGER = models.LedgerEntry.__table__
-T_WALLETS = models.Wallet.__table__
-T_CURSORS = models.SyncCursor.__table__
 COLUMNS = [c.name for c in T_LEDGER.columns]
 
 Say = Callable[[str], None]

@@ -6,12 +6,22 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from meter.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Credit metering on Redis Lua.")
 console = Console()
 err = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    """One clear line and exit 1 (a database error's own message, without SQLAlchemy's
+    statement dump and help link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    err.print(f"[red]error:[/red] {escape(first)}", soft_wrap=True, highlight=False)
+    sys.exit(1)
 
 
 @app.command()
@@ -21,9 +31,8 @@ def up() -> None:
 
     try:
         demo.run(get_settings(), console)
-    except Exception as exc:  # one clear line, non-zero exit
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+    except Exception as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -32,11 +41,6 @@ def bench(quick: bool = typer.Option(False, help="tiny sizes, for a smoke run"))
     from bench.__main__ import main
 
     sys.exit(main(["--quick"] if quick else []))
-
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[red]error:[/red] {exc}")
-    sys.exit(1)
 
 
 @app.command()

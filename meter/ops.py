@@ -96,12 +96,17 @@ Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes | LoadCha
 Op = Generator[Request, Any, R]
 
 
+def now_ms() -> int:
+    """Wall-clock ms: what scripts get as now_ms unless a test sets the clock."""
+    return int(time.time() * 1000)
+
+
 @dataclass
 class Env:
     """What every operation reads: key names, the clock, and the tool -> credit type cache."""
 
     keys: Keys
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    clock_ms: Callable[[], int] = now_ms
     idempotency_ttl_s: int = bounds.IDEMPOTENCY_TTL_S
     tool_credit_types: dict[str, str] = field(default_factory=dict)
 
@@ -112,12 +117,13 @@ def fingerprint(*parts: object) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _s(x: object) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
+def as_text(reply: object) -> str:
+    """A reply value as str (the clients read bytes: decode_responses is off)."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _parts(text: object) -> tuple[GrantPart, ...]:
-    raw = _s(text)
+    raw = as_text(text)
     if not raw:
         return ()
     out = []
@@ -202,7 +208,7 @@ def _with_loading(
             yield from _restore_catalog(env)
         elif code == Code.CREDIT_TYPE_MISMATCH:
             assert tool is not None
-            env.tool_credit_types[tool] = _s(reply[1])
+            env.tool_credit_types[tool] = as_text(reply[1])
         else:
             raise_for_reply(reply, subject, ct)
             return reply, ct
@@ -263,7 +269,7 @@ def charge(
 
     reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"charge {tool}")
     return ChargeResult(
-        id=_s(reply[1]),
+        id=as_text(reply[1]),
         account_id=account_id,
         tool=tool,
         credit_type=ct,
@@ -327,7 +333,7 @@ def hold(
 
     reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"hold {tool}")
     return HoldResult(
-        id=_s(reply[1]),
+        id=as_text(reply[1]),
         account_id=account_id,
         tool=tool,
         credit_type=ct,
@@ -364,7 +370,7 @@ def _record_owner(
             raw = yield Command(("HMGET", key, "a", "t"))
             if raw[0] is None:
                 raise HoldNotFound(record_id)
-        return bucket, _s(raw[0]), _s(raw[1])
+        return bucket, as_text(raw[0]), as_text(raw[1])
     key = env.keys.charge(bucket, record_id)
     raw = yield Command(("GET", key))
     if raw is None:
@@ -378,7 +384,7 @@ def _record_owner(
         raw = yield Command(("GET", key))
         if raw is None:
             raise ChargeNotFound(record_id)
-    fields = _s(raw).split("\x1f")
+    fields = as_text(raw).split("\x1f")
     return bucket, fields[0], fields[1]
 
 
@@ -441,7 +447,7 @@ def settle(
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
     return SettleResult(
-        entry_id=_s(reply[1]),
+        entry_id=as_text(reply[1]),
         hold_id=hold_id,
         charged=int(reply[2]),
         released=int(reply[3]),
@@ -585,7 +591,7 @@ def refund(
 
     reply, _ = yield from _with_loading(env, build, account_id, None, ct, charge_id)
     return RefundResult(
-        id=_s(reply[1]),
+        id=as_text(reply[1]),
         charge_id=charge_id,
         amount=int(reply[2]),
         balance=int(reply[3]),
@@ -676,8 +682,8 @@ def grant(
 
     reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "grant")
     return GrantResult(
-        id=_s(reply[1]),
-        grant_id=_s(reply[2]),
+        id=as_text(reply[1]),
+        grant_id=as_text(reply[2]),
         amount=int(reply[3]),
         balance=int(reply[4]),
         available=int(reply[5]),
@@ -738,7 +744,7 @@ def adjust(
 
     reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "adjust")
     return AdjustResult(
-        id=_s(reply[1]),
+        id=as_text(reply[1]),
         amount=int(reply[2]),
         balance=int(reply[3]),
         available=int(reply[4]),
@@ -777,11 +783,11 @@ def _wallet_balance(credit_type: str, r: list[Any]) -> WalletBalance:
     flat = r[6]
     grants = tuple(
         GrantInfo(
-            id=_s(flat[i]),
+            id=as_text(flat[i]),
             remaining=int(flat[i + 1]),
             priority=int(flat[i + 2]),
             expires_at_ms=int(flat[i + 3]),
-            category=CATEGORY_NAMES[_s(flat[i + 4])],
+            category=CATEGORY_NAMES[as_text(flat[i + 4])],
         )
         for i in range(0, len(flat), 5)
     )
@@ -815,7 +821,7 @@ def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:
     for _ in range(2):
         raw = yield Command(("HGETALL", env.keys.catalog(bucket)))
         if raw:
-            return sorted({_s(v).split("|")[1] for k, v in raw.items() if _s(k) != "~"})
+            return sorted({as_text(v).split("|")[1] for k, v in raw.items() if as_text(k) != "~"})
         yield from _restore_catalog(env)
     return []
 

@@ -2,53 +2,49 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 
 from meter.models import Tool
-from sync import models
-from sync.db import retry_locked
+from meter.ops import now_ms
+from sync.db import write_transaction
+from sync.models import T_TOOLS, T_WELCOME
 from sync.sqlops import dialect_insert
-
-T_TOOLS = models.Tool.__table__
-T_WELCOME = models.WelcomeGrant.__table__
 
 
 def save_tools(engine: Engine, tools: list[Tool]) -> None:
     """Upserts tools in SQL. Callers then write the Redis replicas (Meter.set_tools)."""
 
-    def txn() -> None:
-        now_ms = int(time.time() * 1000)
-        with engine.begin() as conn:
-            for t in tools:
-                stmt = dialect_insert(conn, T_TOOLS).values(
-                    name=t.name,
-                    display_name=t.display_name,
-                    description=t.description,
-                    cost=t.cost,
-                    credit_type=t.credit_type,
-                    active=t.active,
-                    updated_at_ms=now_ms,
+    def txn(conn: Connection) -> None:
+        now = now_ms()
+        for t in tools:
+            stmt = dialect_insert(conn, T_TOOLS).values(
+                name=t.name,
+                display_name=t.display_name,
+                description=t.description,
+                cost=t.cost,
+                credit_type=t.credit_type,
+                active=t.active,
+                updated_at_ms=now,
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={
+                        c: stmt.excluded[c]
+                        for c in (
+                            "display_name",
+                            "description",
+                            "cost",
+                            "credit_type",
+                            "active",
+                            "updated_at_ms",
+                        )
+                    },
                 )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["name"],
-                        set_={
-                            c: stmt.excluded[c]
-                            for c in (
-                                "display_name",
-                                "description",
-                                "cost",
-                                "credit_type",
-                                "active",
-                                "updated_at_ms",
-                            )
-                        },
-                    )
-                )
+            )
 
-    retry_locked(txn)
+    write_transaction(engine, txn)
 
 
 def set_welcome_grant(
@@ -62,19 +58,18 @@ def set_welcome_grant(
 ) -> None:
     """What every new account receives in `credit_type` (amount 0 removes it)."""
 
-    def txn() -> None:
-        with engine.begin() as conn:
-            conn.execute(T_WELCOME.delete().where(T_WELCOME.c.credit_type == credit_type))
-            if amount > 0:
-                conn.execute(
-                    T_WELCOME.insert(),
-                    {
-                        "credit_type": credit_type,
-                        "amount": amount,
-                        "category": category,
-                        "priority": priority,
-                        "expires_in_s": expires_in_s,
-                    },
-                )
+    def txn(conn: Connection) -> None:
+        conn.execute(T_WELCOME.delete().where(T_WELCOME.c.credit_type == credit_type))
+        if amount > 0:
+            conn.execute(
+                T_WELCOME.insert(),
+                {
+                    "credit_type": credit_type,
+                    "amount": amount,
+                    "category": category,
+                    "priority": priority,
+                    "expires_in_s": expires_in_s,
+                },
+            )
 
-    retry_locked(txn)
+    write_transaction(engine, txn)

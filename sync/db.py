@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -33,10 +32,6 @@ def engine_for(url: str) -> Engine:
         engine = _create(url)
         _engines[key] = engine
     return engine
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
 
 
 def _create(url: str) -> Engine:
@@ -81,18 +76,13 @@ def is_locked(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and "database is locked" in str(exc)
 
 
-@contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
-    """One write transaction (committed on success, rolled back on error)."""
-    with engine.begin() as conn:
-        yield conn
-
-
-def retry_locked(fn: Callable[[], T]) -> T:
-    """Runs `fn` again (whole transaction) while SQLite answers "database is locked"."""
+def write_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """fn(conn) in one transaction, committed; the whole transaction runs again while SQLite
+    answers "database is locked"."""
     for attempt in range(limits.SQLITE_LOCKED_ATTEMPTS):
         try:
-            return fn()
+            with engine.begin() as conn:
+                return fn(conn)
         except OperationalError as exc:
             if not is_locked(exc) or attempt == limits.SQLITE_LOCKED_ATTEMPTS - 1:
                 raise

@@ -9,7 +9,6 @@ status can say so; a new epoch starts.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -18,11 +17,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from meter.keys import Keys
-from sync import models
-from sync.db import retry_locked
+from meter.ops import now_ms
+from sync.db import write_transaction
+from sync.models import T_STATE
 from sync.sqlops import dialect_insert
-
-T_STATE = models.SyncState.__table__
 
 
 @dataclass(frozen=True)
@@ -65,13 +63,12 @@ def check_epoch(client: redis.Redis, engine: Engine, keys: Keys) -> EpochCheck:
         return EpochCheck(current, lost=False)
     lost = remembered is not None
 
-    def txn() -> None:
-        now_ms = int(time.time() * 1000)
-        with engine.begin() as conn:
-            _write_state(conn, keys, "epoch", current, now_ms)
-            if lost:
-                detail = {"at_ms": now_ms, "previous": remembered, "epoch": current}
-                _write_state(conn, keys, "redis_lost", json.dumps(detail), now_ms)
+    def txn(conn: Connection) -> None:
+        now = now_ms()
+        _write_state(conn, keys, "epoch", current, now)
+        if lost:
+            detail = {"at_ms": now, "previous": remembered, "epoch": current}
+            _write_state(conn, keys, "redis_lost", json.dumps(detail), now)
 
-    retry_locked(txn)
+    write_transaction(engine, txn)
     return EpochCheck(current, lost=lost, previous=remembered)

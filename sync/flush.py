@@ -17,41 +17,31 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from meter import scripts
 from meter.keys import Keys
-from sync import limits, models
-from sync.db import retry_locked
+from meter.ops import as_text, now_ms
+from sync import limits
+from sync.db import write_transaction
 from sync.journal import Entry, MalformedEntry, parse, sortable, unsortable
+from sync.models import T_CURSORS, T_DEAD, T_GAP_ENTRIES, T_GAPS, T_LEDGER
 from sync.sqlops import insert_ignore
 from sync.writer import WriteResult, advance_cursor, read_cursor, write_entries
 
 log = logging.getLogger(__name__)
 
 GROUP = "flush"  # the one consumer group every flusher reads the journals through
-T_DEAD = models.DeadLetter.__table__
-T_LEDGER = models.LedgerEntry.__table__
-T_GAPS = models.SyncGap.__table__
-T_GAP_ENTRIES = models.GapEntry.__table__
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 @dataclass
@@ -63,8 +53,6 @@ class BucketFlush:
     dead_lettered: int = 0
     batches: int = 0
     reclaimed: int = 0
-    gap_entries: int | None = None  # entries Redis lost that SQL has (None: no gap seen)
-    wallets: set[tuple[str, str]] = field(default_factory=set)
 
 
 class LockLost(RuntimeError):
@@ -133,12 +121,11 @@ class Flusher:
         if not self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
             return None
         result = BucketFlush(bucket)
-        released = False
         try:
             journal = self.keys.journal(bucket)
             self._ensure_group(journal)
             if bucket not in self._gap_checked:
-                self._check_gap(bucket, journal, result)
+                self._check_gap(bucket, journal)
                 self._gap_checked.add(bucket)
             result.reclaimed = self._reclaim(journal)
             deadline = time.monotonic() + budget_s
@@ -148,10 +135,8 @@ class Flusher:
                     if not batch:
                         break
                     self._flush_batch(bucket, journal, batch, token, result)
-            released = self._ack(journal, lock, token, [], "", release=True)[3] == 1
         finally:
-            if not released:
-                self._release(bucket, token)
+            self._release(bucket, token)
         return result
 
     # --- steps ---------------------------------------------------------------------------
@@ -176,7 +161,7 @@ class Flusher:
                 start_id=start,
                 count=self.batch_max,
             )
-            start, claimed = _s(reply[0]), reply[1]
+            start, claimed = as_text(reply[0]), reply[1]
             total += len(claimed)
             if len(reply) > 2 and reply[2]:  # trimmed away while pending: nothing to write
                 self.redis.xack(journal, GROUP, *reply[2])
@@ -211,13 +196,11 @@ class Flusher:
                 dead.append((sid, fields, f"malformed: {exc}"))
         last = batch[-1][0]
 
-        def commit() -> tuple[WriteResult, str]:
-            with self.engine.begin() as conn:
-                written = self._write(conn, bucket, parsed, dead)
-                cursor = advance_cursor(conn, journal, sortable(last), self.clock_ms())
-                return written, cursor
+        def commit(conn: Connection) -> tuple[WriteResult, str]:
+            written = self._write(conn, bucket, parsed, dead)
+            return written, advance_cursor(conn, journal, sortable(last), self.clock_ms())
 
-        written, cursor = retry_locked(commit)
+        written, cursor = write_transaction(self.engine, commit)
         ids = [sid for sid, _ in batch]
         # Trim below everything SQL confirmed, which may be beyond this batch (a reclaimed
         # batch of old entries comes after newer ones were written).
@@ -227,7 +210,6 @@ class Flusher:
         result.ledger_inserted += written.ledger_inserted
         result.hold_events_inserted += written.hold_events_inserted
         result.dead_lettered += len(dead)
-        result.wallets |= written.wallets
         if acked[3] != 1:
             raise LockLost(f"bucket {bucket}: lock lost while flushing")
 
@@ -258,15 +240,13 @@ class Flusher:
                     continue
                 written.ledger_inserted += one.ledger_inserted
                 written.hold_events_inserted += one.hold_events_inserted
-                written.wallets |= one.wallets
         if dead:
-            self._dead_letter(conn, bucket, dead)
+            self._dead_letter(conn, self.keys.journal(bucket), dead)
         return written
 
     def _dead_letter(
-        self, conn: Connection, bucket: int, dead: list[tuple[str, dict[Any, Any], str]]
+        self, conn: Connection, journal: str, dead: list[tuple[str, dict[Any, Any], str]]
     ) -> None:
-        journal = self.keys.journal(bucket)
         rows = []
         for sid, fields, error in dead:
             log.error("journal %s entry %s dead-lettered: %s", journal, sid, error)
@@ -274,7 +254,7 @@ class Flusher:
                 {
                     "journal": journal,
                     "stream_id": sortable(sid),
-                    "fields": json.dumps({_s(k): _s(v) for k, v in fields.items()}),
+                    "fields": json.dumps(fields),  # read decoded: str keys and values
                     "error": error[: limits.DEAD_LETTER_ERROR_LEN_MAX],
                     "created_at_ms": self.clock_ms(),
                 }
@@ -301,6 +281,7 @@ class Flusher:
         return [int(x) for x in reply]
 
     def _release(self, bucket: int, token: str) -> None:
+        """Frees the bucket if this flusher still holds it; after an error, even a Redis one."""
         try:
             self._ack(
                 self.keys.journal(bucket), self.keys.flush_lock(bucket), token, [], "", release=True
@@ -310,14 +291,15 @@ class Flusher:
 
     # --- Redis lost data -----------------------------------------------------------------
 
-    def _check_gap(self, bucket: int, journal: str, result: BucketFlush) -> None:
+    def _check_gap(self, bucket: int, journal: str) -> None:
         """If SQL committed entries beyond what the consumer group remembers, Redis lost the
         end of its data (append-only file): record which entries SQL has that Redis lost."""
         with self.engine.connect() as conn:
             cursor = read_cursor(conn, journal)
         if cursor is None:
             return
-        delivered = _group_last_delivered(self.redis, journal)
+        group = group_info(self.redis, journal)
+        delivered = "0-0" if group is None else as_text(group["last-delivered-id"])
         if sortable(delivered) >= cursor:
             return
         lost = self._lost_entries(bucket, journal, delivered, cursor)
@@ -325,41 +307,34 @@ class Flusher:
         def reset_cursor(conn: Connection) -> None:
             # From now on the group's position is the truth again.
             conn.execute(
-                models.SyncCursor.__table__.update()
-                .where(models.SyncCursor.__table__.c.journal == journal)
+                T_CURSORS.update()
+                .where(T_CURSORS.c.journal == journal)
                 .values(stream_id=sortable(delivered), updated_at_ms=self.clock_ms())
             )
 
         if lost == []:  # the entries are all still in the stream: only the position lagged
-
-            def reset() -> None:
-                with self.engine.begin() as conn:
-                    reset_cursor(conn)
-
-            retry_locked(reset)
+            write_transaction(self.engine, reset_cursor)
             return
 
-        def record() -> None:
-            with self.engine.begin() as conn:
-                gap_id = conn.execute(
-                    T_GAPS.insert().returning(T_GAPS.c.id),
-                    {
-                        "journal": journal,
-                        "after_stream_id": sortable(delivered),
-                        "through_stream_id": cursor,
-                        "lost_entries": -1 if lost is None else len(lost),
-                        "detected_at_ms": self.clock_ms(),
-                    },
-                ).scalar_one()
-                if lost:
-                    conn.execute(
-                        insert_ignore(conn, T_GAP_ENTRIES),
-                        [{"gap_id": gap_id, "entry_id": e} for e in lost],
-                    )
-                reset_cursor(conn)
+        def record(conn: Connection) -> None:
+            gap_id = conn.execute(
+                T_GAPS.insert().returning(T_GAPS.c.id),
+                {
+                    "journal": journal,
+                    "after_stream_id": sortable(delivered),
+                    "through_stream_id": cursor,
+                    "lost_entries": -1 if lost is None else len(lost),
+                    "detected_at_ms": self.clock_ms(),
+                },
+            ).scalar_one()
+            if lost:
+                conn.execute(
+                    insert_ignore(conn, T_GAP_ENTRIES),
+                    [{"gap_id": gap_id, "entry_id": e} for e in lost],
+                )
+            reset_cursor(conn)
 
-        retry_locked(record)
-        result.gap_entries = -1 if lost is None else len(lost)
+        write_transaction(self.engine, record)
         log.error(
             "journal %s: Redis lost entries after %s that SQL has through %s (%s entries)",
             journal,
@@ -376,8 +351,8 @@ class Flusher:
         if delivered in ("0-0", "0"):
             return None
         present = {
-            _s(f.get(b"id", f.get("id", b"")))
-            for _, f in self.redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor))
+            f["id"]
+            for _, f in self.text_redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor))
         }
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -399,18 +374,14 @@ class Flusher:
         return [i for i, a, ct in rows if i not in present and (a, ct) in ours]
 
 
-def _group_last_delivered(client: redis.Redis, journal: str) -> str:
+def group_info(client: redis.Redis, journal: str) -> dict[str, Any] | None:
+    """XINFO GROUPS of the flush group (keys str, values as the client reads them)."""
     for group in client.xinfo_groups(journal):
-        name = _s(group.get("name", group.get(b"name", b"")))
-        if name == GROUP:
-            return _s(group.get("last-delivered-id", group.get(b"last-delivered-id", "0-0")))
-    return "0-0"
+        if as_text(group["name"]) == GROUP:
+            return dict(group)
+    return None
 
 
 def _is_transient(exc: DBAPIError) -> bool:
     """Connection trouble or a locked SQLite: retry later, never dead-letter."""
-    return (
-        bool(exc.connection_invalidated)
-        or "database is locked" in str(exc)
-        or (exc.__class__.__name__ == "OperationalError")
-    )
+    return isinstance(exc, OperationalError) or bool(exc.connection_invalidated)

@@ -8,59 +8,37 @@ when many requests race: only the request that inserted the account writes the g
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import Connection
 
 from meter import bounds
 from meter.ids import new_id
 from meter.keys import Keys
 from meter.models import ChargePart, ChargeRecord, GrantInfo, HoldSnapshot, Tool, WalletSnapshot
-from sync import models
-from sync.db import retry_locked
+from meter.ops import now_ms
+from sync.db import write_transaction
+from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_TOOLS, T_WALLETS, T_WELCOME
 from sync.sqlops import insert_ignore
-
-T_ACCOUNTS = models.Account.__table__
-T_WALLETS = models.Wallet.__table__
-T_GRANTS = models.Grant.__table__
-T_HOLDS = models.Hold.__table__
-T_LEDGER = models.LedgerEntry.__table__
-T_TOOLS = models.Tool.__table__
-T_WELCOME = models.WelcomeGrant.__table__
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+from sync.writer import ensure_wallets
 
 
 class SqlLoader:
-    def __init__(self, engine: Engine, keys: Keys, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, engine: Engine, keys: Keys, clock_ms: Callable[[], int] = now_ms) -> None:
         self.engine = engine
         self.keys = keys
         self.clock_ms = clock_ms
 
     def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
-        def txn() -> WalletSnapshot:
-            with self.engine.begin() as conn:
-                now = self.clock_ms()
-                if _create_account(conn, account_id, now):
-                    _welcome(conn, self.keys, account_id, now)
-                conn.execute(
-                    insert_ignore(conn, T_WALLETS),
-                    {
-                        "account_id": account_id,
-                        "credit_type": credit_type,
-                        "balance": 0,
-                        "debt": 0,
-                        "held": 0,
-                        "updated_at_ms": now,
-                    },
-                )
-                return wallet_snapshot(conn, account_id, credit_type)
+        def txn(conn: Connection) -> WalletSnapshot:
+            now = self.clock_ms()
+            if _create_account(conn, account_id, now):
+                _welcome(conn, self.keys, account_id, now)
+            ensure_wallets(conn, {(account_id, credit_type)}, now)
+            return wallet_snapshot(conn, account_id, credit_type)
 
-        return retry_locked(txn)
+        return write_transaction(self.engine, txn)
 
     def load_catalog(self) -> list[Tool]:
         with self.engine.connect() as conn:
@@ -170,16 +148,11 @@ def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None
         entry_id, grant_id = new_id(bucket), new_id(bucket)
         expires = now_ms + w["expires_in_s"] * 1000 if w["expires_in_s"] else None
         amount, ct = w["amount"], w["credit_type"]
+        ensure_wallets(conn, {(account_id, ct)}, now_ms)
         conn.execute(
-            insert_ignore(conn, T_WALLETS),
-            {
-                "account_id": account_id,
-                "credit_type": ct,
-                "balance": amount,
-                "debt": 0,
-                "held": 0,
-                "updated_at_ms": now_ms,
-            },
+            update(T_WALLETS)
+            .where(T_WALLETS.c.account_id == account_id, T_WALLETS.c.credit_type == ct)
+            .values(balance=T_WALLETS.c.balance + amount)
         )
         conn.execute(
             T_GRANTS.insert(),

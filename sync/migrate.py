@@ -7,8 +7,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
 
-from sync.db import engine_for, retry_locked
+from sync.db import engine_for, write_transaction
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -23,13 +24,12 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Idempotent: a database already at `revision` is left as it is."""
 
-    def run() -> None:
-        with engine_for(url).begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+    def run(conn: Connection) -> None:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
 
-    retry_locked(run)
+    write_transaction(engine_for(url), run)
 
 
 def current(url: str) -> str | None:

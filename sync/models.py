@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -310,3 +311,25 @@ class GapEntry(Base):
     __tablename__ = "gap_entries"
     gap_id: Mapped[int] = mapped_column(ForeignKey("sync_gaps.id"), primary_key=True)
     entry_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# The tables as SQLAlchemy Core sees them, for the bulk statements of the flush and loader.
+T_ACCOUNTS = _table(Account)
+T_WALLETS = _table(Wallet)
+T_GRANTS = _table(Grant)
+T_LEDGER = _table(LedgerEntry)
+T_HOLDS = _table(Hold)
+T_HOLD_EVENTS = _table(HoldEvent)
+T_TOOLS = _table(Tool)
+T_WELCOME = _table(WelcomeGrant)
+T_DEAD = _table(DeadLetter)
+T_CURSORS = _table(SyncCursor)
+T_STATE = _table(SyncState)
+T_GAPS = _table(SyncGap)
+T_GAP_ENTRIES = _table(GapEntry)

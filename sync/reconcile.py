@@ -15,20 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, func, or_, select
 
 from meter import Meter, ops, scripts
 from meter.keys import Keys
-from sync import limits, models
+from meter.ops import as_text, now_ms
+from sync import limits
 from sync.epoch import EpochCheck, check_epoch, read_state
 from sync.flush import Flusher
 from sync.loader import SqlLoader, wallet_snapshot
-
-T_WALLETS = models.Wallet.__table__
-T_GRANTS = models.Grant.__table__
-T_LEDGER = models.LedgerEntry.__table__
-T_GAPS = models.SyncGap.__table__
-T_GAP_ENTRIES = models.GapEntry.__table__
+from sync.models import T_GAP_ENTRIES, T_GAPS, T_GRANTS, T_LEDGER, T_WALLETS
 
 
 @dataclass(frozen=True)
@@ -80,22 +76,20 @@ class ReconcileReport:
 
 
 @dataclass(frozen=True)
-class RedisWallet:
+class WalletState:
+    """A wallet as compared: read from Redis (parse_wallet) or from SQL (_sql_wallet)."""
+
     balance: int
     debt: int
     held: int
     grants: dict[str, int]
 
 
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def parse_wallet(raw: dict[Any, Any], now_ms: int) -> RedisWallet:
+def parse_wallet(raw: dict[Any, Any], now_ms: int) -> WalletState:
     """A wallet hash as the scripts read it: unexpired grants minus debt; live holds."""
     debt, held, grants = 0, 0, {}
     for k, v in raw.items():
-        name, value = _s(k), _s(v)
+        name, value = as_text(k), as_text(v)
         if name == "d":
             debt = int(value)
         elif name.startswith("g:"):
@@ -106,14 +100,15 @@ def parse_wallet(raw: dict[Any, Any], now_ms: int) -> RedisWallet:
             amount, exp = value.split("|")
             if int(exp) > now_ms:
                 held += int(amount)
-    return RedisWallet(sum(grants.values()) - debt, debt, held, grants)
+    return WalletState(sum(grants.values()) - debt, debt, held, grants)
 
 
-def _redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
+def redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
+    """(account_id, credit_type) of every wallet hash in Redis, sorted."""
     out = []
     for bucket in keys.all_buckets():
         for key in client.scan_iter(match=keys.wallet_pattern(bucket), count=1000):
-            out.append(keys.wallet_of(_s(key)))
+            out.append(keys.wallet_of(as_text(key)))
     return sorted(out)
 
 
@@ -180,7 +175,7 @@ def _gaps(engine: Engine, keys: Keys) -> list[Gap]:
 
 def _sql_wallet(
     engine: Engine, account_id: str, credit_type: str, now_ms: int
-) -> RedisWallet | None:
+) -> WalletState | None:
     with engine.connect() as conn:
         row = (
             conn.execute(
@@ -201,11 +196,11 @@ def _sql_wallet(
                 or_(T_GRANTS.c.expires_at_ms.is_(None), T_GRANTS.c.expires_at_ms > now_ms),
             )
         ).all()
-    return RedisWallet(row["balance"], row["debt"], row["held"], {g: r for g, r in grants})
+    return WalletState(row["balance"], row["debt"], row["held"], {g: r for g, r in grants})
 
 
 def compare(
-    account_id: str, credit_type: str, r: RedisWallet, s: RedisWallet | None
+    account_id: str, credit_type: str, r: WalletState, s: WalletState | None
 ) -> list[Difference]:
     if s is None:
         return [Difference(account_id, credit_type, "missing in SQL", r.balance, None)]
@@ -230,26 +225,27 @@ def reconcile(
 ) -> ReconcileReport:
     epoch = check_epoch(client, engine, keys)
     meter = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
-    wallets = _redis_wallets(client, keys)
+    wallets = redis_wallets(client, keys)
     for account_id, credit_type in wallets:
         meter.expire_wallet(account_id, credit_type)
-    flusher = Flusher(client, engine, keys)
-    report = ReconcileReport(epoch=epoch, redis_lost=None, gaps=[], drained_entries=_drain(flusher))
+    drained = _drain(Flusher(client, engine, keys))
     lost = read_state(engine, keys, "redis_lost")
-    report.redis_lost = json.loads(lost) if lost else None
-    report.gaps = _gaps(engine, keys)
-    now_ms = int(time.time() * 1000)
+    report = ReconcileReport(
+        epoch=epoch,
+        redis_lost=json.loads(lost) if lost else None,
+        gaps=_gaps(engine, keys),
+        drained_entries=drained,
+    )
+    now = now_ms()
+    in_both = 0
     for account_id, credit_type in wallets:
         key = keys.wallet(account_id, credit_type)
         raw = client.hgetall(key)
         if not raw:
             continue
-        diffs = compare(
-            account_id,
-            credit_type,
-            parse_wallet(raw, now_ms),
-            _sql_wallet(engine, account_id, credit_type, now_ms),
-        )
+        in_sql = _sql_wallet(engine, account_id, credit_type, now)
+        in_both += in_sql is not None
+        diffs = compare(account_id, credit_type, parse_wallet(raw, now), in_sql)
         report.wallets_compared += 1
         report.differences += diffs
         if diffs and repair:
@@ -260,10 +256,9 @@ def reconcile(
             )
             target.append((account_id, credit_type))
     with engine.connect() as conn:
-        sql_wallets = conn.execute(select(T_WALLETS.c.account_id, T_WALLETS.c.credit_type)).all()
-    in_redis = set(wallets)
+        sql_wallets = conn.execute(select(func.count()).select_from(T_WALLETS)).scalar_one()
     # Not a difference: such a wallet is loaded from SQL on its next touch.
-    report.wallets_not_in_redis = sum(1 for a, ct in sql_wallets if (a, ct) not in in_redis)
+    report.wallets_not_in_redis = sql_wallets - in_both
     return report
 
 

@@ -11,10 +11,11 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from meter.keys import Keys
-from sync import models
+from meter.ops import as_text, now_ms
 from sync.epoch import read_state
-from sync.flush import GROUP, now_ms
+from sync.flush import GROUP, group_info
 from sync.journal import stream_ms
+from sync.models import T_DEAD, T_GAPS
 
 
 @dataclass
@@ -46,23 +47,16 @@ class SyncStatus:
         return asdict(self)
 
 
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
 def bucket_status(client: redis.Redis, keys: Keys, bucket: int, now: int) -> BucketStatus:
     journal = keys.journal(bucket)
     length = int(client.xlen(journal))
-    group = next(
-        (g for g in (client.xinfo_groups(journal) if length else []) if _s(g["name"]) == GROUP),
-        None,
-    )
+    group = group_info(client, journal) if length else None
     if group is None:
         first = client.xrange(journal, count=1) if length else []
-        age = now - stream_ms(_s(first[0][0])) if first else None
+        age = now - stream_ms(as_text(first[0][0])) if first else None
         return BucketStatus(bucket, length, 0, length, age)
     pending = int(group["pending"])
-    last = _s(group["last-delivered-id"])
+    last = as_text(group["last-delivered-id"])
     undelivered_first = client.xrange(journal, min=f"({last}", count=1)
     lag = group.get("lag")
     undelivered = int(lag) if lag is not None else len(undelivered_first)
@@ -70,9 +64,9 @@ def bucket_status(client: redis.Redis, keys: Keys, bucket: int, now: int) -> Buc
     if pending:
         summary = client.xpending(journal, GROUP)
         if summary["min"] is not None:  # acknowledged since XINFO answered
-            oldest.append(stream_ms(_s(summary["min"])))
+            oldest.append(stream_ms(as_text(summary["min"])))
     if undelivered_first:
-        oldest.append(stream_ms(_s(undelivered_first[0][0])))
+        oldest.append(stream_ms(as_text(undelivered_first[0][0])))
     age = now - min(oldest) if oldest else None
     return BucketStatus(bucket, length, pending, undelivered, age)
 
@@ -89,13 +83,13 @@ def sync_status(
     with engine.connect() as conn:
         dead = conn.execute(
             select(func.count())
-            .select_from(models.DeadLetter.__table__)
-            .where(models.DeadLetter.__table__.c.journal.like(f"{keys.prefix}:%"))
+            .select_from(T_DEAD)
+            .where(T_DEAD.c.journal.like(f"{keys.prefix}:%"))
         ).scalar_one()
         gaps = conn.execute(
             select(func.count())
-            .select_from(models.SyncGap.__table__)
-            .where(models.SyncGap.__table__.c.journal.like(f"{keys.prefix}:%"))
+            .select_from(T_GAPS)
+            .where(T_GAPS.c.journal.like(f"{keys.prefix}:%"))
         ).scalar_one()
     lost = read_state(engine, keys, "redis_lost")
     return SyncStatus(

@@ -8,23 +8,15 @@ states), so a batch written twice changes nothing the second time.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
-from sync import models
 from sync.bulk import insert_new
 from sync.journal import DEBT, Entry
+from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
-
-T_ACCOUNTS = models.Account.__table__
-T_WALLETS = models.Wallet.__table__
-T_GRANTS = models.Grant.__table__
-T_LEDGER = models.LedgerEntry.__table__
-T_HOLDS = models.Hold.__table__
-T_HOLD_EVENTS = models.HoldEvent.__table__
-T_CURSORS = models.SyncCursor.__table__
 
 HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expire": "expired"}
 
@@ -33,7 +25,6 @@ HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expir
 class WriteResult:
     ledger_inserted: int = 0
     hold_events_inserted: int = 0
-    wallets: set[tuple[str, str]] = field(default_factory=set)
 
 
 def ensure_wallets(conn: Connection, pairs: set[tuple[str, str]], now_ms: int) -> None:
@@ -149,7 +140,6 @@ def _write_ledger(
             else:
                 before = grant_deltas.get(gid, (0, (e.account_id, e.credit_type)))[0]
                 grant_deltas[gid] = (before + delta, (e.account_id, e.credit_type))
-        result.wallets.add((e.account_id, e.credit_type))
     if new_grants:
         stmt = dialect_insert(conn, T_GRANTS)
         described = [c for c in new_grants[0] if c not in ("id", "remaining")]
@@ -270,7 +260,6 @@ def _write_holds(
             .where(T_WALLETS.c.account_id == acct, T_WALLETS.c.credit_type == ct)
             .values(held=held, updated_at_ms=now_ms)
         )
-    result.wallets |= touched
 
 
 def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) -> str:

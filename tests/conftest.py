@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis and real SQL, never mocks.
+"""Shared fixtures: real Redis and real SQL (migrated once), never mocks.
 
 Redis: TEST_REDIS_URL if set, else a private embedded server for the session.
 SQL: TEST_DATABASE_URL if set (PostgreSQL in CI), else a SQLite file in a tmp dir.
@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
+from sqlalchemy import Engine
 
 from meter.embedded import EmbeddedRedis
+from meter.keys import Keys
+from meter.redis_conn import sync_client
+from sync.db import engine_for
+from sync.migrate import upgrade
 
 SOCKET_TIMEOUT_S = 5  # a hung server fails the test quickly instead of at the 120 s timeout
 
@@ -80,3 +85,31 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def key_prefix() -> str:
     """A Redis key prefix unique to this test, so tests never collide on a shared Redis."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+TEST_BUCKETS = 4  # few buckets: every test touches several accounts per bucket
+
+
+@pytest.fixture(scope="session")
+def sql_url(database_url: str) -> str:
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def engine(sql_url: str) -> Engine:
+    return engine_for(sql_url)
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Keys:
+    return Keys(prefix=key_prefix, buckets=TEST_BUCKETS)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = sync_client(redis_url)
+    try:
+        yield c
+    finally:
+        c.close()

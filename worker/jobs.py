@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from meter.ops import now_ms
 from sync.context import context
 from sync.epoch import check_epoch
 from sync.flush import Flusher
@@ -42,5 +42,5 @@ def flush_journal() -> dict[str, Any]:
 def sweep_expiry() -> dict[str, int]:
     """Journals the expiry of due grants and holds nobody touched."""
     ctx = context()
-    r = sweep(ctx.redis, ctx.meter(), ctx.keys, int(time.time() * 1000))
+    r = sweep(ctx.redis, ctx.meter(), ctx.keys, now_ms())
     return {"wallets": r.wallets, "grants": r.grants_expired, "holds": r.holds_expired}

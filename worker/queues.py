@@ -5,9 +5,11 @@ from __future__ import annotations
 import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry
+from sqlalchemy import Engine
 
 from meter.keys import Keys
 from sync import limits
+from sync.status import SyncStatus, sync_status
 
 SYNC = "sync"  # journal flushes and expiry sweeps
 STRIPE = "stripe"  # Stripe events (purchases)
@@ -51,3 +53,12 @@ def queue_depths(queue_redis: redis.Redis, keys: Keys) -> dict[str, int]:
 
 def failed_jobs(queue_redis: redis.Redis, keys: Keys) -> int:
     return sum(FailedJobRegistry(name, connection=queue_redis).count for name in queue_names(keys))
+
+
+def sync_status_with_queues(
+    queue_redis: redis.Redis, client: redis.Redis, engine: Engine, keys: Keys
+) -> SyncStatus:
+    """The whole sync status: journal lag (sync/) plus this deployment's queues and failures."""
+    return sync_status(
+        client, engine, keys, queue_depths(queue_redis, keys), failed_jobs(queue_redis, keys)
+    )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Any
 
 import redis
 from rq.cron import CronScheduler
 
 from meter.keys import Keys
+from meter.ops import as_text
 from sync import limits
 from sync.context import context
 from worker import jobs
@@ -25,15 +25,13 @@ from worker.queues import SYNC, queue_name, request_flush
 log = logging.getLogger(__name__)
 
 
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
 def newest_ids(client: redis.Redis, journals: list[str]) -> dict[str, str]:
     pipe = client.pipeline(transaction=False)
     for j in journals:
         pipe.xrevrange(j, count=1)
-    return {j: (_s(r[0][0]) if r else "0-0") for j, r in zip(journals, pipe.execute(), strict=True)}
+    return {
+        j: (as_text(r[0][0]) if r else "0-0") for j, r in zip(journals, pipe.execute(), strict=True)
+    }
 
 
 def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:

@@ -4,7 +4,6 @@ it, and a flusher, all on the test's own key prefix (tests share Redis and SQL).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -12,38 +11,8 @@ from sqlalchemy import Engine
 
 from meter import Meter, Tool
 from meter.keys import Keys
-from meter.redis_conn import sync_client
-from sync.db import engine_for
 from sync.flush import Flusher
 from sync.loader import SqlLoader
-from sync.migrate import upgrade
-
-TEST_BUCKETS = 4  # few buckets: every test touches several accounts per bucket
-
-
-@pytest.fixture(scope="session")
-def sql_url(database_url: str) -> str:
-    upgrade(database_url)
-    return database_url
-
-
-@pytest.fixture
-def engine(sql_url: str) -> Engine:
-    return engine_for(sql_url)
-
-
-@pytest.fixture
-def keys(key_prefix: str) -> Keys:
-    return Keys(prefix=key_prefix, buckets=TEST_BUCKETS)
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = sync_client(redis_url)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

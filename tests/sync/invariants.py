@@ -6,11 +6,8 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from meter.keys import Keys
-from sync import models
-from sync.reconcile import ReconcileReport, reconcile
-
-T_LEDGER = models.LedgerEntry.__table__
-T_WALLETS = models.Wallet.__table__
+from sync.models import T_LEDGER, T_WALLETS
+from sync.reconcile import ReconcileReport, reconcile, redis_wallets
 
 
 def assert_in_sync(client: redis.Redis, engine: Engine, keys: Keys) -> ReconcileReport:
@@ -18,11 +15,7 @@ def assert_in_sync(client: redis.Redis, engine: Engine, keys: Keys) -> Reconcile
     held, each grant), and each snapshot balance is the sum of its ledger entries."""
     report = reconcile(client, engine, keys)
     assert report.differences == [], report.differences
-    wallets = [
-        keys.wallet_of(k.decode())
-        for b in keys.all_buckets()
-        for k in client.scan_iter(match=keys.wallet_pattern(b))
-    ]
+    wallets = redis_wallets(client, keys)
     with engine.connect() as conn:
         for account_id, credit_type in wallets:
             ledger_sum, rows, distinct = conn.execute(

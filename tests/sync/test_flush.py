@@ -11,14 +11,10 @@ from sqlalchemy import Engine, func, select
 
 from meter import Meter, Tool
 from meter.keys import Keys
-from sync import models
 from sync.flush import GROUP, Flusher
+from sync.models import T_DEAD, T_HOLDS, T_LEDGER
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
-
-T_LEDGER = models.LedgerEntry.__table__
-T_DEAD = models.DeadLetter.__table__
-T_HOLDS = models.Hold.__table__
 
 
 def _ledger_count(engine: Engine, account_id: str) -> int:

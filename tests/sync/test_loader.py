@@ -16,15 +16,12 @@ from meter.errors import ChargeNotFound, OverRefund
 from meter.ids import new_id
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from sync import models
 from sync.catalog import set_welcome_grant
 from sync.flush import Flusher
 from sync.loader import SqlLoader
+from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
-
-T_GRANTS = models.Grant.__table__
-T_LEDGER = models.LedgerEntry.__table__
 
 
 @pytest.fixture
@@ -114,11 +111,7 @@ def test_debt_and_overdraft_limit_come_back_from_sql(
     a = account()
     meter.balance(a, ["credits"])  # creates the account in SQL
     with engine.begin() as conn:
-        conn.execute(
-            models.Account.__table__.update()
-            .where(models.Account.__table__.c.id == a)
-            .values(overdraft_limit=10)
-        )
+        conn.execute(T_ACCOUNTS.update().where(T_ACCOUNTS.c.id == a).values(overdraft_limit=10))
     client.delete(keys.wallet(a, "credits"))
     meter.charge(a, tool.name, quantity=2)  # 6 credits of debt, within the overdraft of 10
     flusher.flush_all()
@@ -163,7 +156,7 @@ def test_grants_and_holds_that_expired_while_unloaded_expire_in_sql_too(
             .order_by(T_LEDGER.c.stream_id)
         ).all()
         hold_status = conn.execute(
-            select(models.Hold.__table__.c.status).where(models.Hold.__table__.c.account_id == a)
+            select(T_HOLDS.c.status).where(T_HOLDS.c.account_id == a)
         ).scalar_one()
     assert ("expire", -5) in kinds
     assert hold_status == "expired"

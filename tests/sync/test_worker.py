@@ -20,13 +20,13 @@ from sqlalchemy import Engine, func, select
 
 from meter import Meter, Tool
 from meter.keys import Keys
-from sync import models
+from sync import limits
+from sync.models import T_HOLDS, T_LEDGER
 from sync.status import sync_status
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
 from worker.queues import FLUSH_JOB, SYNC, queue_name
 
-T_LEDGER = models.LedgerEntry.__table__
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20
 
@@ -84,6 +84,18 @@ def _finished_flushes(client: redis.Redis, keys: Keys) -> int:
     return sum(1 for j in jobs if j is not None and j.func_name == FLUSH_JOB)
 
 
+def _wait_no_jobs(client: redis.Redis, keys: Keys) -> None:
+    sync_q = queue_name(keys, SYNC)
+    _wait(
+        lambda: (
+            Queue(sync_q, connection=client).count == 0
+            and StartedJobRegistry(sync_q, connection=client).count == 0
+        ),
+        10,
+        "the queued and running jobs to end",
+    )
+
+
 @pytest.mark.slow
 def test_traffic_triggers_the_flush_and_idle_costs_nothing(
     worker_proc: subprocess.Popen[bytes],
@@ -103,15 +115,7 @@ def test_traffic_triggers_the_flush_and_idle_costs_nothing(
     assert max(lags) < 1.0, lags  # SPEC: in SQL within about a second
     # Idle: the trigger blocks on the journals. Once the jobs of the charges are done, 3 s
     # see at most the periodic safety flush (every 10 s); polling would show a job per poll.
-    sync_q = queue_name(keys, SYNC)
-    _wait(
-        lambda: (
-            Queue(sync_q, connection=client).count == 0
-            and StartedJobRegistry(sync_q, connection=client).count == 0
-        ),
-        10,
-        "the charges' flush jobs to end",
-    )
+    _wait_no_jobs(client, keys)
     jobs_before = _finished_flushes(client, keys)
     time.sleep(3)
     assert _finished_flushes(client, keys) - jobs_before <= 1
@@ -130,16 +134,39 @@ def test_cron_sweep_journals_expiry_of_untouched_holds(
     a = account()
     meter.grant(a, "credits", 100, category="paid")
     meter.hold(a, tool.name, amount=10, ttl_s=1)
-    hold_status = models.Hold.__table__.c.status
+    hold_status = T_HOLDS.c.status
 
     def expired_in_sql() -> bool:
         with engine.connect() as conn:
             return (
                 conn.execute(
-                    select(hold_status).where(models.Hold.__table__.c.account_id == a)
+                    select(hold_status).where(T_HOLDS.c.account_id == a)
                 ).scalar_one_or_none()
                 == "expired"
             )
 
     # Nobody touches the wallet again: only the periodic sweep can expire the hold.
     _wait(expired_in_sql, START_TIMEOUT_S, "the sweep to expire the hold")
+
+
+@pytest.mark.slow
+def test_periodic_safety_flush_catches_what_no_trigger_announced(
+    worker_proc: subprocess.Popen[bytes],
+    meter: Meter,
+    client: redis.Redis,
+    engine: Engine,
+    tool: Tool,
+    keys: Keys,
+) -> None:
+    a = account()
+    meter.grant(a, "credits", 10, category="paid")
+    _wait(lambda: _ledger_rows(engine, a) == 1, START_TIMEOUT_S, "the worker to start")
+    _wait_no_jobs(client, keys)  # no running flush job may pick the charge up
+    # Traffic triggers held back, as during the SQL-down back-off: only cron can flush.
+    client.set(keys.flush_trigger(), "held", px=60_000)
+    meter.charge(a, tool.name)
+    _wait(
+        lambda: _ledger_rows(engine, a) == 2,
+        limits.FLUSH_SAFETY_INTERVAL_S + 5,
+        "the periodic safety flush",
+    )

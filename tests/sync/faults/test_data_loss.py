@@ -32,13 +32,13 @@ from meter import Meter, Tool
 from meter.embedded import EmbeddedRedis
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from sync import models
 from sync.catalog import save_tools
 from sync.db import engine_for
 from sync.epoch import check_epoch
 from sync.flush import Flusher
 from sync.loader import SqlLoader
 from sync.migrate import upgrade
+from sync.models import T_LEDGER, T_WALLETS
 from sync.reconcile import ReconcileReport, parse_wallet, reconcile
 from sync.status import bucket_status, sync_status
 from tests.servers import PrivatePostgres, postgres_available, private_redis, sigkill_redis
@@ -47,8 +47,6 @@ from tests.sync.invariants import assert_in_sync
 
 pytestmark = pytest.mark.slow
 
-T_LEDGER = models.LedgerEntry.__table__
-T_WALLETS = models.Wallet.__table__
 REPO = Path(__file__).resolve().parents[3]
 BUCKETS = 4
 WORKER_START_TIMEOUT_S = 30

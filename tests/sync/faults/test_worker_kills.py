@@ -33,18 +33,18 @@ from meter import AsyncMeter, Meter, Tool
 from meter.embedded import EmbeddedRedis
 from meter.keys import Keys
 from meter.redis_conn import async_client, sync_client
-from sync import limits, models
+from sync import limits
 from sync.catalog import save_tools
 from sync.db import engine_for
 from sync.flush import GROUP, Flusher
 from sync.loader import SqlLoader
 from sync.migrate import upgrade
+from sync.models import T_LEDGER
 from sync.status import sync_status
 from tests.servers import private_redis
 from tests.sync.invariants import assert_in_sync
 from worker.queues import FLUSH_JOB, SYNC, queue_name
 
-T_LEDGER = models.LedgerEntry.__table__
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
