@@ -1,11 +1,13 @@
-"""`python -m bench [--runs N] [--seconds S] [--quick]`: SPEC §10 items 1-3 and 5, side by side.
+"""`python -m bench [--runs N] [--seconds S] [--quick]`: SPEC §10 items 1-5, side by side.
 
 Starts its own redis-server (no AOF) so it never touches a shared Redis; PostgreSQL from
 CREDITMETER_BENCH_DATABASE_URL or the local default, in its own tables (the flush rows in
-a schema of their own). Each run measures every row once, in order; the report takes
-medians over runs and ratios within runs. The two long flush rows (lag under load, drain
-after an outage: over 2 minutes together) run in the first run only unless
---flush-long-every-run.
+a schema of their own). The HTTP rows (bench/http.py) start `creditmeter api` and a trivial
+FastAPI app in turn, each with --http-workers uvicorn workers, and load them with wrk
+(installed with apt-get when missing, else those rows are skipped). Each run measures every
+row once, in order; the report takes medians over runs and ratios within runs. The two long
+flush rows (lag under load, drain after an outage: over 2 minutes together) run in the first
+run only unless --flush-long-every-run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import redis
 
-from bench import ceiling, clients, flush, memory, report, sql_baseline
+from bench import ceiling, clients, flush, http, memory, report, sql_baseline
 from bench.server import PrivateRedis
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -45,6 +47,27 @@ def _fmt(fig: dict[str, Any]) -> str:
     return text
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time by state (/proc/stat: user nice system idle iowait irq softirq
+    steal ...), [] when unknown."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal(before: list[int], after: list[int]) -> str:
+    """Share of CPU time the hypervisor gave other guests: on a shared VM, every row drops."""
+    if len(before) < 8 or len(after) < 8:
+        return "unknown"
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    busy = sum(delta[:3]) + sum(delta[4:8])
+    return f"steal {delta[7] / max(1, sum(delta)):.0%} of CPU time, busy (incl. steal) " + (
+        f"{busy / max(1, sum(delta)):.0%}"
+    )
+
+
 def _load() -> str:
     """Other processes on the machine skew every row: the report says how busy it was."""
     one, five, fifteen = os.getloadavg()
@@ -59,8 +82,16 @@ QUICK_FLUSH: dict[str, Any] = {
 }
 
 
+QUICK_HTTP: dict[str, Any] = {"accounts": 20, "warmup_s": 1}
+
+
 def one_run(
-    url: str, seconds: float, quick: bool, sql_url: str, flush_long: bool = True
+    url: str,
+    seconds: float,
+    quick: bool,
+    sql_url: str,
+    flush_long: bool = True,
+    http_opts: dict[str, Any] | None = None,
 ) -> report.Run:
     flusher = redis.Redis.from_url(url)
     run: report.Run = {}
@@ -97,22 +128,32 @@ def one_run(
         lambda: sql_baseline.measure(seconds, hot=True, no_commit_wait=True, **sql_kw),
     )
     flusher.flushall()
+
+    def timed_row(key: str, fig: dict[str, Any], took: float) -> None:
+        run[key] = fig
+        _say(f"  {key:<22} {_fmt(fig):<34} ({took:.1f} s)")
+
+    http.measure(
+        url,
+        seconds,
+        say=_say,
+        on_row=timed_row,
+        **(QUICK_HTTP if quick else {}),
+        **(http_opts or {}),
+    )
+    flusher.flushall()
     mem = memory.measure(url, journal_charges=100 if quick else memory.JOURNAL_CHARGES)
     for key, fig in mem.items():
         run[key] = fig
         _say(f"  {key:<22} {_fmt(fig)}")
     flusher.flushall()
 
-    def flush_row(key: str, fig: dict[str, Any], took: float) -> None:
-        run[key] = fig
-        _say(f"  {key:<22} {_fmt(fig):<34} ({took:.1f} s)")
-
     flush.measure(
         url,
         sql_url,
         long_rows=flush_long,
         say=_say,
-        on_row=flush_row,
+        on_row=timed_row,
         **(QUICK_FLUSH if quick else {}),
     )
     flusher.close()
@@ -133,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure flush lag and drain after outage in every run (default: the first)",
     )
+    parser.add_argument(
+        "--http-workers",
+        type=int,
+        default=http.WORKERS,
+        help="uvicorn workers of both HTTP servers (the API and the trivial endpoint)",
+    )
+    parser.add_argument(
+        "--http-connections", type=int, default=http.CONNECTIONS, help="wrk connections"
+    )
+    parser.add_argument(
+        "--profile-http",
+        action="store_true",
+        help="py-spy one API worker under the charge load (run 1, after the measured run)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.seconds = min(args.runs, 1), min(args.seconds, 0.5)
@@ -145,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     server = PrivateRedis()
     url = server.start()
     sql_url = sql_baseline.database_url()
+    wrk = http.find_wrk(install=True, say=_say)  # once, before the runs (apt-get if missing)
     try:
         meta = {
             "started_utc": started,
@@ -156,20 +212,36 @@ def main(argv: list[str] | None = None) -> int:
             "event loop": clients.new_loop()[1],
             "sql": sql_url.split("@")[-1],
             "redis-benchmark": ceiling.binary() or "not found",
+            "HTTP servers": f"{args.http_workers} uvicorn worker(s) each, 127.0.0.1, log level "
+            f"warning, uvloop + httptools; load: {wrk or 'wrk not installed'} "
+            f"-t{http.WRK_THREADS} -c{args.http_connections} --latency on loopback",
             "flush lag and drain rows": "every run"
             if args.flush_long_every_run or args.runs == 1
             else f"run 1 of {args.runs} only (--flush-long-every-run to repeat them)",
         }
         meta["load average at start (1, 5, 15 min)"] = _load()
+        ticks_start = _cpu_ticks()
         _say(f"bench: private Redis {server.version()} at {url}; SQL {meta['sql']}")
         runs = []
         for i in range(args.runs):
             _say(f"run {i + 1}/{args.runs}")
             flush_long = i == 0 or args.flush_long_every_run
-            runs.append(one_run(url, args.seconds, args.quick, sql_url, flush_long))
+            http_opts: dict[str, Any] = {
+                "workers": args.http_workers,
+                "connections": args.http_connections,
+            }
+            if args.profile_http and i == 0:
+                stamp = started.replace(":", "").replace("-", "")
+                http_opts["profile_out"] = args.out / f"http-profile-{stamp}.txt"
+            runs.append(one_run(url, args.seconds, args.quick, sql_url, flush_long, http_opts))
     finally:
         server.stop()
     meta["load average at end (1, 5, 15 min)"] = _load()
+    meta["machine CPU over the bench (/proc/stat)"] = _steal(ticks_start, _cpu_ticks())
+    for i, r in enumerate(runs):
+        line = http.where_the_time_goes(r)
+        if line:
+            meta[f"HTTP goal missed, where the time goes (run {i + 1})"] = line
     result = report.build(runs, meta)
     md_path, json_path = report.write(result, args.out)
     _say("")

@@ -49,6 +49,7 @@ def command(meter: object, account: str) -> list[str]:
         keys.wallet(account, workload.CREDIT_TYPE),
         keys.idempotency(account, idem),
         keys.charge(bucket, uniq),
+        keys.events(bucket),
     ]
     args = [
         str(int(time.time() * 1000)),

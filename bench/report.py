@@ -25,6 +25,12 @@ ROWS: list[tuple[str, str]] = [
     ("sql_hot", "3. SQL txn per charge, hot account"),
     ("sql_spread", "3. SQL txn per charge, spread accounts"),
     ("sql_hot_nowait", "3. SQL txn per charge, hot account, no commit wait"),
+    ("http_trivial", "4. HTTP: trivial FastAPI endpoint (POST /trivial), wrk"),
+    ("http_trivial_p50", "4. HTTP: trivial endpoint, p50 latency at that rate"),
+    ("http_trivial_p99", "4. HTTP: trivial endpoint, p99 latency at that rate"),
+    ("http_charge", "4. HTTP: POST /v1/charges (creditmeter api), wrk"),
+    ("http_charge_p50", "4. HTTP: POST /v1/charges, p50 latency at that rate"),
+    ("http_charge_p99", "4. HTTP: POST /v1/charges, p99 latency at that rate"),
     ("memory_wallet", "Redis memory: wallet with one grant"),
     ("memory_idempotency", "Redis memory per charge: idempotency record"),
     ("memory_charge_record", "Redis memory per charge: charge record"),
@@ -43,6 +49,7 @@ RATIOS: list[tuple[str, str, str]] = [
     ("async_spread / sql_spread", "async_spread", "sql_spread"),
     ("async_hot / sql_hot_nowait", "async_hot", "sql_hot_nowait"),
     ("flush_rate / copy_rate", "flush_rate", "copy_rate"),
+    ("http_charge / http_trivial", "http_charge", "http_trivial"),
 ]
 
 # (what, row or ratio name, ">=" or "<=", target)
@@ -60,6 +67,13 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("sync single charge p99 <= 0.5 ms unloaded", "sync_p99", "<=", 0.5),
     ("Redis memory per wallet with one grant <= 250 bytes", "memory_wallet", "<=", 250),
     ("flush >= 0.90x a raw COPY of the same rows", "flush_rate / copy_rate", ">=", 0.90),
+    (
+        "HTTP charge >= 0.80x the trivial endpoint's requests/s",
+        "http_charge / http_trivial",
+        ">=",
+        0.80,
+    ),
+    ("HTTP charge p99 <= 10 ms at that rate", "http_charge_p99", "<=", 10),
     ("flush lag p99 <= 1000 ms at 20,000 charges/s", "flush_lag_p99", "<=", 1000),
 ]
 
@@ -115,9 +129,11 @@ def build(runs: list[Run], meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _extra(figs: list[Figure]) -> str:
-    """CPU shares and batch sizes of the client runs, as medians."""
+    """CPU shares and batch sizes of the client and HTTP runs, as medians."""
     parts = []
     for field, fmt in (
+        ("server_cpu", "API server CPU {:.0%}"),
+        ("server_cpu_us_per_request", "{:,.0f} us server CPU/request"),
         ("redis_cpu", "redis-server CPU {:.0%}"),
         ("client_cpu", "client CPU {:.0%}"),
         ("charges_per_script_call", "{:.0f} charges/EVALSHA"),

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.catalog_cmd import catalog_app
+from cli.keys_cmd import keys_app
+from cli.tools_cmd import tools_app
 from meter.settings import get_settings
+
+# uvicorn kills a worker that has not answered its health check in time (default 5 s); a
+# worker importing FastAPI, SQLAlchemy and redis on a loaded host can take longer to start.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Credit metering on Redis Lua.")
 console = Console()
 err = Console(stderr=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(tools_app, name="tools")
+app.add_typer(catalog_app, name="catalog")
 
 
 def _fail(exc: Exception) -> None:
@@ -24,15 +37,35 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
-@app.command()
-def up() -> None:
-    """Start on the embedded defaults and run the hot-path demo."""
-    from cli import demo
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    """While `creditmeter up` runs on the embedded Redis, every other command uses that
+    server instead of starting a second one on the same data directory."""
+    if ctx.invoked_subcommand == "up":
+        return
+    from cli.service import running_redis_url
 
     try:
-        demo.run(get_settings(), console)
+        url = running_redis_url(get_settings())
     except Exception as exc:
         _fail(exc)
+    if url:
+        os.environ["CREDITMETER_REDIS_URL"] = url
+        get_settings.cache_clear()
+
+
+@app.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="address the API listens on"),
+    port: int = typer.Option(8000, help="TCP port of the API"),
+    catalog: Annotated[
+        Path | None, typer.Option(help="catalog to apply (default: examples/catalog.toml)")
+    ] = None,
+) -> None:
+    """Start everything: embedded Redis, SQL, catalog, API and a worker; Ctrl-C stops it."""
+    from cli.service import run_up
+
+    sys.exit(run_up(get_settings(), host=host, port=port, catalog=catalog, console=console))
 
 
 @app.command()
@@ -54,6 +87,35 @@ def migrate() -> None:
         console.print(f"database at revision {current(settings.database_url)}")
     except Exception as exc:
         _fail(exc)
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="TCP port"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+) -> None:
+    """Serve the HTTP API (uvicorn) after migrating the database."""
+    import uvicorn
+
+    from api.metrics import prepare_multiprocess_dir
+    from sync.migrate import upgrade
+
+    settings = get_settings()
+    try:
+        upgrade(settings.database_url)
+        prepare_multiprocess_dir(settings)
+    except Exception as exc:
+        _fail(exc)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+    )
 
 
 @app.command()

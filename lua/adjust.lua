@@ -4,10 +4,12 @@
   limit like every spend.
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
+    KEYS[4] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] signed amount (not 0)
     ARGV[8] category for a positive amount (paid | promotional)   ARGV[9] request fingerprint
     ARGV[10] idempotency key   ARGV[11] reason (required)   ARGV[12] metadata JSON
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, amount, balance, available, held}
     {-1} wallet not loaded   {-6, balance, available, required}   {-7} idempotency key reused
@@ -35,17 +37,18 @@ local replay = idem_check(KEYS[2], ARGV[9])
 if replay then return replay end
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[3], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[3], events = KEYS[4], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 
 local parts, extra
 if amount > 0 then
   if #w.grants >= GRANTS_PER_WALLET_MAX then
-    wallet_save(w)
+    wallet_save_refused(w, ctx)
     return {E_LIMIT, 'grants'}
   end
   if wallet_balance(w) + amount > CREDITS_MAX then
-    wallet_save(w)
+    wallet_save_refused(w, ctx)
     return {E_AMOUNT_OVERFLOW, int_str(wallet_balance(w) + amount)}
   end
   parts = wallet_credit(w, {id = grant_id, rem = 0, prio = PRIORITY_DEFAULT, exp = 0, cat = cat},
@@ -54,7 +57,7 @@ if amount > 0 then
 else
   local available = wallet_available(w)
   if available + amount < -w.od then
-    wallet_save(w)
+    wallet_save_refused(w, ctx)
     return {E_INSUFFICIENT, wallet_balance(w), available, -amount}
   end
   parts = wallet_burn(w, -amount)
@@ -65,5 +68,6 @@ local balance = wallet_balance(w)
 local fields = {'g', breakdown_str(parts), 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12]}
 for _, v in ipairs(extra) do fields[#fields + 1] = v end
 journal_add(ctx, entry_id, 'adjustment', amount, balance, fields)
+balance_event(ctx, balance, w.held, entry_id, 'adjustment')
 return idem_store(KEYS[2], ARGV[9], ARGV[2],
   {E_OK, entry_id, amount, balance, balance - w.held, w.held})

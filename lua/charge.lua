@@ -4,11 +4,13 @@
   each charge succeeds or fails on its own.
   Input:
     KEYS[1] bucket catalog replica   KEYS[2] bucket journal
-    KEYS[3 + 3i], KEYS[4 + 3i], KEYS[5 + 3i]: wallet, idempotency record, charge record of charge i
+    KEYS[3 + 4i .. 6 + 4i]: wallet, idempotency record, charge record, bucket events channel
+      of charge i (the channel per charge, so the async client merges calls by concatenation)
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s
     ARGV[3 + 9i .. 11 + 9i]: entry id (= charge id), account id, credit type the client expects
       for the tool, tool, quantity (1..QUANTITY_MAX), request fingerprint, idempotency key,
       description, metadata JSON
+  Publishes one balance event per charge that changed a wallet (see includes/balance_event).
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown}
     {-1} wallet not loaded   {-2} catalog not loaded   {-3, tool} unknown tool
@@ -19,19 +21,19 @@
 --- @include "includes/common"
 --- @include "includes/charge_one"
 
-local n = (#KEYS - 2) / 3
+local n = (#KEYS - 2) / 4
 if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n then
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
 local replies = {}
-local cache = {tools = {}, wallets = {}}
+local cache = {tools = {}, wallets = {}, events = {}}
 for i = 0, n - 1 do
-  local kb, ab = 3 + 3 * i, 3 + 9 * i
+  local kb, ab = 3 + 4 * i, 3 + 9 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
-    idem = KEYS[kb + 1], record = KEYS[kb + 2]}, ARGV[1], ARGV[2], {entry_id = ARGV[ab],
-    account = ARGV[ab + 1], credit_type = ARGV[ab + 2], tool = ARGV[ab + 3],
-    quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5], idempotency_key = ARGV[ab + 6],
-    description = ARGV[ab + 7], metadata = ARGV[ab + 8]}, cache)
+    idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, ARGV[1], ARGV[2],
+    {entry_id = ARGV[ab], account = ARGV[ab + 1], credit_type = ARGV[ab + 2],
+    tool = ARGV[ab + 3], quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5],
+    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8]}, cache)
 end
 charge_flush(cache)
 return replies

@@ -3,7 +3,9 @@
   holds (journaled), then keep the due set at its next pending expiry.
   Input:
     KEYS[1] wallet hash   KEYS[2] bucket journal   KEYS[3] bucket due set
+    KEYS[4] bucket events channel
     ARGV[1] now_ms   ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
+  Publishes the wallet's new state if anything expired (includes/balance_event).
   Output: {0, grants expired, holds expired}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
@@ -18,7 +20,8 @@ if not w then
   return {E_OK, 0, 0}
 end
 local grants_before, holds_before = #w.grants, #w.holds
-local ctx = {journal = KEYS[2], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[2], events = KEYS[4], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 local next_due = wallet_expire(w, ctx)
 wallet_save(w)
 if next_due > 0 then
@@ -26,4 +29,5 @@ if next_due > 0 then
 else
   redis.call('ZREM', KEYS[3], ARGV[4])
 end
+balance_event_expired(ctx, w)
 return {E_OK, grants_before - #w.grants, holds_before - #w.holds}

@@ -2,10 +2,11 @@
   extend: heartbeat of a long generation; the hold now expires ttl_s after now_ms.
   Input:
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
-    KEYS[4] bucket journal   KEYS[5] bucket due set
+    KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type   ARGV[6] ttl_s (1..HOLD_TTL_S_MAX)   ARGV[7] request fingerprint
     ARGV[8] idempotency key   ARGV[9] due-set member
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, expires_ms}
     {-1} wallet not loaded   {-7} idempotency key reused   {-8} hold not found
@@ -26,11 +27,12 @@ local _, err = hold_record(KEYS[1], account, credit_type)
 if err then return err end
 local w = wallet_load(KEYS[2])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[4], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[4], events = KEYS[6], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 local h = hold_in_wallet(w, KEYS[1], hold_id)
 if not h then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_HOLD_NOT_ACTIVE, 'expired'}
 end
 
@@ -40,6 +42,8 @@ wallet_save(w)
 redis.call('HSET', KEYS[1], 'x', int_str(expires_ms))
 redis.call('EXPIRE', KEYS[1], ttl_s + HOLD_RECORD_TTL_S)  -- relative: immune to clock skew
 due_mark(KEYS[5], ARGV[9], expires_ms)
-journal_add(ctx, hold_id, 'hold_extend', h.amount, wallet_balance(w),
+local balance = wallet_balance(w)
+journal_add(ctx, hold_id, 'hold_extend', h.amount, balance,
   {'hold', hold_id, 'x', int_str(expires_ms)})
+balance_event(ctx, balance, w.held, hold_id, 'hold_extend')
 return idem_store(KEYS[3], ARGV[7], ARGV[2], {E_OK, expires_ms})

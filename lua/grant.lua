@@ -2,13 +2,14 @@
   grant: add credits to a wallet as a new grant; any debt is paid off first.
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
-    KEYS[4] bucket due set
+    KEYS[4] bucket due set   KEYS[5] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount (1..CREDITS_MAX)
     ARGV[8] category (paid | promotional)   ARGV[9] priority (0..100, lower burns first)
     ARGV[10] expires_ms (0 = never; else after now_ms)   ARGV[11] source   ARGV[12] reference id
     ARGV[13] request fingerprint   ARGV[14] idempotency key   ARGV[15] description
     ARGV[16] metadata JSON   ARGV[17] due-set member
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, grant_id, amount, balance, available, held}
     {-1} wallet not loaded   {-7} idempotency key reused   {-12, field} bad argument
@@ -41,18 +42,19 @@ local replay = idem_check(KEYS[2], ARGV[13])
 if replay then return replay end
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[3], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[3], events = KEYS[5], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 if wallet_find_grant(w, grant_id) then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_BAD_ARGUMENT, 'grant_id'}
 end
 if #w.grants >= GRANTS_PER_WALLET_MAX then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_LIMIT, 'grants'}
 end
 if wallet_balance(w) + amount > CREDITS_MAX then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_AMOUNT_OVERFLOW, int_str(wallet_balance(w) + amount)}
 end
 
@@ -64,5 +66,6 @@ local balance = wallet_balance(w)
 journal_add(ctx, entry_id, 'grant', amount, balance, {'g', breakdown_str(parts),
   'ng', grant_id .. ':' .. cat .. ':' .. int_str(prio) .. ':' .. int_str(exp), 'src', ARGV[11],
   'ref', ARGV[12], 'ik', ARGV[14], 'desc', ARGV[15], 'meta', ARGV[16]})
+balance_event(ctx, balance, w.held, entry_id, 'grant')
 return idem_store(KEYS[2], ARGV[13], ARGV[2],
   {E_OK, entry_id, grant_id, amount, balance, balance - w.held, w.held})

@@ -3,10 +3,12 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] hold record
     KEYS[4] bucket catalog replica   KEYS[5] bucket journal   KEYS[6] bucket due set
+    KEYS[7] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type the client expects   ARGV[6] tool   ARGV[7] quantity
     ARGV[8] amount ('' = tool cost x quantity)   ARGV[9] ttl_s (1..HOLD_TTL_S_MAX)
     ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] due-set member
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, hold_id, amount, expires_ms, balance, available, held}
     {-1} wallet not loaded   {-2} catalog not loaded   {-3, tool}   {-4, tool}   {-5, credit_type}
@@ -40,15 +42,16 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {E_BAD_ARGUMENT, 'hold_id'} en
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end
 
-local ctx = {journal = KEYS[5], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[5], events = KEYS[7], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 if #w.holds >= HOLDS_PER_WALLET_MAX then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_LIMIT, 'holds'}
 end
 local available = wallet_available(w)
 if available - amount < -w.od then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_INSUFFICIENT, wallet_balance(w), available, amount}
 end
 local expires_ms = ctx.now + ttl_s * 1000
@@ -62,5 +65,6 @@ due_mark(KEYS[6], ARGV[12], expires_ms)
 local balance = wallet_balance(w)
 journal_add(ctx, hold_id, 'hold_open', amount, balance, {'tool', ARGV[6], 'q', ARGV[7],
   'x', int_str(expires_ms), 'hold', hold_id, 'ik', ARGV[11]})
+balance_event(ctx, balance, w.held, hold_id, 'hold_open')
 return idem_store(KEYS[2], ARGV[10], ARGV[2],
   {E_OK, hold_id, amount, expires_ms, balance, available - amount, w.held})

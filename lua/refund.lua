@@ -5,12 +5,13 @@
   credits, like every credit, pay debt first. Total refunded never exceeds the charge.
   Input:
     KEYS[1] charge record   KEYS[2] wallet hash   KEYS[3] idempotency record
-    KEYS[4] bucket journal   KEYS[5] bucket due set
+    KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = what is left)
     ARGV[8] successor grant id for paid credits   ARGV[9] successor grant id for promotional
     ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] reason   ARGV[13] metadata
     ARGV[14] due-set member
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, amount, balance, available, held, refunded_total, breakdown}
     {-1} wallet not loaded   {-7} idempotency key reused   {-10} charge not found
@@ -44,7 +45,7 @@ local amount = wanted or refundable
 if amount < 1 or amount > refundable then return {E_OVER_REFUND, refundable} end
 local w = wallet_load(KEYS[2])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[4], account = account, credit_type = credit_type,
+local ctx = {journal = KEYS[4], events = KEYS[6], account = account, credit_type = credit_type,
   now = tonumber(now)}
 wallet_expire(w, ctx)
 
@@ -96,5 +97,6 @@ charge_record_write(KEYS[1], account, credit_type, rec.tool, rec.charged,
 journal_add(ctx, entry_id, 'refund', amount, balance, {'tool', rec.tool, 'ref', charge_id,
   'g', breakdown, 'ng', table.concat(new_grants, ';'), 'ik', ARGV[11], 'desc', ARGV[12],
   'meta', ARGV[13]})
+balance_event(ctx, balance, w.held, entry_id, 'refund')
 return idem_store(KEYS[3], ARGV[10], ARGV[2], {E_OK, entry_id, amount, balance,
   balance - w.held, w.held, rec.refunded + amount, breakdown})

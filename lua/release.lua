@@ -2,8 +2,10 @@
   release: end a hold without charging; its credits are available again.
   Input:
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record   KEYS[4] bucket journal
+    KEYS[5] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type   ARGV[6] request fingerprint   ARGV[7] idempotency key
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, released, balance, available, held}
     {-1} wallet not loaded   {-7} idempotency key reused   {-8} hold not found
@@ -22,11 +24,12 @@ local _, err = hold_record(KEYS[1], account, credit_type)
 if err then return err end
 local w = wallet_load(KEYS[2])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[4], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[4], events = KEYS[5], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 local h = hold_in_wallet(w, KEYS[1], hold_id)
 if not h then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_HOLD_NOT_ACTIVE, 'expired'}
 end
 
@@ -35,4 +38,5 @@ wallet_save(w)
 redis.call('HSET', KEYS[1], 's', 'released')
 local balance = wallet_balance(w)
 journal_add(ctx, hold_id, 'hold_release', h.amount, balance, {'hold', hold_id})
+balance_event(ctx, balance, w.held, hold_id, 'hold_release')
 return idem_store(KEYS[3], ARGV[6], ARGV[2], {E_OK, h.amount, balance, balance - w.held, w.held})

@@ -4,10 +4,12 @@
   Input:
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] charge record (for refunds of the settled charge)
+    KEYS[6] bucket events channel
     ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = the hold's amount)
     ARGV[8] request fingerprint   ARGV[9] idempotency key   ARGV[10] description
     ARGV[11] metadata JSON
+  Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, charged, released, balance, available, held}
     {-1} wallet not loaded   {-6, balance, available, required}   {-7} idempotency key reused
@@ -34,17 +36,18 @@ local rec, err = hold_record(KEYS[1], account, credit_type)
 if err then return err end
 local w = wallet_load(KEYS[2])
 if not w then return {E_NOT_LOADED} end
-local ctx = {journal = KEYS[4], account = account, credit_type = credit_type, now = tonumber(now)}
+local ctx = {journal = KEYS[4], events = KEYS[6], account = account, credit_type = credit_type,
+  now = tonumber(now)}
 wallet_expire(w, ctx)
 local h = hold_in_wallet(w, KEYS[1], hold_id)
 if not h then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_HOLD_NOT_ACTIVE, 'expired'}
 end
 local charged = wanted or h.amount
 local available_without_hold = wallet_available(w) + h.amount
 if available_without_hold - charged < -w.od then
-  wallet_save(w)
+  wallet_save_refused(w, ctx)
   return {E_INSUFFICIENT, wallet_balance(w), available_without_hold, charged}
 end
 
@@ -61,5 +64,10 @@ if charged > 0 then
     CHARGE_RECORD_TTL_S)
 end
 journal_add(ctx, hold_id, 'hold_settle', charged, balance, {'hold', hold_id, 'e', entry_id})
+if charged > 0 then
+  balance_event(ctx, balance, w.held, entry_id, 'charge')
+else
+  balance_event(ctx, balance, w.held, hold_id, 'hold_settle')
+end
 return idem_store(KEYS[3], ARGV[8], ARGV[2],
   {E_OK, entry_id, charged, released, balance, balance - w.held, w.held})

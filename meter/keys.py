@@ -1,7 +1,7 @@
 """The only place Redis key names are built.
 
-Every key of an account, and its bucket's journal, due set and catalog replica, carries the
-bucket's hash tag `{<bucket>}`, so every script touches one cluster slot.
+Every key of an account, and its bucket's journal, due set, catalog replica and events
+channel, carries the bucket's hash tag `{<bucket>}`, so every script touches one cluster slot.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class Keys:
     def due(self, bucket: int) -> str:
         return f"{self._tag(bucket)}:due"
 
+    def events(self, bucket: int) -> str:
+        # Pub/sub channel of balance events. Tagged like a key: scripts get it in KEYS (one
+        # slot on Cluster), and it is a valid shard channel should we move to SPUBLISH.
+        return f"{self._tag(bucket)}:events"
+
     def flush_lock(self, bucket: int) -> str:
         # Same slot as the journal: the flush_ack script checks the lock while it trims.
         return f"{self._tag(bucket)}:flushlock"
@@ -71,8 +76,16 @@ class Keys:
         # Not bucketed: written once per dataset; its absence means Redis lost everything.
         return f"{self.prefix}:epoch"
 
+    def http_idempotency(self, key: str) -> str:
+        # Hash tag = the key itself: one key per Idempotency-Key, deployment-wide (api/).
+        return f"{self.prefix}:http-idem:{{{key}}}"
+
     def all_buckets(self) -> range:
         return range(self.buckets)
+
+    def auth_failures(self, client: str) -> str:
+        # Not bucketed: a plain counter (INCR/EXPIRE) per client address, no script touches it.
+        return f"{self.prefix}:authfail:{client}"
 
 
 def due_member(account_id: str, credit_type: str) -> str:

@@ -1,8 +1,9 @@
 """Where a wallet or the catalog comes from when Redis does not have it.
 
-The SQL loader (sync/) is the real one. `NewAccountLoader` is for a Redis-only meter (the
-demo, tests): it opens every unknown wallet empty, which is only right when Redis is the
-whole truth. With no loader at all the meter raises `WalletNotLoaded`: never a silent zero.
+The SQL loader (sync/) is the real one. `NewAccountLoader` is for a Redis-only meter
+(throwaway scripts, tests): it opens every unknown wallet empty, which is only right when
+Redis is the whole truth. With no loader at all the meter raises `WalletNotLoaded`: never
+a silent zero.
 """
 
 from __future__ import annotations

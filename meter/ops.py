@@ -250,6 +250,7 @@ def charge(
                 keys.wallet(account_id, ct),
                 keys.idempotency(account_id, idem),
                 keys.charge(bucket, entry_id),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -313,6 +314,7 @@ def hold(
                 keys.catalog(bucket),
                 keys.journal(bucket),
                 keys.due(bucket),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -428,6 +430,7 @@ def settle(
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
                 keys.charge(bucket, entry_id),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -479,6 +482,7 @@ def release(
                 keys.wallet(account_id, ct),
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
+                keys.events(bucket),
             ],
             [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
             bucket,
@@ -519,6 +523,7 @@ def extend(
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
                 keys.due(bucket),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -569,6 +574,7 @@ def refund(
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
                 keys.due(bucket),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -657,6 +663,7 @@ def grant(
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
                 keys.due(bucket),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -724,6 +731,7 @@ def adjust(
                 keys.wallet(account_id, ct),
                 keys.idempotency(account_id, idem),
                 keys.journal(bucket),
+                keys.events(bucket),
             ],
             [
                 str(env.clock_ms()),
@@ -834,6 +842,7 @@ def expire_wallet(env: Env, bucket: int, account_id: str, credit_type: str) -> O
             keys.wallet(account_id, credit_type),
             keys.journal(bucket),
             keys.due(bucket),
+            keys.events(bucket),
         ],
         [str(env.clock_ms()), account_id, credit_type, due_member(account_id, credit_type)],
         bucket,

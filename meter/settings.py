@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meter.bounds import BUCKETS_MAX
+
+SQLITE_FILE_NAME = "creditmeter.db"
 
 
 class Settings(BaseSettings):
@@ -20,8 +22,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Redis for RQ queues; None = use redis_url.
     queue_redis_url: str | None = None
-    # SQLAlchemy URL of the durable store (SQLite by default, PostgreSQL in production).
-    database_url: str = "sqlite:///./.creditmeter/creditmeter.db"
+    # SQLAlchemy URL of the durable store (PostgreSQL in production); unset: a SQLite file
+    # in data_dir, beside the embedded Redis data.
+    database_url: str = ""
     # Number of hash-tag buckets accounts are spread over (1..16384).
     buckets: int = Field(default=16, ge=1, le=BUCKETS_MAX)
     # Prefix of every Redis key this service owns.
@@ -36,6 +39,12 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     # Signs account tokens and admin sessions.
     secret_key: str = ""
+
+    @model_validator(mode="after")
+    def _sqlite_in_data_dir(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / SQLITE_FILE_NAME}"
+        return self
 
     def effective_queue_redis_url(self) -> str | None:
         """The queue Redis URL, falling back to the balance Redis (REDIS_URL)."""

@@ -12,11 +12,11 @@ from typing import Any
 from meter import bounds
 from meter.errors import InvalidArgument
 
-_ACCOUNT_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{bounds.ACCOUNT_ID_LEN_MAX}}}$")
-_CREDIT_TYPE_RE = re.compile(rf"^[a-z0-9_]{{1,{bounds.CREDIT_TYPE_LEN_MAX}}}$")
-_TOOL_RE = re.compile(rf"^[A-Z0-9_]{{1,{bounds.TOOL_LEN_MAX}}}$")
-_IDEMPOTENCY_RE = re.compile(rf"^[\x21-\x7e]{{1,{bounds.IDEMPOTENCY_KEY_LEN_MAX}}}$")
-_ID_RE = re.compile(rf"^[A-Za-z0-9-]{{1,{bounds.ID_LEN_MAX}}}$")
+ACCOUNT_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{bounds.ACCOUNT_ID_LEN_MAX}}}$")
+CREDIT_TYPE_RE = re.compile(rf"^[a-z0-9_]{{1,{bounds.CREDIT_TYPE_LEN_MAX}}}$")
+TOOL_RE = re.compile(rf"^[A-Z0-9_]{{1,{bounds.TOOL_LEN_MAX}}}$")
+IDEMPOTENCY_RE = re.compile(rf"^[\x21-\x7e]{{1,{bounds.IDEMPOTENCY_KEY_LEN_MAX}}}$")
+ID_RE = re.compile(rf"^[A-Za-z0-9-]{{1,{bounds.ID_LEN_MAX}}}$")
 CATEGORIES = ("paid", "promotional")
 
 
@@ -27,23 +27,23 @@ def _match(field: str, value: object, pattern: re.Pattern[str], what: str) -> st
 
 
 def account_id(value: object) -> str:
-    return _match("account_id", value, _ACCOUNT_RE, "1-128 of [A-Za-z0-9_.:@-]")
+    return _match("account_id", value, ACCOUNT_RE, "1-128 of [A-Za-z0-9_.:@-]")
 
 
 def credit_type(value: object) -> str:
-    return _match("credit_type", value, _CREDIT_TYPE_RE, "1-32 of [a-z0-9_]")
+    return _match("credit_type", value, CREDIT_TYPE_RE, "1-32 of [a-z0-9_]")
 
 
 def tool(value: object) -> str:
-    return _match("tool", value, _TOOL_RE, "1-64 of [A-Z0-9_]")
+    return _match("tool", value, TOOL_RE, "1-64 of [A-Z0-9_]")
 
 
 def idempotency_key(value: object) -> str:
-    return _match("idempotency_key", value, _IDEMPOTENCY_RE, "1-255 printable ASCII characters")
+    return _match("idempotency_key", value, IDEMPOTENCY_RE, "1-255 printable ASCII characters")
 
 
 def entity_id(field: str, value: object) -> str:
-    return _match(field, value, _ID_RE, "an id")
+    return _match(field, value, ID_RE, "an id")
 
 
 def integer(field: str, value: object, low: int, high: int) -> int:

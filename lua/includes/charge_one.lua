@@ -1,8 +1,16 @@
+-- Queues a balance event (channel, message) for charge_flush: published after the writes.
+local function charge_event(cache, ctx, balance, held, entry_id, kind)
+  local ev = cache.events
+  ev[#ev + 1] = ctx.events
+  ev[#ev + 1] = balance_event_msg(ctx, balance, held, entry_id, kind)
+end
+
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
--- k = {wallet, idem, catalog, journal, record}; a = {entry_id, account, credit_type, tool,
--- quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
--- wallets = {}} shared by the charges of one call: each tool and wallet is read once, and the
--- caller saves every cached wallet once at the end (charge_flush). Returns the reply.
+-- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
+-- tool, quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
+-- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
+-- once, and the caller saves every cached wallet once at the end, then publishes the queued
+-- balance events, one per charge (charge_flush). Returns the reply.
 local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
     idem_ttl_s)
@@ -29,11 +37,15 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     cache.wallets[k.wallet] = w
   end
 
-  local ctx = {journal = k.journal, account = a.account, credit_type = a.credit_type,
-    now = tonumber(now)}
+  local ctx = {journal = k.journal, events = k.events, account = a.account,
+    credit_type = a.credit_type, now = tonumber(now)}
   wallet_expire(w, ctx)
   local available = wallet_available(w)
   if available - amount < -w.od then
+    if w.exp_entry then  -- refused, but expiries changed the wallet (saved by charge_flush)
+      charge_event(cache, ctx, wallet_balance(w), w.held, w.exp_entry, w.exp_kind)
+      w.exp_entry = nil
+    end
     return {E_INSUFFICIENT, wallet_balance(w), available, amount}
   end
   local parts = wallet_burn(w, amount)
@@ -43,13 +55,19 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata})
   charge_record_write(k.record, a.account, a.credit_type, a.tool, amount, 0, charge_parts(parts),
     CHARGE_RECORD_TTL_S)
+  charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
+  w.exp_entry = nil  -- this event shows the expiries too
   return idem_store(k.idem, a.fingerprint, idem_ttl_s,
     {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
 end
 
--- Writes back every wallet the charges of this call changed.
+-- Writes back every wallet the charges of this call changed, then publishes their events.
 local function charge_flush(cache)
   for _, w in pairs(cache.wallets) do
     wallet_save(w)
+  end
+  local ev = cache.events
+  for i = 1, #ev, 2 do
+    redis.call('PUBLISH', ev[i], ev[i + 1])
   end
 end

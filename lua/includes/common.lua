@@ -14,3 +14,4 @@
 --- @include "includes/due_mark"
 --- @include "includes/hold_open"
 --- @include "includes/charge_record"
+--- @include "includes/balance_event"

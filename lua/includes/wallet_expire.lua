@@ -12,6 +12,7 @@ local function wallet_clip_holds(w, ctx)
       short = short - cut
       w.sets['h:' .. h.id] = int_str(h.amount) .. '|' .. int_str(h.exp)
       journal_add(ctx, h.id, 'hold_reduce', h.amount, wallet_balance(w), {'hold', h.id})
+      w.exp_entry, w.exp_kind = h.id, 'hold_reduce'
     end
     if short <= 0 then return end
   end
@@ -19,6 +20,7 @@ end
 
 -- Expires every grant and hold of w whose expiry is at or before ctx.now, journaling each.
 -- An expired grant is never spent: every script that reads a wallet calls this first.
+-- The last entry it journals is noted in w.exp_entry / w.exp_kind (for balance events).
 -- Returns the earliest expiry still pending (0 when none), for the bucket's due set.
 local function wallet_expire(w, ctx)
   local next_due = 0
@@ -28,8 +30,10 @@ local function wallet_expire(w, ctx)
       local lost = g.rem
       g.rem = 0
       wallet_set_grant(w, g)
-      journal_add(ctx, det_id('expire|' .. g.id), 'expire', -lost, wallet_balance(w),
+      local id = det_id('expire|' .. g.id)
+      journal_add(ctx, id, 'expire', -lost, wallet_balance(w),
         {'g', g.id .. ':' .. int_str(-lost) .. ':0'})
+      w.exp_entry, w.exp_kind = id, 'expire'
     else
       kept[#kept + 1] = g
       if g.exp ~= 0 and (next_due == 0 or g.exp < next_due) then next_due = g.exp end
@@ -42,6 +46,7 @@ local function wallet_expire(w, ctx)
       w.held = w.held - h.amount
       w.dels['h:' .. h.id] = true
       journal_add(ctx, h.id, 'hold_expire', h.amount, wallet_balance(w), {'hold', h.id})
+      w.exp_entry, w.exp_kind = h.id, 'hold_expire'
     else
       holds[#holds + 1] = h
       if next_due == 0 or h.exp < next_due then next_due = h.exp end

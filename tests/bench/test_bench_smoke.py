@@ -1,6 +1,10 @@
 """Every bench function at a tiny size, against the test Redis and the test SQL: the report
 has each row with a positive number (or the documented skip text), verified balances.
 
+The HTTP rows start `creditmeter api` and the trivial app (one worker each) and load them
+for a second with wrk, or, where wrk is not installed (the smoke test never installs it),
+with bench.http's Python load generator: the rows are then filled but say so.
+
 The flush rows need PostgreSQL for COPY: the test SQL when it is PostgreSQL (in a schema of
 the test's own, dropped after), else a private cluster, else (no PostgreSQL binaries) a
 SQLite file, where copy_rate reports its skip."""
@@ -13,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench import ceiling, clients, flush, memory, report, sql_baseline
+from bench import ceiling, clients, flush, http, memory, report, sql_baseline
 from tests.servers import PrivatePostgres, postgres_available
 
 SECONDS = 0.3
@@ -25,6 +29,8 @@ FLUSH_SIZES: dict[str, Any] = {
     "outage_rate": 2000,
     "outage_seconds": 1.0,
 }
+# One worker: starts fastest (no uvicorn supervisor); tests/api run several.
+HTTP_SIZES: dict[str, Any] = {"accounts": 10, "warmup_s": 1, "connections": 4, "workers": 1}
 
 
 @pytest.fixture
@@ -93,6 +99,8 @@ def test_every_bench_function_fills_its_row(
     assert shown == [*flush_rows, "drain_after_outage_s"]  # each row reported as measured
 
     for key, _ in report.ROWS:
+        if key in http.ROW_KEYS:  # test_http_rows_fill_theirs (servers take their own time)
+            continue
         fig = run[key]
         if key == "ceiling" and ceiling.binary() is None:
             assert fig == {"skipped": "skipped: redis-benchmark not found"}
@@ -114,9 +122,11 @@ def test_every_bench_function_fills_its_row(
 
     result = report.build([run], {"started_utc": "2000-01-01T00:00:00Z"})
     text = report.markdown(result)
-    for _, label in report.ROWS:
-        assert label in text
+    for key, label in report.ROWS:
+        assert label in text or key in http.ROW_KEYS
     for name, _, _ in report.RATIOS:
+        if name == "http_charge / http_trivial":
+            continue
         if name.startswith("async") and "ceiling" in name and ceiling.binary() is None:
             continue
         if name == "flush_rate / copy_rate" and not flush_url.startswith("postgresql"):
@@ -144,3 +154,72 @@ def test_flush_rows_report_a_missing_postgresql(redis_url: str) -> None:
         "drain_after_outage_s",
     }
     assert all(f == {"skipped": "skipped: no PostgreSQL"} for f in figs.values())
+
+
+@pytest.mark.timeout(600)  # two servers start; each imports for seconds on a busy machine
+def test_http_rows_fill_theirs(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    shown: list[str] = []
+    run: report.Run = http.measure(
+        redis_url,
+        1,
+        prefix=key_prefix,
+        install_wrk=False,
+        python_fallback=True,
+        on_row=lambda key, fig, took: shown.append(key),
+        **HTTP_SIZES,
+    )
+    assert shown == http.ROW_KEYS  # each row reported as measured
+    for key in http.ROW_KEYS:
+        assert run[key]["value"] > 0, (key, run[key])
+        assert run[key].get("verified", True), (key, run[key])
+    for key in ("http_trivial", "http_charge"):
+        assert not run[key]["errors"], run[key]
+        assert run[key]["server_cpu_us_per_request"] > 0
+    assert run["http_charge"]["charges"] >= run["http_charge"]["requests"] > 0
+    assert run["http_charge_p50"]["value"] <= run["http_charge_p99"]["value"]
+    if http.find_wrk() is None:
+        assert "Python load generator" in run["http_charge"]["note"]
+    result = report.build([run], {"started_utc": "2000-01-01T00:00:00Z"})
+    assert result["ratios"]["http_charge / http_trivial"]["median"] > 0
+    statuses = {t["target"]: t["status"] for t in result["targets"]}
+    assert statuses["HTTP charge p99 <= 10 ms at that rate"] in ("met", "missed")
+    text = report.markdown(result)
+    for key, label in report.ROWS:
+        assert (label in text) == (key in http.ROW_KEYS), key
+
+
+def test_http_rows_say_skipped_without_wrk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http.shutil, "which", lambda name, **kw: None)
+    figs = http.measure("redis://127.0.0.1:1/0", 1, install_wrk=False)
+    assert figs == {key: {"skipped": "skipped: wrk not installed"} for key in http.ROW_KEYS}
+
+
+def test_profile_summary_by_package() -> None:
+    raw = "\n".join(
+        [
+            f"run (uvicorn/server.py:1);charge ({http.REPO}/api/routers/money.py:9) 30",
+            "run (uvicorn/server.py:1);execute (/v/site-packages/redis/asyncio/client.py:5) 60",
+            "run (uvicorn/server.py:1);loads (/usr/lib/python3.11/json/decoder.py:2) 10",
+            "_bootstrap (threading.py:1);Condition.wait (/usr/lib/threading.py:3) 500",
+        ]
+    )
+    line = http.summarize_profile(raw)
+    assert line.startswith("self time by package: redis-py 60%, creditmeter api/ 30%, json 10%")
+    assert "inclusive: FastAPI dependencies 0%" in line and "(100 samples)" in line
+
+
+def test_where_the_time_goes_only_when_the_goal_is_missed() -> None:
+    trivial = {"value": 1000.0, "server_cpu_us_per_request": 500.0}
+    charge = {
+        "value": 500.0,
+        "server_cpu_us_per_request": 1900.0,
+        "server_cpu": 0.95,
+        "redis_cpu": 0.1,
+        "client_cpu": 0.2,
+    }
+    fast = {"value": 5.0}
+    run = {"http_trivial": trivial, "http_charge": charge, "http_charge_p99": fast}
+    line = http.where_the_time_goes(run)
+    assert line is not None and "0.50x" in line and "1,900 us/charge" in line
+    run["http_charge"] = {**charge, "value": 900.0}
+    assert http.where_the_time_goes(run) is None

@@ -116,6 +116,7 @@ class World:
                 k.wallet(ACCT, ct),
                 k.idempotency(ACCT, idem),
                 k.charge(self.b, entry),
+                k.events(self.b),
             ],
             [NOW, IDEM_TTL, entry, ACCT, ct, tool, qty, fp, idem, "", ""],
         )
@@ -142,6 +143,7 @@ class World:
                 k.catalog(self.b if catalog is None else catalog),
                 k.journal(self.b),
                 k.due(self.b),
+                k.events(self.b),
             ],
             [
                 NOW,
@@ -175,6 +177,7 @@ class World:
                 k.idempotency(ACCT, idem),
                 k.journal(self.b),
                 k.charge(self.b, entry),
+                k.events(self.b),
             ],
             [NOW, IDEM_TTL, hold_id, entry, ACCT, ct, amount, fp, idem, "", ""],
         )
@@ -189,6 +192,7 @@ class World:
                 k.wallet(ACCT, ct),
                 k.idempotency(ACCT, idem),
                 k.journal(self.b),
+                k.events(self.b),
             ],
             [NOW, IDEM_TTL, hold_id, ACCT, ct, fp, idem],
         )
@@ -209,6 +213,7 @@ class World:
                 k.idempotency(ACCT, idem),
                 k.journal(self.b),
                 k.due(self.b),
+                k.events(self.b),
             ],
             [NOW, IDEM_TTL, hold_id, ACCT, ct, ttl_s, fp, idem, due_member(ACCT, ct)],
         )
@@ -229,6 +234,7 @@ class World:
                 k.idempotency(ACCT, idem),
                 k.journal(self.b),
                 k.due(self.b),
+                k.events(self.b),
             ],
             [
                 NOW,
@@ -258,7 +264,13 @@ class World:
     ) -> tuple[list, list]:
         entry, k = self.id(), self.k
         return (
-            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.due(self.b)],
+            [
+                k.wallet(ACCT, ct),
+                k.idempotency(ACCT, idem),
+                k.journal(self.b),
+                k.due(self.b),
+                k.events(self.b),
+            ],
             [
                 NOW,
                 IDEM_TTL,
@@ -285,14 +297,14 @@ class World:
     ) -> tuple[list, list]:
         entry, k = self.id(), self.k
         return (
-            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b)],
+            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.events(self.b)],
             [NOW, IDEM_TTL, entry, entry, ACCT, ct, amount, "promotional", fp, idem, "fix", ""],
         )
 
     def expire_args(self) -> tuple[list, list]:
         k = self.k
         return (
-            [k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b)],
+            [k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b), k.events(self.b)],
             [NOW, ACCT, CT, due_member(ACCT, CT)],
         )
 
@@ -532,7 +544,7 @@ def _batch(w: World, n: int) -> tuple[list, list]:
     "shape",
     [
         "no charge",
-        "keys not 3 per charge",
+        "keys not 4 per charge",
         "argv one short",
         "argv one long",
         "keys for 2 argv for 1",
@@ -544,7 +556,7 @@ def test_charge_batch_of_wrong_shape_is_refused_whole(w: World, shape: str) -> N
     two_keys, _ = _batch(w, 2)
     keys, args = {
         "no charge": (one_keys[:2], one_args[:2]),
-        "keys not 3 per charge": (one_keys[:4], one_args),
+        "keys not 4 per charge": (one_keys[:5], one_args),
         "argv one short": (one_keys, one_args[:-1]),
         "argv one long": (one_keys, [*one_args, ""]),
         "keys for 2 argv for 1": (two_keys, one_args),

@@ -16,7 +16,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.redis_url is None
     assert s.effective_queue_redis_url() is None
-    assert s.database_url == "sqlite:///./.creditmeter/creditmeter.db"
+    assert s.database_url == "sqlite:///.creditmeter/creditmeter.db"
     assert s.buckets == 16
     assert s.key_prefix == "cm"
     assert s.data_dir == Path(".creditmeter")
@@ -70,3 +70,9 @@ def test_get_settings_is_cached() -> None:
         assert get_settings() is get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_default_sqlite_file_follows_the_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDITMETER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CREDITMETER_DATA_DIR", "/var/lib/cm")
+    assert Settings().database_url == "sqlite:////var/lib/cm/creditmeter.db"

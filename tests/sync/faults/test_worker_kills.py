@@ -606,7 +606,9 @@ def test_script_flush_in_a_loop_during_load_no_failed_charge(
         async_charger.stop()
         script_flusher.stop()
         restart_dead_worker()
-        assert len(script_flusher.results) > 100, len(script_flusher.results)
+        # A few dozen flushes interleaved with the load prove the point; how many fit in 5 s
+        # depends on how loaded the machine is (100+ idle, ~25 on a busy 2-core CI host).
+        assert len(script_flusher.results) > 20, len(script_flusher.results)
         assert not script_flusher.errors, script_flusher.errors[:3]
         assert len(sync_charger.acked) > 200 and len(async_charger.acked) > 200
         acked += sync_charger.acked + async_charger.acked
@@ -636,7 +638,11 @@ def test_script_flush_in_a_loop_during_load_no_failed_charge(
         )
 
 
+CHARGERS_DEADLINE_S = 180  # 2500 charges take ~20 s idle; a loaded 2-core host is much slower
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sqlite_two_workers_concurrently_nothing_lost(
     tmp_path: Path, redis_server: EmbeddedRedis, client: redis.Redis, keys: Keys
 ) -> None:
@@ -681,8 +687,8 @@ def test_sqlite_two_workers_concurrently_nothing_lost(
         for c in chargers:
             c.start()
         for c in chargers:
-            c.join(timeout=60)
-            assert not c.is_alive(), "a charger did not finish its 2500 charges in 60 s"
+            c.join(timeout=CHARGERS_DEADLINE_S)
+            assert not c.is_alive(), f"a charger did not finish in {CHARGERS_DEADLINE_S} s"
         job_pump.stop()
         direct.stop()
         for c in chargers:

@@ -1,0 +1,55 @@
+"""The FastAPI app factory: `uvicorn --factory api.app:create_app` (or `creditmeter api`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors, metrics
+from api.state import AppState
+from meter import AsyncMeter
+from meter.connect import checked_redis_url, keys_from
+from meter.redis_conn import async_client
+from meter.settings import Settings, get_settings
+from sync.db import engine_for
+from sync.loader import SqlLoader
+from sync.secret import secret_key
+
+API_TITLE = "creditmeter"
+API_VERSION = "1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Refuses a Redis that may evict balances (SPEC §5) before taking any request.
+        url = checked_redis_url(settings)
+        keys = keys_from(settings)
+        client = async_client(url)
+        engine = engine_for(settings.database_url)
+        app.state.cm = AppState(
+            settings=settings,
+            keys=keys,
+            redis_url=url,
+            redis=client,
+            meter=AsyncMeter(client, keys=keys, loader=SqlLoader(engine, keys)),
+            engine=engine,
+            secret_key=secret_key(settings),
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
+    errors.install(app)
+    metrics.install(app)
+    from api.routers import accounts, money, service, tools
+
+    for module in (tools, money, accounts, service):
+        app.include_router(module.router)
+    return app

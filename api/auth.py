@@ -1,0 +1,227 @@
+"""Who is calling: API keys with scopes, and account tokens, as FastAPI dependencies.
+
+- `require(scope)` (aliases `ReadKey`, `MeterKey`, `AdminKey`): an API key as
+  `Authorization: Bearer <key>` whose scope implies `scope` (`admin` > `meter` > `read`;
+  `meter` implies `read`, see sync/apikeys.py).
+- `account_reader` (alias `AccountReader`), for GET /v1/accounts/{account_id}/balance and
+  /events: a key with `read` scope, or an account token (api/tokens.py) for exactly the
+  account in the path, as Bearer or as `?token=` (a browser's EventSource cannot set
+  headers). `?token=` takes account tokens only: API keys do not belong in URLs and logs.
+
+Answers:
+- 401 `unauthorized` + `WWW-Authenticate: Bearer`: credentials missing, malformed, unknown,
+  revoked or expired.
+- 403 `forbidden`: the caller is authenticated but not allowed: a key of a lesser scope, an
+  account token on a route that needs a key (the token is valid, it just does not reach that
+  far), a token of another account. A 403 does not count as a failed authentication.
+- 429 `too-many-requests` + `Retry-After`: every 401 counts against the client address (a
+  Redis counter, `Keys.auth_failures`, living AUTH_FAILURE_WINDOW_S from the first failure).
+  Past AUTH_FAILURES_MAX failures in that window, a request of that client that fails
+  authentication gets 429 instead of 401 until the window ends; a request that authenticates
+  still passes, so one misconfigured script does not lock out a good service behind the same
+  NAT address. (Keys hold 250 secret bits and tokens a 256-bit HMAC: the limit is against
+  load and noise, not guessing.) If Redis cannot count, authentication still answers 401.
+  The client address is the connection's peer: behind a proxy, run uvicorn with
+  `--proxy-headers` and the proxy in `--forwarded-allow-ips`.
+
+Verified keys are cached per process for KEY_CACHE_TTL_S, by their keyed hash (never the
+key), so the charge hot path does not query SQL per request; a revocation therefore takes
+effect within KEY_CACHE_TTL_S. Keys and tokens are never logged, only a known key's prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Final, NoReturn
+
+import redis.exceptions
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import Problem
+from api.state import AppState, get_state
+from api.tokens import is_token, verify_token
+from meter.ops import now_ms as wall_ms
+from sync.apikeys import SCOPES, ApiKeyInfo, key_hash, looks_like_key, scope_allows, verify_key
+
+log = logging.getLogger("creditmeter.auth")
+
+KEY_CACHE_TTL_S: Final = 5.0  # No SQL query per charge; a revocation bites within 5 s.
+KEY_CACHE_ENTRIES_MAX: Final = 10_000  # Live keys seen within one TTL; past it, start over.
+AUTH_FAILURES_MAX: Final = 20  # 401s per client per window before 429: typos, not scans.
+AUTH_FAILURE_WINDOW_S: Final = 60  # Counted from the first failure; also the longest block.
+TOKEN_SCOPE: Final = "account"  # Principal.scope of an account token.
+UNKNOWN_CLIENT: Final = "unknown"  # No peer address (some test transports).
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`cm_live_...`) or, on an account's balance and events, "
+    "that account's token (`cmt_...`).",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: an API key (account_id None) or an account token (key_id,
+    key_prefix None; scope TOKEN_SCOPE)."""
+
+    key_id: str | None
+    key_prefix: str | None
+    scope: str
+    account_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who did it, for the audit log: the key's id (never the key)."""
+        return self.key_id or f"token:{self.account_id}"
+
+
+@dataclass
+class _KeyCache:
+    ttl_s: float = KEY_CACHE_TTL_S
+    entries: dict[str, tuple[float, ApiKeyInfo]] = field(default_factory=dict)
+
+    def get(self, digest: str, now: float) -> ApiKeyInfo | None:
+        hit = self.entries.get(digest)
+        if hit is None or hit[0] <= now:
+            return None
+        return hit[1]
+
+    def put(self, digest: str, info: ApiKeyInfo, now: float) -> None:
+        if len(self.entries) >= KEY_CACHE_ENTRIES_MAX:
+            self.entries.clear()
+        self.entries[digest] = (now + self.ttl_s, info)
+
+
+def _cache(app: FastAPI) -> _KeyCache:
+    cache: _KeyCache | None = getattr(app.state, "auth_key_cache", None)
+    if cache is None:
+        cache = app.state.auth_key_cache = _KeyCache()
+    return cache
+
+
+def forget_cached_keys(app: FastAPI) -> None:
+    """Drops this process's verified keys (after a revocation made in this process)."""
+    _cache(app).entries.clear()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else UNKNOWN_CLIENT
+
+
+async def _reject(state: AppState, request: Request, detail: str) -> NoReturn:
+    """401, or 429 once the client has failed more than AUTH_FAILURES_MAX times."""
+    client = _client(request)
+    name = state.keys.auth_failures(client)
+    try:
+        async with state.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, AUTH_FAILURE_WINDOW_S, nx=True)
+            pipe.ttl(name)
+            failures, _, ttl_s = await pipe.execute()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("auth failure not counted (redis: %s)", type(exc).__name__)
+        failures, ttl_s = 0, 0
+    log.info("authentication failed: client=%s failures=%s (%s)", client, failures, detail)
+    if failures > AUTH_FAILURES_MAX:
+        if failures == AUTH_FAILURES_MAX + 1:
+            log.warning("client %s blocked for %s s after failed authentications", client, ttl_s)
+        raise Problem(
+            429,
+            "too many failed authentications from this client; retry later",
+            headers={"Retry-After": str(max(1, ttl_s))},
+        )
+    raise Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _key(state: AppState, request: Request, presented: str) -> Principal | None:
+    """The principal of a live API key, from the cache or SQL; None for anything else."""
+    if not looks_like_key(presented):
+        return None
+    digest = key_hash(state.secret_key, presented)
+    cache = _cache(request.app)
+    info = cache.get(digest, time.monotonic())
+    if info is None:
+        info = await run_in_threadpool(verify_key, state.engine, state.secret_key, presented)
+        if info is None:
+            return None
+        cache.put(digest, info, time.monotonic())
+    return Principal(key_id=info.id, key_prefix=info.prefix, scope=info.scope)
+
+
+def _check_scope(principal: Principal, scope: str) -> Principal:
+    if not scope_allows(principal.scope, scope):
+        raise Problem(
+            403,
+            f"this route needs a key with scope {scope}; key {principal.key_prefix} "
+            f"has scope {principal.scope}",
+            required_scope=scope,
+        )
+    return principal
+
+
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting API keys whose scope implies `scope`."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+
+    async def dependency(request: Request, credentials: Credentials) -> Principal:
+        state = get_state(request)
+        if credentials is None:
+            await _reject(state, request, "missing API key: send Authorization: Bearer <key>")
+        presented = credentials.credentials
+        if is_token(presented):
+            if verify_token(state.secret_key, presented, wall_ms()) is None:
+                await _reject(state, request, "invalid or expired account token")
+            raise Problem(
+                403,
+                "an account token only reads its own account's balance and events; "
+                "this route needs an API key",
+                required_scope=scope,
+            )
+        principal = await _key(state, request, presented)
+        if principal is None:
+            await _reject(state, request, "invalid or revoked API key")
+        return _check_scope(principal, scope)
+
+    return dependency
+
+
+async def account_reader(
+    request: Request,
+    account_id: Annotated[str, Path()],
+    credentials: Credentials,
+    token: Annotated[
+        str | None,
+        Query(description="this account's token, for clients that cannot set headers"),
+    ] = None,
+) -> Principal:
+    """A key with read scope, or the path account's own token (Bearer or ?token=)."""
+    state = get_state(request)
+    presented = credentials.credentials if credentials else token
+    if presented is None:
+        await _reject(state, request, "missing credentials: an API key or this account's token")
+    if is_token(presented):
+        owner = verify_token(state.secret_key, presented, wall_ms())
+        if owner is None:
+            await _reject(state, request, "invalid or expired account token")
+        if owner != account_id:
+            raise Problem(403, "this account token reads another account")
+        return Principal(key_id=None, key_prefix=None, scope=TOKEN_SCOPE, account_id=owner)
+    if credentials is None:
+        await _reject(state, request, "?token= takes account tokens only; send API keys as Bearer")
+    principal = await _key(state, request, presented)
+    if principal is None:
+        await _reject(state, request, "invalid or revoked API key")
+    return _check_scope(principal, "read")
+
+
+ReadKey = Annotated[Principal, Depends(require("read"))]
+MeterKey = Annotated[Principal, Depends(require("meter"))]
+AdminKey = Annotated[Principal, Depends(require("admin"))]
+AccountReader = Annotated[Principal, Depends(account_reader)]

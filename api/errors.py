@@ -1,0 +1,169 @@
+"""RFC 9457 problem+json: the one place errors become HTTP answers.
+
+Routes raise `Problem` (or let a meter error through); the handlers registered by
+`install` turn every error, validation errors and unknown routes included, into
+`application/problem+json` with `type`, `title`, `status`, `detail` and extension fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from meter import errors as me
+
+log = logging.getLogger("creditmeter.api")
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:creditmeter:problem:"  # a URN: stable, and no promise of a web page
+
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "too-many-requests",
+    500: "internal-error",
+    502: "bad-gateway",
+    503: "service-unavailable",
+}
+
+
+_NOT_FOUND_IDS = {"hold_id": "hold-not-found", "charge_id": "charge-not-found"}
+
+
+class Problem(Exception):
+    """An HTTP error answer. `extensions` become top-level members of the problem object."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug or _HTTP_SLUGS.get(status, "error")
+        self.title = title or self.slug.replace("-", " ").capitalize()
+        self.headers = headers or {}
+        self.extensions = extensions
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
+
+
+def problem_response(p: Problem) -> JSONResponse:
+    return JSONResponse(p.body(), status_code=p.status, headers=p.headers, media_type=MEDIA_TYPE)
+
+
+def from_meter_error(exc: me.MeterError) -> Problem:
+    """The HTTP answer to each meter error (SPEC §7 status codes)."""
+    if isinstance(exc, me.InsufficientCredits):
+        return Problem(
+            402,
+            str(exc),
+            slug="insufficient-credits",
+            balance=exc.balance,
+            available=exc.available,
+            required=exc.required,
+            credit_type=exc.credit_type,
+        )
+    if isinstance(exc, me.ToolDisabled):
+        return Problem(403, str(exc), slug="tool-disabled", tool=exc.tool)
+    if isinstance(exc, me.UnknownTool):
+        return Problem(404, str(exc), slug="unknown-tool", tool=exc.tool)
+    if isinstance(exc, me.HoldNotFound):
+        return Problem(404, str(exc), slug="hold-not-found", hold_id=exc.hold_id)
+    if isinstance(exc, me.ChargeNotFound):
+        return Problem(404, str(exc), slug="charge-not-found", charge_id=exc.charge_id)
+    if isinstance(exc, me.HoldNotActive):
+        return Problem(409, str(exc), slug="hold-not-active", hold_status=exc.status)
+    if isinstance(exc, me.OverRefund):
+        return Problem(409, str(exc), slug="over-refund", refundable=exc.refundable)
+    if isinstance(exc, me.LimitExceeded):
+        return Problem(409, str(exc), slug="limit-exceeded")
+    if isinstance(exc, me.IdempotencyConflict):
+        return Problem(422, str(exc), slug="idempotency-key-reused")
+    if isinstance(exc, me.InvalidArgument) and exc.field in _NOT_FOUND_IDS:
+        # An id this deployment never made (its bucket does not decode) names nothing: 404.
+        slug = _NOT_FOUND_IDS[exc.field]
+        return Problem(404, str(exc), slug=slug)
+    if isinstance(exc, me.InvalidArgument):
+        return Problem(
+            422, str(exc), errors=[{"field": exc.field, "message": str(exc), "type": "value"}]
+        )
+    if isinstance(exc, me.AmountOverflow):
+        return Problem(422, str(exc), slug="amount-overflow")
+    log.error("meter error without an HTTP mapping: %r", exc)
+    return Problem(503, "the meter cannot answer this request now", slug="meter-unavailable")
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"field": ".".join(loc), "message": e.get("msg", ""), "type": e.get("type", "")})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Registers the handlers that make every error a problem+json answer."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(me.MeterError)
+    async def _meter(request: Request, exc: me.MeterError) -> JSONResponse:
+        return problem_response(from_meter_error(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+        return problem_response(Problem(422, detail, errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            Problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        )
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return problem_response(Problem(503, "balance store unavailable", slug="redis-unavailable"))
+
+    @app.exception_handler(OperationalError)
+    async def _sql_down(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return problem_response(Problem(503, "database unavailable", slug="database-unavailable"))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "internal error"))

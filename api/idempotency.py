@@ -1,0 +1,115 @@
+"""Idempotency-Key for every POST that changes money (SPEC §7), like Stripe's.
+
+Two layers. The Lua scripts store each applied result under (account, key) with a fingerprint
+of the operation, so a replay returns the stored result and concurrent duplicates apply once.
+That store lives in the account's slot, so it cannot see the same key used for another
+account, hold or route. This module adds the deployment-wide check: one Redis key per
+Idempotency-Key holds a fingerprint of method, path and body (`SET NX GET`, one round trip).
+
+- missing header: 400; the header outside 1-255 printable ASCII: 422;
+- same key, other method/path/body: 422 (nothing runs);
+- same key and body: the operation runs again and the script answers the stored result,
+  sent with `Idempotent-Replayed: true`;
+- an executed request that failed on the domain (402, 403, 404, 409) stores that answer, and
+  a replay returns it as it was (as Stripe does; use a new key to try again). Validation
+  errors (422) and outages (503) store nothing: the request did not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Header, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from api.errors import MEDIA_TYPE, Problem, from_meter_error
+from api.state import AppState
+from meter import bounds, validate
+from meter.errors import MeterError
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+STORED_ERROR_STATUSES = frozenset({402, 403, 404, 409})  # the request ran and was refused
+_SEP = "\n"
+
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        description="1-255 printable ASCII characters; required on every POST that changes "
+        "money. A retry with the same key never applies twice.",
+    ),
+]
+
+
+async def idempotency_key(idempotency_key: IdempotencyHeader = None) -> str:
+    if idempotency_key is None:
+        raise Problem(400, "the Idempotency-Key header is required", slug="idempotency-key-missing")
+    return _checked(idempotency_key)
+
+
+async def optional_idempotency_key(idempotency_key: IdempotencyHeader = None) -> str | None:
+    return None if idempotency_key is None else _checked(idempotency_key)
+
+
+def _checked(idempotency_key: str) -> str:
+    if not validate.IDEMPOTENCY_RE.fullmatch(idempotency_key):
+        raise Problem(
+            422,
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            errors=[{"field": "header.Idempotency-Key", "message": "invalid", "type": "value"}],
+        )
+    return idempotency_key
+
+
+def fingerprint(request: Request, body: BaseModel | None) -> str:
+    payload = body.model_dump(mode="json", exclude_unset=False) if body is not None else None
+    canonical = json.dumps(
+        [request.method, request.scope["path"], payload], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def run_idempotent(
+    state: AppState,
+    request: Request,
+    response: Response,
+    key: str,
+    body: BaseModel | None,
+    operation: Callable[[], Awaitable[tuple[Any, bool]]],
+) -> Any:
+    """Runs `operation` (-> (answer, replayed)) under the deployment-wide key check."""
+    fp = fingerprint(request, body)
+    redis_key = state.keys.http_idempotency(key)
+    previous = await state.redis.set(redis_key, fp, nx=True, get=True, ex=bounds.IDEMPOTENCY_TTL_S)
+    if previous is not None:
+        stored = previous.decode() if isinstance(previous, bytes) else str(previous)
+        stored_fp, _, stored_error = stored.partition(_SEP)
+        if stored_fp != fp:
+            raise Problem(
+                422,
+                "this Idempotency-Key was used with another request (method, path or body)",
+                slug="idempotency-key-reused",
+            )
+        if stored_error:
+            status_text, _, body_text = stored_error.partition(_SEP)
+            return JSONResponse(
+                json.loads(body_text),
+                status_code=int(status_text),
+                media_type=MEDIA_TYPE,
+                headers={REPLAYED_HEADER: "true"},
+            )
+    try:
+        answer, replayed = await operation()
+    except MeterError as exc:
+        problem = from_meter_error(exc)
+        if problem.status in STORED_ERROR_STATUSES:
+            record = _SEP.join((fp, str(problem.status), json.dumps(problem.body())))
+            await state.redis.set(redis_key, record, xx=True, keepttl=True)
+        raise problem from exc
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return answer

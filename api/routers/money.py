@@ -1,0 +1,189 @@
+"""Charges, holds and refunds (SPEC §7): thin routes over the async meter.
+
+Every route here changes money, so each needs an Idempotency-Key (api.idempotency) that it
+passes to the script as the operation's own idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from api import metrics
+from api.auth import Principal, require
+from api.idempotency import idempotency_key, optional_idempotency_key, run_idempotent
+from api.schemas import (
+    ChargeIn,
+    ChargeOut,
+    EntityId,
+    ExtendIn,
+    ExtendOut,
+    HoldIn,
+    HoldOut,
+    RefundIn,
+    RefundOut,
+    ReleaseOut,
+    SettleIn,
+    SettleOut,
+    rfc3339,
+)
+from api.state import AppState, app_state
+from meter import errors as me
+
+router = APIRouter(prefix="/v1", tags=["charging"])
+State = Annotated[AppState, Depends(app_state)]
+Key = Annotated[str, Depends(idempotency_key)]
+Meter = Annotated[Principal, Depends(require("meter"))]
+
+_CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
+    me.InsufficientCredits: "insufficient",
+    me.UnknownTool: "unknown_tool",
+    me.ToolDisabled: "tool_disabled",
+}
+
+
+@router.post("/charges", status_code=201, response_model=ChargeOut)
+async def create_charge(
+    body: ChargeIn, request: Request, response: Response, state: State, key: Key, _: Meter
+) -> Any:
+    async def run() -> tuple[ChargeOut, bool]:
+        try:
+            r = await state.meter.charge(
+                body.account_id,
+                body.tool,
+                body.quantity,
+                idempotency_key=key,
+                description=body.description,
+                metadata=body.metadata,
+            )
+        except me.MeterError as exc:
+            metrics.record_charge(body.tool, _CHARGE_OUTCOMES.get(type(exc), "error"))
+            raise
+        metrics.record_charge(body.tool, "replayed" if r.replayed else "charged")
+        out = ChargeOut(
+            id=r.id,
+            account_id=r.account_id,
+            tool=r.tool,
+            credit_type=r.credit_type,
+            amount=r.amount,
+            balance=r.balance,
+            available=r.available,
+        )
+        return out, r.replayed
+
+    return await run_idempotent(state, request, response, key, body, run)
+
+
+@router.post("/holds", status_code=201, response_model=HoldOut)
+async def create_hold(
+    body: HoldIn, request: Request, response: Response, state: State, key: Key, _: Meter
+) -> Any:
+    async def run() -> tuple[HoldOut, bool]:
+        h = await state.meter.hold(
+            body.account_id,
+            body.tool,
+            quantity=body.quantity if body.quantity is not None else 1,
+            amount=body.amount,
+            ttl_s=body.ttl_seconds,
+            idempotency_key=key,
+        )
+        r = h.result
+        out = HoldOut(
+            id=r.id,
+            account_id=r.account_id,
+            tool=r.tool,
+            amount=r.amount,
+            credit_type=r.credit_type,
+            expires_at=rfc3339(r.expires_at_ms),
+            balance=r.balance,
+            available=r.available,
+        )
+        return out, r.replayed
+
+    return await run_idempotent(state, request, response, key, body, run)
+
+
+@router.post("/holds/{hold_id}/settle", response_model=SettleOut)
+async def settle_hold(
+    hold_id: EntityId,
+    request: Request,
+    response: Response,
+    state: State,
+    key: Key,
+    _: Meter,
+    body: SettleIn | None = None,
+) -> Any:
+    body = body or SettleIn()
+
+    async def run() -> tuple[SettleOut, bool]:
+        r = await state.meter.settle(
+            hold_id,
+            body.amount,
+            idempotency_key=key,
+            description=body.description,
+            metadata=body.metadata,
+        )
+        out = SettleOut(
+            entry_id=r.entry_id,
+            hold_id=r.hold_id,
+            charged=r.charged,
+            released=r.released,
+            balance=r.balance,
+            available=r.available,
+        )
+        return out, r.replayed
+
+    return await run_idempotent(state, request, response, key, body, run)
+
+
+@router.post("/holds/{hold_id}/release", response_model=ReleaseOut)
+async def release_hold(
+    hold_id: EntityId, request: Request, response: Response, state: State, key: Key, _: Meter
+) -> Any:
+    async def run() -> tuple[ReleaseOut, bool]:
+        r = await state.meter.release(hold_id, idempotency_key=key)
+        out = ReleaseOut(
+            hold_id=r.hold_id, released=r.released, balance=r.balance, available=r.available
+        )
+        return out, r.replayed
+
+    return await run_idempotent(state, request, response, key, None, run)
+
+
+@router.post("/holds/{hold_id}/extend", response_model=ExtendOut)
+async def extend_hold(
+    hold_id: EntityId,
+    body: ExtendIn,
+    state: State,
+    _: Meter,
+    key: Annotated[str | None, Depends(optional_idempotency_key)],
+) -> Any:
+    """A heartbeat moves no credits, so its Idempotency-Key is optional."""
+    r = await state.meter.extend(hold_id, body.ttl_seconds, idempotency_key=key)
+    return ExtendOut(hold_id=r.hold_id, expires_at=rfc3339(r.expires_at_ms))
+
+
+@router.post("/refunds", status_code=201, response_model=RefundOut)
+async def create_refund(
+    body: RefundIn, request: Request, response: Response, state: State, key: Key, _: Meter
+) -> Any:
+    async def run() -> tuple[RefundOut, bool]:
+        r = await state.meter.refund(
+            body.charge_id,
+            body.amount,
+            reason=body.reason,
+            idempotency_key=key,
+            metadata=body.metadata,
+        )
+        out = RefundOut(
+            id=r.id,
+            charge_id=r.charge_id,
+            amount=r.amount,
+            balance=r.balance,
+            available=r.available,
+            refunded_total=r.refunded_total,
+        )
+        return out, r.replayed
+
+    return await run_idempotent(state, request, response, key, body, run)

@@ -1,0 +1,285 @@
+"""Request and response bodies of the HTTP API (SPEC §7).
+
+Requests are strict: integers must be JSON integers ("10", 10.5, 10.0, true and 1e3 are
+422), bounds are SPEC §4's, and an unknown field is 422 (no mass assignment). The meter
+checks every value again; these models only make the 422 name the failing field early.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from meter import bounds, validate
+
+AccountId = Annotated[str, Field(pattern=validate.ACCOUNT_RE.pattern)]
+CreditType = Annotated[str, Field(pattern=validate.CREDIT_TYPE_RE.pattern)]
+ToolName = Annotated[str, Field(pattern=validate.TOOL_RE.pattern)]
+EntityId = Annotated[str, Field(pattern=validate.ID_RE.pattern)]
+Credits = Annotated[int, Field(ge=1, le=bounds.CREDITS_MAX)]
+Cost = Annotated[int, Field(ge=0, le=bounds.CREDITS_MAX)]
+Quantity = Annotated[int, Field(ge=1, le=bounds.QUANTITY_MAX)]
+TtlSeconds = Annotated[int, Field(ge=1, le=bounds.HOLD_TTL_S_MAX)]
+Priority = Annotated[int, Field(ge=0, le=bounds.PRIORITY_MAX)]
+Description = Annotated[str, Field(max_length=bounds.DESCRIPTION_LEN_MAX)]
+Reason = Annotated[str, Field(min_length=1, max_length=bounds.DESCRIPTION_LEN_MAX)]
+Reference = Annotated[str, Field(min_length=1, max_length=bounds.REFERENCE_LEN_MAX)]
+DisplayName = Annotated[str, Field(max_length=255)]  # the tools.display_name column
+Category = Literal["paid", "promotional"]
+Metadata = dict[str, Any]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def rfc3339(ms: int) -> str:
+    """`2026-11-21T12:00:00Z` (milliseconds kept when not zero)."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
+
+
+def parse_rfc3339_ms(value: str) -> int:
+    """Milliseconds of an RFC 3339 timestamp with an explicit offset."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-11-21T12:00:00Z") from exc
+    if dt.tzinfo is None:
+        raise ValueError("must carry a UTC offset, e.g. Z")
+    return round(dt.timestamp() * 1000)
+
+
+# --- tools ---------------------------------------------------------------------------
+
+
+class ToolPut(Strict):
+    display_name: DisplayName
+    description: Description = ""
+    cost: Cost
+    credit_type: CreditType
+    active: bool = True
+
+
+class ToolPatch(Strict):
+    display_name: DisplayName | None = None
+    description: Description | None = None
+    cost: Cost | None = None
+    active: bool | None = None
+
+
+class ToolOut(BaseModel):
+    name: str
+    display_name: str
+    description: str
+    cost: int
+    credit_type: str
+    active: bool
+
+
+class ToolList(BaseModel):
+    data: list[ToolOut]
+
+
+# --- charges, holds, refunds --------------------------------------------------------
+
+
+class ChargeIn(Strict):
+    account_id: AccountId
+    tool: ToolName
+    quantity: Quantity = 1
+    description: Description | None = None
+    metadata: Metadata | None = None
+
+
+class ChargeOut(BaseModel):
+    id: str
+    account_id: str
+    tool: str
+    credit_type: str
+    amount: int
+    balance: int
+    available: int
+
+
+class HoldIn(Strict):
+    account_id: AccountId
+    tool: ToolName
+    quantity: Quantity | None = None
+    amount: Credits | None = None
+    ttl_seconds: TtlSeconds = bounds.HOLD_TTL_S_DEFAULT
+
+    @model_validator(mode="after")
+    def _one_size(self) -> HoldIn:
+        if self.quantity is not None and self.amount is not None:
+            raise ValueError("give quantity (priced by the tool) or amount, not both")
+        return self
+
+
+class HoldOut(BaseModel):
+    id: str
+    account_id: str
+    tool: str
+    amount: int
+    credit_type: str
+    expires_at: str
+    balance: int
+    available: int
+
+
+class SettleIn(Strict):
+    amount: Annotated[int, Field(ge=0, le=bounds.CREDITS_MAX)] | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
+
+
+class SettleOut(BaseModel):
+    entry_id: str
+    hold_id: str
+    charged: int
+    released: int
+    balance: int
+    available: int
+
+
+class ReleaseOut(BaseModel):
+    hold_id: str
+    released: int
+    balance: int
+    available: int
+
+
+class ExtendIn(Strict):
+    ttl_seconds: TtlSeconds
+
+
+class ExtendOut(BaseModel):
+    hold_id: str
+    expires_at: str
+
+
+class RefundIn(Strict):
+    charge_id: EntityId
+    amount: Credits | None = None
+    reason: Description | None = None
+    metadata: Metadata | None = None
+
+
+class RefundOut(BaseModel):
+    id: str
+    charge_id: str
+    amount: int
+    balance: int
+    available: int
+    refunded_total: int
+
+
+# --- accounts -----------------------------------------------------------------------
+
+
+class GrantIn(Strict):
+    credit_type: CreditType
+    amount: Credits
+    category: Category
+    priority: Priority = bounds.PRIORITY_DEFAULT
+    expires_at: str | None = None
+    reason: Description | None = None
+    reference_id: Reference | None = None
+    metadata: Metadata | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _timestamp(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_rfc3339_ms(v)
+        return v
+
+
+class GrantOut(BaseModel):
+    id: str
+    grant_id: str
+    account_id: str
+    credit_type: str
+    amount: int
+    balance: int
+    available: int
+
+
+class AdjustmentIn(Strict):
+    credit_type: CreditType
+    amount: Annotated[int, Field(ge=-bounds.CREDITS_MAX, le=bounds.CREDITS_MAX)]
+    reason: Reason
+    metadata: Metadata | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _not_zero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must not be 0")
+        return v
+
+
+class AdjustmentOut(BaseModel):
+    id: str
+    account_id: str
+    credit_type: str
+    amount: int
+    balance: int
+    available: int
+
+
+class WalletOut(BaseModel):
+    credit_type: str
+    available: int
+    held: int
+    balance: int
+
+
+class GrantInfoOut(BaseModel):
+    id: str
+    credit_type: str
+    remaining: int
+    category: str
+    priority: int
+    expires_at: str | None
+
+
+class BalanceOut(BaseModel):
+    account_id: str
+    balances: list[WalletOut]
+    grants: list[GrantInfoOut]
+
+
+class EntryOut(BaseModel):
+    id: str
+    account_id: str
+    credit_type: str
+    kind: str
+    amount: int
+    balance_after: int
+    tool: str | None
+    quantity: int | None
+    hold_id: str | None
+    idempotency_key: str | None
+    reference_id: str | None
+    description: str | None
+    metadata: dict[str, Any] | None
+    created_at: str
+
+
+class EntryPage(BaseModel):
+    data: list[EntryOut]
+    next_cursor: str | None
+
+
+class TokenIn(Strict):
+    ttl_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+class TokenOut(BaseModel):
+    token: str
+    account_id: str
+    expires_at: str

@@ -1,0 +1,35 @@
+"""What every request handler shares, built once per API process in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio
+from fastapi import Request
+from sqlalchemy import Engine
+
+from meter import AsyncMeter
+from meter.keys import Keys
+from meter.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    keys: Keys
+    redis_url: str  # for the sync clients of admin reads (status) run in a thread
+    redis: redis.asyncio.Redis  # the balance Redis (also pub/sub and auth-failure counters)
+    meter: AsyncMeter  # hydrates missing wallets from `engine`
+    engine: Engine  # sync SQLAlchemy engine; call it from a thread (run_in_threadpool)
+    secret_key: bytes  # signs account tokens, keys API-key hashes
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.cm
+    return state
+
+
+async def app_state(request: Request) -> AppState:
+    """get_state as a route dependency: async, because FastAPI runs a sync dependency in a
+    thread pool, a thread hop per request on the charge path."""
+    return get_state(request)

@@ -1,0 +1,112 @@
+"""`creditmeter keys create|list|revoke`: API keys, shown once, stored as hashes.
+
+`create` prints what it made, then the key alone on the last stdout line, so a script can
+take it with `tail -n 1`. Nothing else ever shows the key again.
+"""
+
+from __future__ import annotations
+
+import typing
+from datetime import UTC, datetime
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import Engine
+
+from meter.settings import get_settings
+
+keys_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Manage API keys.")
+
+
+def _out() -> Console:
+    # Made per command, not at import, so it sizes itself to the terminal it runs in.
+    return Console(highlight=False)
+
+
+def _fail(exc: Exception) -> typing.NoReturn:
+    from cli.main import _fail as fail  # here, not at the top: cli.main imports this module
+
+    fail(exc)
+    raise SystemExit(1)  # fail exits; this line only tells type checkers so
+
+
+def _engine() -> tuple[Engine, bytes]:
+    """The migrated database and the service secret of the current settings."""
+    from sync.db import engine_for
+    from sync.migrate import upgrade
+    from sync.secret import secret_key
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return engine_for(settings.database_url), secret_key(settings)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@keys_app.command()
+def create(
+    name: str = typer.Option(..., "--name", help="what the key is for (1-64 characters)"),
+    scope: str = typer.Option(..., "--scope", help="read, meter (implies read) or admin (all)"),
+) -> None:
+    """Create a key; it is printed once, alone on the last line."""
+    from sync.apikeys import create_key
+
+    try:
+        engine, secret = _engine()
+        created = create_key(engine, secret, name=name, scope=scope)
+    except Exception as exc:
+        _fail(exc)
+    out = _out()
+    out.print(f"created key {created.id} ({escape(created.name)}), scope {created.scope}")
+    out.print("store it now: it is shown only this once")
+    # Plain print: rich could wrap or style it, and the last line must be the bare key.
+    print(created.plaintext, flush=True)
+
+
+@keys_app.command("list")
+def list_() -> None:
+    """List every key (never the key itself: its prefix)."""
+    from sync.apikeys import list_keys
+
+    try:
+        engine, _ = _engine()
+        infos = list_keys(engine)
+    except Exception as exc:
+        _fail(exc)
+    if not infos:
+        _out().print("no API keys yet: creditmeter keys create --name NAME --scope SCOPE")
+        return
+    table = Table("id", "name", "prefix", "scope", "created", "last used", "revoked")
+    for k in infos:
+        table.add_row(
+            k.id,
+            escape(k.name),
+            k.prefix,
+            k.scope,
+            _when(k.created_at_ms),
+            _when(k.last_used_at_ms),
+            _when(k.revoked_at_ms),
+        )
+    _out().print(table)
+
+
+@keys_app.command()
+def revoke(
+    key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX", help="the id or prefix"),
+) -> None:
+    """Revoke a key: running API processes refuse it within seconds."""
+    from sync.apikeys import revoke_key
+
+    try:
+        engine, _ = _engine()
+        info = revoke_key(engine, key)
+    except Exception as exc:
+        _fail(exc)
+    when = _when(info.revoked_at_ms)
+    _out().print(f"revoked key {info.id} ({escape(info.name)}, {info.prefix}) at {when}")

@@ -1,0 +1,253 @@
+"""API keys: created by `creditmeter keys create`, stored only as a keyed hash, verified by
+the API on every request (through its short in-process cache, see api/auth.py).
+
+A key is `cm_live_` followed by 48 random base62 characters (~285 bits). SQL keeps the
+HMAC-SHA256 of the whole key under the service secret (`sync.secret`), never the key, and the
+first 14 characters as a visible prefix, so `keys list` can show which key is which and
+`keys revoke` can name one. A stolen database therefore yields no usable key, and without
+the secret not even an offline guess can be checked.
+
+Scopes, from least to most: `read` < `meter` < `admin`. `admin` implies both others (SPEC §7).
+`meter` implies `read`: a backend that may charge an account needs to read its balance (to
+show it, or to decide before a long generation), as a Stripe secret key that can create
+charges can also retrieve them. A `read` key can never change money.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from sqlalchemy import Engine, or_, select
+from sqlalchemy.engine import Connection
+
+from meter.ops import now_ms as wall_ms
+from sync import audit
+from sync.db import write_transaction
+from sync.models import T_API_KEYS
+
+KEY_MARKER: Final = "cm_live_"  # Tells a key from an account token (`cmt_`) and from noise.
+KEY_RANDOM_CHARS: Final = 48  # 48 base62 chars = 285 bits; the 6 in the prefix leave 250.
+KEY_LEN: Final = len(KEY_MARKER) + KEY_RANDOM_CHARS
+PREFIX_LEN: Final = 14  # Marker + 6 random chars: names a key among millions; fits String(16).
+NAME_LEN_MAX: Final = 64  # Shown in one table column.
+LAST_USED_RESOLUTION_MS: Final = 60_000  # last_used_at_ms is written at most once a minute
+# per key: a write per request would queue every charge behind SQLite's write lock.
+SCOPES: Final = ("read", "meter", "admin")
+AUDIT_ACTOR_CLI: Final = "cli"
+
+_ALPHABET = string.ascii_letters + string.digits
+_ALPHABET_SET = frozenset(_ALPHABET)
+_IMPLIED: Final[dict[str, frozenset[str]]] = {
+    "read": frozenset({"read"}),
+    "meter": frozenset({"meter", "read"}),
+    "admin": frozenset({"admin", "meter", "read"}),
+}
+
+
+class ApiKeyNotFound(LookupError):
+    """No key has that id or prefix."""
+
+
+class ApiKeyAmbiguous(LookupError):
+    """Several keys share that prefix; name one by its id."""
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What may be shown about a key: never the key, never its hash."""
+
+    id: str
+    name: str
+    prefix: str
+    scope: str
+    created_at_ms: int
+    revoked_at_ms: int | None
+    last_used_at_ms: int | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at_ms is not None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: `plaintext` exists only here, once (kept out of repr and so of logs)."""
+
+    id: str
+    name: str
+    prefix: str
+    scope: str
+    created_at_ms: int
+    plaintext: str = field(repr=False)
+
+
+def scope_allows(held: str, required: str) -> bool:
+    """Whether a key of scope `held` may call a route that needs `required`."""
+    assert required in _IMPLIED, required
+    return required in _IMPLIED.get(held, frozenset())
+
+
+def key_hash(secret_key: bytes, presented: str) -> str:
+    """HMAC-SHA256 of the key under the service secret, hex: what SQL stores."""
+    return hmac.new(secret_key, presented.encode(), hashlib.sha256).hexdigest()
+
+
+def looks_like_key(presented: str) -> bool:
+    """Shape check before any hashing or SQL: marker, length, base62 tail."""
+    return (
+        len(presented) == KEY_LEN
+        and presented.startswith(KEY_MARKER)
+        and _ALPHABET_SET.issuperset(presented[len(KEY_MARKER) :])
+    )
+
+
+def _check(name: str, scope: str) -> None:
+    if not 1 <= len(name) <= NAME_LEN_MAX or not name.isprintable() or not name.strip():
+        raise ValueError(f"key name must be 1-{NAME_LEN_MAX} printable characters, not blank")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+
+
+def _info(row: Any) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scope=row.scope,
+        created_at_ms=row.created_at_ms,
+        revoked_at_ms=row.revoked_at_ms,
+        last_used_at_ms=row.last_used_at_ms,
+    )
+
+
+_INFO_COLUMNS = (
+    T_API_KEYS.c.id,
+    T_API_KEYS.c.name,
+    T_API_KEYS.c.prefix,
+    T_API_KEYS.c.scope,
+    T_API_KEYS.c.created_at_ms,
+    T_API_KEYS.c.revoked_at_ms,
+    T_API_KEYS.c.last_used_at_ms,
+)
+
+
+def create_key(engine: Engine, secret_key: bytes, *, name: str, scope: str) -> CreatedKey:
+    """Makes a key, stores its hash and prefix, audits it; the caller shows `plaintext` once."""
+    _check(name, scope)
+    plaintext = KEY_MARKER + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_RANDOM_CHARS))
+    assert looks_like_key(plaintext)
+    created = CreatedKey(
+        id="key_" + uuid.uuid4().hex[:16],
+        name=name,
+        prefix=plaintext[:PREFIX_LEN],
+        scope=scope,
+        created_at_ms=wall_ms(),
+        plaintext=plaintext,
+    )
+
+    def txn(conn: Connection) -> None:
+        conn.execute(
+            T_API_KEYS.insert(),
+            {
+                "id": created.id,
+                "name": name,
+                "prefix": created.prefix,
+                "key_hash": key_hash(secret_key, plaintext),
+                "scope": scope,
+                "created_at_ms": created.created_at_ms,
+            },
+        )
+        detail = {"name": name, "scope": scope, "prefix": created.prefix}
+        audit.record_in(conn, AUDIT_ACTOR_CLI, "api_key.create", created.id, detail)
+
+    write_transaction(engine, txn)
+    return created
+
+
+def list_keys(engine: Engine) -> list[ApiKeyInfo]:
+    """Every key, revoked ones included, oldest first."""
+    query = select(*_INFO_COLUMNS).order_by(T_API_KEYS.c.created_at_ms, T_API_KEYS.c.id)
+    with engine.connect() as conn:
+        return [_info(row) for row in conn.execute(query)]
+
+
+def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKeyInfo:
+    """Revokes the key with that id or visible prefix. Revoking a revoked key changes nothing
+    and answers it as it is. Raises ApiKeyNotFound or ApiKeyAmbiguous."""
+    wanted = key_id_or_prefix.strip()
+    if not wanted:
+        raise ApiKeyNotFound("give a key id or prefix")
+
+    def txn(conn: Connection) -> ApiKeyInfo:
+        query = select(*_INFO_COLUMNS).where(
+            or_(T_API_KEYS.c.id == wanted, T_API_KEYS.c.prefix == wanted)
+        )
+        rows = conn.execute(query.limit(10)).all()
+        if not rows:
+            raise ApiKeyNotFound(f"no API key has id or prefix {wanted!r}")
+        if len(rows) > 1:
+            ids = ", ".join(sorted(r.id for r in rows))
+            raise ApiKeyAmbiguous(f"prefix {wanted!r} names several keys ({ids}); give the id")
+        info = _info(rows[0])
+        if info.revoked:
+            return info
+        at = wall_ms()
+        conn.execute(T_API_KEYS.update().where(T_API_KEYS.c.id == info.id).values(revoked_at_ms=at))
+        audit.record_in(
+            conn,
+            AUDIT_ACTOR_CLI,
+            "api_key.revoke",
+            info.id,
+            {"name": info.name, "prefix": info.prefix},
+        )
+        return replace(info, revoked_at_ms=at)
+
+    return write_transaction(engine, txn)
+
+
+def verify_key(
+    engine: Engine, secret_key: bytes, presented: str, *, now_ms: int | None = None
+) -> ApiKeyInfo | None:
+    """The key's info if `presented` is a live key, else None (unknown, malformed, revoked).
+
+    Looked up by its keyed hash, then the stored hash compared with hmac.compare_digest (the
+    index lookup's timing can only tell about an HMAC an attacker cannot compute). Records
+    last use at most once per LAST_USED_RESOLUTION_MS.
+    """
+    if not looks_like_key(presented):
+        return None
+    digest = key_hash(secret_key, presented)
+    now = wall_ms() if now_ms is None else now_ms
+    query = select(*_INFO_COLUMNS, T_API_KEYS.c.key_hash).where(T_API_KEYS.c.key_hash == digest)
+
+    # A plain read: the write transaction (SQLite's write lock) is taken only when last use
+    # is due to be recorded, about once a minute per key.
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    info = _info(row)
+    if info.revoked:
+        return None
+    last = info.last_used_at_ms
+    if last is not None and now - last < LAST_USED_RESOLUTION_MS:
+        return info
+
+    def record_use(conn: Connection) -> None:
+        # The guard makes concurrent API processes write once, not once each.
+        stale = or_(
+            T_API_KEYS.c.last_used_at_ms.is_(None),
+            T_API_KEYS.c.last_used_at_ms <= now - LAST_USED_RESOLUTION_MS,
+        )
+        conn.execute(
+            T_API_KEYS.update().where(T_API_KEYS.c.id == info.id, stale).values(last_used_at_ms=now)
+        )
+
+    write_transaction(engine, record_use)
+    return replace(info, last_used_at_ms=now)

@@ -1,0 +1,52 @@
+"""`creditmeter catalog apply FILE` over real SQL and Redis: applies, then is idempotent."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from meter.settings import get_settings
+from sync.db import engine_for
+from sync.tools import get_tool
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, sql_url: str, key_prefix: str, tmp_path: Path
+):
+    monkeypatch.setenv("CREDITMETER_REDIS_URL", redis_url)
+    monkeypatch.setenv("CREDITMETER_DATABASE_URL", sql_url)
+    monkeypatch.setenv("CREDITMETER_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("CREDITMETER_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_apply_then_apply_again_changes_nothing(env: None, tmp_path: Path, sql_url: str):
+    name = "CAT_" + uuid.uuid4().hex[:8].upper()
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        f'[[tools]]\nname = "{name}"\ndisplay_name = "x"\ncost = 4\ncredit_type = "credits"\n'
+    )
+    first = runner.invoke(app, ["catalog", "apply", str(path)])
+    assert first.exit_code == 0, first.output
+    assert name in first.output
+    tool = get_tool(engine_for(sql_url), name)
+    assert tool is not None and tool.cost == 4
+    again = runner.invoke(app, ["catalog", "apply", str(path)])
+    assert again.exit_code == 0 and "up to date" in again.output
+
+
+def test_bad_file_is_one_line_and_exit_1(env: None, tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[tools]]\nname = "X"\ncost = "4"\ncredit_type = "credits"\n')
+    r = runner.invoke(app, ["catalog", "apply", str(path)])
+    assert r.exit_code == 1
+    assert "cost" in r.output and len(r.output.strip().splitlines()) == 1

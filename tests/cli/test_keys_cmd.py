@@ -1,0 +1,89 @@
+"""`creditmeter keys create|list|revoke` as an admin runs them (the sub-app, in-process)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner, Result
+
+from cli.keys_cmd import keys_app
+from meter.settings import get_settings
+from sync.apikeys import PREFIX_LEN, looks_like_key, verify_key
+
+SECRET = "test-secret-keys-cmd"
+
+
+@pytest.fixture
+def cli_env(sql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CREDITMETER_DATABASE_URL", sql_url)
+    monkeypatch.setenv("CREDITMETER_SECRET_KEY", SECRET)
+    monkeypatch.setenv("CREDITMETER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(keys_app, list(args))
+
+
+def _create(scope: str = "meter") -> tuple[str, str, Result]:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    result = _run("create", "--name", name, "--scope", scope)
+    assert result.exit_code == 0, result.output
+    return name, result.stdout.splitlines()[-1], result
+
+
+def test_create_prints_the_key_alone_on_the_last_line(cli_env: None, engine: Engine) -> None:
+    name, key, result = _create("admin")
+    assert looks_like_key(key)
+    assert result.stdout.endswith(key + "\n")
+    assert result.stdout.count(key) == 1
+    assert name in result.stdout and "admin" in result.stdout
+    info = verify_key(engine, SECRET.encode(), key)
+    assert info is not None and info.name == name and info.scope == "admin"
+
+
+def test_list_shows_prefixes_never_keys(cli_env: None) -> None:
+    name, key, _ = _create("read")
+    result = _run("list")
+    assert result.exit_code == 0, result.output
+    line = next(row for row in result.stdout.splitlines() if name in row)
+    assert key[:PREFIX_LEN] in line and "read" in line
+    assert key not in result.stdout and key[PREFIX_LEN:] not in result.stdout
+
+
+def test_revoke_then_the_key_no_longer_verifies(cli_env: None, engine: Engine) -> None:
+    name, key, _ = _create("meter")
+    result = _run("revoke", key[:PREFIX_LEN])
+    assert result.exit_code == 0, result.output
+    assert "revoked" in result.stdout and name in result.stdout
+    assert verify_key(engine, SECRET.encode(), key) is None
+    listed = next(row for row in _run("list").stdout.splitlines() if name in row)
+    cells = [c.strip() for c in listed.strip("│ ").split("│")]
+    assert cells[1:4] == [name, key[:PREFIX_LEN], "meter"]
+    created, last_used, revoked = cells[4:]
+    assert last_used == "-" and created.endswith("Z") and revoked.endswith("Z")
+    again = _run("revoke", key[:PREFIX_LEN])
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("create", "--name", "x", "--scope", "write"), "scope must be one of"),
+        (("create", "--name", "", "--scope", "read"), "key name must be"),
+        (("revoke", "key_doesnotexist0000"), "no API key has id or prefix"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(cli_env: None, args: tuple[str, ...], message: str) -> None:
+    result = _run(*args)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
