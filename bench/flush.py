@@ -357,6 +357,9 @@ class CursorWatch(threading.Thread):
         self.moves: list[float] = []  # monotonic times of the reads that saw a cursor move
         self.polls = 0
         self.failure: BaseException | None = None
+        self._last_sampled = threading.Event()  # set once the sample after the load is taken
+        if not sample:
+            self._last_sampled.set()
         self._last = {j: sortable(s) for j, s in newest_ids(self.client, bench.journals).items()}
 
     def _sample(self) -> None:
@@ -395,12 +398,23 @@ class CursorWatch(threading.Thread):
                     if self.sampling and time.monotonic() >= next_sample:
                         self._sample()
                         next_sample += SAMPLE_EVERY_S
+                    elif not self.sampling and not self._last_sampled.is_set():
+                        # The load's newest entries: a starved thread may have missed them.
+                        self._sample()
+                        self._last_sampled.set()
                     self._poll(conn)
                     time.sleep(POLL_EVERY_S)
         except BaseException as exc:  # the bench thread reports it
             self.failure = exc
         finally:
             self.client.close()
+
+    def end_sampling(self) -> None:
+        """Stops sampling after one last sample of the newest entries (at least one
+        sample per load, however briefly a loaded host ran this thread)."""
+        self.sampling = False
+        if not self._last_sampled.wait(10):
+            raise RuntimeError("cursor watch took no last sample in 10 s")
 
     def longest_pause(self, start: float, end: float) -> float:
         """The longest time in [start, end] (monotonic) without a cursor moving."""
@@ -644,7 +658,7 @@ def measure_lag(
         watch.start()
         t_load = time.monotonic()
         load = charge(bench, rate=rate, seconds=seconds)
-        watch.sampling = False
+        watch.end_sampling()
         pause = watch.longest_pause(t_load, time.monotonic())
         tail_timeout = max(30.0, seconds)
         _, all_in = _wait_flushed(

@@ -45,6 +45,14 @@ class EventReader:
     def next(self) -> tuple[float, dict[str, Any]]:
         return self.events.get(timeout=EVENT_WAIT_S)
 
+    def snapshot(self, credit_type: str) -> dict[str, Any]:
+        """The snapshot of one wallet: the stream sends one per credit type the account or
+        the shared catalog knows (other modules' tools may add types that sort first)."""
+        while True:
+            _, event = self.next()
+            if event["entry_id"] is None and event["credit_type"] == credit_type:
+                return event
+
     def next_change(self) -> dict[str, Any]:
         """The next event of a change, skipping snapshots (entry_id null), which the stream
         repeats after redis-py re-subscribes."""
@@ -73,17 +81,17 @@ def test_browser_token_streams_charge_and_hold_events(
     http: httpx.Client, api_url: str, admin_key: str, meter_key: str, tool: str
 ) -> None:
     acct = account("sse")
-    http.post(
+    granted = http.post(
         f"/v1/accounts/{acct}/grants",
         json={"credit_type": "credits", "amount": 100, "category": "paid"},
         headers={**bearer(admin_key), "Idempotency-Key": uuid.uuid4().hex},
     )
+    assert granted.status_code == 201, granted.text
     token = http.post(f"/v1/accounts/{acct}/tokens", headers=bearer(meter_key)).json()["token"]
     reader = EventReader(f"{api_url}/v1/accounts/{acct}/events", {"token": token})
     try:
         assert reader.status.get(timeout=EVENT_WAIT_S) == 200
-        _, snapshot = reader.next()  # the current state, sent once subscribed
-        assert snapshot["balance"] == 100 and snapshot["entry_id"] is None
+        assert reader.snapshot("credits")["balance"] == 100  # the state once subscribed
 
         c = http.post(
             "/v1/charges",

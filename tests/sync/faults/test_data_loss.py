@@ -363,7 +363,9 @@ def test_redis_restarted_empty_wallets_rehydrate_from_sql(tmp_path: Path, sql_ur
 
 KILL_AFTER_S = 2.5  # of load before the kill
 HOST_CRASH_TAIL_S = 0.5  # AOF written in this last stretch is dropped in the host-crash round
-EVERYSEC_BOUND_S = 1.5  # what AOF everysec may lose: about a second, plus a postponed write
+# What AOF everysec may lose: Redis writes the AOF before it replies, except that it may
+# postpone a write for up to 2 s while an fsync runs; plus scheduling slack on a loaded host.
+EVERYSEC_BOUND_S = 2.5
 FLUSH_LOCK_TTL_MS = 2_000  # the killed flusher's locks free up quickly after the restart
 
 
@@ -423,15 +425,18 @@ def _kill_round(
     started = time.monotonic()
     try:
         cut: tuple[Path, int] | None = None
+        cut_at = 0.0  # monotonic time from which the AOF is lost (the kill, or the cut)
         if drop_tail_s is None:
             time.sleep(KILL_AFTER_S)
         else:
             time.sleep(KILL_AFTER_S - drop_tail_s)
             aof = _aof_incr_file(server.data_dir)
             cut = (aof, aof.stat().st_size)
+            cut_at = time.monotonic()
             time.sleep(drop_tail_s)
         sigkill_redis(server)
         killed_at = time.monotonic()
+        cut_at = cut_at or killed_at
         assert not server.is_running()
         charger.join(30)
         flush_stop.set()
@@ -457,7 +462,7 @@ def _kill_round(
     client = sync_client(server.url)
     try:
         return _check_after_restart(
-            client, engine, keys, accounts, grant_ids, charger, name, killed_at - started
+            client, engine, keys, accounts, grant_ids, charger, name, started, cut_at
         )
     finally:
         client.close()
@@ -471,7 +476,8 @@ def _check_after_restart(
     grant_ids: dict[str, str],
     charger: Charger,
     name: str,
-    load_s: float,
+    started: float,
+    cut_at: float,
 ) -> Round:
     # Before anything reads Redis's view: which acknowledged charges does it still have?
     acked_ids = [cid for _, cid, _ in charger.acked]
@@ -554,8 +560,11 @@ def _check_after_restart(
     # (c) acknowledged, then lost by both sides: no more than everysec may lose.
     lost_both = [cid for cid in acked_ids if cid not in sql_charges]
     assert not any(cid in in_redis for cid in lost_both)
-    rate = len(acked_ids) / load_s
-    assert len(lost_both) <= rate * EVERYSEC_BOUND_S, (len(lost_both), rate)
+    # ... measured in time: a loaded host makes the charge rate too uneven to count instead.
+    acked_at = {cid: t for t, cid, _ in charger.acked}
+    oldest_lost_s = max((cut_at - acked_at[cid] for cid in lost_both), default=0.0)
+    assert oldest_lost_s <= EVERYSEC_BOUND_S, (len(lost_both), oldest_lost_s)
+    rate = len(acked_ids) / max(1e-3, max(acked_at.values(), default=started) - started)
     # What Redis lost (its tail) is what reconcile named plus what neither side has; per
     # bucket SQL has a prefix of it (the flush goes in journal order).
     lost_tail = acked_ids[kept:]
