@@ -219,13 +219,50 @@ class Purchase(Base):
     plan_id: Mapped[str | None] = mapped_column(String(64))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(32))  # paid | refunded | disputed
+    # pending (row stored, grant not yet confirmed) | paid | refunded | disputed
+    status: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(
+        String(16), default="pack"
+    )  # pack | custom | plan | rollover
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    period_end_ms: Mapped[int | None] = mapped_column(BigInteger)  # plan grants expire then
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)  # credits taken back
     grant_id: Mapped[str | None] = mapped_column(ID)
     created_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class StripeCustomer(Base):
+    """The one Stripe customer of an account, created on its first checkout."""
+
+    __tablename__ = "stripe_customers"
+    account_id: Mapped[str] = mapped_column(ACCOUNT, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StripePayment(Base):
+    """Running totals Stripe reported for one payment, kept even before its purchase is
+    known (a refund may be delivered before the checkout it refunds)."""
+
+    __tablename__ = "stripe_payments"
+    payment_intent_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    charge_refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)  # max seen
+    disputed_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StripeRefund(Base):
+    """One refund by id: refund.created and charge.refunded may both report it."""
+
+    __tablename__ = "stripe_refunds"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class StripeEvent(Base):
@@ -334,4 +371,13 @@ T_STATE = _table(SyncState)
 T_GAPS = _table(SyncGap)
 T_GAP_ENTRIES = _table(GapEntry)
 T_API_KEYS = _table(ApiKey)
+T_PACKS = _table(Pack)
+T_SLABS = _table(PriceSlab)
+T_PLANS = _table(Plan)
+T_SUBSCRIPTIONS = _table(Subscription)
+T_PURCHASES = _table(Purchase)
+T_STRIPE_EVENTS = _table(StripeEvent)
+T_STRIPE_CUSTOMERS = _table(StripeCustomer)
+T_STRIPE_PAYMENTS = _table(StripePayment)
+T_STRIPE_REFUNDS = _table(StripeRefund)
 T_AUDIT = _table(AuditLog)
