@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from sync.db import engine_for
@@ -10,10 +11,16 @@ from sync.migrate import alembic_config, current, upgrade
 from sync.models import Base
 
 
+def _head(url: str) -> str:
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_upgrade_twice_is_a_no_op(sql_url: str) -> None:
     upgrade(sql_url)
     upgrade(sql_url)
-    assert current(sql_url) == "0001"
+    assert current(sql_url) == _head(sql_url) == "0002"
 
 
 def test_every_model_table_exists_after_migrating(sql_url: str) -> None:
@@ -32,4 +39,4 @@ def test_models_match_the_migrations(sql_url: str) -> None:
 def test_creditmeter_migrate_on_a_fresh_sqlite_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"
     upgrade(url)
-    assert current(url) == "0001"
+    assert current(url) == _head(url)
