@@ -214,6 +214,33 @@ class MeterBase:
             )
         )
 
+    def clawback(
+        self,
+        account_id: str,
+        credit_type: str,
+        total: int,
+        *,
+        reference_id: str,
+        known_total: int = 0,
+        grant_id: str | None = None,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Takes back credits up to a running total per reference -> ClawbackResult."""
+        return self._run(
+            ops.clawback(
+                self._env,
+                account_id,
+                credit_type,
+                total,
+                reference_id=reference_id,
+                known_total=known_total,
+                grant_id=grant_id,
+                reason=reason,
+                metadata=metadata,
+            )
+        )
+
     def set_tools(self, tools: list[Tool], *, replace: bool = False) -> Any:
         """Writes tools into every bucket's catalog replica; effective for the next charge."""
         return self._run(ops.set_tools(self._env, tools, replace=replace))

@@ -29,6 +29,7 @@ REFERENCE_LEN_MAX: Final = 255  # Stripe ids and the like.
 GRANTS_PER_WALLET_MAX: Final = 1_000  # Every spend reads all grants of the wallet.
 HOLDS_PER_WALLET_MAX: Final = 1_000  # Every spend reads all holds of the wallet.
 BATCH_CHARGES_MAX: Final = 256  # One script call blocks Redis; ~256 charges stay under ~3 ms.
+CLAWBACK_RECORD_TTL_S: Final = 400 * 86_400  # Disputes open up to ~120 days, refunds later.
 BUCKETS_MAX: Final = 16_384  # One bucket per Redis Cluster slot at most.
 HYDRATE_ATTEMPTS_MAX: Final = 3  # Load-then-retry; more means the loader is broken.
 
@@ -54,4 +55,5 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "GRANTS_PER_WALLET_MAX": GRANTS_PER_WALLET_MAX,
     "HOLDS_PER_WALLET_MAX": HOLDS_PER_WALLET_MAX,
     "BATCH_CHARGES_MAX": BATCH_CHARGES_MAX,
+    "CLAWBACK_RECORD_TTL_S": CLAWBACK_RECORD_TTL_S,
 }

@@ -40,6 +40,10 @@ class Keys:
     def charge(self, bucket: int, charge_id: str) -> str:
         return f"{self._tag(bucket)}:c:{charge_id}"
 
+    def clawed(self, account_id: str, reference_id: str) -> str:
+        """Credits clawed back so far for one purchase (a running total, SPEC §9)."""
+        return f"{self._tag(self.bucket(account_id))}:cb:{account_id}:{reference_id}"
+
     def catalog(self, bucket: int) -> str:
         return f"{self._tag(bucket)}:tools"
 

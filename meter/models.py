@@ -99,6 +99,16 @@ class GrantResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ClawbackResult:
+    id: str | None  # the clawback entry; None when the running total was already reached
+    amount: int  # credits taken back by this call
+    total: int  # credits taken back for the reference so far
+    balance: int
+    available: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
 class AdjustResult:
     id: str
     amount: int

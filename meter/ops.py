@@ -29,6 +29,7 @@ from meter.models import (
     AdjustResult,
     ChargeRecord,
     ChargeResult,
+    ClawbackResult,
     ExpireResult,
     ExtendResult,
     GrantInfo,
@@ -758,6 +759,68 @@ def adjust(
         available=int(reply[4]),
         held=int(reply[5]),
         replayed=_code(reply) == Code.REPLAYED,
+    )
+
+
+def clawback(
+    env: Env,
+    account_id: str,
+    credit_type: str,
+    total: int,
+    *,
+    reference_id: str,
+    known_total: int = 0,
+    grant_id: str | None = None,
+    reason: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Op[ClawbackResult]:
+    """Takes back credits until `total` have been taken for `reference_id` (a running total:
+    only the difference is taken, so a repeated or stale call takes nothing). The purchase's
+    own grant goes first; what the wallet cannot cover becomes debt."""
+    account_id = validate.account_id(account_id)
+    credit_type = validate.credit_type(credit_type)
+    total = validate.credits("total", total)
+    known_total = validate.credits("known_total", known_total)
+    ref = validate.text("reference_id", reference_id, bounds.REFERENCE_LEN_MAX, required=True)
+    gid = "" if grant_id is None else validate.entity_id("grant_id", grant_id)
+    why = validate.text("reason", reason, bounds.DESCRIPTION_LEN_MAX)
+    meta = validate.metadata(metadata)
+    keys = env.keys
+    bucket = keys.bucket(account_id)
+    entry_id = new_id(bucket)
+
+    def build(ct: str) -> Eval:
+        return Eval(
+            "clawback",
+            [
+                keys.wallet(account_id, ct),
+                keys.clawed(account_id, ref),
+                keys.journal(bucket),
+                keys.events(bucket),
+            ],
+            [
+                str(env.clock_ms()),
+                entry_id,
+                account_id,
+                ct,
+                str(total),
+                str(known_total),
+                gid,
+                ref,
+                why,
+                meta,
+            ],
+            bucket,
+        )
+
+    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "clawback")
+    return ClawbackResult(
+        id=as_text(reply[1]) or None,
+        amount=int(reply[2]),
+        total=int(reply[3]),
+        balance=int(reply[4]),
+        available=int(reply[5]),
+        held=int(reply[6]),
     )
 
 

@@ -789,3 +789,55 @@ async def test_concurrent_charges_each_see_the_balance_they_left(meter_factory: 
     await m.grant("loop", CT, 5)
     results = await asyncio.gather(*(m.charge("loop", TOOL) for _ in range(5)))
     assert sorted(r.balance for r in results) == [0, 1, 2, 3, 4]
+
+
+# --- clawback (Stripe refunds and disputes) --------------------------------------------------
+
+
+async def test_clawback_takes_only_the_difference_of_the_running_total(
+    meter_factory: Factory,
+) -> None:
+    m = await meter_factory()
+    acct = "refunded"
+    welcome = (await m.grant(acct, CT, 30)).grant_id
+    bought = (await m.grant(acct, CT, 100, category="paid", grant_id="g-purchase")).grant_id
+    first = await m.clawback(acct, CT, 40, reference_id="purchase-1", grant_id=bought)
+    assert (first.amount, first.total, first.balance) == (40, 40, 90)
+    (entry,) = [e for e in journal(m, acct) if e["id"] == first.id]
+    assert entry["k"] == "clawback" and int(entry["m"]) == -40
+    assert parts(entry["g"]) == [(bought, -40, 60)] and entry["ref"] == "purchase-1"
+
+    stale = await m.clawback(acct, CT, 25, reference_id="purchase-1", grant_id=bought)
+    again = await m.clawback(acct, CT, 40, reference_id="purchase-1", grant_id=bought)
+    assert (stale.id, stale.amount, again.id, again.amount) == (None, 0, None, 0)
+    assert (stale.total, again.total, again.balance) == (40, 40, 90)
+
+    full = await m.clawback(acct, CT, 100, reference_id="purchase-1", grant_id=bought)
+    assert (full.amount, full.total, full.balance) == (60, 100, 30)
+    assert await remaining(m, acct) == {welcome: 30}
+    assert len([e for e in journal(m, acct) if e["k"] == "clawback"]) == 2
+
+
+async def test_clawback_after_the_credits_were_spent_leaves_debt(meter_factory: Factory) -> None:
+    m = await meter_factory()
+    acct = "disputer"
+    bought = (await m.grant(acct, CT, 50, category="paid")).grant_id
+    await m.charge(acct, TOOL, 45)
+    r = await m.clawback(acct, CT, 50, reference_id="purchase-2", grant_id=bought)
+    assert (r.amount, r.balance) == (50, -45)
+    w = await wallet(m, acct)
+    assert (w.balance, w.debt, w.grants) == (-45, 45, ())
+    (entry,) = [e for e in journal(m, acct) if e["id"] == r.id]
+    assert parts(entry["g"]) == [(bought, -5, 0), ("debt", -45, -45)]
+    # A later purchase pays the debt first.
+    assert (await m.grant(acct, CT, 100, category="paid")).balance == 55
+
+
+async def test_clawback_trusts_the_total_sql_knows_after_redis_lost_its_record(
+    meter_factory: Factory,
+) -> None:
+    m = await meter_factory()
+    acct = "lost-record"
+    await m.grant(acct, CT, 100, category="paid")
+    r = await m.clawback(acct, CT, 60, reference_id="purchase-3", known_total=50)
+    assert (r.amount, r.total, r.balance) == (10, 60, 90)
