@@ -1,0 +1,240 @@
+"""The fake Stripe API and event builders, proved against the real stripe client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import stripe
+
+from tests.stripe_fake import (
+    API_VERSION,
+    FakeStripe,
+    charge,
+    checkout_session,
+    compute_v1,
+    event,
+    invoice,
+    parse_form,
+    refund,
+    sign,
+    signature_header,
+    subscription,
+)
+
+SECRET = "whsec_test_secret"
+TOLERANCE_S = 300  # SPEC §9
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStripe]:
+    with FakeStripe() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeStripe) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        "sk_test_fake", base_addresses={"api": fake.url}, max_network_retries=0
+    )
+
+
+def session_params(credits: int = 50) -> dict:
+    return {
+        "mode": "payment",
+        "client_reference_id": "acct-1",
+        "metadata": {"credit_type": "api", "credits": str(credits)},
+        "line_items": [
+            {
+                "price_data": {
+                    "currency": "usd",
+                    "unit_amount": 500,
+                    "product_data": {"name": f"{credits} credits"},
+                },
+                "quantity": 2,
+            }
+        ],
+        "success_url": "https://app.test/ok",
+        "cancel_url": "https://app.test/cancel",
+        "expand": ["line_items"],
+    }
+
+
+def test_parse_form_brackets() -> None:
+    parsed = parse_form("a[b][0][c]=1&a[b][1][c]=2&expand[]=x&expand[]=y&m[k]=&n=3")
+    assert parsed == {
+        "a": {"b": [{"c": "1"}, {"c": "2"}]},
+        "expand": ["x", "y"],
+        "m": {"k": ""},
+        "n": "3",
+    }
+
+
+def test_customer_and_session_are_recorded(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(
+        params={"email": "a@example.com", "metadata": {"account_id": "acct-1"}}
+    )
+    assert customer.id.startswith("cus_") and customer.email == "a@example.com"
+    assert customer.metadata.to_dict() == {"account_id": "acct-1"} and customer.livemode is False
+
+    params = {**session_params(), "customer": customer.id}
+    session = client.v1.checkout.sessions.create(
+        params=params, options={"idempotency_key": "purchase-1"}
+    )
+    assert session.id.startswith("cs_test_") and session.object == "checkout.session"
+    assert session.url == f"https://checkout.stripe.com/c/pay/{session.id}"
+    assert (session.mode, session.status, session.payment_status) == ("payment", "open", "unpaid")
+    assert (session.amount_total, session.currency, session.customer) == (1000, "usd", customer.id)
+    assert session.client_reference_id == "acct-1" and session.payment_intent is None
+    assert session.metadata.to_dict() == {"credit_type": "api", "credits": "50"}
+
+    [recorded] = fake.calls("POST", "/v1/checkout/sessions")
+    assert recorded.params["metadata"]["credits"] == "50"
+    assert recorded.params["line_items"][0]["price_data"]["unit_amount"] == "500"
+    assert recorded.params["expand"] == ["line_items"]
+    assert recorded.headers["idempotency-key"] == "purchase-1"
+    assert recorded.headers["authorization"] == "Bearer sk_test_fake"
+    assert recorded.headers["stripe-version"] == API_VERSION
+    # The client sends a key of its own on every POST.
+    assert fake.calls("POST", "/v1/customers")[0].headers["idempotency-key"]
+
+
+def test_session_amount_unknown_for_price_ids(client: stripe.StripeClient) -> None:
+    session = client.v1.checkout.sessions.create(
+        params={"mode": "subscription", "line_items": [{"price": "price_pro", "quantity": 1}]}
+    )
+    assert session.mode == "subscription" and session.amount_total is None
+
+
+def test_idempotency_replays_and_rejects_other_params(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    options: stripe.RequestOptions = {"idempotency_key": "purchase-2"}
+    first = client.v1.checkout.sessions.create(params=session_params(), options=options)
+    again = client.v1.checkout.sessions.create(params=session_params(), options=options)
+    assert again.id == first.id
+    assert again.last_response.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.last_response.headers
+
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.checkout.sessions.create(params=session_params(credits=100), options=options)
+    assert len(fake.calls("POST", "/v1/checkout/sessions")) == 3
+
+
+def test_events_paging_and_filters(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    start = 1_700_000_000
+    added = [
+        event("invoice.paid" if i % 2 else "charge.refunded", {}, created=start + i)
+        for i in range(25)
+    ]
+    for e in added:
+        fake.add_event(e)
+
+    listed = list(client.v1.events.list(params={"limit": 10}).auto_paging_iter())
+    assert [e.id for e in listed] == [e["id"] for e in reversed(added)]
+    pages = fake.calls("GET", "/v1/events")
+    assert len(pages) == 3 and pages[1].query["starting_after"] == added[15]["id"]
+
+    recent = client.v1.events.list(params={"created": {"gte": start + 20}, "limit": 3})
+    assert [e.created for e in recent.data] == [start + 24, start + 23, start + 22]
+    assert recent.has_more is True and recent.url == "/v1/events"
+    after = client.v1.events.list(params={"created": {"gt": start + 20}, "type": "invoice.*"})
+    assert [e.created for e in after.auto_paging_iter()] == [start + 23, start + 21]
+
+    found = client.v1.events.retrieve(added[3]["id"])
+    assert found.type == "invoice.paid" and found.api_version == API_VERSION
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.events.retrieve("evt_missing")
+    assert missing.value.code == "resource_missing" and missing.value.http_status == 404
+
+
+def test_failure_switch_is_not_stored_for_the_key(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    options: stripe.RequestOptions = {"idempotency_key": "purchase-3"}
+    fake.fail_with(500)
+    with pytest.raises(stripe.APIError):
+        client.v1.checkout.sessions.create(params=session_params(), options=options)
+    fake.fail_with(None)
+    session = client.v1.checkout.sessions.create(params=session_params(), options=options)
+    assert "Idempotent-Replayed" not in session.last_response.headers
+    assert len(fake.calls("POST", "/v1/checkout/sessions")) == 2
+
+
+def test_stopped_refuses_connections(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    fake.stop()
+    with pytest.raises(stripe.APIConnectionError):
+        client.v1.customers.create(params={"email": "a@example.com"})
+
+
+def test_auth_and_unknown_paths(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    publishable = stripe.StripeClient(
+        "pk_test_fake", base_addresses={"api": fake.url}, max_network_retries=0
+    )
+    with pytest.raises(stripe.AuthenticationError):
+        publishable.v1.customers.create(params={})
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.payment_intents.retrieve("pi_123")
+    assert unknown.value.http_status == 404
+
+
+def test_signed_events_verify(client: stripe.StripeClient) -> None:
+    payload = json.dumps(event("checkout.session.completed", {"id": "cs_test_1"}))
+    now = int(time.time())
+    header = sign(payload, SECRET, timestamp=now)
+    assert header == signature_header(now, [compute_v1(payload, SECRET, now)])
+    assert stripe.WebhookSignature.verify_header(payload, header, SECRET, tolerance=TOLERANCE_S)
+    assert client.construct_event(payload, sign(payload, SECRET), SECRET).id
+
+    rolled = signature_header(now, ["0" * 64, compute_v1(payload, SECRET, now)])
+    assert stripe.WebhookSignature.verify_header(payload, rolled, SECRET, tolerance=TOLERANCE_S)
+    for bad in (
+        signature_header(now, [], v0=[compute_v1(payload, SECRET, now)]),
+        sign(payload, SECRET, timestamp=now - TOLERANCE_S - 1),
+        sign(payload, "whsec_other"),
+    ):
+        with pytest.raises(stripe.SignatureVerificationError):
+            stripe.WebhookSignature.verify_header(payload, bad, SECRET, tolerance=TOLERANCE_S)
+
+
+def test_builders_have_current_api_shapes(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    inv = invoice(
+        customer="cus_1",
+        subscription="sub_1",
+        price_id="price_pro",
+        period_start=1_700_000_000,
+        period_end=1_702_592_000,
+        amount_paid=2000,
+    )
+    assert "subscription" not in inv
+    assert inv["parent"]["subscription_details"]["subscription"] == "sub_1"
+    line = inv["lines"]["data"][0]
+    assert line["period"] == {"start": 1_700_000_000, "end": 1_702_592_000}
+    assert line["pricing"]["price_details"]["price"] == "price_pro"
+
+    sub = subscription(
+        customer="cus_1", price_id="price_pro", current_period_start=1, current_period_end=2
+    )
+    assert "current_period_start" not in sub
+    assert sub["items"]["data"][0]["price"]["id"] == "price_pro"
+    assert sub["items"]["data"][0]["current_period_end"] == 2
+
+    re_ = refund(payment_intent="pi_1", charge="ch_1", amount=300)
+    ch = charge(payment_intent="pi_1", amount=1000, amount_refunded=300, refunds=[re_])
+    assert ch["refunded"] is False and ch["refunds"]["data"] == [re_]
+    assert charge(payment_intent="pi_1", amount=10, amount_refunded=10)["refunded"] is True
+
+    paid = checkout_session(account_id="acct-1", amount_total=1000, metadata={"credits": "50"})
+    assert paid["payment_intent"].startswith("pi_") and paid["subscription"] is None
+    plan = checkout_session(
+        account_id="acct-1", mode="subscription", amount_total=2000, metadata={}
+    )
+    assert plan["payment_intent"] is None and plan["subscription"].startswith("sub_")
+
+    # Every shape survives the real client's deserialisation.
+    for obj in (inv, sub, ch, paid):
+        fake.add_event(event(f"{obj['object']}.test", obj))
+    for listed in client.v1.events.list().auto_paging_iter():
+        assert listed.data.object.id
