@@ -2,21 +2,30 @@
 strictly, then applied to SQL first and to every bucket's Redis replica after.
 
 Each top-level section has one parser in SECTIONS and one field in Catalog; a new section
-(packs, price slabs, plans) is a parser, a field and an apply step. A section or key the
-parser does not know is an error naming the file and the field, never silently skipped.
+is a parser, a field and an apply step. A section or key the parser does not know is an
+error naming the file and the field, never silently skipped.
 
-Applying merges: what the file names is set, what it omits is left as it is. A tool is
-switched off with `active = false` (tools are never deleted: ledger entries name them); a
-welcome grant is removed with `amount = 0`. A second apply of the same file changes nothing
-and reports nothing. SQL is written in one transaction per section; a failure part-way
-leaves SQL partly applied, and applying the file again completes it.
+Applying tools and welcome grants merges: what the file names is set, what it omits is left
+as it is. A tool is switched off with `active = false` (tools are never deleted: ledger
+entries name them); a welcome grant is removed with `amount = 0`.
+
+Applying packs, prices and plans is declarative per section: when the file has the section,
+SQL ends up holding what it says. A pack or plan SQL has and the file omits becomes inactive
+(never deleted: purchases and subscriptions name them); the slabs of each credit type of
+[prices] replace that credit type's rows, and a credit type the file omits loses its slabs
+(it is no longer sold by the unit). A file without the section leaves that part of SQL alone.
+
+A second apply of the same file changes nothing and reports nothing. Every change is checked
+before the first write; SQL is then written in one transaction per section, so a failure
+part-way leaves SQL partly applied, and applying the file again completes it.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -25,14 +34,17 @@ from sqlalchemy import Engine, select
 from meter import Meter, bounds, validate
 from meter.errors import InvalidArgument
 from meter.models import Tool
-from sync import audit
+from sync import audit, pricing
 from sync.catalog import save_tools, set_welcome_grant
 from sync.models import T_WELCOME
+from sync.pricing import Pack, Plan, PriceTable, Slab
 from sync.tools import list_tools
 
 DISPLAY_NAME_LEN_MAX = 255  # the tools.display_name column is VARCHAR(255)
 EXPIRES_IN_DAYS_MAX = 3_650  # ten years; more is likely seconds or ms typed as days
 SECONDS_PER_DAY = 86_400
+STRIPE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # price_1Nx...; the column is 255 wide
+ALLOCATIONS_MAX = 32  # credit types one plan allocates; each is a grant per period
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -58,6 +70,10 @@ class Catalog:
     source: str  # the file it came from, for messages
     tools: tuple[Tool, ...] = ()
     welcome: tuple[WelcomeGrant, ...] = ()
+    # None: the file has no such section, and applying leaves SQL's as they are.
+    packs: tuple[Pack, ...] | None = None
+    prices: tuple[PriceTable, ...] | None = None
+    plans: tuple[Plan, ...] | None = None
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -174,10 +190,171 @@ def _parse_welcome(source: str, value: object) -> dict[str, Any]:
     return {"welcome": tuple(grants)}
 
 
-# Top-level section -> parser returning Catalog fields. Issue 5 adds packs, prices, plans.
+def _catalog_id(value: object) -> str:
+    if not isinstance(value, str) or not pricing.CATALOG_ID_RE.fullmatch(value):
+        raise InvalidArgument("id", "must be 1-64 of [a-z0-9-]")
+    return value
+
+
+def _currency(value: object) -> str:
+    if not isinstance(value, str) or not pricing.CURRENCY_RE.fullmatch(value):
+        raise InvalidArgument("currency", "must be an ISO 4217 code in lower case, e.g. usd")
+    return value
+
+
+def _minor_units(field: str, low: int) -> Callable[[object], int]:
+    return lambda v: validate.integer(field, v, low, pricing.AMOUNT_MINOR_MAX)
+
+
+def _positive_credits(field: str) -> Callable[[object], int]:
+    return lambda v: validate.credits(field, v, low=1)
+
+
+def _percent(value: object) -> int:
+    return validate.integer("discount_percent", value, 0, pricing.PERCENT_MAX)
+
+
+def _mode(value: object) -> pricing.Mode:
+    if value not in pricing.MODES:
+        raise InvalidArgument("mode", "must be volume or graduated")
+    return "volume" if value == "volume" else "graduated"
+
+
+def _stripe_price_id(value: object) -> str:
+    if not isinstance(value, str) or not STRIPE_ID_RE.fullmatch(value):
+        raise InvalidArgument("stripe_price_id", "must be a Stripe price id, e.g. price_1Nx...")
+    return value
+
+
+def _allocations(value: object) -> dict[str, int]:
+    """{credit_type = credits, ...}: at least one, each credit type at least 1 credit."""
+    if not isinstance(value, dict) or not 1 <= len(value) <= ALLOCATIONS_MAX:
+        raise InvalidArgument(
+            "allocations", f"must be a table of 1-{ALLOCATIONS_MAX} credit_type = credits"
+        )
+    out = {}
+    for ct, credits in value.items():
+        if not validate.CREDIT_TYPE_RE.fullmatch(ct):
+            raise InvalidArgument("allocations", f"{ct}: a credit type is 1-32 of [a-z0-9_]")
+        try:
+            out[ct] = validate.credits(ct, credits, low=1)
+        except InvalidArgument as exc:
+            raise InvalidArgument("allocations", str(exc)) from None
+    return dict(sorted(out.items()))
+
+
+def _slab_list(value: object) -> list[object]:
+    if not isinstance(value, list) or not 1 <= len(value) <= pricing.SLABS_MAX:
+        raise InvalidArgument(
+            "slabs", f"must be an array of 1-{pricing.SLABS_MAX} tables {{from, to, unit_amount}}"
+        )
+    return value
+
+
+def _parse_packs(source: str, value: object) -> dict[str, Any]:
+    packs = []
+    for f in _tables(source, "packs", value, single_ok=False):
+        packs.append(
+            Pack(
+                id=f.named("packs", f.take("id", _catalog_id)),
+                display_name=f.take_or("display_name", _display_name, ""),
+                credits=f.take("credits", _positive_credits("credits")),
+                credit_type=f.take("credit_type", validate.credit_type),
+                amount=f.take("amount", _minor_units("amount", 1)),
+                currency=f.take("currency", _currency),
+                active=f.take_or("active", _boolean, True),
+            )
+        )
+        f.done()
+    _unique(source, "packs", [p.id for p in packs])
+    return {"packs": tuple(packs)}
+
+
+def _slabs(
+    source: str, where: str, raw: list[object], mode: pricing.Mode, minimum: int
+) -> tuple[Slab, ...]:
+    """Ascending and contiguous; only the last may omit `to`; the minimum has a price."""
+    slabs: list[Slab] = []
+    for i, table in enumerate(raw):
+        f = _Fields(source, f"{where}.slabs[{i}]", table)
+        low = f.take("from", _positive_credits("from"))
+        high = f.take_or("to", _positive_credits("to"), None)
+        unit = f.take("unit_amount", _minor_units("unit_amount", 0))
+        f.done()
+        if high is not None and high < low:
+            f.fail("to", f"must be at least from ({low})")
+        if not slabs and mode == "graduated" and low != 1:
+            f.fail("from", "must be 1: in graduated mode every credit is priced by a slab")
+        if not slabs and low > minimum:
+            f.fail("from", f"must be at most the minimum ({minimum}), so the minimum has a price")
+        if slabs and slabs[-1].to_credits is None:
+            raise CatalogError(
+                f"{source}: {where}.slabs[{i - 1}].to: is required (only the last slab may omit it)"
+            )
+        if slabs and low != (slabs[-1].to_credits or 0) + 1:
+            prev_to = slabs[-1].to_credits
+            f.fail("from", f"must be {(prev_to or 0) + 1}: the previous slab ends at {prev_to}")
+        slabs.append(Slab(low, high, unit))
+    top = slabs[-1].to_credits
+    if top is not None and minimum > top:
+        raise CatalogError(f"{source}: {where}.minimum: is above the last slab's to ({top})")
+    return tuple(slabs)
+
+
+def _parse_prices(source: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CatalogError(f"{source}: prices: must be written as [prices.<credit_type>]")
+    tables = []
+    for credit_type, table in value.items():
+        where = f"prices.{credit_type}"
+        if not validate.CREDIT_TYPE_RE.fullmatch(credit_type):
+            raise CatalogError(f"{source}: {where}: a credit type is 1-32 of [a-z0-9_]")
+        f = _Fields(source, where, table)
+        currency = f.take("currency", _currency)
+        mode = f.take("mode", _mode)
+        minimum = f.take("minimum", _positive_credits("minimum"))
+        raw = f.take("slabs", _slab_list)
+        f.done()
+        slabs = _slabs(source, where, raw, mode, minimum)
+        tables.append(PriceTable(credit_type, currency, mode, minimum, slabs))
+    return {"prices": tuple(tables)}
+
+
+def _parse_plans(source: str, value: object) -> dict[str, Any]:
+    plans = []
+    for f in _tables(source, "plans", value, single_ok=False):
+        plans.append(
+            Plan(
+                id=f.named("plans", f.take("id", _catalog_id)),
+                display_name=f.take_or("display_name", _display_name, ""),
+                stripe_price_id=f.take("stripe_price_id", _stripe_price_id),
+                allocations=f.take("allocations", _allocations),
+                rollover_cap=f.take("rollover_cap", lambda v: validate.credits("rollover_cap", v)),
+                discount_percent=f.take("discount_percent", _percent),
+                expire_at_period_end=f.take_or("expire_at_period_end", _boolean, True),
+                active=f.take_or("active", _boolean, True),
+            )
+        )
+        f.done()
+    _unique(source, "plans", [p.id for p in plans])
+    by_price: dict[str, str] = {}
+    for p in plans:
+        other = by_price.setdefault(p.stripe_price_id, p.id)
+        if other != p.id:
+            raise CatalogError(
+                f"{source}: plans[{p.id}].stripe_price_id: {p.stripe_price_id} is plan "
+                f"{other}'s already"
+            )
+    return {"plans": tuple(plans)}
+
+
+# Top-level section -> parser returning Catalog fields.
 SECTIONS: dict[str, Callable[[str, object], dict[str, Any]]] = {
     "tools": _parse_tools,
     "welcome": _parse_welcome,
+    "packs": _parse_packs,
+    "prices": _parse_prices,
+    "plans": _parse_plans,
 }
 
 
@@ -270,6 +447,136 @@ def _sql_welcome(engine: Engine) -> dict[str, WelcomeGrant]:
         }
 
 
+def _diffs(old: Any, new: Any, values: tuple[str, ...], texts: tuple[str, ...]) -> list[str]:
+    """`field old -> new` for each field that differs: values, then active, then texts."""
+    diffs = [
+        f"{f} {getattr(old, f)} -> {getattr(new, f)}"
+        for f in values
+        if getattr(old, f) != getattr(new, f)
+    ]
+    if old.active != new.active:
+        diffs.append(f"{_active(old.active)} -> {_active(new.active)}")
+    diffs += [
+        f"{f} {getattr(old, f)!r} -> {getattr(new, f)!r}"
+        for f in texts
+        if getattr(old, f) != getattr(new, f)
+    ]
+    return diffs
+
+
+def _pack_change(old: Pack | None, new: Pack) -> str | None:
+    if old is None:
+        return (
+            f"pack {new.id}: added, {new.credits} {new.credit_type} for {new.amount} "
+            f"{new.currency}, {_active(new.active)}"
+        )
+    diffs = _diffs(old, new, ("credits", "credit_type", "amount", "currency"), ("display_name",))
+    return f"pack {new.id}: " + ", ".join(diffs) if diffs else None
+
+
+def _allocations_text(allocations: dict[str, int]) -> str:
+    return " + ".join(f"{credits} {ct}" for ct, credits in allocations.items())
+
+
+def _plan_change(old: Plan | None, new: Plan) -> str | None:
+    if old is None:
+        expiry = "expires at period end" if new.expire_at_period_end else "kept after the period"
+        return (
+            f"plan {new.id}: added, {new.stripe_price_id}, "
+            f"{_allocations_text(new.allocations)} per period, rollover cap {new.rollover_cap}, "
+            f"{new.discount_percent}% off purchases, {expiry}, {_active(new.active)}"
+        )
+    diffs = _diffs(
+        old,
+        new,
+        ("stripe_price_id", "rollover_cap", "discount_percent", "expire_at_period_end"),
+        ("display_name",),
+    )
+    if old.allocations != new.allocations:
+        old_text, new_text = _allocations_text(old.allocations), _allocations_text(new.allocations)
+        diffs.insert(0, f"allocations {old_text} -> {new_text}")
+    return f"plan {new.id}: " + ", ".join(diffs) if diffs else None
+
+
+E = TypeVar("E", Pack, Plan)
+
+
+def _declare(
+    kind: str,
+    current: dict[str, E],
+    wanted: tuple[E, ...],
+    change: Callable[[E | None, E], str | None],
+) -> tuple[list[str], list[E]]:
+    """What to write so SQL holds `wanted`: the changed entries, and every other active one
+    switched off (never deleted)."""
+    lines, writes = [], []
+    for new in wanted:
+        line = change(current.get(new.id), new)
+        if line:
+            lines.append(line)
+            writes.append(new)
+    named = {new.id for new in wanted}
+    for old in current.values():
+        if old.id not in named and old.active:
+            lines.append(f"{kind} {old.id}: not in the file, active -> inactive")
+            writes.append(replace(old, active=False))
+    return lines, writes
+
+
+def _pack_changes(engine: Engine, packs: tuple[Pack, ...] | None) -> tuple[list[str], list[Pack]]:
+    if packs is None:
+        return [], []
+    current = {p.id: p for p in pricing.load_packs(engine, active_only=False)}
+    return _declare("pack", current, packs, _pack_change)
+
+
+def _plan_changes(engine: Engine, catalog: Catalog) -> tuple[list[str], list[Plan]]:
+    if catalog.plans is None:
+        return [], []
+    current = {p.id: p for p in pricing.load_plans(engine, active_only=False)}
+    # A plan the file omits keeps its price id (subscriptions name it): no other plan may take it.
+    named = {p.id for p in catalog.plans}
+    owners = {p.stripe_price_id: p.id for p in current.values() if p.id not in named}
+    for p in catalog.plans:
+        owner = owners.get(p.stripe_price_id)
+        if owner is not None:
+            raise CatalogError(
+                f"{catalog.source}: plans[{p.id}].stripe_price_id: {p.stripe_price_id} is "
+                f"plan {owner}'s (plans are never deleted): give {p.id} another price"
+            )
+    return _declare("plan", current, catalog.plans, _plan_change)
+
+
+def _slab_text(s: Slab) -> str:
+    span = f"{s.from_credits}+" if s.to_credits is None else f"{s.from_credits}-{s.to_credits}"
+    return f"{span} at {s.unit_amount}"
+
+
+def _prices_text(t: PriceTable) -> str:
+    slabs = ", ".join(_slab_text(s) for s in t.slabs)
+    return f"{t.mode}, minimum {t.min_credits}, {slabs} ({t.currency} minor units per credit)"
+
+
+def _price_changes(
+    engine: Engine, tables: tuple[PriceTable, ...] | None
+) -> tuple[list[str], list[PriceTable], list[str]]:
+    """(lines, the tables to write, the credit types whose slabs go)."""
+    if tables is None:
+        return [], [], []
+    current = pricing.load_prices(engine)
+    lines, writes = [], []
+    for t in tables:
+        old = current.get(t.credit_type)
+        if old != t:
+            verb = "added," if old is None else "now"
+            lines.append(f"prices {t.credit_type}: {verb} {_prices_text(t)}")
+            writes.append(t)
+    named = {t.credit_type for t in tables}
+    removed = [ct for ct in current if ct not in named]
+    lines += [f"prices {ct}: removed, not in the file" for ct in removed]
+    return lines, writes, removed
+
+
 def write_replicas(engine: Engine, meter: Meter) -> None:
     """Every bucket's Redis replica gets every SQL tool (merged), so a replica that was
     missing is never left holding only the tools that just changed."""
@@ -295,6 +602,10 @@ def apply_catalog(
         if line:
             changed_welcome.append(grant)
             lines.append(line)
+    pack_lines, packs = _pack_changes(engine, catalog.packs)
+    price_lines, prices, unpriced = _price_changes(engine, catalog.prices)
+    plan_lines, plans = _plan_changes(engine, catalog)
+    lines += pack_lines + price_lines + plan_lines
     if changed_tools:
         save_tools(engine, changed_tools)
     for g in changed_welcome:
@@ -306,6 +617,12 @@ def apply_catalog(
             priority=g.priority,
             expires_in_s=g.expires_in_s,
         )
+    if packs:
+        pricing.save_packs(engine, packs)
+    if prices or unpriced:
+        pricing.replace_prices(engine, prices, unpriced)
+    if plans:
+        pricing.save_plans(engine, plans)
     if lines:
         audit.record(engine, actor, "catalog.apply", catalog.source, {"changes": lines})
     write_replicas(engine, meter)

@@ -106,7 +106,7 @@ def test_defaults_and_both_welcome_shapes() -> None:
         (TOOL.replace('"credits"', '"Credits"'), "tools[IMAGE_GEN].credit_type", "a-z0-9_"),
         (TOOL + TOOL, "tools[1]", "IMAGE_GEN is listed twice"),
         ('[tools]\nname = "X"\n', "tools", "[[tools]]"),
-        ("[packs]\nx = 1\n", "packs", "unknown section"),
+        ("[coupons]\nx = 1\n", "coupons", "unknown section"),
         (
             '[welcome]\ncredit_type = "c"\namount = 1\ncategory = "gift"\n',
             "welcome[c].category",
