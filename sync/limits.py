@@ -21,3 +21,13 @@ DEAD_LETTER_ERROR_LEN_MAX: Final = 2_000  # Error text kept per dead letter.
 JOB_TIMEOUT_S: Final = 120  # RQ kills a job past this; its entries stay pending and are reclaimed.
 FAILED_JOB_TTL_S: Final = 86_400  # Failed jobs stay visible in status for a day.
 RECONCILE_DRAIN_SLACK_S: Final = 10  # Reconcile waits a dead flusher's lock TTL plus this.
+STRIPE_JOB_RETRIES: Final = (
+    8  # Then the event stays failed in status; `stripe replay` re-drives it.
+)
+# Backoff between attempts: an event that waits for another one (out of order) usually finds
+# it within seconds; a SQL or Redis outage gets about half an hour in all.
+STRIPE_RETRY_INTERVALS_S: Final = (2, 5, 15, 30, 60, 120, 300, 1_200)
+STRIPE_WEBHOOK_TOLERANCE_S: Final = 300  # SPEC §9: a signed timestamp older than this is refused.
+STRIPE_ROLLOVER_DELAY_S: Final = 5  # After a period ends, before its unused credits are read.
+STRIPE_TIMEOUT_S: Final = 10  # One Stripe API call; a checkout request then answers 502.
+STRIPE_SYNC_PAGE: Final = 100  # Events per page when `stripe sync` lists what Stripe sent.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import redis
-from rq import Queue
+from rq import Queue, Retry
+from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import Engine
 
@@ -15,6 +18,8 @@ SYNC = "sync"  # journal flushes and expiry sweeps
 STRIPE = "stripe"  # Stripe events (purchases)
 FLUSH_JOB = "worker.jobs.flush_journal"
 SWEEP_JOB = "worker.jobs.sweep_expiry"
+STRIPE_EVENT_JOB = "worker.stripe_jobs.process_event"
+ROLLOVER_JOB = "worker.stripe_jobs.apply_rollover"
 # Kept while a flush job is queued (deleted when it starts); also set longer as a back-off
 # when SQL is down, so traffic re-triggers about once per back-off instead of per entry.
 TRIGGER_TTL_MS = 30_000  # a queued job lost with its queue frees the trigger after this
@@ -45,6 +50,46 @@ def request_flush(queue_redis: redis.Redis, client: redis.Redis, keys: Keys) -> 
         result_ttl=60,
     )
     return True
+
+
+def stripe_queue(queue_redis: redis.Redis, keys: Keys) -> Queue:
+    return Queue(queue_name(keys, STRIPE), connection=queue_redis)
+
+
+def _stripe_retry() -> Retry:
+    return Retry(max=limits.STRIPE_JOB_RETRIES, interval=list(limits.STRIPE_RETRY_INTERVALS_S))
+
+
+def enqueue_stripe_event(queue_redis: redis.Redis, keys: Keys, event_id: str) -> bool:
+    """One job per stored event (its id names the job), retried with backoff; False when
+    that job already exists (queued, running, scheduled for a retry or failed)."""
+    job_id = f"stripe-event-{keys.prefix}-{event_id}"
+    if Job.exists(job_id, connection=queue_redis):
+        return False
+    stripe_queue(queue_redis, keys).enqueue(
+        STRIPE_EVENT_JOB,
+        event_id,
+        job_id=job_id,
+        retry=_stripe_retry(),
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    return True
+
+
+def schedule_rollover(queue_redis: redis.Redis, keys: Keys, purchase_id: str, at_ms: int) -> None:
+    """Runs the rollover into `purchase_id` once the previous period has ended (the worker's
+    scheduler moves the job to the queue then)."""
+    when = datetime.fromtimestamp(at_ms / 1000 + limits.STRIPE_ROLLOVER_DELAY_S, UTC)
+    stripe_queue(queue_redis, keys).enqueue_at(
+        when,
+        ROLLOVER_JOB,
+        purchase_id,
+        job_id=f"stripe-rollover-{keys.prefix}-{purchase_id}",
+        retry=_stripe_retry(),
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
 
 
 def queue_depths(queue_redis: redis.Redis, keys: Keys) -> dict[str, int]:
