@@ -48,8 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
     errors.install(app)
     metrics.install(app)
-    from api.routers import accounts, catalog, money, service, tools
+    from api.routers import accounts, catalog, money, purchases, service, tools
 
-    for module in (tools, money, accounts, service, catalog):
+    for module in (tools, money, accounts, service, catalog, purchases):
         app.include_router(module.router)
     return app

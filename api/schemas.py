@@ -283,3 +283,43 @@ class TokenOut(BaseModel):
     token: str
     account_id: str
     expires_at: str
+
+
+# --- purchases ---------------------------------------------------------------------------
+
+Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
+PackId = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
+
+
+class CheckoutIn(Strict):
+    """A pack, a custom amount (credit_type and credits) or a plan: exactly one."""
+
+    account_id: AccountId
+    pack_id: PackId | None = None
+    credit_type: CreditType | None = None
+    credits: Credits | None = None
+    plan_id: PackId | None = None
+    success_url: Url
+    cancel_url: Url
+
+    @model_validator(mode="after")
+    def one_thing_bought(self) -> CheckoutIn:
+        custom = self.credit_type is not None or self.credits is not None
+        if custom and (self.credit_type is None or self.credits is None):
+            raise ValueError("a custom amount needs both credit_type and credits")
+        if sum((self.pack_id is not None, custom, self.plan_id is not None)) != 1:
+            raise ValueError("give exactly one of pack_id, (credit_type, credits), plan_id")
+        return self
+
+
+class CheckoutOut(BaseModel):
+    id: str
+    url: str
+    amount: int | None
+    currency: str | None
+    mode: str
+
+
+class WebhookOut(BaseModel):
+    received: bool
+    duplicate: bool

@@ -16,7 +16,7 @@ from rq import Queue, Worker
 from meter.settings import Settings, get_settings
 from sync import limits
 from sync.context import context
-from worker import jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
+from worker import jobs, stripe_jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
 from worker.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
 
 log = logging.getLogger(__name__)

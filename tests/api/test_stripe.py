@@ -1,0 +1,302 @@
+"""Buying credits over HTTP, end to end and off the network: `POST /v1/checkout/sessions`
+against a loopback fake Stripe API (tests/stripe_fake.py), and Stripe's signed webhook
+deliveries to `POST /v1/webhooks/stripe`, applied by a real `creditmeter worker --burst`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from sync.models import T_PURCHASES, T_STRIPE_CUSTOMERS, T_STRIPE_EVENTS
+from tests import stripe_fake as sf
+from tests.api.conftest import account, bearer
+from tests.api.server import creditmeter_bin, server_env
+
+WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
+CATALOG = """
+[[packs]]
+id = "credits-small"
+credits = 50
+credit_type = "credits"
+amount = 500
+currency = "usd"
+
+[prices.credits]
+currency = "usd"
+mode = "graduated"
+minimum = 10
+slabs = [{ from = 1, to = 999, unit_amount = 10 }, { from = 1000, unit_amount = 8 }]
+"""
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[sf.FakeStripe]:
+    with sf.FakeStripe() as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def api_env(
+    redis_url: str, sql_url: str, api_prefix: str, api_data_dir: Path, fake: sf.FakeStripe
+) -> dict[str, str]:
+    env = server_env(
+        redis_url,
+        sql_url,
+        api_prefix,
+        api_data_dir,
+        CREDITMETER_STRIPE_SECRET_KEY="sk_test_fake",
+        CREDITMETER_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        CREDITMETER_STRIPE_API_BASE=fake.url,
+    )
+    catalog = api_data_dir / "catalog.toml"
+    catalog.write_text(CATALOG)
+    subprocess.run(
+        [creditmeter_bin(), "catalog", "apply", str(catalog)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+def deliver(http: httpx.Client, event: dict[str, Any], **sign: Any) -> httpx.Response:
+    payload = json.dumps(event)
+    header = sf.sign(payload, WEBHOOK_SECRET, **sign)
+    return http.post(
+        "/v1/webhooks/stripe",
+        content=payload,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+
+
+def work(api_env: dict[str, str]) -> None:
+    subprocess.run(
+        [creditmeter_bin(), "worker", "--burst"], env=api_env, check=True, capture_output=True
+    )
+
+
+def balance(http: httpx.Client, key: str, acct: str) -> int:
+    r = http.get(f"/v1/accounts/{acct}/balance", headers=bearer(key))
+    assert r.status_code == 200, r.text
+    rows = [b for b in r.json()["balances"] if b["credit_type"] == "credits"]
+    return int(rows[0]["balance"]) if rows else 0
+
+
+def stored(engine: Engine, event_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(T_STRIPE_EVENTS).where(T_STRIPE_EVENTS.c.id == event_id)).first()
+
+
+# --- checkout ------------------------------------------------------------------------------
+
+
+def test_checkout_of_a_pack_creates_one_customer_and_a_session_with_the_quote(
+    http: httpx.Client, meter_key: str, fake: sf.FakeStripe, api_engine: Engine
+) -> None:
+    acct = account("buyer")
+    body = {
+        "account_id": acct,
+        "pack_id": "credits-small",
+        "success_url": "https://app.example/ok",
+        "cancel_url": "https://app.example/cancel",
+    }
+    r = http.post("/v1/checkout/sessions", json=body, headers=bearer(meter_key))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["id"].startswith("cs_test_") and out["url"].endswith(out["id"])
+    assert (out["amount"], out["currency"], out["mode"]) == (500, "usd", "payment")
+    (session_call,) = [
+        c
+        for c in fake.calls("POST", "/v1/checkout/sessions")
+        if c.params["client_reference_id"] == acct
+    ]
+    p = session_call.params
+    assert p["mode"] == "payment"
+    assert p["metadata"]["credits"] == "50" and p["metadata"]["credit_type"] == "credits"
+    assert p["metadata"]["amount"] == "500" and json.loads(p["metadata"]["quote"])
+    assert p["line_items"][0]["price_data"]["unit_amount"] == "500"
+    assert session_call.headers["idempotency-key"].startswith("creditmeter-checkout-")
+
+    # A custom amount for the same account reuses its customer.
+    custom = {**body, "pack_id": None, "credit_type": "credits", "credits": 1200}
+    del custom["pack_id"]
+    r2 = http.post("/v1/checkout/sessions", json=custom, headers=bearer(meter_key))
+    assert r2.status_code == 201, r2.text
+    assert r2.json()["amount"] == 999 * 10 + 201 * 8
+    customers = [
+        c for c in fake.calls("POST", "/v1/customers") if c.params["metadata"]["account_id"] == acct
+    ]
+    assert len(customers) == 1
+    with api_engine.connect() as conn:
+        linked = conn.execute(
+            select(T_STRIPE_CUSTOMERS.c.customer_id).where(T_STRIPE_CUSTOMERS.c.account_id == acct)
+        ).scalar_one()
+    sessions = [
+        c
+        for c in fake.calls("POST", "/v1/checkout/sessions")
+        if c.params["client_reference_id"] == acct
+    ]
+    assert {c.params["customer"] for c in sessions} == {linked}
+
+
+def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
+    http: httpx.Client, meter_key: str, fake: sf.FakeStripe
+) -> None:
+    base = {
+        "account_id": account("x"),
+        "success_url": "https://a.example/s",
+        "cancel_url": "https://a.example/c",
+    }
+    low = http.post(
+        "/v1/checkout/sessions",
+        json={**base, "credit_type": "credits", "credits": 9},
+        headers=bearer(meter_key),
+    )
+    assert low.status_code == 422 and low.headers["content-type"] == "application/problem+json"
+    assert low.json()["errors"][0]["field"].startswith("body.credits")
+    both = http.post(
+        "/v1/checkout/sessions",
+        json={**base, "pack_id": "credits-small", "credit_type": "credits", "credits": 20},
+        headers=bearer(meter_key),
+    )
+    assert both.status_code == 422
+    fake.fail_with(500)
+    try:
+        down = http.post(
+            "/v1/checkout/sessions",
+            json={**base, "pack_id": "credits-small"},
+            headers=bearer(meter_key),
+        )
+    finally:
+        fake.fail_with(None)
+    assert down.status_code == 502, down.text
+    assert down.json()["type"] == "urn:creditmeter:problem:stripe-unavailable"
+
+
+# --- webhook -------------------------------------------------------------------------------
+
+
+def _purchase_event(acct: str, credits: int = 50, amount: int = 500) -> dict[str, Any]:
+    session = sf.checkout_session(
+        account_id=acct,
+        amount_total=amount,
+        metadata={"credit_type": "credits", "credits": str(credits), "pack_id": "credits-small"},
+    )
+    return sf.event("checkout.session.completed", session)
+
+
+def test_a_signed_purchase_event_is_stored_enqueued_and_granted_by_the_worker(
+    http: httpx.Client, api_env: dict[str, str], read_key: str, api_engine: Engine
+) -> None:
+    acct = account("paid")
+    event = _purchase_event(acct)
+    t0 = time.perf_counter()
+    r = deliver(http, event)
+    took_ms = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}
+    print(f"\nwebhook answered in {took_ms:.1f} ms")
+    assert stored(api_engine, event["id"]).status == "received"
+    work(api_env)
+    assert balance(http, read_key, acct) == 50
+    assert stored(api_engine, event["id"]).status == "applied"
+    again = deliver(http, event)
+    assert again.json() == {"received": True, "duplicate": True}
+    work(api_env)
+    assert balance(http, read_key, acct) == 50
+
+
+def test_50_concurrent_deliveries_of_one_event_store_it_once_and_grant_once(
+    api_url: str, api_env: dict[str, str], read_key: str, api_engine: Engine
+) -> None:
+    acct = account("burst")
+    event = _purchase_event(acct, credits=100, amount=900)
+    barrier = threading.Barrier(50)
+    answers: list[dict[str, Any]] = []
+
+    def one() -> None:
+        with httpx.Client(base_url=api_url, timeout=60) as c:
+            barrier.wait()
+            r = deliver(c, event)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(answers) == 50
+    assert sum(not a["duplicate"] for a in answers) == 1
+    work(api_env)
+    with httpx.Client(base_url=api_url, timeout=10) as c:
+        assert balance(c, read_key, acct) == 100
+    with api_engine.connect() as conn:
+        rows = conn.execute(select(T_PURCHASES.c.id).where(T_PURCHASES.c.account_id == acct)).all()
+    assert len(rows) == 1
+
+
+def _raw(http: httpx.Client, payload: str, header: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers["Stripe-Signature"] = header
+    return http.post("/v1/webhooks/stripe", content=payload, headers=headers)
+
+
+def test_bad_signatures_are_400_and_store_nothing(http: httpx.Client, api_engine: Engine) -> None:
+    event = _purchase_event(account("forged"))
+    payload = json.dumps(event)
+    now = int(time.time())
+    good = sf.compute_v1(payload, WEBHOOK_SECRET, now)
+    cases = {
+        "stale": sf.sign(payload, WEBHOOK_SECRET, timestamp=now - 301),
+        "tampered": sf.sign(payload.replace('"50"', '"5000"'), WEBHOOK_SECRET),
+        "wrong secret": sf.sign(payload, "whsec_other"),
+        "v0 only": sf.signature_header(now, v1=[], v0=[good]),
+        "no timestamp": f"v1={good}",
+        "missing": None,
+    }
+    for name, header in cases.items():
+        r = _raw(http, payload, header)
+        assert r.status_code == 400, (name, r.text)
+        assert r.headers["content-type"] == "application/problem+json", name
+        assert r.json()["type"] == "urn:creditmeter:problem:bad-signature", name
+    assert stored(api_engine, event["id"]) is None
+
+    # Two v1 signatures (a secret being rolled), one of them valid: accepted.
+    two = sf.signature_header(now, v1=[sf.compute_v1(payload, "whsec_old", now), good])
+    assert _raw(http, payload, two).status_code == 200
+    assert stored(api_engine, event["id"]) is not None
+
+
+def test_a_signed_body_that_is_not_an_event_is_400(http: httpx.Client) -> None:
+    for body in ("{not json", "[1, 2]", json.dumps({"id": "nope", "type": "x"})):
+        r = _raw(http, body, sf.sign(body, WEBHOOK_SECRET))
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["type"] == "urn:creditmeter:problem:bad-event"
+
+
+def test_refund_before_completion_then_redeliveries_leave_the_refunded_share_taken_back(
+    http: httpx.Client, api_env: dict[str, str], read_key: str
+) -> None:
+    acct = account("order")
+    buy = _purchase_event(acct, credits=50, amount=500)
+    session = buy["data"]["object"]
+    refund = sf.refund(payment_intent=session["payment_intent"], charge="ch_o", amount=200)
+    for e in (sf.event("refund.created", refund), buy):
+        assert deliver(http, e).status_code == 200
+    work(api_env)
+    assert balance(http, read_key, acct) == 30
+    for e in (buy, sf.event("refund.created", refund)):
+        deliver(http, e)
+    work(api_env)
+    assert balance(http, read_key, acct) == 30
