@@ -6,14 +6,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cli.main import app
 from meter.settings import get_settings
+from sync import pricing
 from sync.db import engine_for
+from sync.models import T_AUDIT
 from sync.tools import get_tool
 
 runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.toml"
 
 
 @pytest.fixture
@@ -50,3 +54,29 @@ def test_bad_file_is_one_line_and_exit_1(env: None, tmp_path: Path):
     r = runner.invoke(app, ["catalog", "apply", str(path)])
     assert r.exit_code == 1
     assert "cost" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_the_example_catalog_applies_then_reports_no_changes(
+    env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Its own SQL: the example's welcome grant would reach every account other tests create,
+    # and its packs and plans would switch off theirs.
+    own_sql = f"sqlite:///{tmp_path / 'example.db'}"
+    monkeypatch.setenv("CREDITMETER_DATABASE_URL", own_sql)
+    get_settings.cache_clear()
+    first = runner.invoke(app, ["catalog", "apply", str(EXAMPLE)])
+    assert first.exit_code == 0, first.output
+    lines = first.output.strip().splitlines()
+    assert "pack credits-small: added, 50 credits for 500 usd, active" in lines
+    assert "pack credits-large: added, 100 credits for 900 usd, active" in lines
+    assert any(line.startswith("prices credits: added, graduated, minimum 10") for line in lines)
+    assert any(line.startswith("prices video_seconds: added, volume, minimum 60") for line in lines)
+    assert any(line.startswith("plan pro: added, price_pro_monthly") for line in lines)
+    engine = engine_for(own_sql)
+    assert pricing.quote(engine, "credits", 1000, plan_id="pro").amount == 7999
+    again = runner.invoke(app, ["catalog", "apply", str(EXAMPLE)])
+    assert again.exit_code == 0, again.output
+    assert again.output.strip() == f"{EXAMPLE}: up to date"
+    with engine.connect() as conn:
+        audited = conn.execute(select(T_AUDIT).where(T_AUDIT.c.action == "catalog.apply")).all()
+    assert len(audited) == 1  # the second apply changed nothing, so audited nothing
