@@ -7,7 +7,7 @@ and turns a PricingError into a 422 problem naming the query parameter at fault.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, BeforeValidator
@@ -78,13 +78,11 @@ class QuoteOut(BaseModel):
 
 def _problem(exc: pricing.PricingError) -> Problem:
     field = f"query.{exc.field}"  # the fields of quote() are the query parameters' names
-    return Problem(
-        422,
-        str(exc),
-        slug=exc.code,
-        errors=[{"field": field, "message": str(exc), "type": exc.code}],
+    extensions: dict[str, Any] = {  # minimum, maximum: what a client needs to correct it
         **exc.details,
-    )
+        "errors": [{"field": field, "message": str(exc), "type": exc.code}],
+    }
+    return Problem(422, str(exc), slug=exc.code, **extensions)
 
 
 @router.get("/packs", response_model=PackList)
