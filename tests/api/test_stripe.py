@@ -200,11 +200,14 @@ def test_a_signed_purchase_event_is_stored_enqueued_and_granted_by_the_worker(
 ) -> None:
     acct = account("paid")
     event = _purchase_event(acct)
-    t0 = time.perf_counter()
-    r = deliver(http, event)
-    took_ms = (time.perf_counter() - t0) * 1000
-    assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}
-    print(f"\nwebhook answered in {took_ms:.1f} ms")
+    took_ms = []
+    for e in [event] + [sf.event("customer.created", {"object": "customer"}) for _ in range(20)]:
+        t0 = time.perf_counter()
+        r = deliver(http, e)
+        took_ms.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}
+    took_ms.sort()
+    print(f"\nwebhook answered in {took_ms[10]:.1f} ms (median of 21), max {took_ms[-1]:.1f} ms")
     assert stored(api_engine, event["id"]).status == "received"
     work(api_env)
     assert balance(http, read_key, acct) == 50

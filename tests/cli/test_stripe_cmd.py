@@ -79,6 +79,7 @@ def test_sync_applies_only_the_events_never_received(env: None, fake: sf.FakeStr
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
     r = runner.invoke(app, ["stripe", "sync", "--since", since])
     assert r.exit_code == 0, r.output
+    print(f"\n$ creditmeter stripe sync --since {since}\n{r.output}")
     assert all(e["id"] in r.output for e in missed) and received["id"] not in r.output
     assert "2 were new and applied" in r.output
     assert credits_of(acct) == 60
