@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from rq import get_current_job
+
 from sync.context import SyncContext, context
 from sync.flush import Flusher
 from sync.purchases import EventError, NotReady, Purchases, load_event, mark_event
@@ -30,7 +32,9 @@ def apply_stored_event(ctx: SyncContext, event_id: str) -> str:
     try:
         outcome, rollover = purchases_for(ctx).apply(event)
     except NotReady as exc:
-        mark_event(ctx.engine, event_id, "retrying", str(exc))
+        job = get_current_job()
+        retries_left = (job.retries_left or 0) if job is not None else 0
+        mark_event(ctx.engine, event_id, "retrying" if retries_left else "failed", str(exc))
         raise
     except Exception as exc:
         mark_event(ctx.engine, event_id, "failed", f"{type(exc).__name__}: {exc}")

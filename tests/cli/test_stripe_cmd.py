@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from cli.main import app
 from meter.settings import get_settings
 from sync.context import context
+from sync.models import T_PLANS
 from sync.purchases import event_status, store_event
 from tests import stripe_fake as sf
 
@@ -108,3 +110,35 @@ def test_sync_with_stripe_down_is_one_line_and_exit_1(env: None, fake: sf.FakeSt
     assert r.exit_code == 1 and "Stripe event list failed" in r.output
     bad = runner.invoke(app, ["stripe", "sync", "--since", "yesterday"])
     assert bad.exit_code == 1 and "not an RFC 3339" in bad.output
+
+
+def test_replay_of_an_event_still_waiting_for_another_marks_it_failed(env: None) -> None:
+    ctx = context(get_settings())
+    price = f"price_{uuid.uuid4().hex[:12]}"
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            insert(T_PLANS),
+            [
+                {
+                    "id": f"plan-{uuid.uuid4().hex[:8]}",
+                    "stripe_price_id": price,
+                    "allocations": json.dumps({"credits": 10}),
+                    "rollover_cap": 0,
+                    "discount_percent": 0,
+                }
+            ],
+        )
+    now = int(time.time())
+    invoice = sf.invoice(
+        customer="cus_nobody",
+        subscription="sub_nobody",
+        price_id=price,
+        period_start=now,
+        period_end=now + 86400,
+        amount_paid=100,
+    )
+    event = sf.event("invoice.paid", invoice)
+    store_event(ctx.engine, event, json.dumps(event))
+    r = runner.invoke(app, ["stripe", "replay", event["id"]])
+    assert r.exit_code == 1 and "no account known" in r.output
+    assert event_status(ctx.engine, event["id"]) == "failed"  # no job retries a replay
