@@ -45,7 +45,7 @@ def sync(
     """Apply the events Stripe sent since T that never reached the webhook."""
     from cli.main import _fail
     from sync.context import context
-    from sync.purchases import known_event_ids, store_event
+    from sync.purchases import store_event
     from sync.stripe_api import client_for, events_since
     from worker.stripe_jobs import apply_stored_event
 
@@ -56,9 +56,8 @@ def sync(
         seen = applied = 0
         for event in events_since(client_for(ctx.settings), since_s):
             seen += 1
-            if known_event_ids(ctx.engine, [event["id"]]):
-                continue
-            store_event(ctx.engine, event, json.dumps(event))
+            if not store_event(ctx.engine, event, json.dumps(event)):
+                continue  # the webhook received it
             outcome = apply_stored_event(ctx, event["id"])
             applied += 1
             out.print(

@@ -7,6 +7,7 @@ a global index (which could not be written atomically on Redis Cluster).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -62,3 +63,15 @@ def bucket_of(entry_id: str) -> int:
     if not _UUID_RE.fullmatch(entry_id):
         raise InvalidArgument("id", "not an id made by this service")
     return int(entry_id[-4:], 16)
+
+
+def det_id(seed: str) -> str:
+    """The deterministic id lua/includes/det_id.lua gives entries a script creates itself:
+    SHA-1 of the seed, UUID-shaped, version nibble 8."""
+    h = hashlib.sha1(seed.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def expire_entry_id(grant_id: str) -> str:
+    """The id of the entry that journals a grant's expiry (lua/includes/wallet_expire.lua)."""
+    return det_id(f"expire|{grant_id}")

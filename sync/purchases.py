@@ -22,7 +22,6 @@ back. A full refund takes back exactly the credits bought.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from sqlalchemy import Connection, Engine, case, func, select, update
 
 from meter import Meter, validate
 from meter.errors import InvalidArgument
+from meter.ids import expire_entry_id
 from meter.ops import now_ms
 from sync.db import write_transaction
 from sync.models import (
@@ -52,6 +52,8 @@ from sync.sqlops import dialect_insert, insert_ignore
 # Purchase ids are UUIDv5 of the Stripe object under this namespace: stable across retries.
 PURCHASE_NAMESPACE = uuid.UUID("6f1c3e2a-93a4-4c55-9d7e-4a1b8f0c2d11")
 CURRENT_PLAN_STATUSES = ("active", "trialing", "past_due")  # the plan still applies
+# An event in one of these still has to be applied (a job, a retry or `stripe replay`).
+UNAPPLIED_EVENT_STATUSES = ("received", "retrying", "failed")
 PURCHASE_PRIORITY = 50  # bought credits burn after promotional ones (the welcome grant: 10)
 
 
@@ -113,15 +115,6 @@ def event_status(engine: Engine, event_id: str) -> str | None:
             select(T_STRIPE_EVENTS.c.status).where(T_STRIPE_EVENTS.c.id == event_id)
         ).scalar_one_or_none()
     return None if status is None else str(status)
-
-
-def known_event_ids(engine: Engine, ids: list[str]) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                select(T_STRIPE_EVENTS.c.id).where(T_STRIPE_EVENTS.c.id.in_(ids))
-            ).scalars()
-        )
 
 
 def mark_event(engine: Engine, event_id: str, status: str, error: str | None = None) -> None:
@@ -342,10 +335,7 @@ class Purchases:
                 .where(T_PURCHASES.c.id == pid)
                 .values(
                     refunded_minor=max(refunded, disputed),
-                    clawed_back=case(
-                        (T_PURCHASES.c.clawed_back < total, total),
-                        else_=T_PURCHASES.c.clawed_back,
-                    ),
+                    clawed_back=_at_least(T_PURCHASES.c.clawed_back, total),
                     status=status,
                 )
             ),
@@ -595,17 +585,16 @@ def purchase_id(*parts: str) -> str:
     return str(uuid.uuid5(PURCHASE_NAMESPACE, ":".join(parts)))
 
 
-def expire_entry_id(grant_id: str) -> str:
-    """The id lua/includes/det_id.lua gives a grant's expire entry."""
-    h = hashlib.sha1(f"expire|{grant_id}".encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{h[16:20]}-{h[20:32]}"
-
-
 def _credits_for(credits: int, paid_minor: int, back_minor: int) -> int:
     """ceil(credits * back / paid), at most credits (integers only)."""
     if back_minor <= 0 or paid_minor <= 0:
         return credits if back_minor > 0 else 0
     return min(credits, -(-credits * back_minor // paid_minor))
+
+
+def _at_least(column: Any, value: int) -> Any:
+    """SET column = max(column, value), on every dialect: a running total never goes down."""
+    return case((column < value, value), else_=column)
 
 
 def _payment_totals(conn: Connection, payment_intent: str) -> tuple[int, int]:
@@ -639,13 +628,8 @@ def _raise_payment(
         stmt.on_conflict_do_update(
             index_elements=["payment_intent_id"],
             set_={
-                "charge_refunded_minor": case(
-                    (c.charge_refunded_minor < charge_refunded_minor, charge_refunded_minor),
-                    else_=c.charge_refunded_minor,
-                ),
-                "disputed_minor": case(
-                    (c.disputed_minor < disputed_minor, disputed_minor), else_=c.disputed_minor
-                ),
+                "charge_refunded_minor": _at_least(c.charge_refunded_minor, charge_refunded_minor),
+                "disputed_minor": _at_least(c.disputed_minor, disputed_minor),
                 "updated_at_ms": now_ms(),
             },
         ),

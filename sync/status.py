@@ -1,5 +1,5 @@
 """How far behind SQL is: per-bucket journal length, pending entries, oldest unflushed age;
-queue depths, failed jobs, dead letters and detected Redis losses."""
+queue depths, failed jobs, dead letters, detected Redis losses and Stripe events not applied."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from meter.ops import as_text, now_ms
 from sync.epoch import read_state
 from sync.flush import GROUP, group_info
 from sync.journal import stream_ms
-from sync.models import T_DEAD, T_GAPS
+from sync.models import T_DEAD, T_GAPS, T_STRIPE_EVENTS
+from sync.purchases import UNAPPLIED_EVENT_STATUSES
 
 
 @dataclass
@@ -35,6 +36,8 @@ class SyncStatus:
     dead_letters: int
     gaps: int
     redis_lost: dict[str, Any] | None
+    # Stripe events stored but not (yet) applied, by status: received, retrying, failed.
+    stripe_events_unapplied: dict[str, int] = field(default_factory=dict)
     unflushed_total: int = field(init=False)
     oldest_unflushed_age_ms: int | None = field(init=False)
 
@@ -91,6 +94,11 @@ def sync_status(
             .select_from(T_GAPS)
             .where(T_GAPS.c.journal.like(f"{keys.prefix}:%"))
         ).scalar_one()
+        unapplied = conn.execute(
+            select(T_STRIPE_EVENTS.c.status, func.count())
+            .where(T_STRIPE_EVENTS.c.status.in_(UNAPPLIED_EVENT_STATUSES))
+            .group_by(T_STRIPE_EVENTS.c.status)
+        ).all()
     lost = read_state(engine, keys, "redis_lost")
     return SyncStatus(
         buckets=buckets,
@@ -99,4 +107,5 @@ def sync_status(
         dead_letters=int(dead),
         gaps=int(gaps),
         redis_lost=json.loads(lost) if lost else None,
+        stripe_events_unapplied={str(status): int(n) for status, n in unapplied},
     )

@@ -20,8 +20,8 @@ from meter.ops import now_ms
 from meter.settings import Settings
 from sync import limits
 from sync.db import write_transaction
-from sync.models import T_PLANS, T_STRIPE_CUSTOMERS
-from sync.pricing import Quote
+from sync.models import T_STRIPE_CUSTOMERS
+from sync.pricing import Quote, UnknownPlan, get_plan
 from sync.sqlops import insert_ignore
 
 NETWORK_RETRIES = 2  # the client retries a dropped connection with the same idempotency key
@@ -68,14 +68,9 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -> str:
     """The account's Stripe customer, created on its first checkout and reused after. Two
     first checkouts at once send one idempotency key: Stripe makes one customer."""
-    with engine.connect() as conn:
-        known = conn.execute(
-            select(T_STRIPE_CUSTOMERS.c.customer_id).where(
-                T_STRIPE_CUSTOMERS.c.account_id == account_id
-            )
-        ).scalar_one_or_none()
+    known = _stored_customer(engine, account_id)
     if known:
-        return str(known)
+        return known
     customer = _call(
         "customer create",
         client.v1.customers.create,
@@ -89,14 +84,19 @@ def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -
             [{"account_id": account_id, "customer_id": customer.id, "created_at_ms": now_ms()}],
         ),
     )
+    stored = _stored_customer(engine, account_id)  # the first of two racing checkouts wins
+    assert stored is not None
+    return stored
+
+
+def _stored_customer(engine: Engine, account_id: str) -> str | None:
     with engine.connect() as conn:
-        return str(
-            conn.execute(
-                select(T_STRIPE_CUSTOMERS.c.customer_id).where(
-                    T_STRIPE_CUSTOMERS.c.account_id == account_id
-                )
-            ).scalar_one()
-        )
+        found = conn.execute(
+            select(T_STRIPE_CUSTOMERS.c.customer_id).where(
+                T_STRIPE_CUSTOMERS.c.account_id == account_id
+            )
+        ).scalar_one_or_none()
+    return None if found is None else str(found)
 
 
 def checkout_credits(
@@ -111,7 +111,6 @@ def checkout_credits(
     request_key: str,
 ) -> Checkout:
     """A payment-mode session for a pack or a custom amount, priced by `quote`."""
-    customer = customer_for(engine, client, account_id)
     name = f"{quote.credits} {quote.credit_type}" + (f" ({pack_id})" if pack_id else "")
     metadata = {
         "account_id": account_id,
@@ -121,13 +120,13 @@ def checkout_credits(
         "pack_id": pack_id or "",
         "quote": _compact(quote.breakdown),
     }
-    session = _call(
-        "checkout session create",
-        client.v1.checkout.sessions.create,
-        params={
+    session = _create_session(
+        engine,
+        client,
+        account_id,
+        request_key,
+        {
             "mode": "payment",
-            "customer": customer,
-            "client_reference_id": account_id,
             "success_url": success_url,
             "cancel_url": cancel_url,
             "metadata": metadata,
@@ -143,7 +142,6 @@ def checkout_credits(
                 }
             ],
         },
-        options={"idempotency_key": f"creditmeter-checkout-{_digest(account_id, request_key)}"},
     )
     return Checkout(session.id, session.url, quote.amount, quote.currency, "payment")
 
@@ -159,28 +157,23 @@ def checkout_plan(
     request_key: str,
 ) -> Checkout:
     """A subscription-mode session for a plan; each paid invoice then grants its credits."""
-    with engine.connect() as conn:
-        price = conn.execute(
-            select(T_PLANS.c.stripe_price_id).where(T_PLANS.c.id == plan_id, T_PLANS.c.active)
-        ).scalar_one_or_none()
-    if price is None:
-        raise LookupError(plan_id)
-    customer = customer_for(engine, client, account_id)
+    plan = get_plan(engine, plan_id)
+    if plan is None or not plan.active:
+        raise UnknownPlan("plan_id", f"no active plan {plan_id!r}")
     metadata = {"account_id": account_id, "plan_id": plan_id}
-    session = _call(
-        "checkout session create",
-        client.v1.checkout.sessions.create,
-        params={
+    session = _create_session(
+        engine,
+        client,
+        account_id,
+        request_key,
+        {
             "mode": "subscription",
-            "customer": customer,
-            "client_reference_id": account_id,
             "success_url": success_url,
             "cancel_url": cancel_url,
             "metadata": metadata,
             "subscription_data": {"metadata": metadata},
-            "line_items": [{"price": price, "quantity": 1}],
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
         },
-        options={"idempotency_key": f"creditmeter-checkout-{_digest(account_id, request_key)}"},
     )
     amount = session.get("amount_total")
     return Checkout(
@@ -189,6 +182,26 @@ def checkout_plan(
         amount if isinstance(amount, int) else None,
         session.get("currency"),
         "subscription",
+    )
+
+
+def _create_session(
+    engine: Engine,
+    client: stripe.StripeClient,
+    account_id: str,
+    request_key: str,
+    params: dict[str, Any],
+) -> Any:
+    """A Checkout Session of the account's customer, keyed by the account and the request."""
+    return _call(
+        "checkout session create",
+        client.v1.checkout.sessions.create,
+        params={
+            **params,
+            "customer": customer_for(engine, client, account_id),
+            "client_reference_id": account_id,
+        },
+        options={"idempotency_key": f"creditmeter-checkout-{_digest(account_id, request_key)}"},
     )
 
 

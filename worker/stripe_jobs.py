@@ -47,7 +47,13 @@ def apply_stored_event(ctx: SyncContext, event_id: str) -> str:
 
 
 def process_event(event_id: str) -> str:
-    return apply_stored_event(context(), event_id)
+    """The job: an event that lacks what its type needs is marked failed and not retried
+    (no retry can mend it; `stripe replay` can after a fix); every other failure retries."""
+    try:
+        return apply_stored_event(context(), event_id)
+    except EventError as exc:
+        log.error("stripe event %s cannot be applied: %s", event_id, exc)
+        return f"failed: {exc}"
 
 
 def apply_rollover(purchase_id: str) -> str:

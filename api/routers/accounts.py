@@ -74,14 +74,7 @@ async def create_grant(
             metadata=body.metadata,
         )
         if not r.replayed:
-            await run_in_threadpool(
-                audit.record,
-                state.engine,
-                who.actor,
-                "account.grant",
-                account_id,
-                {"entry_id": r.id, **body.model_dump(exclude_none=True)},
-            )
+            await _audit_entry(state, who, "account.grant", account_id, r.id, body)
         out = GrantOut(
             id=r.id,
             grant_id=r.grant_id,
@@ -116,14 +109,7 @@ async def create_adjustment(
             metadata=body.metadata,
         )
         if not r.replayed:
-            await run_in_threadpool(
-                audit.record,
-                state.engine,
-                who.actor,
-                "account.adjust",
-                account_id,
-                {"entry_id": r.id, **body.model_dump(exclude_none=True)},
-            )
+            await _audit_entry(state, who, "account.adjust", account_id, r.id, body)
         out = AdjustmentOut(
             id=r.id,
             account_id=account_id,
@@ -135,6 +121,14 @@ async def create_adjustment(
         return out, r.replayed
 
     return await run_idempotent(state, request, response, key, body, run)
+
+
+async def _audit_entry(
+    state: AppState, who: Principal, action: str, account_id: str, entry_id: str, body: Any
+) -> None:
+    """An admin's balance change in the audit log: the request body and the entry it made."""
+    detail = {"entry_id": entry_id, **body.model_dump(exclude_none=True)}
+    await run_in_threadpool(audit.record, state.engine, who.actor, action, account_id, detail)
 
 
 @router.get("/balance", response_model=BalanceOut)

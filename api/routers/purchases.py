@@ -24,7 +24,7 @@ from api.schemas import CheckoutIn, CheckoutOut, WebhookOut
 from api.state import AppState, app_state
 from meter.redis_conn import sync_client
 from sync import limits, pricing, stripe_api
-from sync.purchases import EventError, event_status, store_event
+from sync.purchases import UNAPPLIED_EVENT_STATUSES, EventError, event_status, store_event
 from worker.queues import enqueue_stripe_event
 
 router = APIRouter(tags=["purchases"])
@@ -78,12 +78,6 @@ def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api
             str(exc),
             errors=[{"field": f"body.{exc.field}", "message": str(exc), "type": "value"}],
         ) from exc
-    except LookupError as exc:
-        raise Problem(
-            422,
-            f"unknown or inactive plan {body.plan_id}",
-            errors=[{"field": "body.plan_id", "message": "unknown plan", "type": "value"}],
-        ) from exc
     except stripe_api.StripeNotConfigured as exc:
         raise Problem(503, str(exc), slug="stripe-not-configured") from exc
     except stripe_api.StripeUnavailable as exc:
@@ -125,7 +119,7 @@ def _store_and_enqueue(state: AppState, event: dict[str, Any], text: str) -> boo
     a delivery that finds it stored but not applied enqueues again if no job exists, so an
     enqueue lost to a Redis blip is redone by Stripe's redelivery."""
     new = store_event(state.engine, event, text)
-    if new or event_status(state.engine, event["id"]) in ("received", "retrying", "failed"):
+    if new or event_status(state.engine, event["id"]) in UNAPPLIED_EVENT_STATUSES:
         queue_url = state.settings.effective_queue_redis_url() or state.redis_url
         enqueue_stripe_event(_queue_client(queue_url), state.keys, event["id"])
     return new

@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import Engine
 
 from sync.db import engine_for
+from tests import stripe_fake as sf
 from tests.api.server import running_api, server_env
 
 HTTP_TIMEOUT_S = 10.0
+STRIPE_WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,33 @@ def api_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def api_env(redis_url: str, sql_url: str, api_prefix: str, api_data_dir: Path) -> dict[str, str]:
     return server_env(redis_url, sql_url, api_prefix, api_data_dir)
+
+
+@pytest.fixture(scope="module")
+def fake_stripe() -> Iterator[sf.FakeStripe]:
+    with sf.FakeStripe() as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def stripe_api_env(
+    redis_url: str,
+    sql_url: str,
+    api_prefix: str,
+    api_data_dir: Path,
+    fake_stripe: sf.FakeStripe,
+) -> dict[str, str]:
+    """The server's environment with Stripe configured and reached on the loopback fake; a
+    module that sells credits overrides api_env with it."""
+    return server_env(
+        redis_url,
+        sql_url,
+        api_prefix,
+        api_data_dir,
+        CREDITMETER_STRIPE_SECRET_KEY="sk_test_fake",
+        CREDITMETER_STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
+        CREDITMETER_STRIPE_API_BASE=fake_stripe.url,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ Driven through Hypothesis directly: schemathesis' pytest plugin does not run on 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -18,32 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.case import Case
 
-from tests import stripe_fake as sf
-from tests.api.server import server_env
-
 EXAMPLES_PER_OPERATION = 25  # x ~17 operations: a few hundred requests, about a minute
 SKIPPED = re.compile(r".*/events$")  # the SSE stream never ends by design (tests/api/test_sse.py)
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[sf.FakeStripe]:
-    with sf.FakeStripe() as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
-def api_env(
-    redis_url: str, sql_url: str, api_prefix: str, api_data_dir: Path, fake: sf.FakeStripe
-) -> dict[str, str]:
-    return server_env(
-        redis_url,
-        sql_url,
-        api_prefix,
-        api_data_dir,
-        CREDITMETER_STRIPE_SECRET_KEY="sk_test_fake",
-        CREDITMETER_STRIPE_WEBHOOK_SECRET="whsec_schemathesis",
-        CREDITMETER_STRIPE_API_BASE=fake.url,
-    )
+def api_env(stripe_api_env: dict[str, str]) -> dict[str, str]:
+    return stripe_api_env
 
 
 @pytest.mark.slow

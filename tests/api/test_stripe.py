@@ -8,8 +8,6 @@ import json
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,9 @@ from sqlalchemy import Engine, select
 
 from sync.models import T_PURCHASES, T_STRIPE_CUSTOMERS, T_STRIPE_EVENTS
 from tests import stripe_fake as sf
-from tests.api.conftest import account, bearer
-from tests.api.server import creditmeter_bin, server_env
+from tests.api.conftest import STRIPE_WEBHOOK_SECRET, account, bearer
+from tests.api.server import creditmeter_bin
 
-WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 CATALOG = """
 [[packs]]
 id = "credits-small"
@@ -40,38 +37,21 @@ slabs = [{ from = 1, to = 999, unit_amount = 10 }, { from = 1000, unit_amount = 
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[sf.FakeStripe]:
-    with sf.FakeStripe() as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
-def api_env(
-    redis_url: str, sql_url: str, api_prefix: str, api_data_dir: Path, fake: sf.FakeStripe
-) -> dict[str, str]:
-    env = server_env(
-        redis_url,
-        sql_url,
-        api_prefix,
-        api_data_dir,
-        CREDITMETER_STRIPE_SECRET_KEY="sk_test_fake",
-        CREDITMETER_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        CREDITMETER_STRIPE_API_BASE=fake.url,
-    )
+def api_env(stripe_api_env: dict[str, str], api_data_dir: Path) -> dict[str, str]:
     catalog = api_data_dir / "catalog.toml"
     catalog.write_text(CATALOG)
     subprocess.run(
         [creditmeter_bin(), "catalog", "apply", str(catalog)],
-        env=env,
+        env=stripe_api_env,
         check=True,
         capture_output=True,
     )
-    return env
+    return stripe_api_env
 
 
 def deliver(http: httpx.Client, event: dict[str, Any], **sign: Any) -> httpx.Response:
     payload = json.dumps(event)
-    header = sf.sign(payload, WEBHOOK_SECRET, **sign)
+    header = sf.sign(payload, STRIPE_WEBHOOK_SECRET, **sign)
     return http.post(
         "/v1/webhooks/stripe",
         content=payload,
@@ -101,7 +81,7 @@ def stored(engine: Engine, event_id: str) -> Any:
 
 
 def test_checkout_of_a_pack_creates_one_customer_and_a_session_with_the_quote(
-    http: httpx.Client, meter_key: str, fake: sf.FakeStripe, api_engine: Engine
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe, api_engine: Engine
 ) -> None:
     acct = account("buyer")
     body = {
@@ -117,7 +97,7 @@ def test_checkout_of_a_pack_creates_one_customer_and_a_session_with_the_quote(
     assert (out["amount"], out["currency"], out["mode"]) == (500, "usd", "payment")
     (session_call,) = [
         c
-        for c in fake.calls("POST", "/v1/checkout/sessions")
+        for c in fake_stripe.calls("POST", "/v1/checkout/sessions")
         if c.params["client_reference_id"] == acct
     ]
     p = session_call.params
@@ -134,23 +114,26 @@ def test_checkout_of_a_pack_creates_one_customer_and_a_session_with_the_quote(
     assert r2.status_code == 201, r2.text
     assert r2.json()["amount"] == 999 * 10 + 201 * 8
     customers = [
-        c for c in fake.calls("POST", "/v1/customers") if c.params["metadata"]["account_id"] == acct
+        c
+        for c in fake_stripe.calls("POST", "/v1/customers")
+        if c.params["metadata"]["account_id"] == acct
     ]
     assert len(customers) == 1
+    assert customers[0].headers["idempotency-key"].startswith("creditmeter-customer-")
     with api_engine.connect() as conn:
         linked = conn.execute(
             select(T_STRIPE_CUSTOMERS.c.customer_id).where(T_STRIPE_CUSTOMERS.c.account_id == acct)
         ).scalar_one()
     sessions = [
         c
-        for c in fake.calls("POST", "/v1/checkout/sessions")
+        for c in fake_stripe.calls("POST", "/v1/checkout/sessions")
         if c.params["client_reference_id"] == acct
     ]
     assert {c.params["customer"] for c in sessions} == {linked}
 
 
 def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
-    http: httpx.Client, meter_key: str, fake: sf.FakeStripe
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe
 ) -> None:
     base = {
         "account_id": account("x"),
@@ -170,7 +153,7 @@ def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
         headers=bearer(meter_key),
     )
     assert both.status_code == 422
-    fake.fail_with(500)
+    fake_stripe.fail_with(500)
     try:
         down = http.post(
             "/v1/checkout/sessions",
@@ -178,7 +161,7 @@ def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
             headers=bearer(meter_key),
         )
     finally:
-        fake.fail_with(None)
+        fake_stripe.fail_with(None)
     assert down.status_code == 502, down.text
     assert down.json()["type"] == "urn:creditmeter:problem:stripe-unavailable"
 
@@ -259,10 +242,10 @@ def test_bad_signatures_are_400_and_store_nothing(http: httpx.Client, api_engine
     event = _purchase_event(account("forged"))
     payload = json.dumps(event)
     now = int(time.time())
-    good = sf.compute_v1(payload, WEBHOOK_SECRET, now)
+    good = sf.compute_v1(payload, STRIPE_WEBHOOK_SECRET, now)
     cases = {
-        "stale": sf.sign(payload, WEBHOOK_SECRET, timestamp=now - 301),
-        "tampered": sf.sign(payload.replace('"50"', '"5000"'), WEBHOOK_SECRET),
+        "stale": sf.sign(payload, STRIPE_WEBHOOK_SECRET, timestamp=now - 301),
+        "tampered": sf.sign(payload.replace('"50"', '"5000"'), STRIPE_WEBHOOK_SECRET),
         "wrong secret": sf.sign(payload, "whsec_other"),
         "v0 only": sf.signature_header(now, v1=[], v0=[good]),
         "no timestamp": f"v1={good}",
@@ -283,7 +266,7 @@ def test_bad_signatures_are_400_and_store_nothing(http: httpx.Client, api_engine
 
 def test_a_signed_body_that_is_not_an_event_is_400(http: httpx.Client) -> None:
     for body in ("{not json", "[1, 2]", json.dumps({"id": "nope", "type": "x"})):
-        r = _raw(http, body, sf.sign(body, WEBHOOK_SECRET))
+        r = _raw(http, body, sf.sign(body, STRIPE_WEBHOOK_SECRET))
         assert r.status_code == 400, (body, r.text)
         assert r.json()["type"] == "urn:creditmeter:problem:bad-event"
 
@@ -303,3 +286,27 @@ def test_refund_before_completion_then_redeliveries_leave_the_refunded_share_tak
         deliver(http, e)
     work(api_env)
     assert balance(http, read_key, acct) == 30
+
+
+def test_an_event_that_cannot_be_applied_is_failed_in_status_and_changes_no_balance(
+    http: httpx.Client,
+    api_env: dict[str, str],
+    admin_key: str,
+    read_key: str,
+    api_engine: Engine,
+) -> None:
+    def failed_events() -> int:
+        r = http.get("/v1/status/sync", headers=bearer(admin_key))
+        assert r.status_code == 200, r.text
+        return int(r.json()["stripe_events_unapplied"].get("failed", 0))
+
+    before = failed_events()
+    acct = account("broken")
+    event = _purchase_event(acct)
+    event["data"]["object"]["metadata"]["credits"] = "lots"
+    assert deliver(http, event).status_code == 200  # signed by Stripe: stored, then judged
+    work(api_env)
+    row = stored(api_engine, event["id"])
+    assert row.status == "failed" and "metadata.credits" in row.error
+    assert failed_events() == before + 1
+    assert balance(http, read_key, acct) == 0

@@ -8,7 +8,6 @@ Every test works on its own key prefix of the shared Redis and a controllable cl
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,6 +23,7 @@ from meter import (
     OverRefund,
     ToolDisabled,
 )
+from meter.ids import expire_entry_id
 from meter.models import WalletBalance
 from tests.meter.helpers import Clock, make_async_meter, make_meter, snapshot
 
@@ -180,12 +180,6 @@ def parts(g: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def det_id(seed: str) -> str:
-    """The deterministic id lua/includes/det_id.lua gives script-made entries."""
-    h = hashlib.sha1(seed.encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{h[16:20]}-{h[20:32]}"
-
-
 async def wallet(m: Any, account: str) -> WalletBalance:
     w = (await m.balance(account, [CT])).wallet(CT)
     assert w is not None
@@ -271,7 +265,7 @@ async def test_grant_is_spendable_one_ms_before_expiry_and_not_at_it_with_one_ex
     expires = [e for e in journal(m, acct) if e["k"] == "expire"]
     assert len(expires) == 1
     (e,) = expires
-    assert e["id"] == det_id(f"expire|{expiring}")
+    assert e["id"] == expire_entry_id(expiring)
     assert int(e["m"]) == -7 and int(e["b"]) == 5 and int(e["ts"]) == t_exp
     assert parts(e["g"]) == [(expiring, -7, 0)]
 
@@ -291,9 +285,7 @@ async def test_sweep_writes_the_expire_entry_once_and_later_charges_add_none(
 
     assert (first.grants_expired, again.grants_expired) == (1, 0)
     expires = [e for e in journal(m, acct) if e["k"] == "expire"]
-    assert [(e["id"], int(e["m"]), int(e["b"])) for e in expires] == [
-        (det_id(f"expire|{gid}"), -8, 2)
-    ]
+    assert [(e["id"], int(e["m"]), int(e["b"])) for e in expires] == [(expire_entry_id(gid), -8, 2)]
     assert (await wallet(m, acct)).balance == 1
 
 
