@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -112,6 +113,13 @@ def http(api_url: str) -> Iterator[httpx.Client]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def wallet(balance: dict[str, Any], credit_type: str = "credits") -> dict[str, Any]:
+    """One wallet of a GET /v1/accounts/{id}/balance answer. The answer lists every credit
+    type the catalog knows, and the test SQL is shared: other modules' types may sort first."""
+    (row,) = [b for b in balance["balances"] if b["credit_type"] == credit_type]
+    return row
 
 
 def account(prefix: str = "acct") -> str:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from sync.models import T_LEDGER
-from tests.api.conftest import account, bearer
+from tests.api.conftest import account, bearer, wallet
 from tests.api.server import creditmeter_bin, running_api
 
 API_PROCESSES = 3
@@ -54,9 +54,13 @@ async def test_200_concurrent_charges_on_10_credits_across_3_processes(
             )
             assert r.status_code == 201, r.text
             # The welcome grant of the catalog may add credits: take the starting balance.
-            start = (
-                await http.get(f"{urls[2]}/v1/accounts/{acct}/balance", headers=bearer(meter_key))
-            ).json()["balances"][0]["balance"]
+            start = wallet(
+                (
+                    await http.get(
+                        f"{urls[2]}/v1/accounts/{acct}/balance", headers=bearer(meter_key)
+                    )
+                ).json()
+            )["balance"]
             assert start == BALANCE
 
             async def one(i: int) -> int:
@@ -72,7 +76,7 @@ async def test_200_concurrent_charges_on_10_credits_across_3_processes(
             final = (
                 await http.get(f"{urls[0]}/v1/accounts/{acct}/balance", headers=bearer(meter_key))
             ).json()
-            assert final["balances"][0] == {
+            assert wallet(final) == {
                 "credit_type": "credits",
                 "available": 0,
                 "held": 0,

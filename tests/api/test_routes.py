@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from sync.models import T_AUDIT
-from tests.api.conftest import account, bearer
+from tests.api.conftest import account, bearer, wallet
 
 PROBLEM = "application/problem+json"
 
@@ -190,7 +190,7 @@ def test_replay_returns_stored_answer_with_header(
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     bal = http.get(f"/v1/accounts/{acct}/balance", headers=bearer(meter_key)).json()
-    assert bal["balances"][0]["balance"] == 90  # charged once
+    assert wallet(bal)["balance"] == 90  # charged once
 
 
 def test_same_key_other_body_422(http: httpx.Client, meter_key: str, funded, tool: str):
@@ -537,7 +537,7 @@ def test_account_token_reads_own_balance_only(http: httpx.Client, meter_key: str
     token = t.json()["token"]
     assert t.json()["expires_at"].endswith("Z")
     own = http.get(f"/v1/accounts/{a}/balance", headers=bearer(token))
-    assert own.status_code == 200 and own.json()["balances"][0]["balance"] == 10
+    assert own.status_code == 200 and wallet(own.json())["balance"] == 10
     assert http.get(f"/v1/accounts/{a}/balance", params={"token": token}).status_code == 200
     assert_problem(http.get(f"/v1/accounts/{b}/balance", headers=bearer(token)), 403)
     assert_problem(http.get(f"/v1/accounts/{a}/entries", headers=bearer(token)), 403)
