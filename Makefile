@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint install install-dev clean
+.PHONY: run test bench lint install install-dev browser clean
+
+# The dashboard's browser tests drive Debian's Chromium through its chromedriver; installed
+# here when missing (root, or sudo). A stale package list is refreshed once and retried.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 
 # The stamps make install rerun only when pyproject.toml changes.
 $(BIN)/python:
@@ -25,7 +30,11 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/creditmeter up
 
-test: install-dev
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || $(APT_INSTALL) || \
+	  ($(SUDO) apt-get update -q && $(APT_INSTALL))
+
+test: install-dev browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 from api import errors, metrics
+from api.admin.render import STATIC_DIR, STATIC_PATH
+from api.admin.session import LoginRequired
 from api.state import AppState
 from meter import AsyncMeter
 from meter.connect import checked_redis_url, keys_from
@@ -48,8 +53,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
     errors.install(app)
     metrics.install(app)
-    from api.routers import accounts, catalog, money, purchases, service, tools
+    from api.admin import actions, pages
+    from api.routers import accounts, catalog, money, purchases, reports, service, tools
 
-    for module in (tools, money, accounts, service, catalog, purchases):
+    for module in (tools, money, accounts, service, catalog, purchases, reports, pages, actions):
         app.include_router(module.router)
+    install_dashboard(app)
     return app
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """The dashboard's static files (the chart library is vendored: no CDN, works offline)
+    and the redirect of a page asked for without a session to the login page."""
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="admin-static")
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/admin/login", status_code=303)
+
+    app.add_exception_handler(LoginRequired, to_login)

@@ -114,8 +114,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else UNKNOWN_CLIENT
 
 
-async def _reject(state: AppState, request: Request, detail: str) -> NoReturn:
-    """401, or 429 once the client has failed more than AUTH_FAILURES_MAX times."""
+async def count_failure(state: AppState, request: Request, detail: str) -> None:
+    """Counts one failed authentication of the client; raises 429 once it has failed more
+    than AUTH_FAILURES_MAX times in the window (also used by the dashboard's login)."""
     client = _client(request)
     name = state.keys.auth_failures(client)
     try:
@@ -136,6 +137,11 @@ async def _reject(state: AppState, request: Request, detail: str) -> NoReturn:
             "too many failed authentications from this client; retry later",
             headers={"Retry-After": str(max(1, ttl_s))},
         )
+
+
+async def _reject(state: AppState, request: Request, detail: str) -> NoReturn:
+    """401, or 429 once the client has failed more than AUTH_FAILURES_MAX times."""
+    await count_failure(state, request, detail)
     raise Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 

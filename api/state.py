@@ -10,7 +10,10 @@ from sqlalchemy import Engine
 
 from meter import AsyncMeter
 from meter.keys import Keys
+from meter.redis_conn import sync_client
 from meter.settings import Settings
+from sync.status import SyncStatus
+from worker.queues import sync_status_with_queues
 
 
 @dataclass
@@ -33,3 +36,15 @@ async def app_state(request: Request) -> AppState:
     """get_state as a route dependency: async, because FastAPI runs a sync dependency in a
     thread pool, a thread hop per request on the charge path."""
     return get_state(request)
+
+
+def read_sync_status(state: AppState) -> SyncStatus:
+    """The sync's health with the RQ queues' depths (blocking: call it from a thread)."""
+    client = sync_client(state.redis_url)
+    queue_url = state.settings.effective_queue_redis_url() or state.redis_url
+    queue_client = client if queue_url == state.redis_url else sync_client(queue_url)
+    try:
+        return sync_status_with_queues(queue_client, client, state.engine, state.keys)
+    finally:
+        client.close()
+        queue_client.close()

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from cli.catalog_cmd import catalog_app
 from cli.keys_cmd import keys_app
+from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
 from cli.tools_cmd import tools_app
 from meter.settings import get_settings
@@ -28,6 +29,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(tools_app, name="tools")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(stripe_app, name="stripe")
+app.add_typer(report_app, name="report")
 
 
 def _fail(exc: Exception) -> None:

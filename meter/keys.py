@@ -91,6 +91,10 @@ class Keys:
         # Not bucketed: a plain counter (INCR/EXPIRE) per client address, no script touches it.
         return f"{self.prefix}:authfail:{client}"
 
+    def admin_session(self, session_digest: str) -> str:
+        # Not bucketed: the dashboard's login session, named by a hash of its cookie value.
+        return f"{self.prefix}:admin-session:{session_digest}"
+
 
 def due_member(account_id: str, credit_type: str) -> str:
     """Member of a bucket's due set; credit types have no ':', so the split is unambiguous."""

@@ -211,6 +211,17 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKeyInfo:
     return write_transaction(engine, txn)
 
 
+def live_key(engine: Engine, key_id: str) -> ApiKeyInfo | None:
+    """The key with this id if it exists and is not revoked (a dashboard session re-checks its
+    key on every request, so revoking the key ends the session)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(*_INFO_COLUMNS).where(T_API_KEYS.c.id == key_id)).first()
+    if row is None:
+        return None
+    info = _info(row)
+    return None if info.revoked else info
+
+
 def verify_key(
     engine: Engine, secret_key: bytes, presented: str, *, now_ms: int | None = None
 ) -> ApiKeyInfo | None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from api import sse, tokens
+from api import changes, sse, tokens
 from api.auth import Principal, account_reader, require
 from api.errors import Problem
 from api.idempotency import idempotency_key, run_idempotent
@@ -33,7 +33,7 @@ from api.schemas import (
 )
 from api.state import AppState, app_state
 from meter.ops import now_ms
-from sync import audit, entries
+from sync import entries
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["accounts"])
 State = Annotated[AppState, Depends(app_state)]
@@ -74,7 +74,7 @@ async def create_grant(
             metadata=body.metadata,
         )
         if not r.replayed:
-            await _audit_entry(state, who, "account.grant", account_id, r.id, body)
+            await _audit(state, who, "account.grant", account_id, r.id, body)
         out = GrantOut(
             id=r.id,
             grant_id=r.grant_id,
@@ -109,7 +109,7 @@ async def create_adjustment(
             metadata=body.metadata,
         )
         if not r.replayed:
-            await _audit_entry(state, who, "account.adjust", account_id, r.id, body)
+            await _audit(state, who, "account.adjust", account_id, r.id, body)
         out = AdjustmentOut(
             id=r.id,
             account_id=account_id,
@@ -123,12 +123,11 @@ async def create_adjustment(
     return await run_idempotent(state, request, response, key, body, run)
 
 
-async def _audit_entry(
+async def _audit(
     state: AppState, who: Principal, action: str, account_id: str, entry_id: str, body: Any
 ) -> None:
-    """An admin's balance change in the audit log: the request body and the entry it made."""
-    detail = {"entry_id": entry_id, **body.model_dump(exclude_none=True)}
-    await run_in_threadpool(audit.record, state.engine, who.actor, action, account_id, detail)
+    detail = body.model_dump(exclude_none=True)
+    await changes.audit_entry(state, who.actor, action, account_id, entry_id, detail)
 
 
 @router.get("/balance", response_model=BalanceOut)

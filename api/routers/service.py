@@ -12,9 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import MEDIA_TYPE, Problem
-from api.state import AppState, app_state
-from meter.redis_conn import sync_client
-from worker.queues import sync_status_with_queues
+from api.state import AppState, app_state, read_sync_status
 
 router = APIRouter(tags=["service"])
 State = Annotated[AppState, Depends(app_state)]
@@ -55,21 +53,10 @@ async def readyz(state: State) -> Any:
     return {"status": "ready", "checks": checks}
 
 
-def _sync_status(state: AppState) -> dict[str, Any]:
-    client = sync_client(state.redis_url)
-    queue_url = state.settings.effective_queue_redis_url() or state.redis_url
-    queue_client = client if queue_url == state.redis_url else sync_client(queue_url)
-    try:
-        return sync_status_with_queues(queue_client, client, state.engine, state.keys).as_dict()
-    finally:
-        client.close()
-        queue_client.close()
-
-
 @router.get("/v1/status/sync")
 async def status_sync(
     state: State, _: Annotated[Principal, Depends(require("admin"))]
 ) -> dict[str, Any]:
     """Per bucket: journal length, pending, undelivered, oldest unflushed age; queue depths,
     failed jobs, dead letters and gaps."""
-    return await run_in_threadpool(_sync_status, state)
+    return (await run_in_threadpool(read_sync_status, state)).as_dict()

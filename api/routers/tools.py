@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
+from api import changes
 from api.auth import Principal, require
 from api.errors import Problem
 from api.schemas import ToolList, ToolName, ToolOut, ToolPatch, ToolPut
 from api.state import AppState, app_state
 from meter.models import Tool
-from sync import audit, tools
-from sync.catalog import save_tools
+from sync import tools
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 State = Annotated[AppState, Depends(app_state)]
@@ -31,12 +31,6 @@ def _out(t: Tool) -> ToolOut:
     )
 
 
-async def _write_replicas(state: AppState) -> None:
-    """Every replica gets every SQL tool: a replica lost with Redis is rebuilt whole, never
-    left holding only the tool that just changed."""
-    await state.meter.set_tools(await run_in_threadpool(tools.list_tools, state.engine))
-
-
 @router.put("/{name}", response_model=ToolOut)
 async def put_tool(
     name: ToolName,
@@ -45,11 +39,7 @@ async def put_tool(
     who: Annotated[Principal, Depends(require("admin"))],
 ) -> ToolOut:
     tool = Tool(name=name, **body.model_dump())
-    await run_in_threadpool(save_tools, state.engine, [tool])
-    await _write_replicas(state)
-    await run_in_threadpool(
-        audit.record, state.engine, who.actor, "tool.put", name, body.model_dump()
-    )
+    await changes.put_tool(state, who.actor, tool, body.model_dump())
     return _out(tool)
 
 
@@ -60,14 +50,12 @@ async def patch_tool(
     state: State,
     who: Annotated[Principal, Depends(require("admin"))],
 ) -> ToolOut:
-    changes = body.model_dump(exclude_unset=True)
-    if any(v is None for v in changes.values()):
+    fields = body.model_dump(exclude_unset=True)
+    if any(v is None for v in fields.values()):
         raise Problem(422, "fields of a tool cannot be set to null")
-    tool = await run_in_threadpool(tools.patch_tool, state.engine, name, changes)
+    tool = await changes.patch_tool(state, who.actor, name, fields)
     if tool is None:
         raise Problem(404, f"tool {name!r} not found", slug="unknown-tool", tool=name)
-    await _write_replicas(state)
-    await run_in_threadpool(audit.record, state.engine, who.actor, "tool.patch", name, changes)
     return _out(tool)
 
 

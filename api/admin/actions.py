@@ -1,0 +1,159 @@
+"""The dashboard's forms (POST): login, logout, a tool's cost and switch, an account's
+adjustment. Each checks the session and its CSRF token before anything is written, goes
+through the same code as the JSON API (api/changes.py), lands in the audit log with the
+admin's key id, and answers a redirect (post/redirect/get) or the page with the error."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api import changes
+from api.admin.pages import login_form, render_account, render_tools
+from api.admin.session import (
+    LOGIN_COOKIE,
+    PostedForm,
+    check_token,
+    close_session,
+    open_session,
+    read_form,
+)
+from api.auth import count_failure
+from api.schemas import AccountId, AdjustmentIn, ToolName, ToolPatch
+from api.state import AppState, app_state
+from meter import errors as me
+from sync import audit
+from sync.apikeys import scope_allows, verify_key
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+State = Annotated[AppState, Depends(app_state)]
+
+
+def _see_other(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "form"
+    return f"{field}: {err['msg']}"
+
+
+@router.post("/login")
+async def login(request: Request, state: State) -> Response:
+    form = await read_form(request)
+    check_token(request.cookies.get(LOGIN_COOKIE), form)
+    presented = form.get("api_key", "").strip()
+    info = await run_in_threadpool(verify_key, state.engine, state.secret_key, presented)
+    if info is None:
+        await count_failure(state, request, "dashboard login with an invalid or revoked key")
+        return login_form(request, "That is not a live API key.", status_code=401)
+    if not scope_allows(info.scope, "admin"):
+        return login_form(
+            request,
+            f"Key {info.prefix} has scope {info.scope}; the dashboard needs an admin key.",
+            status_code=403,
+        )
+    response = _see_other("/admin")
+    await open_session(state, request, response, info.id, info.prefix)
+    await run_in_threadpool(audit.record, state.engine, info.id, "admin.login", info.prefix, {})
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, state: State, posted: PostedForm) -> Response:
+    response = _see_other("/admin/login")
+    await close_session(state, request, response)
+    actor = posted.session.actor
+    await run_in_threadpool(
+        audit.record, state.engine, actor, "admin.logout", posted.session.key_prefix, {}
+    )
+    return response
+
+
+def _tool_changes(form: dict[str, str]) -> dict[str, Any]:
+    """The form's fields as typed values; ToolPatch then checks them as on PATCH /v1/tools."""
+    fields: dict[str, Any] = {}
+    if "cost" in form:
+        try:
+            fields["cost"] = int(form["cost"])
+        except ValueError as exc:
+            raise ValueError("cost: must be a whole number of credits") from exc
+    if "active" in form:
+        if form["active"] not in ("true", "false"):
+            raise ValueError("active: must be true or false")
+        fields["active"] = form["active"] == "true"
+    if not fields:
+        raise ValueError("nothing to change: send cost or active")
+    return ToolPatch.model_validate(fields).model_dump(exclude_unset=True)
+
+
+@router.post("/tools/{name}")
+async def change_tool(
+    name: ToolName, request: Request, state: State, posted: PostedForm
+) -> Response:
+    try:
+        fields = _tool_changes(posted.form)
+    except ValidationError as exc:
+        return await _tools_with_error(request, state, posted, _first_error(exc))
+    except ValueError as exc:
+        return await _tools_with_error(request, state, posted, str(exc))
+    tool = await changes.patch_tool(state, posted.session.actor, name, fields)
+    if tool is None:
+        return await _tools_with_error(request, state, posted, f"no tool named {name!r}", 404)
+    return _see_other(f"/admin/tools?changed={quote(name)}")
+
+
+async def _tools_with_error(
+    request: Request, state: AppState, posted: Any, error: str, status_code: int = 422
+) -> Response:
+    return await render_tools(request, state, posted.session, error=error, status_code=status_code)
+
+
+@router.post("/accounts/{account_id}/adjustments")
+async def adjust_account(
+    account_id: AccountId, request: Request, state: State, posted: PostedForm
+) -> Response:
+    form = posted.form
+    try:
+        amount = int(form.get("amount", ""))
+    except ValueError:
+        amount = 0  # AdjustmentIn names it: "must not be 0"
+    try:
+        body = AdjustmentIn.model_validate(
+            {
+                "credit_type": form.get("credit_type", ""),
+                "amount": amount,
+                "reason": form.get("reason", "").strip(),
+            }
+        )
+    except ValidationError as exc:
+        return await render_account(
+            request, state, posted.session, account_id, error=_first_error(exc), form=form
+        )
+    idempotency_key = form.get("idempotency_key") or None
+    try:
+        r = await state.meter.adjust(
+            account_id,
+            body.credit_type,
+            body.amount,
+            reason=body.reason,
+            idempotency_key=idempotency_key,
+        )
+    except me.MeterError as exc:
+        return await render_account(
+            request, state, posted.session, account_id, error=str(exc), form=form
+        )
+    if not r.replayed:
+        detail = body.model_dump(exclude_none=True)
+        await changes.audit_entry(
+            state, posted.session.actor, "account.adjust", account_id, r.id, detail
+        )
+    await changes.flush_account(state, account_id)
+    return _see_other(f"/admin/accounts/{quote(account_id, safe='')}?adjusted={quote(r.id)}")

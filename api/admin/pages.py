@@ -1,0 +1,200 @@
+"""The dashboard's pages (GET): overview, tools, accounts, one account, sync health, login.
+Each reads through sync/ and the meter, then renders a template; forms post to actions.py."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.admin import charts
+from api.admin.render import page
+from api.admin.session import PageSession, current_session, login_token, set_login_cookie
+from api.schemas import AccountId
+from api.state import AppState, app_state, read_sync_status
+from meter.ops import now_ms
+from sync import accounts, entries, reports, tools
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+State = Annotated[AppState, Depends(app_state)]
+
+TOP_CONSUMERS: Final = 10  # the overview's table; the full list is the usage report by account
+OPEN_HOLDS_SHOWN: Final = 20  # the soonest to expire; the rest are counted, not listed
+LEDGER_PAGE: Final = 50  # rows of an account's ledger per page
+
+
+def _overview_data(state: AppState, rng: reports.Range, now: int) -> dict[str, Any]:
+    engine = state.engine
+    usage_by_day_tool = reports.usage(engine, rng, ("day", "tool"))
+    revenue_by_day = reports.revenue(engine, rng, ("day",))
+    return {
+        "charts": {
+            "usage": charts.usage_chart(usage_by_day_tool, rng).as_dict(),
+            "revenue": [c.as_dict() for c in charts.revenue_charts(revenue_by_day, rng)],
+            "liability": charts.liability_chart(
+                reports.liability_series(engine, rng), rng
+            ).as_dict(),
+        },
+        "liability": reports.liability(engine, now).as_dicts(),
+        "revenue": reports.revenue(engine, rng, ("pack", "plan")).as_dicts(),
+        "tools": reports.usage(engine, rng, ("tool", "credit_type")).as_dicts(),
+        "top": reports.top_consumers(engine, rng, TOP_CONSUMERS).as_dicts(),
+        "holds": reports.open_holds(engine, now, OPEN_HOLDS_SHOWN).as_dicts(),
+    }
+
+
+@router.get("")
+async def overview(
+    request: Request,
+    state: State,
+    session: PageSession,
+    from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    to: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    now = now_ms()
+    error = None
+    try:
+        rng = reports.parse_range(from_, to, now)
+    except reports.ReportError as exc:
+        error = f"{exc.field}: {exc}"
+        rng = reports.parse_range(None, None, now)
+    data = await run_in_threadpool(_overview_data, state, rng, now)
+    return page(
+        request,
+        "admin/overview.html",
+        session,
+        status_code=422 if error else 200,
+        error=error,
+        from_day=charts.days_of(rng)[0],
+        to_day=charts.days_of(rng)[-1],
+        **data,
+    )
+
+
+@router.get("/tools")
+async def tools_page(
+    request: Request,
+    state: State,
+    session: PageSession,
+    changed: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    return await render_tools(request, state, session, changed=changed)
+
+
+async def render_tools(
+    request: Request,
+    state: AppState,
+    session: Any,
+    changed: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The tools page; actions.py renders it again with the error of a refused change."""
+    rng = reports.parse_range(None, None, now_ms())
+    catalog = await run_in_threadpool(tools.list_tools, state.engine)
+    usage = await run_in_threadpool(reports.usage, state.engine, rng, ("tool",))
+    return page(
+        request,
+        "admin/tools.html",
+        session,
+        status_code=status_code,
+        tools=catalog,
+        usage={row["tool"]: row for row in usage.as_dicts()},
+        changed=changed,
+        error=error,
+    )
+
+
+@router.get("/accounts")
+async def accounts_page(
+    request: Request,
+    state: State,
+    session: PageSession,
+    q: Annotated[str, Query(max_length=accounts.SEARCH_TEXT_MAX)] = "",
+) -> Response:
+    found = await run_in_threadpool(accounts.search_accounts, state.engine, q)
+    return page(request, "admin/accounts.html", session, q=q, found=found)
+
+
+@router.get("/accounts/{account_id}")
+async def account_page(
+    request: Request,
+    account_id: AccountId,
+    state: State,
+    session: PageSession,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    adjusted: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    if not await run_in_threadpool(accounts.account_exists, state.engine, account_id):
+        # Reading must not create: the money routes' first touch would grant welcome credits.
+        return page(request, "admin/missing.html", session, status_code=404, account_id=account_id)
+    return await render_account(request, state, session, account_id, cursor, adjusted)
+
+
+async def render_account(
+    request: Request,
+    state: AppState,
+    session: Any,
+    account_id: str,
+    cursor: str | None = None,
+    adjusted: str | None = None,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+) -> Response:
+    """The account page; actions.py renders it again with the error of a refused adjustment."""
+    balance = await state.meter.balance(account_id)
+    catalog = await run_in_threadpool(tools.list_tools, state.engine)
+    credit_types = sorted(
+        {t.credit_type for t in catalog} | {w.credit_type for w in balance.wallets}
+    )
+    try:
+        ledger = await run_in_threadpool(
+            lambda: entries.account_entries(
+                state.engine, account_id, limit=LEDGER_PAGE, cursor=cursor
+            )
+        )
+    except entries.BadCursor:
+        ledger = await run_in_threadpool(
+            lambda: entries.account_entries(state.engine, account_id, limit=LEDGER_PAGE)
+        )
+    return page(
+        request,
+        "admin/account.html",
+        session,
+        status_code=422 if error else 200,
+        account_id=account_id,
+        wallets=balance.wallets,
+        credit_types=credit_types,
+        ledger=ledger,
+        adjusted=adjusted,
+        error=error,
+        form=form or {},
+        # One key per rendered form: a double submit adjusts once (the meter's idempotency).
+        idempotency_key=str(uuid.uuid4()),
+    )
+
+
+@router.get("/sync")
+async def sync_page(request: Request, state: State, session: PageSession) -> Response:
+    status = await run_in_threadpool(read_sync_status, state)
+    return page(request, "admin/sync.html", session, status=status)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    if await current_session(request) is not None:
+        return RedirectResponse("/admin", status_code=303)
+    return login_form(request)
+
+
+def login_form(request: Request, error: str | None = None, status_code: int = 200) -> Response:
+    token = login_token(request)
+    response = page(
+        request, "admin/login.html", None, status_code=status_code, login_csrf=token, error=error
+    )
+    set_login_cookie(request, response, token)
+    return response

@@ -1,0 +1,150 @@
+"""`creditmeter report usage|revenue|liability`: the admin reports as tables (or CSV).
+
+The same queries as GET /v1/reports/* (sync/reports.py), read straight from SQL: no API
+server needed. A bad range or grouping prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import Engine
+
+from meter.settings import get_settings
+
+report_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Admin reports.")
+
+USAGE_ERROR_EXIT = 2  # as for a bad option: the command was asked wrongly
+
+From = Annotated[
+    str | None,
+    typer.Option("--from", help="start, inclusive: 2026-11-01 or RFC 3339 (default: to - 30 d)"),
+]
+To = Annotated[
+    str | None, typer.Option("--to", help="end, exclusive: a UTC date or RFC 3339 (default: now)")
+]
+Csv = Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")]
+
+
+def _group_by_help(allowed: tuple[str, ...], default: str) -> str:
+    return f"comma-separated, of {', '.join(allowed)} (default {default})"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else escape(str(value))
+
+
+def _show(
+    name: str,
+    from_: str | None,
+    to: str | None,
+    group_by: str | None,
+    allowed: tuple[str, ...],
+    default: tuple[str, ...],
+    csv: bool,
+    query: Callable[..., object],
+) -> None:
+    from cli.main import _fail
+    from meter.ops import now_ms
+    from sync import reports
+    from sync.context import context
+    from sync.migrate import upgrade
+
+    try:
+        rng = reports.parse_range(from_, to, now_ms())
+        groups = reports.parse_group_by(group_by, allowed, default)
+    except reports.ReportError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] --{exc.field.replace('_', '-')}: {exc}")
+        sys.exit(USAGE_ERROR_EXIT)
+    try:
+        settings = get_settings()
+        upgrade(settings.database_url)
+        report = query(context(settings).engine, rng, groups)
+    except Exception as exc:
+        _fail(exc)
+    assert isinstance(report, reports.Report)
+    if csv:
+        sys.stdout.write(report.to_csv())
+        return
+    from api.schemas import rfc3339
+
+    table = Table(
+        title=f"{name}  {rfc3339(rng.from_ms)} .. {rfc3339(rng.to_ms)} (to exclusive)",
+        title_justify="left",
+    )
+    for column in report.columns:
+        numeric = any(isinstance(r[report.columns.index(column)], int) for r in report.rows)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in report.rows:
+        table.add_row(*(_cell(v) for v in row))
+    out = Console(highlight=False)
+    out.print(table)
+    out.print(f"{len(report.rows)} rows")
+
+
+@report_app.command("usage")
+def usage(
+    from_: From = None,
+    to: To = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by", help=_group_by_help(("day", "tool", "account", "credit_type"), "day,tool")
+        ),
+    ] = None,
+    csv: Csv = False,
+) -> None:
+    """Charges, refunds and credits consumed (charges minus refunds) per group."""
+    from sync import reports
+
+    _show("usage", from_, to, group_by, reports.USAGE_GROUPS, ("day", "tool"), csv, reports.usage)
+
+
+@report_app.command("revenue")
+def revenue(
+    from_: From = None,
+    to: To = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help=_group_by_help(("day", "pack", "plan"), "day")),
+    ] = None,
+    csv: Csv = False,
+) -> None:
+    """Paid purchases per group and currency, in minor units: gross, refunded, net."""
+    from sync import reports
+
+    _show("revenue", from_, to, group_by, reports.REVENUE_GROUPS, ("day",), csv, reports.revenue)
+
+
+@report_app.command("liability")
+def liability(
+    from_: From = None,
+    to: To = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="credit_type (default: owed now, paid/promotional, expiring 7/30 d, debt, "
+            "held) or day (balance outstanding at the end of each day of the range)",
+        ),
+    ] = None,
+    csv: Csv = False,
+) -> None:
+    """Credits owed to users: now per credit type, or day by day over the range."""
+    from meter.ops import now_ms
+    from sync import reports
+
+    def query(engine: Engine, rng: reports.Range, groups: tuple[str, ...]) -> reports.Report:
+        if "day" in groups:
+            return reports.liability_series(engine, rng)
+        return reports.liability(engine, now_ms())
+
+    _show("liability", from_, to, group_by, reports.LIABILITY_GROUPS, ("credit_type",), csv, query)
