@@ -62,7 +62,9 @@ def _show(
         rng = reports.parse_range(from_, to, now_ms())
         groups = reports.parse_group_by(group_by, allowed, default)
     except reports.ReportError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] --{exc.field.replace('_', '-')}: {exc}")
+        option = "--" + exc.field.replace("_", "-")
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {option}: {escape(str(exc))}")
         sys.exit(USAGE_ERROR_EXIT)
     try:
         settings = get_settings()

@@ -35,6 +35,13 @@ def days_of(rng: Range) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+def end_day(rng: Range) -> str:
+    """The first UTC day at or after the range's end: a date form field for `to` (exclusive)
+    that keeps the range's last, partial day in."""
+    day_start_ms = -(-rng.to_ms // DAY_MS) * DAY_MS
+    return datetime.fromtimestamp(day_start_ms / 1000, UTC).date().isoformat()
+
+
 def _pivot(report: Report, days: list[str], series_col: str, value_col: str) -> list[Series]:
     """Rows (day, name, value) -> one series per name, a value per day (0 when absent)."""
     day_i = report.columns.index("day")

@@ -70,7 +70,7 @@ async def overview(
         status_code=422 if error else 200,
         error=error,
         from_day=charts.days_of(rng)[0],
-        to_day=charts.days_of(rng)[-1],
+        to_day=charts.end_day(rng),
         **data,
     )
 
