@@ -78,18 +78,20 @@ def _show(
         return
     from api.schemas import rfc3339
 
-    table = Table(
-        title=f"{name}  {rfc3339(rng.from_ms)} .. {rfc3339(rng.to_ms)} (to exclusive)",
-        title_justify="left",
-    )
+    if report.name == "liability":  # owed now: the range does not apply
+        title = f"liability at {rfc3339(now_ms())}"
+    else:
+        title = f"{name}  {rfc3339(rng.from_ms)} .. {rfc3339(rng.to_ms)} (to exclusive)"
+    table = Table()
     for column in report.columns:
         numeric = any(isinstance(r[report.columns.index(column)], int) for r in report.rows)
         table.add_column(column, justify="right" if numeric else "left")
     for row in report.rows:
         table.add_row(*(_cell(v) for v in row))
     out = Console(highlight=False)
+    out.print(title, soft_wrap=True)  # not the table's title: rich wraps that to its width
     out.print(table)
-    out.print(f"{len(report.rows)} rows")
+    out.print(f"{len(report.rows)} row{'' if len(report.rows) == 1 else 's'}")
 
 
 @report_app.command("usage")
