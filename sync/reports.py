@@ -91,6 +91,8 @@ OPEN_HOLDS_LIMIT_MAX: Final = 1_000  # the soonest to expire; their total is lia
 
 Cell = int | str | None
 
+FORMULA_STARTS: Final = frozenset("=+-@\t\r")  # what spreadsheets evaluate (OWASP CSV injection)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -103,12 +105,19 @@ class Report:
 
     def to_csv(self) -> str:
         """The columns, then the rows, each line ended by '\\r\\n' (RFC 4180, the csv
-        module's default); None is an empty cell."""
+        module's default); None is an empty cell. A text cell a spreadsheet would read as a
+        formula (account ids may start with '-' or '@') gets a leading apostrophe."""
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(self.columns)
-        writer.writerows(self.rows)
+        writer.writerows([_inert(v) for v in row] for row in self.rows)
         return out.getvalue()
+
+
+def _inert(value: Cell) -> Cell:
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 # --- the reports -------------------------------------------------------------------------

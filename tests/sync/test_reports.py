@@ -302,6 +302,12 @@ def test_csv_quotes_what_needs_it() -> None:
     assert report.to_csv() == 'tool,credits\r\n"a,""b""",1\r\n,2\r\n'
 
 
+def test_csv_text_a_spreadsheet_would_evaluate_is_made_inert() -> None:
+    rows: list[tuple[int | str | None, ...]] = [("-1+2", -3), ("@acct", 0), ("=X", 1)]
+    report = Report("usage", ("account_id", "credits"), rows)
+    assert report.to_csv().split("\r\n")[1:4] == ["'-1+2,-3", "'@acct,0", "'=X,1"]
+
+
 def test_as_dicts(db: Engine) -> None:
     assert usage(db, NOV, ("account",)).as_dicts()[0] == {
         "account_id": "alice",
