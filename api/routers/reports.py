@@ -7,6 +7,7 @@ ReportError into a 422 problem naming the query parameter and picks the output f
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -88,22 +89,40 @@ def _answer(
     return Response(out.model_dump_json(by_alias=True), media_type="application/json")
 
 
+@dataclass(frozen=True)
+class ReportParams:
+    from_: str | None
+    to: str | None
+    group_by: str | None
+    format: str
+
+
+async def report_params(
+    from_: QueryFrom = None,
+    to: QueryTo = None,
+    group_by: QueryGroupBy = None,
+    format: QueryFormat = "json",
+) -> ReportParams:
+    """The query every report takes (async: no thread hop for a plain dependency)."""
+    return ReportParams(from_, to, group_by, format)
+
+
+Params = Annotated[ReportParams, Depends(report_params)]
+
+
 async def _run(
-    from_: str | None,
-    to: str | None,
-    group_by_text: str | None,
+    params: ReportParams,
     allowed: tuple[str, ...],
     default: tuple[str, ...],
     query: Callable[[reports.Range, tuple[str, ...]], reports.Report],
-    fmt: str,
 ) -> Response:
     try:
-        rng = reports.parse_range(from_, to, now_ms())
-        group_by = reports.parse_group_by(group_by_text, allowed, default)
+        rng = reports.parse_range(params.from_, params.to, now_ms())
+        group_by = reports.parse_group_by(params.group_by, allowed, default)
     except reports.ReportError as exc:
         raise _unprocessable(exc) from exc
     report = await run_in_threadpool(query, rng, group_by)
-    return _answer(report, rng, group_by, fmt)
+    return _answer(report, rng, group_by, params.format)
 
 
 RESPONSES: dict[int | str, dict[str, object]] = {
@@ -115,21 +134,15 @@ RESPONSES: dict[int | str, dict[str, object]] = {
 async def usage(
     state: State,
     _: AdminKey,
-    from_: QueryFrom = None,
-    to: QueryTo = None,
-    group_by: QueryGroupBy = None,
-    format: QueryFormat = "json",
+    params: Params,
 ) -> Response:
     """Charges and refunds per group: counts and credits consumed (charges minus refunds).
     group_by: any of day, tool, account, credit_type (default day,tool)."""
     return await _run(
-        from_,
-        to,
-        group_by,
+        params,
         reports.USAGE_GROUPS,
         ("day", "tool"),
         lambda rng, groups: reports.usage(state.engine, rng, groups),
-        format,
     )
 
 
@@ -137,21 +150,15 @@ async def usage(
 async def revenue(
     state: State,
     _: AdminKey,
-    from_: QueryFrom = None,
-    to: QueryTo = None,
-    group_by: QueryGroupBy = None,
-    format: QueryFormat = "json",
+    params: Params,
 ) -> Response:
     """Paid purchases per group and currency, in minor units: gross, refunded, net.
     group_by: any of day, pack, plan (default day)."""
     return await _run(
-        from_,
-        to,
-        group_by,
+        params,
         reports.REVENUE_GROUPS,
         ("day",),
         lambda rng, groups: reports.revenue(state.engine, rng, groups),
-        format,
     )
 
 
@@ -159,10 +166,7 @@ async def revenue(
 async def liability(
     state: State,
     _: AdminKey,
-    from_: QueryFrom = None,
-    to: QueryTo = None,
-    group_by: QueryGroupBy = None,
-    format: QueryFormat = "json",
+    params: Params,
 ) -> Response:
     """Credits owed to users. group_by=credit_type (default): now, per credit type, paid and
     promotional, expiring within 7 and 30 days, debt and held (from and to are checked but
@@ -173,6 +177,4 @@ async def liability(
             return reports.liability_series(state.engine, rng)
         return reports.liability(state.engine, now_ms())
 
-    return await _run(
-        from_, to, group_by, reports.LIABILITY_GROUPS, ("credit_type",), query, format
-    )
+    return await _run(params, reports.LIABILITY_GROUPS, ("credit_type",), query)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from meter.keys import Keys
-from meter.settings import get_settings
 from tests.report_data import (
     LIABILITY,
     REVENUE_BY_CURRENCY,
@@ -23,23 +19,6 @@ from tests.report_data import (
     ReportData,
     insert_report_data,
 )
-
-
-@pytest.fixture
-def cli(
-    redis_url: str, sql_url: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CliRunner]:
-    for name, value in {
-        "CREDITMETER_REDIS_URL": redis_url,
-        "CREDITMETER_DATABASE_URL": sql_url,
-        "CREDITMETER_KEY_PREFIX": keys.prefix,
-        "CREDITMETER_DATA_DIR": str(tmp_path),
-        "COLUMNS": "200",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ replica, so the next charge sees the change; errors are one line and exit 1."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,27 +13,8 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from meter import Meter, ToolDisabled
 from meter.keys import Keys
-from meter.settings import get_settings
 from sync.loader import SqlLoader
 from sync.tools import get_tool
-
-
-@pytest.fixture
-def cli(
-    redis_url: str, sql_url: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CliRunner]:
-    for name, value in {
-        "CREDITMETER_REDIS_URL": redis_url,
-        "CREDITMETER_DATABASE_URL": sql_url,
-        "CREDITMETER_KEY_PREFIX": keys.prefix,
-        "CREDITMETER_BUCKETS": str(keys.buckets),
-        "CREDITMETER_DATA_DIR": str(tmp_path),
-        "COLUMNS": "200",
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()  # the commands read settings once per process
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def _run(cli: CliRunner, *args: str) -> Result:
