@@ -58,7 +58,5 @@ def search_accounts(engine: Engine, text: str, limit: int = SEARCH_RESULTS_MAX) 
 def account_exists(engine: Engine, account_id: str) -> bool:
     """Whether the account was ever touched (its first touch inserts the row)."""
     with engine.connect() as conn:
-        found = conn.execute(
-            select(T_ACCOUNTS.c.id).where(T_ACCOUNTS.c.id == account_id)
-        ).first()
+        found = conn.execute(select(T_ACCOUNTS.c.id).where(T_ACCOUNTS.c.id == account_id)).first()
     return found is not None
