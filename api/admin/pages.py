@@ -172,10 +172,16 @@ async def render_account(
         ledger=ledger,
         adjusted=adjusted,
         error=error,
-        form=form or {},
+        form=form or {"credit_type": _default_credit_type(balance.wallets)},
         # One key per rendered form: a double submit adjusts once (the meter's idempotency).
         idempotency_key=str(uuid.uuid4()),
     )
+
+
+def _default_credit_type(wallets: Any) -> str | None:
+    """The adjust form starts on a wallet the account uses, not the catalog's first type."""
+    used = [w.credit_type for w in wallets if w.balance or w.grants or w.debt]
+    return used[0] if used else None
 
 
 @router.get("/sync")

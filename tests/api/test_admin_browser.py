@@ -12,7 +12,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import Engine
 
 from meter.keys import Keys
@@ -136,7 +136,8 @@ def test_overview_draws_the_charts_with_the_data(
     browser.get(api_url + "/admin")
     assert _wait_for_chart(browser, "chart-usage", seeded["tool"]) == CHARGES * TOOL_COST
     # Other modules share this SQL: the day's revenue and liability include ours.
-    assert _wait_for_chart(browser, "chart-revenue-0", None) * 100 >= PURCHASE_MINOR
+    usd = browser.find_element(By.CSS_SELECTOR, 'canvas.chart-revenue[data-currency="usd"]')
+    assert _wait_for_chart(browser, usd.get_attribute("id"), None) * 100 >= PURCHASE_MINOR
     assert _wait_for_chart(browser, "chart-liability", "credits") > 0
     tools_table = browser.find_element(By.ID, "tool-usage").text
     assert seeded["tool"] in tools_table
@@ -176,6 +177,8 @@ def test_adjusting_an_account_shows_its_ledger_row(
     WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "adjust-form")))
     balance_before = _credits_balance(browser)
 
+    chosen = Select(browser.find_element(By.ID, "credit_type")).first_selected_option
+    assert chosen.text == "credits"  # the wallet it uses, whatever the catalog lists first
     browser.find_element(By.ID, "amount").send_keys("-15")
     browser.find_element(By.ID, "reason").send_keys("browser goodwill")
     browser.find_element(By.ID, "adjust").click()
