@@ -8,8 +8,9 @@ from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
 
+from api.schemas import AdjustmentIn
 from api.state import AppState
-from meter.models import Tool
+from meter.models import AdjustResult, Tool
 from meter.redis_conn import sync_client
 from sync import audit, tools
 from sync.catalog import save_tools
@@ -50,11 +51,31 @@ async def audit_entry(
     await run_in_threadpool(audit.record, state.engine, actor, action, account_id, record)
 
 
+async def adjust(
+    state: AppState, actor: str, account_id: str, body: AdjustmentIn, idempotency_key: str | None
+) -> AdjustResult:
+    """An admin's signed balance change with its reason, audited once (not on a replay)."""
+    r: AdjustResult = await state.meter.adjust(
+        account_id,
+        body.credit_type,
+        body.amount,
+        reason=body.reason,
+        idempotency_key=idempotency_key,
+        metadata=body.metadata,
+    )
+    if not r.replayed:
+        detail = body.model_dump(exclude_none=True)
+        await audit_entry(state, actor, "account.adjust", account_id, r.id, detail)
+    return r
+
+
 def _flush_bucket(state: AppState, bucket: int) -> None:
     client = sync_client(state.redis_url)
+    flusher = Flusher(client, state.engine, state.keys)
     try:
-        Flusher(client, state.engine, state.keys).flush_bucket(bucket, LEDGER_FLUSH_BUDGET_S)
+        flusher.flush_bucket(bucket, LEDGER_FLUSH_BUDGET_S)
     finally:
+        flusher.close()
         client.close()
 
 

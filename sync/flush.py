@@ -88,6 +88,11 @@ class Flusher:
 
     # --- public ------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Closes the text connections this flusher opened (the caller's client stays open):
+        a long-lived process that makes a flusher per call must not leak them."""
+        self.text_redis.connection_pool.disconnect()
+
     def flush_all(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
         """Flushes every bucket not locked by another flusher, until empty or out of time."""
         deadline = time.monotonic() + budget_s

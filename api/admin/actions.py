@@ -137,23 +137,13 @@ async def adjust_account(
         return await render_account(
             request, state, posted.session, account_id, error=_first_error(exc), form=form
         )
-    idempotency_key = form.get("idempotency_key") or None
     try:
-        r = await state.meter.adjust(
-            account_id,
-            body.credit_type,
-            body.amount,
-            reason=body.reason,
-            idempotency_key=idempotency_key,
+        r = await changes.adjust(
+            state, posted.session.actor, account_id, body, form.get("idempotency_key") or None
         )
     except me.MeterError as exc:
         return await render_account(
             request, state, posted.session, account_id, error=str(exc), form=form
-        )
-    if not r.replayed:
-        detail = body.model_dump(exclude_none=True)
-        await changes.audit_entry(
-            state, posted.session.actor, "account.adjust", account_id, r.id, detail
         )
     await changes.flush_account(state, account_id)
     return _see_other(f"/admin/accounts/{quote(account_id, safe='')}?adjusted={quote(r.id)}")

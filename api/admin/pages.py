@@ -146,21 +146,18 @@ async def render_account(
     form: dict[str, str] | None = None,
 ) -> Response:
     """The account page; actions.py renders it again with the error of a refused adjustment."""
+    # The balance lists every credit type of the catalog and of the account's wallets.
     balance = await state.meter.balance(account_id)
-    catalog = await run_in_threadpool(tools.list_tools, state.engine)
-    credit_types = sorted(
-        {t.credit_type for t in catalog} | {w.credit_type for w in balance.wallets}
-    )
-    try:
-        ledger = await run_in_threadpool(
-            lambda: entries.account_entries(
+
+    def read_ledger() -> entries.Page:
+        try:
+            return entries.account_entries(
                 state.engine, account_id, limit=LEDGER_PAGE, cursor=cursor
             )
-        )
-    except entries.BadCursor:
-        ledger = await run_in_threadpool(
-            lambda: entries.account_entries(state.engine, account_id, limit=LEDGER_PAGE)
-        )
+        except entries.BadCursor:  # a cursor edited by hand: start from the newest entries
+            return entries.account_entries(state.engine, account_id, limit=LEDGER_PAGE)
+
+    ledger = await run_in_threadpool(read_ledger)
     return page(
         request,
         "admin/account.html",
@@ -168,7 +165,7 @@ async def render_account(
         status_code=422 if error else 200,
         account_id=account_id,
         wallets=balance.wallets,
-        credit_types=credit_types,
+        credit_types=[w.credit_type for w in balance.wallets],
         ledger=ledger,
         adjusted=adjusted,
         error=error,

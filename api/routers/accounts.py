@@ -74,7 +74,8 @@ async def create_grant(
             metadata=body.metadata,
         )
         if not r.replayed:
-            await _audit(state, who, "account.grant", account_id, r.id, body)
+            detail = body.model_dump(exclude_none=True)
+            await changes.audit_entry(state, who.actor, "account.grant", account_id, r.id, detail)
         out = GrantOut(
             id=r.id,
             grant_id=r.grant_id,
@@ -100,16 +101,7 @@ async def create_adjustment(
     who: Admin,
 ) -> Any:
     async def run() -> tuple[AdjustmentOut, bool]:
-        r = await state.meter.adjust(
-            account_id,
-            body.credit_type,
-            body.amount,
-            reason=body.reason,
-            idempotency_key=key,
-            metadata=body.metadata,
-        )
-        if not r.replayed:
-            await _audit(state, who, "account.adjust", account_id, r.id, body)
+        r = await changes.adjust(state, who.actor, account_id, body, key)
         out = AdjustmentOut(
             id=r.id,
             account_id=account_id,
@@ -121,13 +113,6 @@ async def create_adjustment(
         return out, r.replayed
 
     return await run_idempotent(state, request, response, key, body, run)
-
-
-async def _audit(
-    state: AppState, who: Principal, action: str, account_id: str, entry_id: str, body: Any
-) -> None:
-    detail = body.model_dump(exclude_none=True)
-    await changes.audit_entry(state, who.actor, action, account_id, entry_id, detail)
 
 
 @router.get("/balance", response_model=BalanceOut)

@@ -283,3 +283,25 @@ def test_revoking_the_key_ends_its_sessions(
 def test_chart_library_is_served_by_the_app(browserless: httpx.Client) -> None:
     r = browserless.get("/admin/static/vendor/chart-4.5.1.umd.min.js")
     assert r.status_code == 200 and "Chart.js v4.5.1" in r.text[:200]
+
+
+def test_a_form_posted_without_a_session_is_403(browserless: httpx.Client, tool_name: str) -> None:
+    r = browserless.post(f"/admin/tools/{tool_name}", data={"cost": "1", "csrf_token": "x"})
+    assert r.status_code == 403
+
+
+def test_repeated_failed_logins_get_429_and_a_live_key_still_logs_in(
+    browserless: httpx.Client, admin_key: str
+) -> None:
+    # Last in the module: the failure counter (per client address) lasts its window.
+    from api.auth import AUTH_FAILURES_MAX
+
+    page = browserless.get("/admin/login")
+    token_cookie = set_cookies(page)["cm_admin_login"].split(";")[0]
+    form = {"csrf_token": csrf_of(page.text), "api_key": "cm_live_" + "y" * 40}
+    codes = [
+        browserless.post("/admin/login", data=form, headers={"Cookie": token_cookie}).status_code
+        for _ in range(AUTH_FAILURES_MAX + 1)
+    ]
+    assert set(codes[:-1]) <= {401, 429} and codes[-1] == 429
+    assert login(browserless, admin_key).status_code == 303
