@@ -95,6 +95,16 @@ class Keys:
         # Not bucketed: the dashboard's login session, named by a hash of its cookie value.
         return f"{self.prefix}:admin-session:{session_digest}"
 
+    def flush_progress(self) -> str:
+        # Not bucketed: a hash the flusher writes after every committed batch and on every
+        # failure (ok_at_ms, error, error_at_ms), so status and /readyz see a stalled flush.
+        return f"{self.prefix}:flush:progress"
+
+    def api_keys(self) -> str:
+        # Not bucketed: the replica of live API keys (keyed hash -> id, prefix, scope) that
+        # lets the API authenticate while SQL is down (issue 12).
+        return f"{self.prefix}:apikeys"
+
 
 def due_member(account_id: str, credit_type: str) -> str:
     """Member of a bucket's due set; credit types have no ':', so the split is unambiguous."""

@@ -1,0 +1,1 @@
+"""Fault-injection tests of issue 12: private servers only, each bounded in time."""
