@@ -103,6 +103,12 @@ class AsyncMeter(MeterBase):
             if loader is None:
                 return None
             return await asyncio.to_thread(loader.load_charge, request.charge_id)
+        if isinstance(request, ops.LoadStoredResult):
+            if loader is None:
+                return None
+            return await asyncio.to_thread(
+                loader.load_stored_result, request.account_id, request.idempotency_key
+            )
         assert isinstance(request, ops.LoadAccountTypes), request
         if loader is None:
             return []

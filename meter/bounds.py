@@ -32,6 +32,9 @@ BATCH_CHARGES_MAX: Final = 256  # One script call blocks Redis; ~256 charges sta
 CLAWBACK_RECORD_TTL_S: Final = 400 * 86_400  # Disputes open up to ~120 days, refunds later.
 BUCKETS_MAX: Final = 16_384  # One bucket per Redis Cluster slot at most.
 HYDRATE_ATTEMPTS_MAX: Final = 3  # Load-then-retry; more means the loader is broken.
+# Idempotency keys restored from SQL when an account is hydrated (after Redis lost its data):
+IDEM_RESTORE_BATCH_MAX: Final = 1_000  # per script call: ~1 ms of Redis time each.
+IDEM_RESTORE_MAX: Final = 100_000  # per account, newest first: ~8 MB of markers at most.
 
 LUA_CONSTANTS: Final[dict[str, int]] = {
     "CREDITS_MAX": CREDITS_MAX,
@@ -56,4 +59,5 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "HOLDS_PER_WALLET_MAX": HOLDS_PER_WALLET_MAX,
     "BATCH_CHARGES_MAX": BATCH_CHARGES_MAX,
     "CLAWBACK_RECORD_TTL_S": CLAWBACK_RECORD_TTL_S,
+    "IDEM_RESTORE_BATCH_MAX": IDEM_RESTORE_BATCH_MAX,
 }

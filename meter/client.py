@@ -67,6 +67,10 @@ class Meter(MeterBase):
             return None if self.loader is None else self.loader.load_hold_owner(request.hold_id)
         if isinstance(request, ops.LoadCharge):
             return None if self.loader is None else self.loader.load_charge(request.charge_id)
+        if isinstance(request, ops.LoadStoredResult):
+            if self.loader is None:
+                return None
+            return self.loader.load_stored_result(request.account_id, request.idempotency_key)
         assert isinstance(request, ops.LoadAccountTypes), request
         return [] if self.loader is None else self.loader.account_credit_types(request.account_id)
 

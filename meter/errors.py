@@ -25,6 +25,8 @@ class Code(IntEnum):
     BAD_ARGUMENT = -12
     AMOUNT_OVERFLOW = -13
     LIMIT = -14
+    # The key was used before Redis lost its data: the result lives in SQL (idem_restore.lua).
+    IDEMPOTENCY_IN_SQL = -20
 
 
 class MeterError(Exception):

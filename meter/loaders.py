@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from meter.models import ChargeRecord, Tool, WalletSnapshot
+from meter.models import ChargeRecord, StoredResult, Tool, WalletSnapshot
 
 
 class Loader(Protocol):
@@ -34,6 +34,10 @@ class Loader(Protocol):
         """(account_id, credit_type) of an active hold Redis lost with its wallet."""
         ...
 
+    def load_stored_result(self, account_id: str, idempotency_key: str) -> StoredResult | None:
+        """What a request with this key did, when Redis lost its record (idem_restore.lua)."""
+        ...
+
 
 class NewAccountLoader:
     def __init__(self, tools: list[Tool] | None = None, overdraft_limit: int = 0) -> None:
@@ -53,4 +57,7 @@ class NewAccountLoader:
         return None
 
     def load_hold_owner(self, hold_id: str) -> tuple[str, str] | None:
+        return None
+
+    def load_stored_result(self, account_id: str, idempotency_key: str) -> StoredResult | None:
         return None

@@ -173,6 +173,28 @@ class WalletSnapshot:
     debt: int = 0
     grants: tuple[GrantInfo, ...] = field(default_factory=tuple)
     holds: tuple[HoldSnapshot, ...] = field(default_factory=tuple)
+    # Idempotency keys the account used within the TTL, as (key, expires_at_ms): restored as
+    # "answered from SQL" markers before the wallet is written (lua/idem_restore.lua).
+    idempotency: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """What SQL keeps of a request that used an idempotency key: its ledger entry, or the
+    hold it opened (kind "hold"). Enough to answer a retry after Redis lost its data."""
+
+    kind: str  # a ledger kind (charge, refund, grant, adjustment...) or "hold"
+    id: str  # the entry id, or the hold id
+    credit_type: str
+    amount: int  # the ledger's signed amount; a hold's reserved amount
+    balance_after: int  # for a hold: the wallet's balance when it opened
+    tool: str | None = None
+    quantity: int | None = None
+    breakdown: str = ""
+    reference_id: str | None = None
+    hold_id: str | None = None  # a settle's charge entry
+    expires_at_ms: int | None = None  # holds
+    refunded_total: int = 0  # refunds: the charge's refunds so far, this one included
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ from meter import bounds, validate
 from meter.errors import (
     ChargeNotFound,
     Code,
+    HoldNotActive,
     HoldNotFound,
+    IdempotencyConflict,
     InvalidArgument,
     ScriptContractError,
     raise_for_reply,
@@ -39,6 +41,7 @@ from meter.models import (
     RefundResult,
     ReleaseResult,
     SettleResult,
+    StoredResult,
     Tool,
     WalletBalance,
     WalletSnapshot,
@@ -93,7 +96,24 @@ class LoadHoldOwner:
     hold_id: str
 
 
-Request = Eval | Command | LoadWallet | LoadCatalog | LoadAccountTypes | LoadCharge | LoadHoldOwner
+@dataclass(slots=True)
+class LoadStoredResult:
+    account_id: str
+    idempotency_key: str
+
+
+Request = (
+    Eval
+    | Command
+    | LoadWallet
+    | LoadCatalog
+    | LoadAccountTypes
+    | LoadCharge
+    | LoadHoldOwner
+    | LoadStoredResult
+)
+# Builds a script's replay reply from what SQL kept of the request (see _with_loading).
+FromSql = Callable[[StoredResult], list[Any]]
 Op = Generator[Request, Any, R]
 
 
@@ -166,8 +186,31 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
     )
 
 
+def idem_restore_evals(keys: Keys, account_id: str, snap: WalletSnapshot, now: int) -> list[Eval]:
+    """Marks the account's idempotency keys that SQL holds, before its wallet is written: a
+    retry of a request that reached SQL before Redis lost its data is then answered from
+    SQL, never applied again (lua/idem_restore.lua, lua/includes/idem.lua)."""
+    assert len(snap.idempotency) <= bounds.IDEM_RESTORE_MAX, "loader returned too many keys"
+    bucket = keys.bucket(account_id)
+    out = []
+    for start in range(0, len(snap.idempotency), bounds.IDEM_RESTORE_BATCH_MAX):
+        chunk = snap.idempotency[start : start + bounds.IDEM_RESTORE_BATCH_MAX]
+        out.append(
+            Eval(
+                "idem_restore",
+                [keys.idempotency(account_id, key) for key, _ in chunk],
+                [str(now), *(str(expires_ms) for _, expires_ms in chunk)],
+                bucket,
+            )
+        )
+    return out
+
+
 def _hydrate(env: Env, account_id: str, credit_type: str) -> Op[None]:
     snap = yield LoadWallet(account_id, credit_type)
+    for ev in idem_restore_evals(env.keys, account_id, snap, env.clock_ms()):
+        reply = yield ev
+        raise_for_reply(reply, f"idempotency restore {account_id}", credit_type)
     reply = yield hydrate_eval(env.keys, account_id, credit_type, snap)
     raise_for_reply(reply, f"hydrate {account_id}/{credit_type}", credit_type)
 
@@ -193,9 +236,15 @@ def _with_loading(
     tool: str | None,
     credit_type: str | None,
     subject: str,
+    *,
+    idem: str = "",
+    from_sql: FromSql | None = None,
 ) -> Op[tuple[list[Any], str]]:
     """Runs a wallet script; hydrates, restores the catalog or learns a tool's credit type
-    when the script asks, then retries. Returns the final reply and the credit type used."""
+    when the script asks, then retries. Returns the final reply and the credit type used.
+
+    A key that ran before Redis lost its data is answered from SQL: `from_sql` turns what
+    SQL kept into the reply the script would have replayed."""
     for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
         ct = credit_type or env.tool_credit_types.get(tool or "", DEFAULT_CREDIT_TYPE)
         ev = build(ct)
@@ -203,6 +252,12 @@ def _with_loading(
         if ev.script == "charge":
             reply = reply[0]
         code = _code(reply)
+        if code == Code.IDEMPOTENCY_IN_SQL:
+            assert from_sql is not None, f"{subject}: no idempotency record to answer from SQL"
+            stored = yield LoadStoredResult(account_id, idem)
+            if stored is None:
+                raise ScriptContractError(f"{subject}: key {idem!r} marked as in SQL, not found")
+            return from_sql(stored), stored.credit_type
         if code == Code.NOT_LOADED:
             yield from _hydrate(env, account_id, ct)
         elif code == Code.CATALOG_NOT_LOADED:
@@ -216,6 +271,32 @@ def _with_loading(
     raise ScriptContractError(
         f"{subject}: still not loaded after {bounds.HYDRATE_ATTEMPTS_MAX} loads"
     )
+
+
+def _expect(stored: StoredResult, kind: str, *, subject: str) -> None:
+    """The key's stored request was this operation, or the key was reused for another."""
+    if stored.kind != kind:
+        raise IdempotencyConflict(
+            f"idempotency key reused with other parameters ({subject}; it was a {stored.kind})"
+        )
+
+
+def _same_change(stored: StoredResult, credit_type: str, amount: int, subject: str) -> None:
+    if (stored.credit_type, stored.amount) != (credit_type, amount):
+        raise IdempotencyConflict(f"idempotency key reused with other parameters ({subject})")
+
+
+def _hold_done(hold_id: str) -> FromSql:
+    """A settle of this hold that ran before Redis lost its data: the hold is settled, so
+    answer as for a hold that is not active and change nothing. A key SQL knows from any
+    other request was reused."""
+
+    def from_sql(stored: StoredResult) -> list[Any]:
+        if stored.hold_id == hold_id:
+            raise HoldNotActive(hold_id, "settled")
+        raise IdempotencyConflict(f"idempotency key reused with other parameters ({hold_id})")
+
+    return from_sql
 
 
 # --- operations ---------------------------------------------------------------------------
@@ -269,7 +350,18 @@ def charge(
             bucket,
         )
 
-    reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"charge {tool}")
+    def from_sql(stored: StoredResult) -> list[Any]:
+        _expect(stored, "charge", subject=f"charge {tool}")
+        if (stored.tool, stored.quantity) != (tool, quantity):
+            raise IdempotencyConflict(
+                f"idempotency key reused with other parameters (charge {tool})"
+            )
+        balance = stored.balance_after
+        return [Code.REPLAYED, stored.id, -stored.amount, balance, balance, 0, stored.breakdown]
+
+    reply, ct = yield from _with_loading(
+        env, build, account_id, tool, None, f"charge {tool}", idem=idem, from_sql=from_sql
+    )
     return ChargeResult(
         id=as_text(reply[1]),
         account_id=account_id,
@@ -334,7 +426,16 @@ def hold(
             bucket,
         )
 
-    reply, ct = yield from _with_loading(env, build, account_id, tool, None, f"hold {tool}")
+    def from_sql(stored: StoredResult) -> list[Any]:
+        _expect(stored, "hold", subject=f"hold {tool}")
+        if stored.tool != tool:
+            raise IdempotencyConflict(f"idempotency key reused with other parameters (hold {tool})")
+        held, balance = stored.amount, stored.balance_after
+        return [Code.REPLAYED, stored.id, held, stored.expires_at_ms, balance, balance - held, held]
+
+    reply, ct = yield from _with_loading(
+        env, build, account_id, tool, None, f"hold {tool}", idem=idem, from_sql=from_sql
+    )
     return HoldResult(
         id=as_text(reply[1]),
         account_id=account_id,
@@ -449,7 +550,9 @@ def settle(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+    )
     return SettleResult(
         entry_id=as_text(reply[1]),
         hold_id=hold_id,
@@ -489,7 +592,9 @@ def release(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+    )
     return ReleaseResult(
         hold_id=hold_id,
         released=int(reply[1]),
@@ -540,7 +645,9 @@ def extend(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, ct, hold_id)
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+    )
     return ExtendResult(
         hold_id=hold_id, expires_at_ms=int(reply[1]), replayed=_code(reply) == Code.REPLAYED
     )
@@ -596,7 +703,25 @@ def refund(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, ct, charge_id)
+    def from_sql(stored: StoredResult) -> list[Any]:
+        _expect(stored, "refund", subject=f"refund of {charge_id}")
+        if stored.reference_id != charge_id:
+            raise IdempotencyConflict(f"idempotency key reused with other parameters ({charge_id})")
+        balance = stored.balance_after
+        return [
+            Code.REPLAYED,
+            stored.id,
+            stored.amount,
+            balance,
+            balance,
+            0,
+            stored.refunded_total,
+            stored.breakdown,
+        ]
+
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, ct, charge_id, idem=idem, from_sql=from_sql
+    )
     return RefundResult(
         id=as_text(reply[1]),
         charge_id=charge_id,
@@ -688,7 +813,18 @@ def grant(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "grant")
+    def from_sql(stored: StoredResult) -> list[Any]:
+        _expect(stored, "grant", subject="grant")
+        _same_change(stored, credit_type, amount, "grant")
+        balance = stored.balance_after
+        new_grant = next(
+            (p.grant_id for p in _parts(stored.breakdown) if p.grant_id != "debt"), gid
+        )
+        return [Code.REPLAYED, stored.id, new_grant, stored.amount, balance, balance, 0]
+
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, credit_type, "grant", idem=idem, from_sql=from_sql
+    )
     return GrantResult(
         id=as_text(reply[1]),
         grant_id=as_text(reply[2]),
@@ -751,7 +887,15 @@ def adjust(
             bucket,
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "adjust")
+    def from_sql(stored: StoredResult) -> list[Any]:
+        _expect(stored, "adjustment", subject="adjust")
+        _same_change(stored, credit_type, amount, "adjust")
+        balance = stored.balance_after
+        return [Code.REPLAYED, stored.id, stored.amount, balance, balance, 0]
+
+    reply, _ = yield from _with_loading(
+        env, build, account_id, None, credit_type, "adjust", idem=idem, from_sql=from_sql
+    )
     return AdjustResult(
         id=as_text(reply[1]),
         amount=int(reply[2]),

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, and_, func, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from meter import bounds
 from meter.ids import new_id
 from meter.keys import Keys
-from meter.models import ChargePart, ChargeRecord, GrantInfo, HoldSnapshot, Tool, WalletSnapshot
+from meter.models import (
+    ChargePart,
+    ChargeRecord,
+    GrantInfo,
+    HoldSnapshot,
+    StoredResult,
+    Tool,
+    WalletSnapshot,
+)
 from meter.ops import now_ms
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_TOOLS, T_WALLETS, T_WELCOME
@@ -36,7 +45,8 @@ class SqlLoader:
             if _create_account(conn, account_id, now):
                 _welcome(conn, self.keys, account_id, now)
             ensure_wallets(conn, {(account_id, credit_type)}, now)
-            return wallet_snapshot(conn, account_id, credit_type)
+            snap = wallet_snapshot(conn, account_id, credit_type)
+            return replace(snap, idempotency=recent_idempotency_keys(conn, account_id, now))
 
         return write_transaction(self.engine, txn)
 
@@ -63,6 +73,115 @@ class SqlLoader:
     def load_charge(self, charge_id: str) -> ChargeRecord | None:
         with self.engine.connect() as conn:
             return charge_record(conn, charge_id)
+
+    def load_stored_result(self, account_id: str, idempotency_key: str) -> StoredResult | None:
+        with self.engine.connect() as conn:
+            return stored_result(conn, account_id, idempotency_key)
+
+
+def recent_idempotency_keys(
+    conn: Connection, account_id: str, now_ms: int
+) -> tuple[tuple[str, int], ...]:
+    """The idempotency keys the account used within the TTL, newest first, as (key,
+    expires_at_ms): what Redis must remember after it lost its data. A request sent without
+    a key used its own entry (or hold) id, which no client can send again: left out."""
+    ttl_ms = bounds.IDEMPOTENCY_TTL_S * 1000
+    since_ms = now_ms - ttl_ms
+    used = union_all(
+        select(T_LEDGER.c.idempotency_key.label("k"), T_LEDGER.c.created_at_ms.label("at")).where(
+            T_LEDGER.c.account_id == account_id,
+            T_LEDGER.c.created_at_ms > since_ms,
+            T_LEDGER.c.idempotency_key.is_not(None),
+            T_LEDGER.c.idempotency_key != T_LEDGER.c.id,
+        ),
+        select(T_HOLDS.c.idempotency_key.label("k"), T_HOLDS.c.created_at_ms.label("at")).where(
+            T_HOLDS.c.account_id == account_id,
+            T_HOLDS.c.created_at_ms > since_ms,
+            T_HOLDS.c.idempotency_key.is_not(None),
+            T_HOLDS.c.idempotency_key != T_HOLDS.c.id,
+        ),
+    ).subquery()
+    last = func.max(used.c.at)
+    rows = conn.execute(
+        select(used.c.k, last)
+        .group_by(used.c.k)
+        .order_by(last.desc())
+        .limit(bounds.IDEM_RESTORE_MAX)
+    ).all()
+    return tuple((key, int(at) + ttl_ms) for key, at in rows)
+
+
+def stored_result(conn: Connection, account_id: str, idempotency_key: str) -> StoredResult | None:
+    """What the request with this key did: its ledger entry (the first, for a request that
+    wrote several), else the hold it opened."""
+    entry = (
+        conn.execute(
+            select(T_LEDGER)
+            .where(
+                T_LEDGER.c.account_id == account_id, T_LEDGER.c.idempotency_key == idempotency_key
+            )
+            .order_by(T_LEDGER.c.created_at_ms, T_LEDGER.c.id)
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    if entry is not None:
+        refunded = 0
+        if entry["kind"] == "refund" and entry["reference_id"]:
+            refunded = conn.execute(
+                select(func.coalesce(func.sum(T_LEDGER.c.amount), 0)).where(
+                    T_LEDGER.c.kind == "refund",
+                    T_LEDGER.c.reference_id == entry["reference_id"],
+                    T_LEDGER.c.created_at_ms <= entry["created_at_ms"],
+                )
+            ).scalar_one()
+        return StoredResult(
+            kind=entry["kind"],
+            id=entry["id"],
+            credit_type=entry["credit_type"],
+            amount=entry["amount"],
+            balance_after=entry["balance_after"],
+            tool=entry["tool"],
+            quantity=entry["quantity"],
+            breakdown=entry["breakdown"] or "",
+            reference_id=entry["reference_id"],
+            hold_id=entry["hold_id"],
+            refunded_total=int(refunded),
+        )
+    hold = (
+        conn.execute(
+            select(T_HOLDS).where(
+                T_HOLDS.c.account_id == account_id, T_HOLDS.c.idempotency_key == idempotency_key
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if hold is None:
+        return None
+    before = conn.execute(
+        select(T_LEDGER.c.balance_after)
+        .where(
+            and_(
+                T_LEDGER.c.account_id == account_id,
+                T_LEDGER.c.credit_type == hold["credit_type"],
+                T_LEDGER.c.created_at_ms <= hold["created_at_ms"],
+            )
+        )
+        .order_by(T_LEDGER.c.created_at_ms.desc(), T_LEDGER.c.stream_id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return StoredResult(
+        kind="hold",
+        id=hold["id"],
+        credit_type=hold["credit_type"],
+        amount=hold["amount"],
+        balance_after=int(before or 0),
+        tool=hold["tool"],
+        quantity=hold["quantity"],
+        expires_at_ms=hold["expires_at_ms"],
+    )
 
 
 def charge_record(conn: Connection, charge_id: str) -> ChargeRecord | None:

@@ -125,6 +125,8 @@ class LedgerEntry(Base):
             "amount",
         ),
         Index(None, "bucket", "stream_id"),
+        # A retry after Redis lost its data is answered from SQL (migration 0004).
+        Index("ix_ledger_entries_account_idempotency", "account_id", "idempotency_key"),
     )
 
 
@@ -146,6 +148,7 @@ class Hold(Base):
     __table_args__ = (
         Index(None, "status", "expires_at_ms"),
         Index(None, "account_id", "credit_type"),
+        Index("ix_holds_account_idempotency", "account_id", "idempotency_key"),
     )
 
 
