@@ -89,7 +89,7 @@ class AsyncMeter(MeterBase):
             if loader is None:
                 raise WalletNotLoaded(request.account_id, request.credit_type)
             return await asyncio.to_thread(
-                loader.load_wallet, request.account_id, request.credit_type
+                loader.load_wallet, request.account_id, request.credit_type, create=request.create
             )
         if isinstance(request, ops.LoadCatalog):
             if loader is None:

@@ -58,7 +58,9 @@ class Meter(MeterBase):
         if isinstance(request, ops.LoadWallet):
             if self.loader is None:
                 raise WalletNotLoaded(request.account_id, request.credit_type)
-            return self.loader.load_wallet(request.account_id, request.credit_type)
+            return self.loader.load_wallet(
+                request.account_id, request.credit_type, create=request.create
+            )
         if isinstance(request, ops.LoadCatalog):
             if self.loader is None:
                 raise CatalogNotLoaded("catalog replica missing and no loader to restore it")

@@ -14,8 +14,11 @@ from meter.models import ChargeRecord, StoredResult, Tool, WalletSnapshot
 
 
 class Loader(Protocol):
-    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
-        """The wallet as the durable store has it; creates the account on first touch."""
+    def load_wallet(
+        self, account_id: str, credit_type: str, *, create: bool = True
+    ) -> WalletSnapshot | None:
+        """The wallet as the durable store has it; creates the account on first touch, or
+        answers None for an account it does not know when `create` is off (reads)."""
         ...
 
     def load_catalog(self) -> list[Tool]:
@@ -44,8 +47,10 @@ class NewAccountLoader:
         self._tools = list(tools or [])
         self._overdraft_limit = overdraft_limit
 
-    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
-        return WalletSnapshot(overdraft_limit=self._overdraft_limit)
+    def load_wallet(
+        self, account_id: str, credit_type: str, *, create: bool = True
+    ) -> WalletSnapshot | None:
+        return WalletSnapshot(overdraft_limit=self._overdraft_limit) if create else None
 
     def load_catalog(self) -> list[Tool]:
         return list(self._tools)

@@ -74,6 +74,7 @@ class Command:
 class LoadWallet:
     account_id: str
     credit_type: str
+    create: bool = True  # False for reads: an account the store does not know stays unknown
 
 
 @dataclass(slots=True)
@@ -206,13 +207,18 @@ def idem_restore_evals(keys: Keys, account_id: str, snap: WalletSnapshot, now: i
     return out
 
 
-def _hydrate(env: Env, account_id: str, credit_type: str) -> Op[None]:
-    snap = yield LoadWallet(account_id, credit_type)
+def _hydrate(env: Env, account_id: str, credit_type: str, *, create: bool = True) -> Op[bool]:
+    """Loads the wallet into Redis; False when `create` is off and the account is unknown."""
+    snap = yield LoadWallet(account_id, credit_type, create)
+    if snap is None:
+        assert not create, "the loader creates accounts on first touch"
+        return False
     for ev in idem_restore_evals(env.keys, account_id, snap, env.clock_ms()):
         reply = yield ev
         raise_for_reply(reply, f"idempotency restore {account_id}", credit_type)
     reply = yield hydrate_eval(env.keys, account_id, credit_type, snap)
     raise_for_reply(reply, f"hydrate {account_id}/{credit_type}", credit_type)
+    return True
 
 
 def catalog_evals(keys: Keys, tools: list[Tool], mode: str) -> list[Eval]:
@@ -970,7 +976,8 @@ def clawback(
 
 def balance(env: Env, account_id: str, credit_types: list[str] | None = None) -> Op[AccountBalance]:
     """Balances of one account's wallets (default: every credit type the catalog uses and the
-    durable store knows for the account); missing wallets are loaded first."""
+    durable store knows for the account); missing wallets are loaded first. A read never
+    creates an account: one the durable store does not know reads as empty wallets."""
     account_id = validate.account_id(account_id)
     if credit_types is None:
         known = yield LoadAccountTypes(account_id)
@@ -978,18 +985,32 @@ def balance(env: Env, account_id: str, credit_types: list[str] | None = None) ->
     types = sorted({validate.credit_type(ct) for ct in credit_types})
     keys = env.keys
     bucket = keys.bucket(account_id)
+    unknown: set[str] = set()
     for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
-        replies = yield Eval(
-            "balance", [keys.wallet(account_id, ct) for ct in types], [str(env.clock_ms())], bucket
-        )
-        missing = [ct for ct, r in zip(types, replies, strict=True) if _code(r) == Code.NOT_LOADED]
+        loaded = [ct for ct in types if ct not in unknown]
+        replies = []
+        if loaded:
+            replies = yield Eval(
+                "balance",
+                [keys.wallet(account_id, ct) for ct in loaded],
+                [str(env.clock_ms())],
+                bucket,
+            )
+        found = dict(zip(loaded, replies, strict=True))
+        missing = [ct for ct, r in found.items() if _code(r) == Code.NOT_LOADED]
         if not missing:
             return AccountBalance(
                 account_id,
-                tuple(_wallet_balance(ct, r) for ct, r in zip(types, replies, strict=True)),
+                tuple(
+                    WalletBalance(ct, 0, 0, 0, 0, 0, ())
+                    if ct in unknown
+                    else _wallet_balance(ct, found[ct])
+                    for ct in types
+                ),
             )
         for ct in missing:
-            yield from _hydrate(env, account_id, ct)
+            if not (yield from _hydrate(env, account_id, ct, create=False)):
+                unknown.add(ct)
     raise ScriptContractError(f"balance {account_id}: wallets still not loaded")
 
 

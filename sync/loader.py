@@ -39,7 +39,17 @@ class SqlLoader:
         self.keys = keys
         self.clock_ms = clock_ms
 
-    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
+    def load_wallet(
+        self, account_id: str, credit_type: str, *, create: bool = True
+    ) -> WalletSnapshot | None:
+        if not create:
+            with self.engine.connect() as conn:
+                known = conn.execute(
+                    select(T_ACCOUNTS.c.id).where(T_ACCOUNTS.c.id == account_id)
+                ).first()
+            if known is None:
+                return None
+
         def txn(conn: Connection) -> WalletSnapshot:
             now = self.clock_ms()
             if _create_account(conn, account_id, now):

@@ -45,7 +45,9 @@ def _charge_or_none(m: Any, account: str, **kw: Any) -> Any:
 class ColdWalletLoader(NewAccountLoader):
     """Stands in for SQL: every wallet it loads has one grant of BALANCE credits."""
 
-    def load_wallet(self, account_id: str, credit_type: str) -> WalletSnapshot:
+    def load_wallet(
+        self, account_id: str, credit_type: str, *, create: bool = True
+    ) -> WalletSnapshot:
         return WalletSnapshot(
             grants=(
                 GrantInfo(

@@ -34,12 +34,18 @@ def welcome_type(engine: Engine, key_prefix: str) -> Iterator[str]:
 
 
 def test_first_touch_creates_the_account_with_its_welcome_grant(
-    meter: Meter, engine: Engine, welcome_type: str, client: redis.Redis, keys: Keys
+    meter: Meter,
+    flusher: Flusher,
+    engine: Engine,
+    welcome_type: str,
+    client: redis.Redis,
+    keys: Keys,
 ) -> None:
     a = account()
+    meter.grant(a, welcome_type, 1, category="paid")  # the first change creates the account
     wallet = meter.balance(a, [welcome_type]).wallet(welcome_type)
-    assert wallet is not None and wallet.balance == 25
-    (grant,) = wallet.grants
+    assert wallet is not None and wallet.balance == 26
+    grant = next(g for g in wallet.grants if g.remaining == 25)
     assert grant.category == "promotional" and grant.expires_at_ms > 0
     with engine.connect() as conn:
         rows = conn.execute(
@@ -48,7 +54,23 @@ def test_first_touch_creates_the_account_with_its_welcome_grant(
             )
         ).all()
     assert rows == [("grant", 25, "welcome")]
+    flusher.flush_all()
     assert_in_sync(client, engine, keys)
+
+
+def test_reading_an_unknown_account_creates_nothing(
+    meter: Meter, engine: Engine, welcome_type: str, client: redis.Redis, keys: Keys
+) -> None:
+    """A read key must not grow the liability: no account, no welcome grant, no wallet."""
+    a = account()
+    wallet = meter.balance(a, [welcome_type]).wallet(welcome_type)
+    assert (wallet.balance, wallet.available, wallet.held, wallet.grants) == (0, 0, 0, ())
+    assert meter.balance(a).account_id == a
+    with engine.connect() as conn:
+        assert conn.execute(select(T_ACCOUNTS.c.id).where(T_ACCOUNTS.c.id == a)).first() is None
+        assert conn.execute(select(T_LEDGER.c.id).where(T_LEDGER.c.account_id == a)).first() is None
+    assert not client.exists(keys.wallet(a, welcome_type))
+    assert client.xlen(keys.journal(keys.bucket(a))) == 0
 
 
 def test_welcome_grant_is_given_once_when_many_first_touches_race(
@@ -64,9 +86,7 @@ def test_welcome_grant_is_given_once_when_many_first_touches_race(
         m = Meter(sync_client(redis_url), keys=keys, loader=SqlLoader(engine, keys))
         try:
             barrier.wait()
-            w = m.balance(a, [welcome_type]).wallet(welcome_type)
-            assert w is not None
-            balances.append(w.balance)
+            balances.append(m.grant(a, welcome_type, 1, category="paid").balance)
         except BaseException as exc:
             errors.append(exc)
 
@@ -76,7 +96,7 @@ def test_welcome_grant_is_given_once_when_many_first_touches_race(
     for t in threads:
         t.join()
     assert errors == []
-    assert balances == [25] * 20
+    assert sorted(balances) == list(range(26, 46))  # 25 welcome credits, then 20 x 1
     with engine.connect() as conn:
         grants = conn.execute(
             select(func.count()).where(T_GRANTS.c.account_id == a, T_GRANTS.c.source == "welcome")
@@ -109,7 +129,8 @@ def test_debt_and_overdraft_limit_come_back_from_sql(
     meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
 ) -> None:
     a = account()
-    meter.balance(a, ["credits"])  # creates the account in SQL
+    meter.grant(a, "credits", 3, category="paid")  # creates the account in SQL
+    meter.charge(a, tool.name, quantity=1)  # spends those 3: the wallet is empty again
     with engine.begin() as conn:
         conn.execute(T_ACCOUNTS.update().where(T_ACCOUNTS.c.id == a).values(overdraft_limit=10))
     client.delete(keys.wallet(a, "credits"))
