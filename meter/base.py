@@ -250,6 +250,10 @@ class MeterBase:
     ) -> Any:
         return self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
 
+    def restore_idempotency(self, account_id: str, used: tuple[tuple[str, int], ...]) -> Any:
+        """Marks (key, expires_at_ms) pairs SQL holds as answered from SQL -> count written."""
+        return self._run(ops.restore_idempotency(self._env, account_id, used))
+
     def expire_wallet(self, account_id: str, credit_type: str) -> Any:
         """Expires the wallet's due grants and holds now (the sweep's unit of work)."""
         return self._run(

@@ -207,6 +207,18 @@ def idem_restore_evals(keys: Keys, account_id: str, snap: WalletSnapshot, now: i
     return out
 
 
+def restore_idempotency(env: Env, account_id: str, used: tuple[tuple[str, int], ...]) -> Op[int]:
+    """Marks keys SQL holds (key, expires_at_ms) as answered from SQL -> how many were new:
+    for entries SQL has that a Redis restarted from a short append-only file lost."""
+    written = 0
+    snap = WalletSnapshot(idempotency=used)
+    for ev in idem_restore_evals(env.keys, validate.account_id(account_id), snap, env.clock_ms()):
+        reply = yield ev
+        raise_for_reply(reply, f"idempotency restore {account_id}", "")
+        written += int(reply[1])
+    return written
+
+
 def _hydrate(env: Env, account_id: str, credit_type: str, *, create: bool = True) -> Op[bool]:
     """Loads the wallet into Redis; False when `create` is off and the account is unknown."""
     snap = yield LoadWallet(account_id, credit_type, create)

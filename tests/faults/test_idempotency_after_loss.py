@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from meter import AsyncMeter, IdempotencyConflict, Meter, Tool
+from meter import AsyncMeter, IdempotencyConflict, Meter, Tool, scripts
 from meter.embedded import EmbeddedRedis
 from meter.errors import HoldNotFound
 from meter.keys import Keys
+from meter.models import WalletSnapshot
+from meter.ops import hydrate_eval
 from meter.redis_conn import async_client, sync_client
 from sync.apikeys import create_key
 from sync.catalog import save_tools
 from sync.db import engine_for
 from sync.flush import Flusher
+from sync.idempotency import restore_lost_keys
 from sync.loader import SqlLoader
 from sync.models import T_LEDGER
 from tests.api.server import running_api, server_env
@@ -255,3 +259,42 @@ def test_http_retry_after_redis_restarted_empty_is_replayed_with_the_original_id
     (credits,) = [b for b in balance["balances"] if b["credit_type"] == "credits"]
     assert credits["balance"] == 100 - 40
     assert set(_rows_per_key(engine, acct).values()) == {1}
+
+
+def test_keys_of_entries_a_short_append_only_file_lost_are_answered_from_sql(
+    servers: Servers, sql_url: str
+) -> None:
+    """Redis restarted from an AOF that lost its last second keeps its wallets (no reload):
+    the flush's gap check hands the entries SQL has that Redis lost to restore_lost_keys."""
+    engine = engine_for(sql_url)
+    keys = _keys()
+    tool = Tool(f"T{keys.prefix.upper()}", 5, "credits")
+    save_tools(engine, [tool])
+    acct = f"aof-{uuid.uuid4().hex[:8]}"
+    client = sync_client(servers.url)
+    m1 = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    m1.set_tools([tool])
+    m1.grant(acct, "credits", 100, category="paid")
+    Flusher(client, engine, keys).flush_all()
+    stale = SqlLoader(engine, keys).load_wallet(acct, "credits")  # Redis as of the AOF's end
+    charges = [m1.charge(acct, tool.name, idempotency_key=f"late-{i}") for i in range(5)]
+    Flusher(client, engine, keys).flush_all()  # ... and SQL already has the last second
+    client.close()
+
+    client = sync_client(servers.lose())
+    try:
+        m2 = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+        assert stale is not None
+        client.eval(*_hydrate_args(keys, acct, replace(stale, idempotency=())))
+        restored = restore_lost_keys(m2, engine, [c.id for c in charges])
+        assert restored == 5
+        again = [m2.charge(acct, tool.name, idempotency_key=f"late-{i}") for i in range(5)]
+        assert [(c.id, c.replayed) for c in again] == [(c.id, True) for c in charges]
+        assert m2.balance(acct, ["credits"]).wallet("credits").balance == 100  # nothing applied
+    finally:
+        client.close()
+
+
+def _hydrate_args(keys: Keys, account_id: str, snap: WalletSnapshot) -> list[object]:
+    ev = hydrate_eval(keys, account_id, "credits", snap)
+    return [scripts.get(ev.script).source, len(ev.keys), *ev.keys, *ev.args]
