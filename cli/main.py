@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.catalog_cmd import catalog_app
+from cli.deadletters_cmd import deadletters_app
 from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
@@ -30,6 +31,7 @@ app.add_typer(tools_app, name="tools")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(stripe_app, name="stripe")
 app.add_typer(report_app, name="report")
+app.add_typer(deadletters_app, name="deadletters")
 
 
 def _fail(exc: Exception) -> None:

@@ -6,6 +6,27 @@ crash after it leaves them pending too, and writing them again inserts nothing (
 are keyed by entry id). One flusher per bucket at a time (a lock with a TTL, renewed per
 batch), so entries are applied in journal order; a new holder first reclaims what a dead
 flusher left pending (XAUTOCLAIM), then reads new entries.
+
+What SQL refuses (the dead-letter rule): money Redis acknowledged is dead-lettered only for
+an error that belongs to that one entry, never for one that would fail any entry.
+- An error of a class that says nothing about the data (OperationalError: connection, disk,
+  lock; ProgrammingError: a renamed column or table, a missing permission; InternalError;
+  NotSupportedError; InterfaceError; an invalidated connection) is systemic: the flush
+  stops and raises, its transaction rolls back, nothing is acknowledged or trimmed, and the
+  next flush job tries the same entries again.
+- A DataError or IntegrityError on the batch sends each entry to SQL alone. An entry that
+  fails alone with one of them is tried once more as a canary: a copy with a fresh id and
+  without its optional text fields (description, metadata, reference, idempotency key,
+  source, tool, hold id), in a savepoint that is always rolled back. If the canary fails
+  too, the cause is not the entry's own data (a constraint every insert breaks): systemic,
+  the flush stops. Only if the canary passes is the entry dead-lettered (table
+  dead_letters; `creditmeter deadletters retry` re-drives it).
+- An entry that does not parse at all (MalformedEntry) is dead-lettered at once.
+
+Progress is kept in the Redis hash Keys.flush_progress() for status and /readyz: ok_at_ms
+after each committed batch and after each pass over the buckets that raised nothing; error
+(one line, at most limits.FLUSH_ERROR_LEN_MAX characters) and error_at_ms when a flush
+fails. A flush is failing while error_at_ms is later than ok_at_ms.
 """
 
 from __future__ import annotations
@@ -17,13 +38,13 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from meter import scripts
 from meter.keys import Keys
@@ -38,6 +59,10 @@ from sync.writer import WriteResult, advance_cursor, read_cursor, write_entries
 log = logging.getLogger(__name__)
 
 GROUP = "flush"  # the one consumer group every flusher reads the journals through
+# The optional text fields of a journal entry (description, metadata, reference, idempotency
+# key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
+# entry of its kind has.
+CANARY_DROPPED_FIELDS = frozenset({"desc", "meta", "ref", "ik", "src", "tool", "hold", "e"})
 
 
 def consumer_name() -> str:
@@ -104,6 +129,7 @@ class Flusher:
             result = self.flush_bucket(bucket, left)
             if result is not None:
                 out.append(result)
+        self._progress_ok()
         return out
 
     def drain(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
@@ -127,22 +153,29 @@ class Flusher:
             return None
         result = BucketFlush(bucket)
         try:
-            journal = self.keys.journal(bucket)
-            self._ensure_group(journal)
-            if bucket not in self._gap_checked:
-                self._check_gap(bucket, journal)
-                self._gap_checked.add(bucket)
-            result.reclaimed = self._reclaim(journal)
-            deadline = time.monotonic() + budget_s
-            for start in ("0", ">"):  # what this consumer holds pending, then new entries
-                while time.monotonic() < deadline:
-                    batch = self._read(journal, start)
-                    if not batch:
-                        break
-                    self._flush_batch(bucket, journal, batch, token, result)
+            self._flush_locked(bucket, token, result, budget_s)
+        except Exception as exc:
+            self._progress_error(bucket, exc)
+            raise
         finally:
             self._release(bucket, token)
         return result
+
+    def _flush_locked(self, bucket: int, token: str, result: BucketFlush, budget_s: float) -> None:
+        """Reclaims what a dead flusher left, then flushes batches until empty or out of time."""
+        journal = self.keys.journal(bucket)
+        self._ensure_group(journal)
+        if bucket not in self._gap_checked:
+            self._check_gap(bucket, journal)
+            self._gap_checked.add(bucket)
+        result.reclaimed = self._reclaim(journal)
+        deadline = time.monotonic() + budget_s
+        for start in ("0", ">"):  # what this consumer holds pending, then new entries
+            while time.monotonic() < deadline:
+                batch = self._read(journal, start)
+                if not batch:
+                    break
+                self._flush_batch(bucket, journal, batch, token, result)
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -217,6 +250,7 @@ class Flusher:
         result.dead_lettered += len(dead)
         if acked[3] != 1:
             raise LockLost(f"bucket {bucket}: lock lost while flushing")
+        self._progress_ok()
 
     def _write(
         self,
@@ -225,13 +259,14 @@ class Flusher:
         parsed: list[Entry],
         dead: list[tuple[str, dict[Any, Any], str]],
     ) -> WriteResult:
-        """The batch in one savepoint; if SQL refuses it, entry by entry, and an entry SQL
-        refuses on its own joins `dead` (the dead-letter table) with the error."""
+        """The batch in one savepoint; if SQL refuses it for what may be one entry's data,
+        entry by entry, and an entry that fails alone while its canary passes joins `dead`
+        (the dead-letter table) with the error. Anything systemic raises (module docstring)."""
         try:
             with conn.begin_nested():
                 written = write_entries(conn, bucket, parsed, self.clock_ms())
         except DBAPIError as exc:
-            if _is_transient(exc):
+            if not _may_be_one_entry(exc):
                 raise
             written = WriteResult()
             for entry in parsed:
@@ -239,8 +274,9 @@ class Flusher:
                     with conn.begin_nested():
                         one = write_entries(conn, bucket, [entry], self.clock_ms())
                 except DBAPIError as one_exc:
-                    if _is_transient(one_exc):
+                    if not _may_be_one_entry(one_exc):
                         raise
+                    self._canary(conn, bucket, entry, one_exc)
                     dead.append((entry.stream_id, entry.fields, f"sql: {one_exc.orig!r}"))
                     continue
                 written.ledger_inserted += one.ledger_inserted
@@ -248,6 +284,23 @@ class Flusher:
         if dead:
             self._dead_letter(conn, self.keys.journal(bucket), dead)
         return written
+
+    def _canary(self, conn: Connection, bucket: int, entry: Entry, error: DBAPIError) -> None:
+        """Raises `error` unless a neutral copy of the entry (fresh ids, no free text) is
+        accepted: then the entry's own data is what SQL refused. The copy never stays."""
+        canary = neutral_copy(entry)
+        savepoint = conn.begin_nested()
+        try:
+            write_entries(conn, bucket, [canary], self.clock_ms())
+        except DBAPIError as canary_exc:
+            savepoint.rollback()
+            log.error(
+                "entry %s and its neutral canary both fail: systemic, not dead-lettered: %s",
+                entry.id,
+                _one_line(canary_exc),
+            )
+            raise error from canary_exc
+        savepoint.rollback()
 
     def _dead_letter(
         self, conn: Connection, journal: str, dead: list[tuple[str, dict[Any, Any], str]]
@@ -293,6 +346,22 @@ class Flusher:
             )
         except redis.RedisError:
             log.warning("could not release the lock of bucket %d; it expires by itself", bucket)
+
+    # --- progress, for status and /readyz ----------------------------------------------
+
+    def _progress_ok(self) -> None:
+        self.redis.hset(self.keys.flush_progress(), "ok_at_ms", str(self.clock_ms()))
+
+    def _progress_error(self, bucket: int, exc: BaseException) -> None:
+        """Best effort: the flush error itself is what the caller must see."""
+        text = f"bucket {bucket}: {_one_line(exc)}"[: limits.FLUSH_ERROR_LEN_MAX]
+        try:
+            self.redis.hset(
+                self.keys.flush_progress(),
+                mapping={"error": text, "error_at_ms": str(self.clock_ms())},
+            )
+        except redis.RedisError:
+            log.warning("could not record the flush error in Redis: %s", text)
 
     # --- Redis lost data -----------------------------------------------------------------
 
@@ -387,6 +456,22 @@ def group_info(client: redis.Redis, journal: str) -> dict[str, Any] | None:
     return None
 
 
-def _is_transient(exc: DBAPIError) -> bool:
-    """Connection trouble or a locked SQLite: retry later, never dead-letter."""
-    return isinstance(exc, OperationalError) or bool(exc.connection_invalidated)
+def _may_be_one_entry(exc: DBAPIError) -> bool:
+    """Only data and constraint errors can belong to one entry; every other class of error
+    (connection, schema, permission, disk, server) fails any entry: retry later, never
+    dead-letter."""
+    return isinstance(exc, DataError | IntegrityError) and not exc.connection_invalidated
+
+
+def _one_line(exc: BaseException) -> str:
+    """The driver's own message, first line only (no SQLAlchemy statement dump)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def neutral_copy(entry: Entry) -> Entry:
+    """The entry with a fresh id (nothing SQL already holds can conflict) and without its
+    optional text fields: what every entry of its kind writes, nothing this one chose."""
+    fields = {k: v for k, v in entry.fields.items() if k not in CANARY_DROPPED_FIELDS}
+    fields["id"] = "canary-" + uuid.uuid4().hex[:16]
+    return replace(entry, id=fields["id"], fields=fields)

@@ -31,3 +31,4 @@ STRIPE_WEBHOOK_TOLERANCE_S: Final = 300  # SPEC §9: a signed timestamp older th
 STRIPE_ROLLOVER_DELAY_S: Final = 5  # After a period ends, before its unused credits are read.
 STRIPE_TIMEOUT_S: Final = 10  # One Stripe API call; a checkout request then answers 502.
 STRIPE_SYNC_PAGE: Final = 100  # Events per page when `stripe sync` lists what Stripe sent.
+FLUSH_ERROR_LEN_MAX: Final = 300  # The flush error kept in Redis for status: one readable line.
