@@ -10,9 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from meter import bounds, validate
+from meter.errors import InvalidArgument
+
+DISPLAY_NAME_LEN_MAX = 255  # the tools.display_name column, String(255)
 
 AccountId = Annotated[str, Field(pattern=validate.ACCOUNT_RE.pattern)]
 CreditType = Annotated[str, Field(pattern=validate.CREDIT_TYPE_RE.pattern)]
@@ -23,12 +34,57 @@ Cost = Annotated[int, Field(ge=0, le=bounds.CREDITS_MAX)]
 Quantity = Annotated[int, Field(ge=1, le=bounds.QUANTITY_MAX)]
 TtlSeconds = Annotated[int, Field(ge=1, le=bounds.HOLD_TTL_S_MAX)]
 Priority = Annotated[int, Field(ge=0, le=bounds.PRIORITY_MAX)]
-Description = Annotated[str, Field(max_length=bounds.DESCRIPTION_LEN_MAX)]
-Reason = Annotated[str, Field(min_length=1, max_length=bounds.DESCRIPTION_LEN_MAX)]
-Reference = Annotated[str, Field(min_length=1, max_length=bounds.REFERENCE_LEN_MAX)]
-DisplayName = Annotated[str, Field(max_length=255)]  # the tools.display_name column
+# Text every SQL backend stores as given (meter.validate.storable): no NUL, no lone
+# surrogate (strict str already refuses one: it is not UTF-8). The pattern tells clients
+# and schemathesis; the validator names the reason. Lengths are characters (code points),
+# as PostgreSQL's varchar(n) counts them.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _storable(value: str) -> str:
+    try:
+        return validate.storable("text", value)
+    except InvalidArgument as exc:  # pydantic names the field; keep only the reason
+        raise ValueError(str(exc).partition(": ")[2]) from None
+
+
+def _text(**limits: int) -> Any:
+    return Field(json_schema_extra={"pattern": NO_NUL_PATTERN}, **limits)
+
+
+Description = Annotated[
+    str, _text(max_length=bounds.DESCRIPTION_LEN_MAX), AfterValidator(_storable)
+]
+Reason = Annotated[
+    str, _text(min_length=1, max_length=bounds.DESCRIPTION_LEN_MAX), AfterValidator(_storable)
+]
+Reference = Annotated[
+    str, _text(min_length=1, max_length=bounds.REFERENCE_LEN_MAX), AfterValidator(_storable)
+]
+DisplayName = Annotated[  # the tools.display_name column, String(255)
+    str, _text(max_length=DISPLAY_NAME_LEN_MAX), AfterValidator(_storable)
+]
+SearchText = Annotated[str, AfterValidator(_storable)]
 Category = Literal["paid", "promotional"]
-Metadata = dict[str, Any]
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    validate.metadata(value)  # depth, storable keys and strings, serialized size
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_metadata),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": f"a JSON object: at most {bounds.METADATA_BYTES_MAX} bytes "
+            f"serialized, {bounds.METADATA_DEPTH_MAX} levels deep, no NUL in keys or strings",
+            "propertyNames": {"pattern": NO_NUL_PATTERN},
+        }
+    ),
+]
 
 
 class Strict(BaseModel):

@@ -61,3 +61,6 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "CLAWBACK_RECORD_TTL_S": CLAWBACK_RECORD_TTL_S,
     "IDEM_RESTORE_BATCH_MAX": IDEM_RESTORE_BATCH_MAX,
 }
+# Nesting of a metadata object: deeper JSON only serves to exhaust parsers and serializers
+# (pydantic refuses to serialize past 255 levels, json past ~1,000).
+METADATA_DEPTH_MAX: Final = 32

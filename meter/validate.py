@@ -18,6 +18,7 @@ TOOL_RE = re.compile(rf"^[A-Z0-9_]{{1,{bounds.TOOL_LEN_MAX}}}$")
 IDEMPOTENCY_RE = re.compile(rf"^[\x21-\x7e]{{1,{bounds.IDEMPOTENCY_KEY_LEN_MAX}}}$")
 ID_RE = re.compile(rf"^[A-Za-z0-9-]{{1,{bounds.ID_LEN_MAX}}}$")
 CATEGORIES = ("paid", "promotional")
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _match(field: str, value: object, pattern: re.Pattern[str], what: str) -> str:
@@ -76,21 +77,58 @@ def category(value: object) -> str:
     return value
 
 
-def text(field: str, value: object, max_len: int, required: bool = False) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or len(value.encode()) > max_len or (required and not value):
-        need = "non-empty " if required else ""
-        raise InvalidArgument(field, f"must be {need}text of at most {max_len} bytes")
+def storable(field: str, value: str) -> str:
+    """Refuses text a supported SQL backend cannot store as given (Redis would take it and
+    the flush would dead-letter it): NUL, which PostgreSQL refuses in text, and a lone
+    surrogate (U+D800-DFFF), which is not encodable as UTF-8 (so never valid UTF-8 bytes)."""
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL (U+0000)")
+    if SURROGATE_RE.search(value):
+        raise InvalidArgument(field, "must be valid Unicode: no lone surrogate (U+D800-DFFF)")
     return value
 
 
+def text(field: str, value: object, max_chars: int, required: bool = False) -> str:
+    """Free text of at most `max_chars` characters (code points): the unit PostgreSQL's
+    varchar(n) counts, and what pydantic's max_length and lua/includes/valid.lua count."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value) > max_chars or (required and not value):
+        need = "non-empty " if required else ""
+        raise InvalidArgument(field, f"must be {need}text of at most {max_chars} characters")
+    return storable(field, value)
+
+
+def _metadata_text(path: str, value: str) -> None:
+    storable(f"metadata{path}", value)
+
+
+def _check_metadata_value(value: object, path: str, depth: int) -> None:
+    """Checks every key and string; the recursion stops at METADATA_DEPTH_MAX levels, far
+    below Python's recursion limit."""
+    if depth > bounds.METADATA_DEPTH_MAX:
+        raise InvalidArgument("metadata", f"nested deeper than {bounds.METADATA_DEPTH_MAX} levels")
+    if isinstance(value, str):
+        _metadata_text(path, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgument("metadata", "keys must be strings")
+            _metadata_text(f"{path}.{key[:64]}", key)
+            _check_metadata_value(item, f"{path}.{key[:64]}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_metadata_value(item, f"{path}[{i}]", depth + 1)
+
+
 def metadata(value: object) -> str:
-    """A JSON object of at most METADATA_BYTES_MAX bytes serialized, as compact JSON."""
+    """A JSON object of at most METADATA_BYTES_MAX bytes serialized (UTF-8), as compact JSON;
+    nested at most METADATA_DEPTH_MAX levels, with storable keys and strings."""
     if value is None:
         return ""
     if not isinstance(value, dict):
         raise InvalidArgument("metadata", "must be a JSON object")
+    _check_metadata_value(value, "", 1)
     try:
         encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -32,6 +32,11 @@ class StripeUnavailable(RuntimeError):
     """Stripe could not be reached or refused the call (the API answers 502)."""
 
 
+class StripeIdempotencyReused(ValueError):
+    """Stripe refused an idempotency key sent before with other parameters (the API answers
+    422 idempotency-key-reused: the client's mistake, not an outage)."""
+
+
 class StripeNotConfigured(RuntimeError):
     """CREDITMETER_STRIPE_SECRET_KEY is not set."""
 
@@ -61,6 +66,8 @@ def client_for(settings: Settings) -> stripe.StripeClient:
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
+    except stripe.IdempotencyError as exc:
+        raise StripeIdempotencyReused(f"Stripe {what} refused: {exc.user_message or exc}") from exc
     except stripe.StripeError as exc:
         raise StripeUnavailable(f"Stripe {what} failed: {type(exc).__name__}: {exc}") from exc
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from api.admin import charts
 from api.admin.render import page
 from api.admin.session import PageSession, current_session, login_token, set_login_cookie
-from api.schemas import AccountId
+from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
 from meter.ops import now_ms
 from sync import accounts, entries, reports, tools
@@ -114,7 +114,7 @@ async def accounts_page(
     request: Request,
     state: State,
     session: PageSession,
-    q: Annotated[str, Query(max_length=accounts.SEARCH_TEXT_MAX)] = "",
+    q: Annotated[SearchText, Query(max_length=accounts.SEARCH_TEXT_MAX)] = "",
 ) -> Response:
     found = await run_in_threadpool(accounts.search_accounts, state.engine, q)
     return page(request, "admin/accounts.html", session, q=q, found=found)

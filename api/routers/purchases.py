@@ -8,18 +8,19 @@ application is retried by us, not redelivered by Stripe.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from functools import cache
 from typing import Annotated, Any
 
 import redis
 import stripe
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.errors import Problem
-from api.idempotency import optional_idempotency_key
+from api.idempotency import optional_idempotency_key, run_idempotent
 from api.schemas import CheckoutIn, CheckoutOut, WebhookOut
 from api.state import AppState, app_state
 from meter.redis_conn import sync_client
@@ -31,15 +32,27 @@ router = APIRouter(tags=["purchases"])
 State = Annotated[AppState, Depends(app_state)]
 Meter = Annotated[Principal, Depends(require("meter"))]
 OptionalKey = Annotated[str | None, Depends(optional_idempotency_key)]
+log = logging.getLogger("creditmeter.api")
 
 
 @router.post("/v1/checkout/sessions", status_code=201, response_model=CheckoutOut)
 async def create_checkout_session(
-    body: CheckoutIn, state: State, who: Meter, key: OptionalKey
+    body: CheckoutIn,
+    request: Request,
+    response: Response,
+    state: State,
+    who: Meter,
+    key: OptionalKey,
 ) -> Any:
-    # A client's Idempotency-Key makes its retry return the same session (Stripe replays it).
-    request_key = key or uuid.uuid4().hex
-    return await run_in_threadpool(_checkout, state, body, request_key)
+    if key is None:
+        return await run_in_threadpool(_checkout, state, body, uuid.uuid4().hex)
+
+    # A client's Idempotency-Key makes its retry return the same session (Stripe replays
+    # it); the same key with another body is refused here, before any call to Stripe.
+    async def run() -> tuple[stripe_api.Checkout, bool]:
+        return await run_in_threadpool(_checkout, state, body, key), False
+
+    return await run_idempotent(state, request, response, key, body, run)
 
 
 def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api.Checkout:
@@ -78,6 +91,8 @@ def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api
             str(exc),
             errors=[{"field": f"body.{exc.field}", "message": str(exc), "type": "value"}],
         ) from exc
+    except stripe_api.StripeIdempotencyReused as exc:
+        raise Problem(422, str(exc), slug="idempotency-key-reused") from exc
     except stripe_api.StripeNotConfigured as exc:
         raise Problem(503, str(exc), slug="stripe-not-configured") from exc
     except stripe_api.StripeUnavailable as exc:
@@ -93,10 +108,15 @@ async def stripe_webhook(request: Request, state: State) -> Any:
         )
     payload = await request.body()
     try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        log.warning("stripe webhook refused: the body is not UTF-8 (%s)", exc.reason)
+        raise Problem(400, "not a Stripe event: the body is not UTF-8", slug="bad-event") from None
+    try:
         # v1 signatures only (v0 is ignored), any one of several may match, and the signed
         # timestamp must be within the tolerance.
         stripe.WebhookSignature.verify_header(
-            payload,
+            text,
             request.headers.get("stripe-signature"),
             secret,
             tolerance=limits.STRIPE_WEBHOOK_TOLERANCE_S,
@@ -104,13 +124,14 @@ async def stripe_webhook(request: Request, state: State) -> Any:
     except stripe.SignatureVerificationError as exc:
         raise Problem(400, f"Stripe-Signature: {exc}", slug="bad-signature") from exc
     try:
-        text = payload.decode()
         event = json.loads(text)
         if not isinstance(event, dict):
             raise ValueError("not a JSON object")
         new = await run_in_threadpool(_store_and_enqueue, state, event, text)
-    except (ValueError, EventError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+    except (ValueError, EventError) as exc:  # JSONDecodeError too
         raise Problem(400, f"not a Stripe event: {exc}", slug="bad-event") from exc
+    except RecursionError:  # deeper than the parser goes: no Stripe event nests like that
+        raise Problem(400, "not a Stripe event: nested too deeply", slug="bad-event") from None
     return {"received": True, "duplicate": not new}
 
 
