@@ -8,6 +8,7 @@ rq CronScheduler enqueue the safety flush and the expiry sweep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -17,12 +18,16 @@ from rq.cron import CronScheduler
 
 from meter.keys import Keys
 from meter.ops import as_text
+from meter.settings import Settings
 from sync import limits
-from sync.context import context
+from sync.context import SyncContext, context
 from worker import jobs
 from worker.queues import SYNC, queue_name, request_flush
+from worker.supervisor import REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S, Backoff
 
 log = logging.getLogger(__name__)
+
+CONSUMER_PRUNE_INTERVAL_S = 600  # consumers are deleted after an hour idle: 10 min late is fine
 
 
 def newest_ids(client: redis.Redis, journals: list[str]) -> dict[str, str]:
@@ -50,11 +55,52 @@ def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )
+    cron.register(
+        jobs.prune_consumers,
+        queue_name(keys, SYNC),
+        interval=CONSUMER_PRUNE_INTERVAL_S,
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
     return cron
 
 
-def run() -> None:
-    """Runs until SIGTERM/SIGINT."""
+class _Loop:
+    """The trigger's state on one Redis: its cron scheduler and the journals' newest ids.
+    Built again after a Redis error, since the server may have restarted without them."""
+
+    def __init__(self, ctx: SyncContext) -> None:
+        self.ctx = ctx
+        self.journals = [ctx.keys.journal(b) for b in ctx.keys.all_buckets()]
+        self.cron = make_cron(ctx.queue_redis, ctx.keys)
+        self.cron.register_birth()
+        # Whatever waited while we were down or cut off: a job queued before may be lost,
+        # and its trigger key would hold new ones back until it expires.
+        ctx.redis.delete(ctx.keys.flush_trigger())
+        request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
+        self.last = newest_ids(ctx.redis, self.journals)
+
+    def step(self) -> None:
+        """Runs due cron jobs, then waits up to TRIGGER_BLOCK_MS for new journal entries."""
+        if self.cron.enqueue_jobs():
+            self.cron.save()
+        self.cron.heartbeat()
+        got = self.ctx.redis.xread(self.last, count=1, block=limits.TRIGGER_BLOCK_MS)
+        if not got:
+            return
+        request_flush(self.ctx.queue_redis, self.ctx.redis, self.ctx.keys)
+        time.sleep(limits.FLUSH_TRIGGER_DEBOUNCE_MS / 1000)
+        self.last = newest_ids(self.ctx.redis, self.journals)
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.cron.register_death()
+
+
+def run(settings: Settings | None = None) -> None:
+    """Runs until SIGTERM/SIGINT. Any Redis error (connection lost or refused, LOADING, OOM,
+    a fresh server without the streams) costs one log line and a backoff, then the loop
+    starts again from a new state."""
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -63,27 +109,27 @@ def run() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    ctx = context()
-    journals = [ctx.keys.journal(b) for b in ctx.keys.all_buckets()]
-    cron = make_cron(ctx.queue_redis, ctx.keys)
-    cron.register_birth()
-    request_flush(ctx.queue_redis, ctx.redis, ctx.keys)  # whatever waited while we were down
-    last = newest_ids(ctx.redis, journals)
+    delays = Backoff(REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S)
+    loop: _Loop | None = None
     try:
         while not stop:
-            if cron.enqueue_jobs():
-                cron.save()
-            cron.heartbeat()
             try:
-                got = ctx.redis.xread(last, count=1, block=limits.TRIGGER_BLOCK_MS)
-            except redis.ConnectionError:
-                log.warning("trigger: Redis unreachable; retrying")
-                time.sleep(1)
-                continue
-            if not got:
-                continue
-            request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
-            time.sleep(limits.FLUSH_TRIGGER_DEBOUNCE_MS / 1000)
-            last = newest_ids(ctx.redis, journals)
+                if loop is None:
+                    loop = _Loop(context(settings))
+                    delays.reset()
+                loop.step()
+            except redis.RedisError as exc:
+                delay_s = delays.next_s()
+                log.warning(
+                    "trigger: Redis error (%s: %s); retrying in %.2f s",
+                    type(exc).__name__,
+                    exc,
+                    delay_s,
+                )
+                if loop is not None:
+                    loop.close()
+                loop = None
+                time.sleep(delay_s)
     finally:
-        cron.register_death()
+        if loop is not None:
+            loop.close()
