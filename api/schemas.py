@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -68,14 +69,17 @@ SearchText = Annotated[str, AfterValidator(_storable)]
 Category = Literal["paid", "promotional"]
 
 
-def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    validate.metadata(value)  # depth, storable keys and strings, serialized size
+def _metadata(value: Any) -> Any:
+    """Depth, storable keys and strings, serialized size: checked before pydantic reads the
+    keys, whose errors would carry an unencodable key into the answer."""
+    if isinstance(value, dict):
+        validate.metadata(value)
     return value
 
 
 Metadata = Annotated[
     dict[str, Any],
-    AfterValidator(_metadata),
+    BeforeValidator(_metadata),
     WithJsonSchema(
         {
             "type": "object",
@@ -89,6 +93,17 @@ Metadata = Annotated[
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_names(cls, data: Any) -> Any:
+        """An unknown field is 422 naming it: a name that is not valid Unicode (a lone
+        surrogate) could not be written into that answer, so it is refused here first."""
+        if isinstance(data, dict):
+            for name in data:
+                if isinstance(name, str) and validate.SURROGATE_RE.search(name):
+                    raise ValueError("a field name is not valid Unicode (lone surrogate)")
+        return data
 
 
 def rfc3339(ms: int) -> str:

@@ -114,8 +114,10 @@ def _check_metadata_value(value: object, path: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgument("metadata", "keys must be strings")
-            _metadata_text(f"{path}.{key[:64]}", key)
-            _check_metadata_value(item, f"{path}.{key[:64]}", depth + 1)
+            # The key is named in the error, escaped: a lone surrogate cannot be encoded.
+            named = f"{path}.{key[:64].encode('utf-8', 'backslashreplace').decode()}"
+            _metadata_text(named, key)
+            _check_metadata_value(item, named, depth + 1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_metadata_value(item, f"{path}[{i}]", depth + 1)
