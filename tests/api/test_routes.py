@@ -3,6 +3,7 @@ a running `creditmeter api` on real Redis and SQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -609,3 +610,93 @@ def test_keys_never_stored_or_logged_in_plain_text(
         secret_part = key[len("cm_live_") :]
         assert secret_part not in dump
         assert secret_part not in log
+
+
+# --- issue 12 item 9: bad input is a 4xx, never a 500; a refused request frees its key --------
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        node = {"a": node}
+    return node
+
+
+BAD_METADATA = {
+    "surrogate-value": '{"k": "\\ud800"}',
+    "surrogate-key": '{"\\udfff": 1}',
+    "nested-256": json.dumps(_deep(256)),
+    "nested-900": json.dumps(_deep(900)),
+}
+
+
+@pytest.mark.parametrize("metadata", BAD_METADATA.values(), ids=BAD_METADATA.keys())
+def test_bad_metadata_is_422_on_every_money_route(
+    http: httpx.Client, admin_key: str, funded, tool: str, metadata: str
+) -> None:
+    acct = funded(1_000)
+    auth = bearer(admin_key)
+    c = charge(http, admin_key, acct, tool)
+    hold = http.post(
+        "/v1/holds", json={"account_id": acct, "tool": tool}, headers={**auth, **idem()}
+    ).json()["id"]
+    routes = {
+        "/v1/charges": f'{{"account_id": "{acct}", "tool": "{tool}", "metadata": {metadata}}}',
+        f"/v1/holds/{hold}/settle": f'{{"metadata": {metadata}}}',
+        "/v1/refunds": f'{{"charge_id": "{c.json()["id"]}", "metadata": {metadata}}}',
+        f"/v1/accounts/{acct}/grants": '{"credit_type": "credits", "amount": 1, '
+        f'"category": "paid", "metadata": {metadata}}}',
+        f"/v1/accounts/{acct}/adjustments": '{"credit_type": "credits", "amount": 1, '
+        f'"reason": "r", "metadata": {metadata}}}',
+    }
+    before = wallet(http.get(f"/v1/accounts/{acct}/balance", headers=auth).json())
+    for path, body in routes.items():
+        r = http.post(
+            path,
+            content=body.encode(),
+            headers={**auth, **idem(), "Content-Type": "application/json"},
+        )
+        problem = assert_problem(r, 422)
+        assert [e["field"] for e in problem["errors"]] == ["body.metadata"], (path, problem)
+    assert wallet(http.get(f"/v1/accounts/{acct}/balance", headers=auth).json()) == before
+
+
+def test_an_unknown_field_named_with_a_lone_surrogate_is_422(
+    http: httpx.Client, meter_key: str, funded, tool: str
+) -> None:
+    body = f'{{"account_id": "{funded(10)}", "tool": "{tool}", "\\ud800": 1}}'
+    r = http.post(
+        "/v1/charges",
+        content=body.encode(),
+        headers={**bearer(meter_key), **idem(), "Content-Type": "application/json"},
+    )
+    assert_problem(r, 422)
+
+
+def test_a_request_the_meter_refuses_with_422_does_not_use_up_its_key(
+    http: httpx.Client, admin_key: str, api_prefix: str
+) -> None:
+    """The body passes the schema and the key is claimed, then the meter refuses it (cost x
+    quantity above CREDITS_MAX): 422, and the corrected request with the same key runs."""
+    costly = f"COSTLY_{api_prefix.upper()}"
+    cost = 10**7  # x 10**9 (QUANTITY_MAX) = 10**16 > 2**53 - 1
+    r = http.put(
+        f"/v1/tools/{costly}",
+        json={"display_name": "Costly", "cost": cost, "credit_type": "credits"},
+        headers=bearer(admin_key),
+    )
+    assert r.status_code == 200, r.text
+    acct = account()
+    grant = {"credit_type": "credits", "amount": cost, "category": "paid"}
+    r = http.post(
+        f"/v1/accounts/{acct}/grants", json=grant, headers={**bearer(admin_key), **idem()}
+    )
+    assert r.status_code == 201, r.text
+    key = idem()
+    refused = charge(http, admin_key, acct, costly, quantity=10**9, headers=key)
+    assert assert_problem(refused, 422)["type"].endswith(":amount-overflow")
+    fixed = charge(http, admin_key, acct, costly, quantity=1, headers=key)
+    assert fixed.status_code == 201, fixed.text
+    replay = charge(http, admin_key, acct, costly, quantity=1, headers=key)
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == fixed.json()["id"]

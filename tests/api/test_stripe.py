@@ -4,17 +4,22 @@ deliveries to `POST /v1/webhooks/stripe`, applied by a real `creditmeter worker 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import Engine, select
 
+from meter.keys import Keys
 from sync.models import T_PURCHASES, T_STRIPE_CUSTOMERS, T_STRIPE_EVENTS
 from tests import stripe_fake as sf
 from tests.api.conftest import STRIPE_WEBHOOK_SECRET, account, bearer
@@ -310,3 +315,75 @@ def test_an_event_that_cannot_be_applied_is_failed_in_status_and_changes_no_bala
     assert row.status == "failed" and "metadata.credits" in row.error
     assert failed_events() == before + 1
     assert balance(http, read_key, acct) == 0
+
+
+# --- issue 12 item 9: bad deliveries and reused checkout keys are 4xx, never 5xx --------------
+
+
+def _new_log_lines(log: Path, before: int) -> list[str]:
+    time.sleep(0.2)  # the server writes its log line after answering
+    return log.read_text(errors="replace").splitlines()[before:]
+
+
+def test_a_body_that_is_not_utf8_is_400_with_one_log_line(
+    http: httpx.Client, api_data_dir: Path
+) -> None:
+    log = api_data_dir / "api.log"
+    before = len(log.read_text(errors="replace").splitlines())
+    body = b'{"id": "evt_\xff\xfe"}'
+    now = int(time.time())
+    signed = hmac.new(STRIPE_WEBHOOK_SECRET.encode(), f"{now}.".encode() + body, hashlib.sha256)
+    for header in (None, sf.signature_header(now, v1=[signed.hexdigest()])):
+        headers = {"Content-Type": "application/json"}
+        if header is not None:
+            headers["Stripe-Signature"] = header
+        r = http.post("/v1/webhooks/stripe", content=body, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"] == "urn:creditmeter:problem:bad-event"
+    lines = [line for line in _new_log_lines(log, before) if "HTTP/1.1" not in line]
+    assert len(lines) == 2 and all("not UTF-8" in line for line in lines), lines
+
+
+def test_a_signed_event_nested_10000_levels_is_400(http: httpx.Client) -> None:
+    body = '{"a": ' * 10_000 + "1" + "}" * 10_000
+    r = _raw(http, body, sf.sign(body, STRIPE_WEBHOOK_SECRET))
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "urn:creditmeter:problem:bad-event"
+
+
+def test_checkout_with_a_reused_key_and_another_body_is_422_before_stripe(
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe, api_env: dict[str, str]
+) -> None:
+    key = "checkout-" + uuid.uuid4().hex
+    headers = {**bearer(meter_key), "Idempotency-Key": key}
+    pack = {
+        "account_id": account("reuse"),
+        "pack_id": "credits-small",
+        "success_url": "https://a.example/s",
+        "cancel_url": "https://a.example/c",
+    }
+    custom = {**{k: v for k, v in pack.items() if k != "pack_id"}, "credit_type": "credits"}
+    custom["credits"] = 1200
+    first = http.post("/v1/checkout/sessions", json=pack, headers=headers)
+    assert first.status_code == 201, first.text
+    again = http.post("/v1/checkout/sessions", json=pack, headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+
+    calls = len(fake_stripe.requests)
+    other = http.post("/v1/checkout/sessions", json=custom, headers=headers)
+    assert other.status_code == 422, other.text
+    assert other.json()["type"] == "urn:creditmeter:problem:idempotency-key-reused"
+    assert len(fake_stripe.requests) == calls  # refused before any call to Stripe
+
+    # Our record gone (Redis lost it): Stripe's own idempotency_error is a 422 too, not a 502.
+    client = redis.Redis.from_url(api_env["CREDITMETER_REDIS_URL"])
+    try:
+        keys = Keys(prefix=api_env["CREDITMETER_KEY_PREFIX"])
+        assert client.delete(keys.http_idempotency(key)) == 1
+    finally:
+        client.close()
+    by_stripe = http.post("/v1/checkout/sessions", json=custom, headers=headers)
+    assert by_stripe.status_code == 422, by_stripe.text
+    assert by_stripe.json()["type"] == "urn:creditmeter:problem:idempotency-key-reused"
+    assert len(fake_stripe.requests) > calls  # this time Stripe was asked, and refused
