@@ -156,4 +156,16 @@ def reconcile(
         _fail(exc)
         return
     show(report, console)
+    for (account_id, credit_type), amount in sorted(report.explained_by_dead_letters.items()):
+        console.print(
+            f"[yellow]{escape(account_id)}/{credit_type}: the difference is its dead letters "
+            f"({amount}); not repaired: run `creditmeter deadletters retry`[/yellow]",
+            soft_wrap=True,
+        )
+    if report.repair_skipped:
+        console.print(
+            "changed, skipped: "
+            + ", ".join(escape(f"{a}/{ct}") for a, ct in report.repair_skipped),
+            soft_wrap=True,
+        )
     sys.exit(0 if report.ok else 1)

@@ -32,3 +32,6 @@ STRIPE_ROLLOVER_DELAY_S: Final = 5  # After a period ends, before its unused cre
 STRIPE_TIMEOUT_S: Final = 10  # One Stripe API call; a checkout request then answers 502.
 STRIPE_SYNC_PAGE: Final = 100  # Events per page when `stripe sync` lists what Stripe sent.
 FLUSH_ERROR_LEN_MAX: Final = 300  # The flush error kept in Redis for status: one readable line.
+RECONCILE_FLUSH_BUDGET_S: Final = 2.0  # Reconcile flushes a bucket up to a point, not all load.
+RECONCILE_LOCK_WAIT_S: Final = 0.05  # Between looks at the cursor while another flusher works.
+RECONCILE_WALLET_ATTEMPTS: Final = 5  # A wallet changing under each comparison is skipped.

@@ -4,7 +4,18 @@ Order: journal the expiry of everything due (so both sides expire the same grant
 the journal into SQL, then compare each Redis wallet with its SQL snapshot: balance, debt,
 held and every grant's remainder. It also reports a lost Redis dataset (epoch) and the
 entries SQL has that Redis lost (gaps the flush detected). `--repair` rewrites a differing
-Redis wallet from SQL, the book of record, only if the wallet did not change meanwhile.
+Redis wallet from SQL, the book of record.
+
+Safe while charging goes on: a wallet is read from Redis together with its bucket's last
+journal id (one MULTI), and when it differs from SQL the bucket is flushed up to that id
+before SQL is read again, so SQL is compared at the very point the Redis copy shows, never
+stale, and the comparison counts only if the wallet did not change while SQL caught up
+(a wallet that keeps changing is reported busy, not compared). Only a difference that
+survives that is reported; a repair then writes Redis inside WATCH/MULTI and only if the
+wallet hash is still exactly what was compared (a wallet changed since is left alone and
+reported "changed, skipped"). A wallet whose difference its dead
+letters explain is named so and never repaired: rewriting it from SQL would hand back money
+the dead letters hold (`creditmeter deadletters retry` writes them).
 """
 
 from __future__ import annotations
@@ -21,10 +32,13 @@ from meter import Meter, ops, scripts
 from meter.keys import Keys
 from meter.ops import as_text, now_ms
 from sync import limits
+from sync.deadletters import dead_letter_sums
 from sync.epoch import EpochCheck, check_epoch, read_state
 from sync.flush import Flusher
+from sync.journal import sortable
 from sync.loader import SqlLoader, wallet_snapshot
 from sync.models import T_GAP_ENTRIES, T_GAPS, T_GRANTS, T_LEDGER, T_WALLETS
+from sync.writer import read_cursor
 
 
 @dataclass(frozen=True)
@@ -66,13 +80,23 @@ class ReconcileReport:
     drained_entries: int = 0
     differences: list[Difference] = field(default_factory=list)
     repaired: list[tuple[str, str]] = field(default_factory=list)
-    repair_skipped: list[tuple[str, str]] = field(default_factory=list)
+    repair_skipped: list[tuple[str, str]] = field(default_factory=list)  # changed meanwhile
+    busy: list[tuple[str, str]] = field(default_factory=list)  # kept changing: not compared
+    # Wallets whose Redis - SQL balance is exactly what their dead letters add up to.
+    explained_by_dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.differences or len(self.repaired) == len(
             {(d.account_id, d.credit_type) for d in self.differences}
         )
+
+    def cause(self, account_id: str, credit_type: str) -> str | None:
+        """What explains a wallet's difference, when reconcile knows it."""
+        amount = self.explained_by_dead_letters.get((account_id, credit_type))
+        if amount is None:
+            return None
+        return f"dead letters totalling {amount} not in SQL (creditmeter deadletters list)"
 
 
 @dataclass(frozen=True)
@@ -113,21 +137,14 @@ def redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
 
 
 def _drain(flusher: Flusher) -> int:
-    """Flushes until every bucket was flushed empty by this call; waits out another
-    flusher's lock (a dead one's lasts its TTL)."""
+    """Brings SQL up to every bucket's journal as it is now (entries appended meanwhile are
+    left to the worker): the entries this call flushed itself."""
     total = 0
-    deadline = time.monotonic() + limits.FLUSH_LOCK_TTL_MS / 1000 + limits.RECONCILE_DRAIN_SLACK_S
-    pending = set(flusher.keys.all_buckets())
-    while time.monotonic() < deadline:
-        for bucket in sorted(pending):
-            result = flusher.flush_bucket(bucket)
-            if result is not None:
-                total += result.entries
-                pending.discard(bucket)
-        if not pending:
-            return total
-        time.sleep(0.05)
-    raise RuntimeError(f"buckets {sorted(pending)} did not drain: a flusher holds them")
+    for bucket in flusher.keys.all_buckets():
+        last = flusher.redis.xrevrange(flusher.keys.journal(bucket), count=1)
+        if last:
+            total += flush_through(flusher, bucket, as_text(last[0][0]))
+    return total
 
 
 def _gaps(engine: Engine, keys: Keys) -> list[Gap]:
@@ -220,6 +237,40 @@ def compare(
     return out
 
 
+def read_at_position(
+    client: redis.Redis, keys: Keys, account_id: str, credit_type: str
+) -> tuple[dict[Any, Any], str | None]:
+    """The wallet hash and its bucket's last journal id, read in one MULTI: every change the
+    hash shows is journaled at or before that id (a script writes both at once)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(keys.wallet(account_id, credit_type))
+        pipe.xrevrange(keys.journal(keys.bucket(account_id)), count=1)
+        raw, last = pipe.execute()
+    return raw, as_text(last[0][0]) if last else None
+
+
+def flush_through(flusher: Flusher, bucket: int, stream_id: str) -> int:
+    """Returns once SQL committed the bucket's journal up to `stream_id` (this flusher or
+    another, whichever holds the bucket): the entries this flusher wrote. Raises if that
+    takes longer than a dead flusher's lock lasts, plus slack."""
+    journal = flusher.keys.journal(bucket)
+    target = sortable(stream_id)
+    deadline = time.monotonic() + limits.FLUSH_LOCK_TTL_MS / 1000 + limits.RECONCILE_DRAIN_SLACK_S
+    flushed = 0
+    while True:
+        with flusher.engine.connect() as conn:
+            cursor = read_cursor(conn, journal)
+        if cursor is not None and cursor >= target:
+            return flushed
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"bucket {bucket} was not flushed up to {stream_id} in time")
+        result = flusher.flush_bucket(bucket, limits.RECONCILE_FLUSH_BUDGET_S)
+        if result is None:
+            time.sleep(limits.RECONCILE_LOCK_WAIT_S)  # another flusher works it: let it
+        else:
+            flushed += result.entries
+
+
 def reconcile(
     client: redis.Redis, engine: Engine, keys: Keys, *, repair: bool = False
 ) -> ReconcileReport:
@@ -228,7 +279,8 @@ def reconcile(
     wallets = redis_wallets(client, keys)
     for account_id, credit_type in wallets:
         meter.expire_wallet(account_id, credit_type)
-    drained = _drain(Flusher(client, engine, keys))
+    flusher = Flusher(client, engine, keys)
+    drained = _drain(flusher)
     lost = read_state(engine, keys, "redis_lost")
     report = ReconcileReport(
         epoch=epoch,
@@ -236,30 +288,70 @@ def reconcile(
         gaps=_gaps(engine, keys),
         drained_entries=drained,
     )
-    now = now_ms()
+    dead = dead_letter_sums(engine, keys)
     in_both = 0
-    for account_id, credit_type in wallets:
-        key = keys.wallet(account_id, credit_type)
-        raw = client.hgetall(key)
-        if not raw:
-            continue
-        in_sql = _sql_wallet(engine, account_id, credit_type, now)
-        in_both += in_sql is not None
-        diffs = compare(account_id, credit_type, parse_wallet(raw, now), in_sql)
-        report.wallets_compared += 1
-        report.differences += diffs
-        if diffs and repair:
-            target = (
-                report.repaired
-                if _repair(client, engine, keys, account_id, credit_type, raw)
-                else report.repair_skipped
-            )
-            target.append((account_id, credit_type))
+    try:
+        for account_id, credit_type in wallets:
+            at_rest = _compare_at_rest(client, flusher, account_id, credit_type)
+            wallet = (account_id, credit_type)
+            if at_rest is None:
+                report.busy.append(wallet)
+                continue
+            raw, diffs, in_sql = at_rest
+            if not raw:
+                continue
+            in_both += in_sql is not None
+            report.wallets_compared += 1
+            report.differences += diffs
+            explained = _explained(diffs, dead.get(wallet))
+            if explained is not None:
+                report.explained_by_dead_letters[wallet] = explained
+            if diffs and repair and wallet not in dead:
+                target = (
+                    report.repaired
+                    if _repair(client, engine, keys, account_id, credit_type, raw)
+                    else report.repair_skipped
+                )
+                target.append(wallet)
+    finally:
+        flusher.close()
     with engine.connect() as conn:
         sql_wallets = conn.execute(select(func.count()).select_from(T_WALLETS)).scalar_one()
     # Not a difference: such a wallet is loaded from SQL on its next touch.
     report.wallets_not_in_redis = sql_wallets - in_both
     return report
+
+
+def _compare_at_rest(
+    client: redis.Redis, flusher: Flusher, account_id: str, credit_type: str
+) -> tuple[dict[Any, Any], list[Difference], WalletState | None] | None:
+    """The Redis copy, its differences from SQL and SQL's copy, compared at one point of the
+    journal: when they differ, SQL is flushed up to the copy's journal id and read again,
+    and the result counts only if the wallet did not change meanwhile (then SQL holds
+    exactly what the copy shows). None when the wallet kept changing: not compared."""
+    keys, engine = flusher.keys, flusher.engine
+    raw, last = read_at_position(client, keys, account_id, credit_type)
+    for _ in range(limits.RECONCILE_WALLET_ATTEMPTS):
+        now = now_ms()
+        in_sql = _sql_wallet(engine, account_id, credit_type, now) if raw else None
+        diffs = compare(account_id, credit_type, parse_wallet(raw, now), in_sql) if raw else []
+        if not diffs or last is None:  # agree, or nothing left unflushed in the bucket
+            return raw, diffs, in_sql
+        flush_through(flusher, keys.bucket(account_id), last)
+        in_sql = _sql_wallet(engine, account_id, credit_type, now)
+        again, last = read_at_position(client, keys, account_id, credit_type)
+        if again == raw:
+            return raw, compare(account_id, credit_type, parse_wallet(raw, now), in_sql), in_sql
+        raw = again
+    return None
+
+
+def _explained(diffs: list[Difference], dead_sum: int | None) -> int | None:
+    """The dead letters' sum when the balance difference (Redis - SQL) is exactly it."""
+    for d in diffs:
+        if d.what == "balance" and d.redis is not None and d.sql is not None:
+            return dead_sum if dead_sum is not None and d.redis - d.sql == dead_sum else None
+    return None
 
 
 def _repair(
@@ -270,17 +362,18 @@ def _repair(
     credit_type: str,
     seen: dict[Any, Any],
 ) -> bool:
-    """Replaces the Redis wallet with SQL's, unless it changed since it was compared."""
+    """Replaces the Redis wallet with SQL's, unless it changed since it was compared: the
+    hash is WATCHed and must equal what was compared, then written in one MULTI."""
     key = keys.wallet(account_id, credit_type)
-    with engine.connect() as conn:
-        snap = wallet_snapshot(conn, account_id, credit_type)
-    ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
     script = scripts.get("hydrate")
     with client.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(key)
             if pipe.hgetall(key) != seen:
                 return False
+            with engine.connect() as conn:
+                snap = wallet_snapshot(conn, account_id, credit_type)
+            ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
             pipe.multi()
             pipe.delete(key)
             pipe.eval(script.source, len(ev.keys), *ev.keys, *ev.args)  # no NOSCRIPT in MULTI

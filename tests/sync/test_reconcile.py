@@ -3,12 +3,17 @@ when they do, a repair that makes them agree, and a lost Redis dataset named as 
 
 from __future__ import annotations
 
+import json
+
 import redis
 from sqlalchemy import Engine
 
 from meter import Meter, Tool
 from meter.keys import Keys
+from sync.deadletters import retry_dead_letters
 from sync.epoch import check_epoch
+from sync.journal import sortable
+from sync.models import T_DEAD
 from sync.reconcile import Difference, _repair, reconcile
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
@@ -65,3 +70,39 @@ def test_lost_redis_dataset_is_reported(
     assert report.epoch.lost and report.epoch.previous is not None
     assert report.redis_lost is not None and report.redis_lost["previous"] == report.epoch.previous
     assert not reconcile(client, engine, keys).epoch.lost  # the new epoch is remembered
+
+
+def test_dead_letters_are_named_as_the_cause_and_never_repaired_away(
+    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """A charge whose entry was dead-lettered (as the flush does: the row kept, the entry
+    gone from the journal) leaves SQL above Redis by its cost: reconcile says so, a
+    repair leaves the wallet alone, and `deadletters retry` makes them agree."""
+    a = account()
+    meter.grant(a, "credits", 40, category="paid")
+    reconcile(client, engine, keys)
+    charge = meter.charge(a, tool.name, 3)
+    cost = 3 * tool.cost
+    journal = keys.journal(keys.bucket(a))
+    [(stream_id, fields)] = client.xrevrange(journal, count=1)
+    client.xdel(journal, stream_id)
+    with engine.begin() as conn:
+        conn.execute(
+            T_DEAD.insert(),
+            {
+                "journal": journal,
+                "stream_id": sortable(stream_id.decode()),
+                "fields": json.dumps({k.decode(): v.decode() for k, v in fields.items()}),
+                "error": "sql: refused for the test",
+                "created_at_ms": 1,
+            },
+        )
+    report = reconcile(client, engine, keys, repair=True)
+    assert Difference(a, "credits", "balance", 40 - cost, 40) in report.differences
+    assert report.explained_by_dead_letters == {(a, "credits"): -cost}
+    assert f"dead letters totalling {-cost}" in (report.cause(a, "credits") or "")
+    assert report.repaired == [] and not report.ok
+    assert meter.balance(a, ["credits"]).wallet("credits").balance == 40 - cost
+    [outcome] = retry_dead_letters(engine, keys)
+    assert outcome.ok and outcome.dead_letter.entry_id == charge.id
+    assert_in_sync(client, engine, keys)
