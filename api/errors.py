@@ -41,6 +41,12 @@ _HTTP_SLUGS = {
 }
 
 
+# Redis refusing writes (maxmemory reached, policy noeviction) lasts until an operator frees
+# memory or raises the limit: a client should not retry at once, nor give up.
+REDIS_FULL_RETRY_AFTER_S = 5
+REDIS_DOWN_RETRY_AFTER_S = 1  # a restart or failover: back within seconds
+SQL_DOWN_RETRY_AFTER_S = 5
+
 _NOT_FOUND_IDS = {"hold_id": "hold-not-found", "charge_id": "charge-not-found"}
 
 
@@ -121,6 +127,43 @@ def from_meter_error(exc: me.MeterError) -> Problem:
     return Problem(503, "the meter cannot answer this request now", slug="meter-unavailable")
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside an exception group (a task group re-raises it wrapped)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def outage_problem(exc: BaseException) -> Problem | None:
+    """The 503 for an error of a store we depend on (logged as one line), or None."""
+    exc = _unwrap(exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        log.warning("redis out of memory: %s", exc)
+        return Problem(
+            503,
+            "the balance store is out of memory; nothing was changed",
+            slug="redis-out-of-memory",
+            headers={"Retry-After": str(REDIS_FULL_RETRY_AFTER_S)},
+        )
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return Problem(
+            503,
+            "balance store unavailable",
+            slug="redis-unavailable",
+            headers={"Retry-After": str(REDIS_DOWN_RETRY_AFTER_S)},
+        )
+    if isinstance(exc, OperationalError):
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return Problem(
+            503,
+            "database unavailable",
+            slug="database-unavailable",
+            headers={"Retry-After": str(SQL_DOWN_RETRY_AFTER_S)},
+        )
+    return None
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for e in exc.errors():
@@ -152,18 +195,21 @@ def install(app: FastAPI) -> None:
             Problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         )
 
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
-    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("redis unavailable: %s", type(exc).__name__)
-        return problem_response(Problem(503, "balance store unavailable", slug="redis-unavailable"))
-
     @app.exception_handler(OperationalError)
-    async def _sql_down(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", type(exc.orig).__name__)
-        return problem_response(Problem(503, "database unavailable", slug="database-unavailable"))
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        problem = outage_problem(exc)
+        assert problem is not None  # registered for exactly the classes it maps
+        return problem_response(problem)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # An outage that escaped the handlers above (raised in a middleware, or wrapped in
+        # an exception group) is still a 503.
+        problem = outage_problem(exc)
+        if problem is not None:
+            return problem_response(problem)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(Problem(500, "internal error"))

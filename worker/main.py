@@ -20,6 +20,8 @@ import time
 
 import redis
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 
 from meter.settings import Settings, get_settings
 from sync import limits
@@ -42,11 +44,53 @@ RQ_WORKER_TTL_S = 45  # rq heartbeats, and an idle dequeue blocks, for this minu
 RQ_MAINTENANCE_INTERVAL_S = 30  # rq restarts a dead scheduler (retries, rollovers) this often
 
 
+class _Scheduler(RQScheduler):
+    """rq's scheduler (scheduled jobs: retries, rollovers), whose process outlives a Redis
+    error: rq's own quits on one, and its lock then blocks a new one for a minute."""
+
+    def work(self) -> None:
+        delays = Backoff(REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S)
+        while True:
+            try:
+                super().work()  # returns once a stop was requested
+                return
+            except redis.RedisError as exc:
+                delay_s = delays.next_s()
+                log.warning(
+                    "rq scheduler: Redis error (%s: %s); retrying in %.2f s",
+                    type(exc).__name__,
+                    exc,
+                    delay_s,
+                )
+                time.sleep(delay_s)
+
+
 class _Worker(Worker):
     # rq's idle dequeue retries a lost connection with a doubling wait capped at 60 s: cap
     # it like every other reconnect here.
     max_connection_wait_time = REDIS_RETRY_DELAY_MAX_S
     stop_event: threading.Event | None = None  # set by a signal that came before rq's handlers
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """rq's, with our scheduler class (this worker never runs in burst mode)."""
+        assert not burst
+        self.scheduler = _Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.start()
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()

@@ -109,11 +109,12 @@ class Child:
     def stop(self) -> None:
         """Asks the running child for a warm shutdown, once (rq takes a second signal for a
         cold one, which kills the running job)."""
-        if not self.alive() or self.proc is None or self.proc.pid == self.stopped_pid:
+        pid = self.proc.pid if self.proc is not None and self.alive() else None
+        if pid is None or pid == self.stopped_pid:
             return
-        self.stopped_pid = self.proc.pid
+        self.stopped_pid = pid
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
 
 
 def supervise(children: list[Child]) -> None:
