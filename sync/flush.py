@@ -46,11 +46,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from meter import scripts
+from meter import Meter, scripts
 from meter.keys import Keys
 from meter.ops import as_text, now_ms
 from sync import limits
 from sync.db import write_transaction
+from sync.idempotency import restore_lost_keys
 from sync.journal import Entry, MalformedEntry, parse, sortable, unsortable
 from sync.models import T_CURSORS, T_DEAD, T_GAP_ENTRIES, T_GAPS, T_LEDGER
 from sync.sqlops import insert_ignore
@@ -416,6 +417,10 @@ class Flusher:
             unsortable(cursor),
             "all" if lost is None else len(lost),
         )
+        if lost:
+            # Their wallets stayed in Redis (no reload): a retry of one of those requests
+            # must be answered from SQL, not applied a second time.
+            restore_lost_keys(Meter(self.redis, keys=self.keys), self.engine, lost)
 
     def _lost_entries(
         self, bucket: int, journal: str, delivered: str, cursor: str

@@ -151,6 +151,7 @@ class Charger(threading.Thread):
         self.rate_per_s = rate_per_s
         self.stop_on_error = stop_on_error
         self.acked: list[tuple[float, str, str]] = []  # (monotonic t, charge id, account)
+        self.idempotency_keys: dict[str, str] = {}  # charge id -> the key it was sent with
         self.failures: list[tuple[float, str]] = []
         self.stopping = threading.Event()
 
@@ -163,14 +164,16 @@ class Charger(threading.Thread):
                     return
             acct = self.accounts[i % len(self.accounts)]
             i += 1
+            key = f"load-{i}"
             try:
-                result = self.meter.charge(acct, self.tool)
+                result = self.meter.charge(acct, self.tool, idempotency_key=key)
             except Exception as exc:
                 self.failures.append((time.monotonic(), repr(exc)))
                 if self.stop_on_error:
                     return
                 continue
             self.acked.append((time.monotonic(), result.id, acct))
+            self.idempotency_keys[result.id] = key
 
     def stop(self) -> None:
         self.stopping.set()
@@ -575,7 +578,20 @@ def _check_after_restart(
     if not lost_tail and not reported:  # the kill lost nothing: nothing to report either
         assert report.gaps == [] and report.differences == []
 
-    # (d) the repair makes Redis equal SQL again.
+    # (d) a client retrying what SQL has and Redis lost gets the original answer: the flush
+    # restored those keys as answered-from-SQL when it found the gap (issue 12 item 3).
+    retried = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    tool_name = f"T{keys.prefix.upper()}"
+    for cid in sorted(set(reported) & set(charger.idempotency_keys)):
+        again_charge = retried.charge(
+            owner[cid], tool_name, idempotency_key=charger.idempotency_keys[cid]
+        )
+        assert (again_charge.id, again_charge.replayed) == (cid, True)
+    for a in accounts:
+        redis_wallet = parse_wallet(client.hgetall(keys.wallet(a, "credits")), now_ms)
+        assert redis_wallet.balance + lost_sum[a] == sql_balance[a], "a retry was applied again"
+
+    # (e) the repair makes Redis equal SQL again.
     repaired = reconcile(client, engine, keys, repair=True)
     assert repaired.ok and set(repaired.repaired) == {(a, "credits") for a in differing}
     again: ReconcileReport = reconcile(client, engine, keys)
