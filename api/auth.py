@@ -24,13 +24,32 @@ Answers:
   The client address is the connection's peer: behind a proxy, run uvicorn with
   `--proxy-headers` and the proxy in `--forwarded-allow-ips`.
 
-Verified keys are cached per process for KEY_CACHE_TTL_S, by their keyed hash (never the
-key), so the charge hot path does not query SQL per request; a revocation therefore takes
-effect within KEY_CACHE_TTL_S. Keys and tokens are never logged, only a known key's prefix.
+How a key is verified, without SQL on the charge path (so charging goes on through a SQL
+outage of any length):
+1. this process's cache, by the key's keyed hash (never the key), for KEY_CACHE_TTL_S;
+2. one HMGET on the replica of live keys in the balance Redis (sync/apikeys.py), which also
+   reads the replica's completeness mark (REPLICA_SYNCED_FIELD);
+3. only when the replica does not hold the hash: SQL (bounded by KEY_SQL_TIMEOUT_S), and a
+   live key found there is copied to the replica. When SQL fails, the process skips it for
+   SQL_DOWN_RETRY_S and answers from the replica alone: a complete replica (it carries the
+   mark) that lacks the hash means the key is unknown or revoked, 401; a replica without the
+   mark (Redis restarted empty or lost it) cannot tell a live key from an unknown one, so the
+   answer is 503 `database-unavailable` until SQL answers or a resync reloads it. (After such
+   a restart the wallets are gone from Redis too and reloading them needs SQL, so charging
+   could not go on anyway; nothing is lost, the requests are refused, not applied.)
+
+A revocation deletes the replica entry (sync/apikeys.revoke_key), so it takes effect within
+KEY_CACHE_TTL_S in every process. Each process resyncs the replica from SQL at its first
+authenticated request and then every KEY_RESYNC_INTERVAL_S while SQL answers (a background
+task, never on the request's time), which also repairs a replica that missed a write. Last
+use (`last_used_at_ms`) is noted in memory and written by that same task, best effort: a
+request never fails or waits because SQL is down. Keys and tokens are never logged, only a
+known key's prefix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,13 +59,28 @@ from typing import Annotated, Final, NoReturn
 import redis.exceptions
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import Problem
 from api.state import AppState, get_state
 from api.tokens import is_token, verify_token
 from meter.ops import now_ms as wall_ms
-from sync.apikeys import SCOPES, ApiKeyInfo, key_hash, looks_like_key, scope_allows, verify_key
+from sync.apikeys import (
+    KEY_RESYNC_INTERVAL_S,
+    REPLICA_SYNCED_FIELD,
+    SCOPES,
+    KeyReplica,
+    ReplicatedKey,
+    key_hash,
+    looks_like_key,
+    parse_replica_value,
+    record_last_use,
+    replica_value,
+    resync_replica,
+    scope_allows,
+    verify_key,
+)
 
 log = logging.getLogger("creditmeter.auth")
 
@@ -56,6 +90,8 @@ AUTH_FAILURES_MAX: Final = 20  # 401s per client per window before 429: typos, n
 AUTH_FAILURE_WINDOW_S: Final = 60  # Counted from the first failure; also the longest block.
 TOKEN_SCOPE: Final = "account"  # Principal.scope of an account token.
 UNKNOWN_CLIENT: Final = "unknown"  # No peer address (some test transports).
+KEY_SQL_TIMEOUT_S: Final = 2.0  # A replica miss waits this long for SQL, then answers without.
+SQL_DOWN_RETRY_S: Final = 1.0  # After SQL failed, misses skip it this long: answers stay fast.
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -84,15 +120,15 @@ class Principal:
 @dataclass
 class _KeyCache:
     ttl_s: float = KEY_CACHE_TTL_S
-    entries: dict[str, tuple[float, ApiKeyInfo]] = field(default_factory=dict)
+    entries: dict[str, tuple[float, ReplicatedKey]] = field(default_factory=dict)
 
-    def get(self, digest: str, now: float) -> ApiKeyInfo | None:
+    def get(self, digest: str, now: float) -> ReplicatedKey | None:
         hit = self.entries.get(digest)
         if hit is None or hit[0] <= now:
             return None
         return hit[1]
 
-    def put(self, digest: str, info: ApiKeyInfo, now: float) -> None:
+    def put(self, digest: str, info: ReplicatedKey, now: float) -> None:
         if len(self.entries) >= KEY_CACHE_ENTRIES_MAX:
             self.entries.clear()
         self.entries[digest] = (now + self.ttl_s, info)
@@ -108,6 +144,77 @@ def _cache(app: FastAPI) -> _KeyCache:
 def forget_cached_keys(app: FastAPI) -> None:
     """Drops this process's verified keys (after a revocation made in this process)."""
     _cache(app).entries.clear()
+
+
+@dataclass
+class _ReplicaUpkeep:
+    """Per process: when the replica is next resynced, whether SQL just failed, and the key
+    uses not yet written to SQL."""
+
+    resync_due_at: float = 0.0  # monotonic; 0: at the first authenticated request
+    task: asyncio.Task[None] | None = None
+    sql_down_until: float = 0.0  # monotonic
+    sql_down: bool = False  # what the last resync found, to log the change once
+    uses_ms: dict[str, int] = field(default_factory=dict)  # key id -> last use (wall ms)
+
+
+def _upkeep(app: FastAPI) -> _ReplicaUpkeep:
+    upkeep: _ReplicaUpkeep | None = getattr(app.state, "auth_replica_upkeep", None)
+    if upkeep is None:
+        upkeep = app.state.auth_replica_upkeep = _ReplicaUpkeep()
+    return upkeep
+
+
+def _key_replica(state: AppState) -> KeyReplica:
+    return KeyReplica(state.sync_redis(), state.keys)
+
+
+def resync_now(state: AppState, upkeep_of: FastAPI) -> None:
+    """One resync of the replica plus the pending last-use writes (blocking: run it in a
+    thread). Failures are logged, never raised: the next round tries again."""
+    upkeep = _upkeep(upkeep_of)
+    try:
+        result = resync_replica(state.engine, _key_replica(state))
+    except SQLAlchemyError as exc:
+        if not upkeep.sql_down:
+            log.warning("key replica not resynced: SQL unavailable (%s)", type(exc).__name__)
+        upkeep.sql_down = True
+        return
+    except redis.exceptions.RedisError as exc:
+        log.warning("key replica not resynced: Redis unavailable (%s)", type(exc).__name__)
+        return
+    if upkeep.sql_down or result.added or result.removed:
+        log.info(
+            "key replica resynced: %s live, %s added, %s removed",
+            result.live,
+            result.added,
+            result.removed,
+        )
+    upkeep.sql_down = False
+    uses, upkeep.uses_ms = upkeep.uses_ms, {}
+    try:
+        record_last_use(state.engine, uses)
+    except SQLAlchemyError as exc:
+        log.info("key last use not recorded (%s); retried next round", type(exc).__name__)
+        for key_id, at in uses.items():
+            upkeep.uses_ms[key_id] = max(at, upkeep.uses_ms.get(key_id, 0))
+
+
+async def _resync_in_background(state: AppState, app: FastAPI) -> None:
+    try:
+        await run_in_threadpool(resync_now, state, app)
+    except Exception:  # a bug here must not end the process's resyncs
+        log.exception("key replica resync failed")
+
+
+def _keep_replica(state: AppState, app: FastAPI) -> None:
+    """Starts a resync when one is due and none runs; never waits for it."""
+    upkeep = _upkeep(app)
+    now = time.monotonic()
+    if now < upkeep.resync_due_at or (upkeep.task is not None and not upkeep.task.done()):
+        return
+    upkeep.resync_due_at = now + KEY_RESYNC_INTERVAL_S
+    upkeep.task = asyncio.create_task(_resync_in_background(state, app))
 
 
 def _client(request: Request) -> str:
@@ -146,18 +253,72 @@ async def _reject(state: AppState, request: Request, detail: str) -> NoReturn:
 
 
 async def _key(state: AppState, request: Request, presented: str) -> Principal | None:
-    """The principal of a live API key, from the cache or SQL; None for anything else."""
+    """The principal of a live API key, from the cache, the replica or SQL; None for anything
+    else. Raises 503 when neither the replica nor SQL can tell."""
     if not looks_like_key(presented):
         return None
+    app = request.app
+    _keep_replica(state, app)
     digest = key_hash(state.secret_key, presented)
-    cache = _cache(request.app)
+    cache = _cache(app)
     info = cache.get(digest, time.monotonic())
     if info is None:
-        info = await run_in_threadpool(verify_key, state.engine, state.secret_key, presented)
+        info = await _verified(state, app, digest, presented)
         if info is None:
             return None
         cache.put(digest, info, time.monotonic())
+    _upkeep(app).uses_ms[info.id] = wall_ms()
     return Principal(key_id=info.id, key_prefix=info.prefix, scope=info.scope)
+
+
+async def _verified(
+    state: AppState, app: FastAPI, digest: str, presented: str
+) -> ReplicatedKey | None:
+    """Not cached: the replica, then SQL only for a hash the replica does not hold."""
+    name = state.keys.api_keys()
+    try:
+        raw, synced = await state.redis.hmget(name, [digest, REPLICA_SYNCED_FIELD])
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("key replica unreadable (redis: %s); asking SQL", type(exc).__name__)
+        raw = synced = None
+    entry = parse_replica_value(raw) if raw is not None else None
+    if entry is not None:
+        return entry
+    upkeep = _upkeep(app)
+    if time.monotonic() < upkeep.sql_down_until:
+        return _unknown_without_sql(synced)
+    try:
+        # asyncio's thread, not anyio's: a timed-out wait returns, the query runs on alone.
+        info = await asyncio.wait_for(
+            asyncio.to_thread(
+                verify_key, state.engine, state.secret_key, presented, record_use=False
+            ),
+            KEY_SQL_TIMEOUT_S,
+        )
+    except (SQLAlchemyError, TimeoutError) as exc:
+        log.warning("API key not in the replica and SQL unavailable (%s)", type(exc).__name__)
+        upkeep.sql_down_until = time.monotonic() + SQL_DOWN_RETRY_S
+        return _unknown_without_sql(synced)
+    if info is None:
+        return None
+    try:  # a key made while Redis was unreachable, or a replica that lost it
+        await state.redis.hset(name, digest, replica_value(info.id, info.prefix, info.scope))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        log.info("key %s not copied to the replica: redis unavailable", info.prefix)
+    return ReplicatedKey(info.id, info.prefix, info.scope)
+
+
+def _unknown_without_sql(synced: object) -> None:
+    """A replica miss while SQL is down: unknown if the replica is complete, else 503."""
+    if synced is not None:
+        return None
+    raise Problem(
+        503,
+        "API keys cannot be verified: the database is unavailable and the key replica in "
+        "Redis is not loaded",
+        slug="database-unavailable",
+        headers={"Retry-After": str(int(KEY_RESYNC_INTERVAL_S))},
+    )
 
 
 def _check_scope(principal: Principal, scope: str) -> Principal:

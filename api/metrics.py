@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio
+import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import (
@@ -42,10 +42,8 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from meter.keys import Keys
-from meter.ops import as_text, now_ms
 from meter.settings import Settings
-from sync.flush import GROUP
-from sync.journal import stream_ms
+from sync.status import journal_status
 
 log = logging.getLogger("creditmeter.api")
 
@@ -227,80 +225,13 @@ class BucketLag:
     lag_s: float  # age of the oldest of them; 0 when there is none
 
 
-async def journal_lag(client: redis.asyncio.Redis, keys: Keys) -> list[BucketLag]:
-    """Per bucket, what the flush has not confirmed yet, in two pipelined round trips.
-
-    The same figures as sync.status.bucket_status (pending + undelivered of the flush
-    group; every entry when no flusher has created the group yet).
-    """
-    now = now_ms()
-    buckets = list(keys.all_buckets())
-    pipe = client.pipeline(transaction=False)
-    for b in buckets:
-        pipe.xlen(keys.journal(b))
-        pipe.xinfo_groups(keys.journal(b))
-    first = await pipe.execute(raise_on_error=False)
-    counts: dict[int, int] = {}
-    asked: list[int] = []  # buckets whose oldest unflushed entry the second round reads
-    pipe = client.pipeline(transaction=False)
-    for i, b in enumerate(buckets):
-        length = first[2 * i]
-        if isinstance(length, Exception):
-            raise length
-        counts[b], oldest_read = _plan(keys.journal(b), int(length), first[2 * i + 1], pipe)
-        if oldest_read:
-            asked.append(b)
-    second = await pipe.execute(raise_on_error=False) if asked else []
-    oldest: dict[int, int] = {}
-    for b, reply in zip(asked, second, strict=True):
-        first_id = _first_id(reply)
-        if first_id is not None:
-            oldest[b] = stream_ms(first_id)
-            counts[b] = max(counts[b], 1)  # lag unknown (Redis < 7): at least this one
+def journal_lag(client: redis.Redis, keys: Keys) -> list[BucketLag]:
+    """Per bucket, what the flush has not confirmed yet: sync.status's figures (one owner, so
+    /metrics and /v1/status/sync always agree). Blocking: run it in a thread."""
     return [
-        BucketLag(b, counts[b], max(0, now - oldest[b]) / 1000 if b in oldest else 0.0)
-        for b in buckets
+        BucketLag(b.bucket, b.unflushed, (b.oldest_unflushed_age_ms or 0) / 1000)
+        for b in journal_status(client, keys)
     ]
-
-
-def _plan(journal: str, length: int, groups: object, pipe: Any) -> tuple[int, bool]:
-    """(unflushed count as far as known, whether a read of the oldest one was queued)."""
-    if not length:
-        return 0, False
-    group = _flush_group(groups)
-    if group is None:  # no flusher yet: every entry is unflushed, the first is the oldest
-        pipe.xrange(journal, count=1)
-        return length, True
-    pending = int(group["pending"])
-    lag = group.get("lag")
-    undelivered = int(lag) if lag is not None else 0
-    if pending:  # delivered, not acknowledged: older than any undelivered entry
-        pipe.xpending(journal, GROUP)
-        return pending + undelivered, True
-    if lag is not None and not undelivered:
-        return 0, False
-    pipe.xrange(journal, min=f"({as_text(group['last-delivered-id'])}", count=1)
-    return undelivered, True
-
-
-def _flush_group(groups: object) -> dict[str, Any] | None:
-    if isinstance(groups, Exception):  # ERR no such key: the journal is empty or absent
-        return None
-    for group in groups:  # type: ignore[attr-defined]
-        if as_text(group["name"]) == GROUP:
-            return dict(group)
-    return None
-
-
-def _first_id(reply: object) -> str | None:
-    if isinstance(reply, Exception):
-        return None
-    if isinstance(reply, dict):  # XPENDING summary
-        low = reply.get("min")
-        return as_text(low) if low is not None else None
-    if reply:  # XRANGE: [(id, fields)]
-        return as_text(reply[0][0])  # type: ignore[index]
-    return None
 
 
 class JournalCollector(Collector):
@@ -359,8 +290,10 @@ async def _read_lags(request: Request) -> list[BucketLag] | None:
 
     try:
         state = get_state(request)
+        # asyncio's thread: a timed-out scrape answers at once while the read finishes alone.
         return await asyncio.wait_for(
-            journal_lag(state.redis, state.keys), timeout=JOURNAL_READ_TIMEOUT_S
+            asyncio.to_thread(journal_lag, state.sync_redis(), state.keys),
+            timeout=JOURNAL_READ_TIMEOUT_S,
         )
     except (redis.RedisError, OSError, TimeoutError, AttributeError) as exc:
         log.warning("metrics: journal figures unavailable: %s", type(exc).__name__)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import redis
 import redis.asyncio
 from fastapi import Request
 from sqlalchemy import Engine
@@ -25,6 +26,14 @@ class AppState:
     meter: AsyncMeter  # hydrates missing wallets from `engine`
     engine: Engine  # sync SQLAlchemy engine; call it from a thread (run_in_threadpool)
     secret_key: bytes  # signs account tokens, keys API-key hashes
+    # A sync client of the balance Redis for work run in threads (key replica resync, status,
+    # /readyz and /metrics journal figures): made on first use, then shared (thread-safe pool).
+    _sync_redis: redis.Redis | None = field(default=None, repr=False)
+
+    def sync_redis(self) -> redis.Redis:
+        if self._sync_redis is None:
+            self._sync_redis = sync_client(self.redis_url)
+        return self._sync_redis
 
 
 def get_state(request: Request) -> AppState:
@@ -40,11 +49,12 @@ async def app_state(request: Request) -> AppState:
 
 def read_sync_status(state: AppState) -> SyncStatus:
     """The sync's health with the RQ queues' depths (blocking: call it from a thread)."""
-    client = sync_client(state.redis_url)
+    client = state.sync_redis()
     queue_url = state.settings.effective_queue_redis_url() or state.redis_url
-    queue_client = client if queue_url == state.redis_url else sync_client(queue_url)
+    if queue_url == state.redis_url:
+        return sync_status_with_queues(client, client, state.engine, state.keys)
+    queue_client = sync_client(queue_url)
     try:
         return sync_status_with_queues(queue_client, client, state.engine, state.keys)
     finally:
-        client.close()
         queue_client.close()

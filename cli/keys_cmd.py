@@ -2,6 +2,12 @@
 
 `create` prints what it made, then the key alone on the last stdout line, so a script can
 take it with `tail -n 1`. Nothing else ever shows the key again.
+
+`create` and `revoke` also update the API's replica of live keys in Redis (sync/apikeys.py)
+when CREDITMETER_REDIS_URL names the server, so a revocation takes effect in every API
+process within its key cache's few seconds. Without that setting (the embedded Redis, which
+the API process owns) or while Redis is unreachable, the API's periodic resync from SQL
+applies the change within KEY_RESYNC_INTERVAL_S more.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from meter.settings import get_settings
+
+if typing.TYPE_CHECKING:
+    from sync.apikeys import KeyReplica
 
 keys_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Manage API keys.")
 
@@ -43,6 +52,18 @@ def _engine() -> tuple[Engine, bytes]:
     return engine_for(settings.database_url), secret_key(settings)
 
 
+def _replica() -> KeyReplica | None:
+    """The API's key replica, when the settings name the Redis server it lives in."""
+    from meter.connect import keys_from
+    from meter.redis_conn import sync_client
+    from sync.apikeys import KeyReplica
+
+    settings = get_settings()
+    if not settings.redis_url:
+        return None
+    return KeyReplica(sync_client(settings.redis_url), keys_from(settings))
+
+
 def _when(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -59,7 +80,7 @@ def create(
 
     try:
         engine, secret = _engine()
-        created = create_key(engine, secret, name=name, scope=scope)
+        created = create_key(engine, secret, name=name, scope=scope, replica=_replica())
     except Exception as exc:
         _fail(exc)
     out = _out()
@@ -105,7 +126,7 @@ def revoke(
 
     try:
         engine, _ = _engine()
-        info = revoke_key(engine, key)
+        info = revoke_key(engine, key, replica=_replica())
     except Exception as exc:
         _fail(exc)
     when = _when(info.revoked_at_ms)

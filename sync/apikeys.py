@@ -1,6 +1,16 @@
 """API keys: created by `creditmeter keys create`, stored only as a keyed hash, verified by
 the API on every request (through its short in-process cache, see api/auth.py).
 
+SQL is the record of keys; the balance Redis holds a replica of the live ones
+(`Keys.api_keys()`: field = the keyed hash, value = id, prefix and scope, never the key), so
+the API authenticates while SQL is down. `create_key` writes SQL, then the replica;
+`revoke_key` writes SQL, then deletes the replica entry (so every API process refuses the key
+once its KEY_CACHE_TTL_S cache lets go). `resync_replica` makes the replica equal to SQL's live
+keys (adds what is missing, removes what SQL has revoked or never had) and marks it complete
+with REPLICA_SYNCED_FIELD; the API runs it at start and every KEY_RESYNC_INTERVAL_S while SQL
+answers, so a key made or revoked while Redis was unreachable converges. A replica without
+that mark (Redis restarted empty) is not trusted to say "unknown": see api/auth.py.
+
 A key is `cm_live_` followed by 48 random base62 characters (~285 bits). SQL keeps the
 HMAC-SHA256 of the whole key under the service secret (`sync.secret`), never the key, and the
 first 14 characters as a visible prefix, so `keys list` can show which key is which and
@@ -17,15 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import string
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+import redis
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.engine import Connection
 
+from meter.keys import Keys
+from meter.ops import as_text
 from meter.ops import now_ms as wall_ms
 from sync import audit
 from sync.db import write_transaction
@@ -40,6 +54,13 @@ LAST_USED_RESOLUTION_MS: Final = 60_000  # last_used_at_ms is written at most on
 # per key: a write per request would queue every charge behind SQLite's write lock.
 SCOPES: Final = ("read", "meter", "admin")
 AUDIT_ACTOR_CLI: Final = "cli"
+KEY_RESYNC_INTERVAL_S: Final = 5.0  # Bounds how long the replica can disagree with SQL (a
+# revocation whose replica delete failed, a key made while Redis was down); one small SELECT.
+REPLICA_SYNCED_FIELD: Final = "synced_at_ms"  # Not hex, so never a key's hash: the replica's
+# completeness mark, written only by a full resync.
+_REPLICA_SEP: Final = " "  # ids, prefixes and scopes never hold a space
+
+log = logging.getLogger("creditmeter.apikeys")
 
 _ALPHABET = string.ascii_letters + string.digits
 _ALPHABET_SET = frozenset(_ALPHABET)
@@ -137,8 +158,148 @@ _INFO_COLUMNS = (
 )
 
 
-def create_key(engine: Engine, secret_key: bytes, *, name: str, scope: str) -> CreatedKey:
-    """Makes a key, stores its hash and prefix, audits it; the caller shows `plaintext` once."""
+@dataclass(frozen=True)
+class KeyReplica:
+    """Where live keys are copied: the balance Redis (a sync client) and its key names."""
+
+    client: redis.Redis
+    keys: Keys
+
+    @property
+    def name(self) -> str:
+        return self.keys.api_keys()
+
+
+@dataclass(frozen=True)
+class ReplicatedKey:
+    """A replica entry: what authenticating needs, nothing that could be used as a key."""
+
+    id: str
+    prefix: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class ResyncResult:
+    live: int
+    added: int
+    removed: int
+
+
+def replica_value(key_id: str, prefix: str, scope: str) -> str:
+    return _REPLICA_SEP.join((key_id, prefix, scope))
+
+
+def parse_replica_value(raw: object) -> ReplicatedKey | None:
+    """The entry, or None for a value this version did not write (then SQL decides)."""
+    parts = as_text(raw).split(_REPLICA_SEP)
+    if len(parts) != 3 or parts[2] not in SCOPES:
+        return None
+    return ReplicatedKey(*parts)
+
+
+def _replica_write(replica: KeyReplica | None, what: str, fn: Any) -> None:
+    """Best effort: SQL already holds the change, and the API's resync (every
+    KEY_RESYNC_INTERVAL_S while SQL answers) copies it if Redis could not take it now."""
+    if replica is None:
+        return
+    try:
+        fn(replica.client, replica.name)
+    except redis.RedisError as exc:
+        log.warning(
+            "key replica not updated (%s: %s); the API resyncs it within %s s of Redis answering",
+            what,
+            type(exc).__name__,
+            KEY_RESYNC_INTERVAL_S,
+        )
+
+
+def _live_keys(engine: Engine) -> dict[str, str]:
+    """SQL's live keys as the replica holds them: {keyed hash: value}."""
+    query = select(
+        T_API_KEYS.c.key_hash, T_API_KEYS.c.id, T_API_KEYS.c.prefix, T_API_KEYS.c.scope
+    ).where(T_API_KEYS.c.revoked_at_ms.is_(None))
+    with engine.connect() as conn:
+        return {r.key_hash: replica_value(r.id, r.prefix, r.scope) for r in conn.execute(query)}
+
+
+def _revoked_among(engine: Engine, digests: list[str]) -> list[str]:
+    query = select(T_API_KEYS.c.key_hash).where(
+        T_API_KEYS.c.key_hash.in_(digests), T_API_KEYS.c.revoked_at_ms.is_not(None)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def resync_replica(
+    engine: Engine, replica: KeyReplica, *, now_ms: int | None = None
+) -> ResyncResult:
+    """Makes the replica hold exactly SQL's live keys, then marks it complete.
+
+    Raises SQLAlchemy's error when SQL is down (the replica stays as it is: its entries were
+    all live when written, and no key can be revoked while SQL is down) and redis' when Redis
+    is. A revocation racing this resync (committed after the SELECT, its replica delete landing
+    before this HSET) would be undone: so the keys this resync added are looked up again
+    after the write and deleted if SQL has revoked them meanwhile. A revocation committed after
+    that second look deletes its entry itself, after this write.
+    """
+    live = _live_keys(engine)
+    held = {
+        as_text(field_): as_text(value)
+        for field_, value in replica.client.hgetall(replica.name).items()
+    }
+    held.pop(REPLICA_SYNCED_FIELD, None)
+    added = {digest: value for digest, value in live.items() if held.get(digest) != value}
+    removed = [digest for digest in held if digest not in live]
+    synced_at_ms = wall_ms() if now_ms is None else now_ms
+    with replica.client.pipeline(transaction=True) as pipe:
+        if removed:
+            pipe.hdel(replica.name, *removed)
+        pipe.hset(replica.name, mapping={**added, REPLICA_SYNCED_FIELD: str(synced_at_ms)})
+        pipe.execute()
+    if added:
+        revoked_meanwhile = _revoked_among(engine, list(added))
+        if revoked_meanwhile:
+            replica.client.hdel(replica.name, *revoked_meanwhile)
+    return ResyncResult(live=len(live), added=len(added), removed=len(removed))
+
+
+def replicate(replica: KeyReplica | None, digest: str, info: ApiKeyInfo) -> None:
+    """Copies one live key verified in SQL to the replica (best effort)."""
+    value = replica_value(info.id, info.prefix, info.scope)
+    _replica_write(replica, f"add {info.prefix}", lambda c, n: c.hset(n, digest, value))
+
+
+def record_last_use(engine: Engine, used_at_ms: dict[str, int]) -> None:
+    """Writes each key's last use ({key id: ms}), skipping keys written within
+    LAST_USED_RESOLUTION_MS: run off the request path (the API batches uses per process)."""
+
+    def txn(conn: Connection) -> None:
+        for key_id, at in used_at_ms.items():
+            stale = or_(
+                T_API_KEYS.c.last_used_at_ms.is_(None),
+                T_API_KEYS.c.last_used_at_ms <= at - LAST_USED_RESOLUTION_MS,
+            )
+            conn.execute(
+                T_API_KEYS.update()
+                .where(T_API_KEYS.c.id == key_id, stale)
+                .values(last_used_at_ms=at)
+            )
+
+    if used_at_ms:
+        write_transaction(engine, txn)
+
+
+def create_key(
+    engine: Engine,
+    secret_key: bytes,
+    *,
+    name: str,
+    scope: str,
+    replica: KeyReplica | None = None,
+) -> CreatedKey:
+    """Makes a key, stores its hash and prefix, audits it, then copies it to the replica (best
+    effort: the API finds a key missing there in SQL); the caller shows `plaintext` once."""
     _check(name, scope)
     plaintext = KEY_MARKER + "".join(secrets.choice(_ALPHABET) for _ in range(KEY_RANDOM_CHARS))
     assert looks_like_key(plaintext)
@@ -167,6 +328,9 @@ def create_key(engine: Engine, secret_key: bytes, *, name: str, scope: str) -> C
         audit.record_in(conn, AUDIT_ACTOR_CLI, "api_key.create", created.id, detail)
 
     write_transaction(engine, txn)
+    digest = key_hash(secret_key, plaintext)
+    value = replica_value(created.id, created.prefix, scope)
+    _replica_write(replica, f"add {created.prefix}", lambda c, n: c.hset(n, digest, value))
     return created
 
 
@@ -177,15 +341,19 @@ def list_keys(engine: Engine) -> list[ApiKeyInfo]:
         return [_info(row) for row in conn.execute(query)]
 
 
-def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKeyInfo:
-    """Revokes the key with that id or visible prefix. Revoking a revoked key changes nothing
-    and answers it as it is. Raises ApiKeyNotFound or ApiKeyAmbiguous."""
+def revoke_key(
+    engine: Engine, key_id_or_prefix: str, *, replica: KeyReplica | None = None
+) -> ApiKeyInfo:
+    """Revokes the key with that id or visible prefix, then deletes it from the replica (also
+    when it was already revoked: a replica that missed the first delete catches up). Revoking
+    a revoked key changes nothing in SQL and answers it as it is. Raises ApiKeyNotFound or
+    ApiKeyAmbiguous."""
     wanted = key_id_or_prefix.strip()
     if not wanted:
         raise ApiKeyNotFound("give a key id or prefix")
 
-    def txn(conn: Connection) -> ApiKeyInfo:
-        query = select(*_INFO_COLUMNS).where(
+    def txn(conn: Connection) -> tuple[ApiKeyInfo, str]:
+        query = select(*_INFO_COLUMNS, T_API_KEYS.c.key_hash).where(
             or_(T_API_KEYS.c.id == wanted, T_API_KEYS.c.prefix == wanted)
         )
         rows = conn.execute(query.limit(10)).all()
@@ -194,9 +362,9 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKeyInfo:
         if len(rows) > 1:
             ids = ", ".join(sorted(r.id for r in rows))
             raise ApiKeyAmbiguous(f"prefix {wanted!r} names several keys ({ids}); give the id")
-        info = _info(rows[0])
+        info, digest = _info(rows[0]), rows[0].key_hash
         if info.revoked:
-            return info
+            return info, digest
         at = wall_ms()
         conn.execute(T_API_KEYS.update().where(T_API_KEYS.c.id == info.id).values(revoked_at_ms=at))
         audit.record_in(
@@ -206,9 +374,11 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKeyInfo:
             info.id,
             {"name": info.name, "prefix": info.prefix},
         )
-        return replace(info, revoked_at_ms=at)
+        return replace(info, revoked_at_ms=at), digest
 
-    return write_transaction(engine, txn)
+    revoked, digest = write_transaction(engine, txn)
+    _replica_write(replica, f"revoke {revoked.prefix}", lambda c, n: c.hdel(n, digest))
+    return revoked
 
 
 def live_key(engine: Engine, key_id: str) -> ApiKeyInfo | None:
@@ -223,13 +393,19 @@ def live_key(engine: Engine, key_id: str) -> ApiKeyInfo | None:
 
 
 def verify_key(
-    engine: Engine, secret_key: bytes, presented: str, *, now_ms: int | None = None
+    engine: Engine,
+    secret_key: bytes,
+    presented: str,
+    *,
+    now_ms: int | None = None,
+    record_use: bool = True,
 ) -> ApiKeyInfo | None:
     """The key's info if `presented` is a live key, else None (unknown, malformed, revoked).
 
     Looked up by its keyed hash, then the stored hash compared with hmac.compare_digest (the
     index lookup's timing can only tell about an HMAC an attacker cannot compute). Records
-    last use at most once per LAST_USED_RESOLUTION_MS.
+    last use at most once per LAST_USED_RESOLUTION_MS, unless `record_use` is off (the API
+    records uses off the request path, see record_last_use).
     """
     if not looks_like_key(presented):
         return None
@@ -247,10 +423,10 @@ def verify_key(
     if info.revoked:
         return None
     last = info.last_used_at_ms
-    if last is not None and now - last < LAST_USED_RESOLUTION_MS:
+    if not record_use or (last is not None and now - last < LAST_USED_RESOLUTION_MS):
         return info
 
-    def record_use(conn: Connection) -> None:
+    def write_use(conn: Connection) -> None:
         # The guard makes concurrent API processes write once, not once each.
         stale = or_(
             T_API_KEYS.c.last_used_at_ms.is_(None),
@@ -260,5 +436,5 @@ def verify_key(
             T_API_KEYS.update().where(T_API_KEYS.c.id == info.id, stale).values(last_used_at_ms=now)
         )
 
-    write_transaction(engine, record_use)
+    write_transaction(engine, write_use)
     return replace(info, last_used_at_ms=now)

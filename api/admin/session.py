@@ -8,7 +8,9 @@
 - Every form carries the session's CSRF token; a POST without the right one is 403 even with
   a valid cookie. The login form, before any session exists, uses a double-submit token: a
   random value in a short-lived cookie that the form echoes.
-- Each request re-checks that the key is live, so revoking the key ends its sessions.
+- Each request re-checks in SQL that the key is live, so revoking the key ends its sessions.
+  The dashboard reads SQL on every page anyway: while SQL is down a session check answers
+  503 `database-unavailable` (problem+json), never a 500.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Annotated, Final
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import Problem
@@ -102,7 +105,15 @@ async def current_session(request: Request) -> AdminSession | None:
     if not raw:
         return None
     fields = {k.decode(): v.decode() for k, v in raw.items()}
-    if await run_in_threadpool(live_key, state.engine, fields["key_id"]) is None:
+    try:
+        live = await run_in_threadpool(live_key, state.engine, fields["key_id"])
+    except SQLAlchemyError as exc:
+        raise Problem(
+            503,
+            "the dashboard needs the database, which is unavailable; charging goes on",
+            slug="database-unavailable",
+        ) from exc
+    if live is None:
         return None
     return AdminSession(fields["key_id"], fields["key_prefix"], fields["csrf"])
 

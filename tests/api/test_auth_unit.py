@@ -3,12 +3,14 @@ and real SQL (the HTTP tests of the real routes live beside this file)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -34,9 +36,13 @@ from meter import AsyncMeter
 from meter.errors import InvalidArgument
 from meter.keys import Keys
 from meter.ops import now_ms as wall_ms
+from meter.redis_conn import sync_client
 from meter.settings import Settings
-from sync.apikeys import create_key, looks_like_key, revoke_key
+from sync import apikeys
+from sync.apikeys import KeyReplica, create_key, looks_like_key, revoke_key
+from sync.db import engine_for
 from sync.loader import SqlLoader
+from sync.models import T_API_KEYS
 
 SECRET = b"test-secret-auth-unit"
 NOW_MS = 1_800_000_000_000
@@ -150,12 +156,11 @@ def _app(state: AppState) -> FastAPI:
     return app
 
 
-@pytest.fixture
-async def app(
+def _state(
     redis_async: redis.asyncio.Redis, engine: Engine, keys: Keys, sql_url: str, redis_url: str
-) -> AsyncIterator[FastAPI]:
+) -> AppState:
     settings = Settings(database_url=sql_url, secret_key=SECRET.decode(), key_prefix=keys.prefix)
-    state = AppState(
+    return AppState(
         settings=settings,
         keys=keys,
         redis_url=redis_url,
@@ -164,7 +169,47 @@ async def app(
         engine=engine,
         secret_key=SECRET,
     )
-    yield _app(state)
+
+
+async def _finish(app: FastAPI) -> None:
+    """Lets the background resync the requests started end before the loop closes."""
+    task = auth._upkeep(app).task
+    if task is not None:
+        await task
+    app.state.cm.sync_redis().close()
+
+
+@pytest.fixture
+async def app(
+    redis_async: redis.asyncio.Redis, engine: Engine, keys: Keys, sql_url: str, redis_url: str
+) -> AsyncIterator[FastAPI]:
+    app = _app(_state(redis_async, engine, keys, sql_url, redis_url))
+    yield app
+    await _finish(app)
+
+
+# Nothing listens on port 1: every connection is refused at once, as with a stopped server.
+SQL_DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/creditmeter"
+
+
+@pytest.fixture
+async def sql_down_app(
+    redis_async: redis.asyncio.Redis, keys: Keys, redis_url: str
+) -> AsyncIterator[FastAPI]:
+    """The same Redis and key names, with a SQL server that is down."""
+    down = engine_for(SQL_DOWN_URL)
+    app = _app(_state(redis_async, down, keys, SQL_DOWN_URL, redis_url))
+    yield app
+    await _finish(app)
+
+
+@pytest.fixture
+def replica(redis_url: str, keys: Keys) -> Iterator[KeyReplica]:
+    client = sync_client(redis_url)
+    try:
+        yield KeyReplica(client, keys)
+    finally:
+        client.close()
 
 
 def _client(app: FastAPI, ip: str = "10.0.0.1") -> httpx.AsyncClient:
@@ -227,12 +272,12 @@ async def test_scopes_admin_implies_meter_implies_read(app: FastAPI, engine: Eng
 
 
 async def test_a_revoked_key_is_refused_once_the_cache_lets_go(
-    app: FastAPI, engine: Engine
+    app: FastAPI, engine: Engine, replica: KeyReplica
 ) -> None:
-    created = create_key(engine, SECRET, name="to-revoke", scope="meter")
+    created = create_key(engine, SECRET, name="to-revoke", scope="meter", replica=replica)
     async with _client(app) as c:
         assert (await c.get("/meter", headers=_bearer(created.plaintext))).status_code == 200
-        revoke_key(engine, created.id)
+        revoke_key(engine, created.id, replica=replica)
         # Within KEY_CACHE_TTL_S this process still trusts what it verified...
         assert (await c.get("/meter", headers=_bearer(created.plaintext))).status_code == 200
         # ...and refuses it once the entry is gone (expired, or dropped as here).
@@ -242,11 +287,11 @@ async def test_a_revoked_key_is_refused_once_the_cache_lets_go(
     assert all(created.plaintext not in k for k in cache.entries)
 
 
-async def test_the_key_cache_expires(app: FastAPI, engine: Engine) -> None:
-    created = create_key(engine, SECRET, name="cache-ttl", scope="read")
+async def test_the_key_cache_expires(app: FastAPI, engine: Engine, replica: KeyReplica) -> None:
+    created = create_key(engine, SECRET, name="cache-ttl", scope="read", replica=replica)
     async with _client(app) as c:
         assert (await c.get("/read", headers=_bearer(created.plaintext))).status_code == 200
-        revoke_key(engine, created.id)
+        revoke_key(engine, created.id, replica=replica)
         cache = auth._cache(app)
         cache.entries = {d: (0.0, info) for d, (_, info) in cache.entries.items()}  # time passes
         _problem(await c.get("/read", headers=_bearer(created.plaintext)), 401)
@@ -377,3 +422,75 @@ def test_openapi_declares_a_bearer_scheme(app: FastAPI) -> None:
 def test_require_refuses_unknown_scopes() -> None:
     with pytest.raises(ValueError, match="scope"):
         auth.require("write")
+
+
+# --- the key replica: authenticating without SQL (issue 12 item 1) ----------------------
+
+
+async def test_revocation_takes_effect_within_the_cache_ttl_with_sql_up(
+    app: FastAPI, engine: Engine, replica: KeyReplica
+) -> None:
+    """No cache reset by hand: a revocation made elsewhere reaches this process in time."""
+    created = create_key(engine, SECRET, name="revoke-live", scope="meter", replica=replica)
+    async with _client(app) as c:
+        assert (await c.get("/meter", headers=_bearer(created.plaintext))).status_code == 200
+        revoke_key(engine, created.id, replica=replica)
+        revoked_at = time.monotonic()
+        while (await c.get("/meter", headers=_bearer(created.plaintext))).status_code == 200:
+            assert time.monotonic() - revoked_at < auth.KEY_CACHE_TTL_S + 0.5
+            await asyncio.sleep(0.1)
+        _problem(await c.get("/meter", headers=_bearer(created.plaintext)), 401)
+
+
+async def test_keys_verify_from_the_replica_while_sql_is_down(
+    app: FastAPI, sql_down_app: FastAPI, engine: Engine, replica: KeyReplica, keys: Keys
+) -> None:
+    made = create_key(engine, SECRET, name="outage", scope="meter", replica=replica)
+    # A key the replica has not seen yet: the first request (SQL up) copies it there.
+    late = create_key(engine, SECRET, name="outage-late", scope="read")
+    revoked = create_key(engine, SECRET, name="outage-revoked", scope="read", replica=replica)
+    revoke_key(engine, revoked.id, replica=replica)
+    async with _client(app) as c:
+        assert (await c.get("/read", headers=_bearer(late.plaintext))).status_code == 200
+    await _finish(app)  # the first request's resync marked the replica complete
+    assert replica.client.hexists(keys.api_keys(), apikeys.REPLICA_SYNCED_FIELD)
+    unknown = made.plaintext[:-1] + ("a" if made.plaintext[-1] != "a" else "b")
+    async with _client(sql_down_app) as c:
+        for _ in range(3):
+            r = await c.get("/meter", headers=_bearer(made.plaintext))
+            assert r.status_code == 200 and r.json()["key_id"] == made.id, r.text
+            assert (await c.get("/read", headers=_bearer(late.plaintext))).status_code == 200
+            _problem(await c.get("/read", headers=_bearer(unknown)), 401)
+            _problem(await c.get("/read", headers=_bearer(revoked.plaintext)), 401)
+        assert (await c.get("/admin", headers=_bearer(made.plaintext))).status_code == 403
+
+
+async def test_an_unmarked_replica_with_sql_down_answers_503_not_401(
+    sql_down_app: FastAPI, engine: Engine, replica: KeyReplica, keys: Keys
+) -> None:
+    """Redis restarted empty during the outage: a miss cannot be told from an unknown key."""
+    made = create_key(engine, SECRET, name="unmarked", scope="read")
+    replica.client.delete(keys.api_keys())
+    async with _client(sql_down_app) as c:
+        body = _problem(await c.get("/read", headers=_bearer(made.plaintext)), 503)
+        assert body["type"].endswith("database-unavailable")
+
+
+async def test_last_use_is_written_by_the_resync_not_the_request(
+    app: FastAPI, sql_down_app: FastAPI, engine: Engine, replica: KeyReplica
+) -> None:
+    made = create_key(engine, SECRET, name="last-use", scope="read", replica=replica)
+    async with _client(sql_down_app) as c:  # a use during the outage: noted, not written
+        assert (await c.get("/read", headers=_bearer(made.plaintext))).status_code == 200
+    await _finish(sql_down_app)
+    async with _client(app) as c:
+        assert (await c.get("/read", headers=_bearer(made.plaintext))).status_code == 200
+    await _finish(app)
+    auth.resync_now(app.state.cm, app)  # the next round writes what the request noted
+    with engine.connect() as conn:
+        last = (
+            conn.execute(T_API_KEYS.select().where(T_API_KEYS.c.id == made.id))
+            .mappings()
+            .one()["last_used_at_ms"]
+        )
+    assert last is not None and abs(last - wall_ms()) < 60_000

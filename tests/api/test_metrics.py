@@ -265,8 +265,9 @@ def _tiny_app(state: object) -> FastAPI:
 
 def test_single_process_route_templates_and_redis_down() -> None:
     assert not metrics.MULTIPROCESS  # the test process never sets PROMETHEUS_MULTIPROC_DIR
-    dead = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    app = _tiny_app(SimpleNamespace(redis=dead, keys=Keys(prefix="x", buckets=2)))
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    state = SimpleNamespace(sync_redis=lambda: dead, keys=Keys(prefix="x", buckets=2))
+    app = _tiny_app(state)
     with TestClient(app, raise_server_exceptions=False) as c:
         base = scrape(c.get("/metrics").text)
         for i in range(5):
@@ -303,7 +304,9 @@ def test_record_charge_rejects_an_unknown_outcome_and_bounds_tool_labels(
 # --- the journal gauges against real Redis ----------------------------------------------
 
 
-async def test_journal_lag_per_bucket(redis_async: redis.asyncio.Redis, key_prefix: str) -> None:
+async def test_journal_lag_per_bucket(
+    redis_async: redis.asyncio.Redis, redis_sync: redis.Redis, key_prefix: str
+) -> None:
     keys = Keys(prefix=key_prefix, buckets=3)
     now = now_ms()
     j0, j1 = keys.journal(0), keys.journal(1)
@@ -318,7 +321,7 @@ async def test_journal_lag_per_bucket(redis_async: redis.asyncio.Redis, key_pref
     first_id = got[0][1][0][0]
     await redis_async.xack(j1, GROUP, first_id)
     # bucket 2: nothing
-    lags = {b.bucket: b for b in await metrics.journal_lag(redis_async, keys)}
+    lags = {b.bucket: b for b in metrics.journal_lag(redis_sync, keys)}
     assert lags[0].unflushed == 3 and 4.5 <= lags[0].lag_s < 10
     assert lags[1].unflushed == 3 and 7.5 <= lags[1].lag_s < 12  # oldest pending: 8 s
     assert lags[2].unflushed == 0 and lags[2].lag_s == 0.0
@@ -326,6 +329,6 @@ async def test_journal_lag_per_bucket(redis_async: redis.asyncio.Redis, key_pref
     rest = await redis_async.xreadgroup(GROUP, "c1", {j1: ">"}, count=10)
     pending_ids = [e[0] for e in rest[0][1]] + [got[0][1][1][0]]
     await redis_async.xack(j1, GROUP, *pending_ids)
-    lags = {b.bucket: b for b in await metrics.journal_lag(redis_async, keys)}
+    lags = {b.bucket: b for b in metrics.journal_lag(redis_sync, keys)}
     assert lags[1].unflushed == 0 and lags[1].lag_s == 0.0
     await redis_async.delete(j0, j1)

@@ -12,8 +12,10 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Engine, select
 
+from meter.keys import Keys
 from sync import apikeys
 from sync.apikeys import (
     KEY_LEN,
@@ -218,3 +220,80 @@ def test_scopes_imply_lesser_scopes() -> None:
         ("admin", "admin"),
     }
     assert not scope_allows("account", "read")
+
+
+# --- the replica of live keys in Redis (issue 12: authenticating while SQL is down) -------
+
+
+def _replica(client: redis.Redis, keys: Keys) -> apikeys.KeyReplica:
+    return apikeys.KeyReplica(client, keys)
+
+
+def _held(client: redis.Redis, keys: Keys) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(keys.api_keys()).items()}
+
+
+def test_create_copies_the_key_to_the_replica_and_revoke_deletes_it(
+    engine: Engine, client: redis.Redis, keys: Keys
+) -> None:
+    replica = _replica(client, keys)
+    created = create_key(engine, SECRET, name=_name(), scope="meter", replica=replica)
+    digest = apikeys.key_hash(SECRET, created.plaintext)
+    value = _held(client, keys)[digest]
+    assert apikeys.parse_replica_value(value) == apikeys.ReplicatedKey(
+        created.id, created.prefix, "meter"
+    )
+    assert created.plaintext not in value and created.plaintext[PREFIX_LEN:] not in value
+    revoke_key(engine, created.prefix, replica=replica)
+    assert digest not in _held(client, keys)
+
+
+def test_a_replica_write_that_fails_leaves_sql_done_and_resync_repairs_it(
+    engine: Engine, client: redis.Redis, keys: Keys
+) -> None:
+    dead = _replica(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), keys)
+    made = create_key(engine, SECRET, name=_name(), scope="read", replica=dead)
+    assert verify_key(engine, SECRET, made.plaintext) is not None  # SQL has it
+    assert apikeys.key_hash(SECRET, made.plaintext) not in _held(client, keys)
+    replica = _replica(client, keys)
+    revoked = create_key(engine, SECRET, name=_name(), scope="read", replica=replica)
+    revoke_key(engine, revoked.id, replica=dead)  # the delete never reaches Redis
+    assert apikeys.key_hash(SECRET, revoked.plaintext) in _held(client, keys)
+    apikeys.resync_replica(engine, replica)
+    held = _held(client, keys)
+    assert apikeys.key_hash(SECRET, made.plaintext) in held
+    assert apikeys.key_hash(SECRET, revoked.plaintext) not in held
+
+
+def test_resync_holds_exactly_the_live_keys_and_marks_the_replica_complete(
+    engine: Engine, client: redis.Redis, keys: Keys
+) -> None:
+    replica = _replica(client, keys)
+    live = create_key(engine, SECRET, name=_name(), scope="admin")
+    unknown = "ab" * 32  # a hash SQL never had (a replica from another secret, say)
+    client.hset(keys.api_keys(), unknown, "key_x cm_live_xxxxxx admin")
+    result = apikeys.resync_replica(engine, replica, now_ms=1234)
+    held = _held(client, keys)
+    assert held.pop(apikeys.REPLICA_SYNCED_FIELD) == "1234"
+    assert unknown not in held and result.removed == 1
+    with engine.connect() as conn:
+        sql_live = {
+            r.key_hash: apikeys.replica_value(r.id, r.prefix, r.scope)
+            for r in conn.execute(select(T_API_KEYS).where(T_API_KEYS.c.revoked_at_ms.is_(None)))
+        }
+    assert held == sql_live and apikeys.key_hash(SECRET, live.plaintext) in held
+    again = apikeys.resync_replica(engine, replica)
+    assert (again.added, again.removed) == (0, 0)
+
+
+def test_last_use_is_recorded_off_the_request_path_once_per_resolution(engine: Engine) -> None:
+    created = create_key(engine, SECRET, name=_name(), scope="read")
+    info = verify_key(engine, SECRET, created.plaintext, record_use=False)
+    assert info is not None and info.last_used_at_ms is None
+    assert _rows(engine, created.id)[0]["last_used_at_ms"] is None
+    apikeys.record_last_use(engine, {created.id: 1_000_000})
+    apikeys.record_last_use(engine, {created.id: 1_000_000 + apikeys.LAST_USED_RESOLUTION_MS - 1})
+    assert _rows(engine, created.id)[0]["last_used_at_ms"] == 1_000_000
+    later = 1_000_000 + apikeys.LAST_USED_RESOLUTION_MS
+    apikeys.record_last_use(engine, {created.id: later})
+    assert _rows(engine, created.id)[0]["last_used_at_ms"] == later
