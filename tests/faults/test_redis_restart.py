@@ -33,6 +33,7 @@ from tests.faults.worker_faults import (
     wait_flushed,
 )
 from tests.sync.faults.test_worker_kills import (
+    LOCK_TTL_S,
     Workers,
     assert_exactly_once,
     forget_dead_locks,
@@ -51,6 +52,7 @@ DOWN_S = 1.0  # Redis stays dead this long
 RESUME_S_MAX = 5.0  # issue 12: flushing resumes within 5 s of Redis answering again
 START_TIMEOUT_S = 30.0  # the worker imports and connects; slow on a loaded host
 DRAIN_TIMEOUT_S = 30.0  # a flusher killed with Redis left its bucket lock (15 s TTL)
+ALL_BUCKETS_S_MAX = LOCK_TTL_S + RESUME_S_MAX  # a bucket whose lock outlived the flusher
 IN_FLIGHT_MAX = 1  # one charger thread: at most its one call applied but never answered
 RESTARTED_BY_SUPERVISOR = "restarting it in"  # the supervisor's line for a dead child
 
@@ -131,8 +133,15 @@ def test_redis_killed_under_load_worker_lives_and_flushes_within_5s(
         charger.stop()
         assert first_s is not None, f"no new charge flushed\n{s.workers.tails()}"
         resume_s = first_s - back_s
-        print(f"under load: first new charge in SQL {resume_s:.2f} s after Redis was back")
+        # Every bucket: a flusher cut off mid-batch left its bucket lock (in the append-only
+        # file, with its TTL) that no one can release; that bucket waits for the TTL.
+        all_flushed = wait_flushed(s.engine, keys, charger.ids(back_s), ALL_BUCKETS_S_MAX)
+        print(
+            f"under load: first new charge in SQL {resume_s:.2f} s after Redis was back, "
+            f"all of them {time.monotonic() - back_s:.2f} s after"
+        )
         assert resume_s < RESUME_S_MAX, s.workers.tails()
+        assert all_flushed is not None, s.workers.tails()
         s.assert_worker_alive()
         s.assert_no_child_died()
         assert len(charger.ids(back_s)) > 50
