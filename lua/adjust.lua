@@ -5,7 +5,7 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
     KEYS[4] bucket events channel
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] signed amount (not 0)
     ARGV[8] category for a positive amount (paid | promotional)   ARGV[9] request fingerprint
     ARGV[10] idempotency key   ARGV[11] reason (required)   ARGV[12] metadata JSON
@@ -18,7 +18,9 @@
 ]]
 --- @include "includes/common"
 
-local now, entry_id, grant_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, entry_id, grant_id, account, credit_type = now_arg, ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local bad = check_common(now, account, credit_type, ARGV[9], ARGV[10], ARGV[2])
 if bad then return bad end
 if not valid_id(entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end

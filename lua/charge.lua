@@ -6,7 +6,7 @@
     KEYS[1] bucket catalog replica   KEYS[2] bucket journal
     KEYS[3 + 4i .. 6 + 4i]: wallet, idempotency record, charge record, bucket events channel
       of charge i (the channel per charge, so the async client merges calls by concatenation)
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s
     ARGV[3 + 9i .. 11 + 9i]: entry id (= charge id), account id, credit type the client expects
       for the tool, tool, quantity (1..QUANTITY_MAX), request fingerprint, idempotency key,
       description, metadata JSON
@@ -17,6 +17,7 @@
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
     {-12, field} bad argument   {-13, amount} amount above CREDITS_MAX
+    {-21, now_ms, server_ms} the caller's clock is too far from the server's (every charge)
 ]]
 --- @include "includes/common"
 --- @include "includes/charge_one"
@@ -25,12 +26,18 @@ local n = (#KEYS - 2) / 4
 if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n then
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then
+  local refused = {}
+  for i = 1, n do refused[i] = clock_err end
+  return refused
+end
 local replies = {}
 local cache = {tools = {}, wallets = {}, events = {}}
 for i = 0, n - 1 do
   local kb, ab = 3 + 4 * i, 3 + 9 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
-    idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, ARGV[1], ARGV[2],
+    idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, now_arg, ARGV[2],
     {entry_id = ARGV[ab], account = ARGV[ab + 1], credit_type = ARGV[ab + 2],
     tool = ARGV[ab + 3], quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5],
     idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8]}, cache)

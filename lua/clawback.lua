@@ -7,7 +7,7 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] clawed-so-far record   KEYS[3] bucket journal
     KEYS[4] bucket events channel
-    ARGV[1] now_ms   ARGV[2] entry id   ARGV[3] account id   ARGV[4] credit type
+    ARGV[1] now_ms (includes/clock)   ARGV[2] entry id   ARGV[3] account id   ARGV[4] credit type
     ARGV[5] target total (credits)   ARGV[6] total SQL knows was taken (a floor after a
     Redis loss)   ARGV[7] grant to take from first ('' = none)   ARGV[8] reference id
     ARGV[9] reason   ARGV[10] metadata JSON
@@ -18,7 +18,9 @@
 ]]
 --- @include "includes/common"
 
-local now, entry_id, account, credit_type = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, entry_id, account, credit_type = now_arg, ARGV[2], ARGV[3], ARGV[4]
 if not parse_uint(now, CREDITS_MAX) then return {E_BAD_ARGUMENT, 'now'} end
 if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
 if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end

@@ -4,13 +4,15 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] bucket journal   KEYS[3] bucket due set
     KEYS[4] bucket events channel
-    ARGV[1] now_ms   ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
+    ARGV[1] now_ms (includes/clock)   ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
   Publishes the wallet's new state if anything expired (includes/balance_event).
   Output: {0, grants expired, holds expired}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
 
-local now, account, credit_type = ARGV[1], ARGV[2], ARGV[3]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, account, credit_type = now_arg, ARGV[2], ARGV[3]
 if not parse_uint(now, CREDITS_MAX) then return {E_BAD_ARGUMENT, 'now_ms'} end
 if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
 if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end

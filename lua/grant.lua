@@ -3,7 +3,7 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
     KEYS[4] bucket due set   KEYS[5] bucket events channel
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount (1..CREDITS_MAX)
     ARGV[8] category (paid | promotional)   ARGV[9] priority (0..100, lower burns first)
     ARGV[10] expires_ms (0 = never; else after now_ms)   ARGV[11] source   ARGV[12] reference id
@@ -17,7 +17,9 @@
 ]]
 --- @include "includes/common"
 
-local now, entry_id, grant_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, entry_id, grant_id, account, credit_type = now_arg, ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local bad = check_common(now, account, credit_type, ARGV[13], ARGV[14], ARGV[2])
 if bad then return bad end
 if not valid_id(entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end

@@ -6,7 +6,7 @@
   Input:
     KEYS[1] charge record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = what is left)
     ARGV[8] successor grant id for paid credits   ARGV[9] successor grant id for promotional
     ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] reason   ARGV[13] metadata
@@ -19,7 +19,9 @@
 ]]
 --- @include "includes/common"
 
-local now, entry_id, charge_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, entry_id, charge_id, account, credit_type = now_arg, ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local bad = check_common(now, account, credit_type, ARGV[10], ARGV[11], ARGV[2])
 if bad then return bad end
 for _, i in ipairs({3, 4, 8, 9}) do

@@ -3,7 +3,7 @@
   Input:
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record   KEYS[4] bucket journal
     KEYS[5] bucket events channel
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type   ARGV[6] request fingerprint   ARGV[7] idempotency key
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
@@ -13,7 +13,9 @@
 ]]
 --- @include "includes/common"
 
-local now, hold_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, hold_id, account, credit_type = now_arg, ARGV[3], ARGV[4], ARGV[5]
 local bad = check_common(now, account, credit_type, ARGV[6], ARGV[7], ARGV[2])
 if bad then return bad end
 if not valid_id(hold_id) then return {E_BAD_ARGUMENT, 'hold_id'} end

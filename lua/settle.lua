@@ -5,7 +5,7 @@
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] charge record (for refunds of the settled charge)
     KEYS[6] bucket events channel
-    ARGV[1] now_ms   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = the hold's amount)
     ARGV[8] request fingerprint   ARGV[9] idempotency key   ARGV[10] description
     ARGV[11] metadata JSON
@@ -17,7 +17,9 @@
 ]]
 --- @include "includes/common"
 
-local now, hold_id, entry_id, account, credit_type = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_arg, clock_err = clock_arg(ARGV[1])
+if not now_arg then return clock_err end
+local now, hold_id, entry_id, account, credit_type = now_arg, ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local bad = check_common(now, account, credit_type, ARGV[8], ARGV[9], ARGV[2])
 if bad then return bad end
 if not valid_id(hold_id) then return {E_BAD_ARGUMENT, 'hold_id'} end

@@ -37,8 +37,9 @@ class AsyncMeter(MeterBase):
         keys: Keys | None = None,
         loader: Loader | None = None,
         clock_ms: Callable[[], int] | None = None,
+        check_clock: bool | None = None,
     ) -> None:
-        super().__init__(keys or Keys(), loader, clock_ms)
+        super().__init__(keys or Keys(), loader, clock_ms, check_clock)
         self.redis = client
         self._batcher = _Batcher(client)
 

@@ -20,10 +20,20 @@ from meter.models import HoldResult, Tool
 
 
 class MeterBase:
-    def __init__(self, keys: Keys, loader: Loader | None, clock_ms: Any = None) -> None:
+    def __init__(
+        self, keys: Keys, loader: Loader | None, clock_ms: Any = None, check_clock: Any = None
+    ) -> None:
+        """check_clock: refuse (ClockSkew) a clock further than bounds.CLOCK_SKEW_MS_MAX from
+        Redis TIME in every wallet-changing script. None (default) checks the wall clock and
+        trusts a clock_ms the caller passes (tests and simulations drive time themselves)."""
         self.keys = keys
         self.loader = loader
-        self._env = ops.Env(keys) if clock_ms is None else ops.Env(keys, clock_ms=clock_ms)
+        checked = clock_ms is None if check_clock is None else bool(check_clock)
+        self._env = ops.Env(
+            keys,
+            clock_ms=ops.now_ms if clock_ms is None else clock_ms,
+            clock_skew_ms_max=bounds.CLOCK_SKEW_MS_MAX if checked else None,
+        )
 
     def _run(self, op: ops.Op[Any]) -> Any:
         raise NotImplementedError

@@ -64,3 +64,6 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
 # Nesting of a metadata object: deeper JSON only serves to exhaust parsers and serializers
 # (pydantic refuses to serialize past 255 levels, json past ~1,000).
 METADATA_DEPTH_MAX: Final = 32
+# A worker's clock may differ from Redis TIME by this much in the scripts that change wallets
+# (lua/includes/clock): NTP keeps hosts within milliseconds; 5 s is a broken clock, not drift.
+CLOCK_SKEW_MS_MAX: Final = 5_000

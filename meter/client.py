@@ -26,8 +26,9 @@ class Meter(MeterBase):
         keys: Keys | None = None,
         loader: Loader | None = None,
         clock_ms: Callable[[], int] | None = None,
+        check_clock: bool | None = None,
     ) -> None:
-        super().__init__(keys or Keys(), loader, clock_ms)
+        super().__init__(keys or Keys(), loader, clock_ms, check_clock)
         self.redis = client
 
     @classmethod

@@ -27,6 +27,8 @@ class Code(IntEnum):
     LIMIT = -14
     # The key was used before Redis lost its data: the result lives in SQL (idem_restore.lua).
     IDEMPOTENCY_IN_SQL = -20
+    # now_ms is further from Redis TIME than the caller's bound (includes/clock.lua).
+    CLOCK_SKEW = -21
 
 
 class MeterError(Exception):
@@ -102,6 +104,19 @@ class LimitExceeded(MeterError):
     """A per-wallet limit of bounds.py (grants, holds) is reached."""
 
 
+class ClockSkew(MeterError):
+    """This process's clock is too far from Redis's: nothing was changed (a clock that is
+    wrong would expire grants and holds early or late). Fix the host's time (NTP)."""
+
+    def __init__(self, now_ms: int, server_ms: int) -> None:
+        super().__init__(
+            f"clock skew: this process says {now_ms} ms, Redis {server_ms} ms "
+            f"({now_ms - server_ms:+d} ms); nothing was changed"
+        )
+        self.now_ms = now_ms
+        self.server_ms = server_ms
+
+
 class WalletNotLoaded(MeterError):
     """Redis has no such wallet and no loader is configured to load it (never read as zero)."""
 
@@ -154,6 +169,8 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         raise AmountOverflow(f"{subject}: {detail[0]} exceeds 2**53 - 1")
     if code is Code.LIMIT:
         raise LimitExceeded(f"{subject}: too many {detail[0]} on the wallet")
+    if code is Code.CLOCK_SKEW:
+        raise ClockSkew(_int(reply[1]), _int(reply[2]))
     raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
 
 

@@ -131,6 +131,14 @@ class Env:
     clock_ms: Callable[[], int] = now_ms
     idempotency_ttl_s: int = bounds.IDEMPOTENCY_TTL_S
     tool_credit_types: dict[str, str] = field(default_factory=dict)
+    # The most the clock may differ from Redis TIME in the scripts that change wallets
+    # (lua/includes/clock); None: a clock the caller drives itself, not checked.
+    clock_skew_ms_max: int | None = bounds.CLOCK_SKEW_MS_MAX
+
+    def now_arg(self) -> str:
+        """ARGV now_ms of a wallet-changing script: with the skew bound when there is one."""
+        now = self.clock_ms()
+        return str(now) if self.clock_skew_ms_max is None else f"{now}:{self.clock_skew_ms_max}"
 
 
 def fingerprint(*parts: object) -> str:
@@ -353,7 +361,7 @@ def charge(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 entry_id,
                 account_id,
@@ -428,7 +436,7 @@ def hold(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 hold_id,
                 account_id,
@@ -553,7 +561,7 @@ def settle(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 hold_id,
                 entry_id,
@@ -606,7 +614,7 @@ def release(
                 keys.journal(bucket),
                 keys.events(bucket),
             ],
-            [str(env.clock_ms()), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
+            [env.now_arg(), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
             bucket,
         )
 
@@ -650,7 +658,7 @@ def extend(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 hold_id,
                 account_id,
@@ -703,7 +711,7 @@ def refund(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 entry_id,
                 charge_id,
@@ -810,7 +818,7 @@ def grant(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 entry_id,
                 gid,
@@ -889,7 +897,7 @@ def adjust(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 str(env.idempotency_ttl_s),
                 entry_id,
                 entry_id,
@@ -961,7 +969,7 @@ def clawback(
                 keys.events(bucket),
             ],
             [
-                str(env.clock_ms()),
+                env.now_arg(),
                 entry_id,
                 account_id,
                 ct,
@@ -1084,7 +1092,7 @@ def expire_wallet(env: Env, bucket: int, account_id: str, credit_type: str) -> O
             keys.due(bucket),
             keys.events(bucket),
         ],
-        [str(env.clock_ms()), account_id, credit_type, due_member(account_id, credit_type)],
+        [env.now_arg(), account_id, credit_type, due_member(account_id, credit_type)],
         bucket,
     )
     raise_for_reply(reply, "expire", credit_type)

@@ -2,6 +2,7 @@
 --- @include "includes/int_str"
 --- @include "includes/parse_uint"
 --- @include "includes/parse_int"
+--- @include "includes/clock"
 --- @include "includes/split"
 --- @include "includes/det_id"
 --- @include "includes/valid"

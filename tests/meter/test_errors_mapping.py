@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -26,7 +28,9 @@ from meter import (
     ids,
 )
 from meter.bounds import CREDITS_MAX, GRANTS_PER_WALLET_MAX, HOLDS_PER_WALLET_MAX
-from meter.errors import Code, ScriptContractError, raise_for_reply
+from meter.errors import ClockSkew, Code, ScriptContractError, raise_for_reply
+from meter.keys import Keys
+from meter.redis_conn import sync_client
 from tests.meter.helpers import T0_MS, Clock, make_meter
 
 ACCT = "acct-1"
@@ -204,6 +208,7 @@ def test_load_codes_are_answered_by_loading_not_raised(redis_url: str, key_prefi
         ([Code.BAD_ARGUMENT, b"amount"], InvalidArgument),
         ([Code.AMOUNT_OVERFLOW, b"9007199254740992"], AmountOverflow),
         ([Code.LIMIT, b"holds"], LimitExceeded),
+        ([Code.CLOCK_SKEW, b"1800000", b"1000"], ClockSkew),
         ([Code.NOT_LOADED], ScriptContractError),
         ([Code.CATALOG_NOT_LOADED], ScriptContractError),
         ([Code.CREDIT_TYPE_MISMATCH, b"gems"], ScriptContractError),
@@ -237,6 +242,26 @@ def test_user_errors_are_meter_errors() -> None:
         ToolDisabled,
         UnknownTool,
         WalletNotLoaded,
+        ClockSkew,
     ):
         assert issubclass(exc, MeterError)
     assert not issubclass(ScriptContractError, MeterError)
+
+
+def test_a_clock_2h_fast_is_clock_skew_and_changes_nothing(
+    m: Meter, redis_url: str, key_prefix: str
+) -> None:
+    """The wall clock is bounded by default; a clock the caller passes is bounded when it
+    asks (check_clock=True), as a worker whose host clock is wrong would be."""
+    m.grant(ACCT, "credits", 100)
+    fast = Meter(
+        sync_client(redis_url),
+        keys=Keys(prefix=key_prefix),
+        loader=NewAccountLoader(),
+        clock_ms=lambda: int(time.time() * 1000) + 7_200_000,
+        check_clock=True,
+    )
+    with pytest.raises(ClockSkew) as err:
+        fast.charge(ACCT, "GPT")
+    assert err.value.now_ms - err.value.server_ms > 7_100_000
+    assert m.balance(ACCT, ["credits"]).wallet("credits").balance == 100

@@ -861,3 +861,50 @@ def test_expire_of_nothing_due_changes_nothing(w: World) -> None:
     before = w.snap()
     assert w.call("expire", *w.expire_args()) == [Code.OK, 0, 0]
     assert w.snap() == before
+
+
+# --- the caller's clock against Redis TIME (includes/clock) -------------------------------
+
+CLOCKED = [*ALL_WRITES, "expire"]  # every script that changes wallets by the clock
+SKEW_MS_MAX = "5000"
+TWO_HOURS_MS = 2 * 3_600_000
+
+
+def _server_ms(r: redis.Redis) -> int:
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@pytest.mark.parametrize("offset_ms", [TWO_HOURS_MS, -TWO_HOURS_MS])
+@pytest.mark.parametrize("script", CLOCKED)
+def test_a_clock_far_from_redis_time_is_clock_skew_and_changes_nothing(
+    w: World, script: str, offset_ms: int
+) -> None:
+    keys, args = w.args(script)
+    caller_ms = _server_ms(w.r) + offset_ms
+    reply = expect_unchanged(
+        w, script, keys, _patched(args, 1, f"{caller_ms}:{SKEW_MS_MAX}"), Code.CLOCK_SKEW
+    )
+    assert int(reply[1]) == caller_ms
+    assert abs(int(reply[2]) - (caller_ms - offset_ms)) < 60_000
+
+
+@pytest.mark.parametrize("script", CLOCKED)
+def test_a_clock_within_the_bound_is_accepted(w: World, script: str) -> None:
+    keys, args = w.args(script, **({"hold_id": w.id()} if script == "hold" else {}))
+    reply = w.call(script, keys, _patched(args, 1, f"{_server_ms(w.r) + 1_000}:{SKEW_MS_MAX}"))
+    assert _code(reply) == Code.OK, reply
+
+
+@pytest.mark.parametrize("now", ["1:", ":5000", "1:-5", "1:5:5", f"{BIG}:5000", f"1:{BIG}"])
+def test_a_malformed_clock_bound_is_bad_argument(w: World, now: str) -> None:
+    keys, args = w.args("expire")
+    reply = expect_unchanged(w, "expire", keys, _patched(args, 1, now), Code.BAD_ARGUMENT)
+    assert reply == [Code.BAD_ARGUMENT, b"now_ms"]
+
+
+def test_a_bare_now_is_the_callers_own_clock_and_not_bounded(w: World) -> None:
+    """Tests and simulations drive time themselves: without a bound nothing is compared."""
+    keys, args = w.args("grant")
+    far = str(_server_ms(w.r) - TWO_HOURS_MS)
+    assert _code(w.call("grant", keys, _patched(args, 1, far))) == Code.OK
