@@ -1,7 +1,8 @@
 """Issue 12 item 6: Redis out of memory (maxmemory reached, policy noeviction) is a 503
-problem+json with Retry-After on every route, never a 500 or a dropped connection; the
-worker (its rq loop, rq's scheduler and the trigger) lives through it; nothing is half
-applied; once memory is freed, charging and flushing resume.
+problem+json with Retry-After on every route, never a 500 or a dropped connection, and
+/readyz is 503 naming Redis memory; the worker (its rq loop, rq's scheduler and the
+trigger) lives through it; nothing is half applied; once memory is freed, charging and
+flushing resume.
 
 Its own redis-server, a real `creditmeter api` and `creditmeter worker`. The Lua scripts
 check before they write and Redis refuses only a script's first write when out of memory,
@@ -175,6 +176,9 @@ def test_redis_out_of_memory_is_503_worker_lives_nothing_half_applied(
             assert first.headers["content-type"] == "application/problem+json"
             assert first.json()["type"].endswith("redis-out-of-memory"), first.text
             assert int(first.headers["Retry-After"]) > 0
+            ready = http.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["checks"]["redis_memory"] == "full", ready.text
             # Reads need no memory: the balance still answers.
             r = http.get(f"/v1/accounts/{accounts[0]}/balance")
             assert r.status_code == 200, r.text
@@ -184,6 +188,8 @@ def test_redis_out_of_memory_is_503_worker_lives_nothing_half_applied(
             _free(client, prefix, chunks)
             chunks = 0
             freed_s = time.monotonic()
+            ready = http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"]["redis_memory"] == "ok"
             # Every refused request, retried with its key: applied now, once.
             retried = []
             for ik, _ in answers:
