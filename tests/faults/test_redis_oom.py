@@ -145,6 +145,14 @@ def test_redis_out_of_memory_is_503_worker_lives_nothing_half_applied(
                 )
                 assert r.status_code == 201, r.text
                 acked.append(r.json()["id"])
+            r = http.post(
+                "/v1/charges",
+                json={"account_id": accounts[2], "tool": tool.name},
+                headers={"Idempotency-Key": "to-refund"},
+            )
+            assert r.status_code == 201, r.text
+            refundable = r.json()["id"]
+            acked.append(refundable)
             assert wait_flushed(engine, keys, acked, 30) is not None, workers.tails()
 
             sync_q = Queue(queue_name(keys, SYNC), connection=client)
@@ -176,6 +184,22 @@ def test_redis_out_of_memory_is_503_worker_lives_nothing_half_applied(
             assert first.headers["content-type"] == "application/problem+json"
             assert first.json()["type"].endswith("redis-out-of-memory"), first.text
             assert int(first.headers["Retry-After"]) > 0
+            other_writes = [
+                (
+                    f"/v1/accounts/{accounts[0]}/grants",
+                    {"credit_type": "credits", "amount": 5, "category": "paid"},
+                ),
+                ("/v1/holds", {"account_id": accounts[1], "tool": tool.name, "amount": 5}),
+                ("/v1/refunds", {"charge_id": refundable, "amount": 1}),
+                (
+                    f"/v1/accounts/{prefix}-new/grants",
+                    {"credit_type": "credits", "amount": 5, "category": "paid"},
+                ),
+            ]
+            for path, body in other_writes:
+                r = http.post(path, json=body, headers={"Idempotency-Key": f"w-{path}"})
+                assert r.status_code == 503 and "Retry-After" in r.headers, (path, r.text)
+                assert r.json()["type"].endswith("redis-out-of-memory"), (path, r.text)
             ready = http.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert ready.json()["checks"]["redis_memory"] == "full", ready.text
