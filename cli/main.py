@@ -162,6 +162,12 @@ def reconcile(
             f"({amount}); not repaired: run `creditmeter deadletters retry`[/yellow]",
             soft_wrap=True,
         )
+    if report.busy:
+        console.print(
+            f"{len(report.busy)} wallets kept changing while compared (busy, not compared): "
+            + ", ".join(escape(f"{a}/{ct}") for a, ct in report.busy),
+            soft_wrap=True,
+        )
     if report.repair_skipped:
         console.print(
             "changed, skipped: "

@@ -1,8 +1,9 @@
-"""`creditmeter migrate` and `creditmeter reconcile` as an admin runs them: readable output,
-exit code 0 when Redis and SQL agree, 1 while a difference remains, one-line errors."""
+"""`creditmeter migrate`, `reconcile` and `deadletters` as an admin runs them: readable
+output, exit code 0 when Redis and SQL agree, 1 while a difference remains, one-line errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from sqlalchemy import Engine
 from meter import Meter
 from meter.keys import Keys
 from sync.flush import Flusher
+from sync.journal import sortable
 from sync.loader import SqlLoader
+from sync.models import T_DEAD
 from tests.sync.conftest import account
 
 CLI = str(Path(sys.executable).parent / "creditmeter")
@@ -58,3 +61,46 @@ def test_an_unreachable_database_is_one_clear_line(redis_url: str, keys: Keys) -
     r = _run(["migrate"], redis_url, "postgresql+psycopg://nobody@127.0.0.1:1/none", keys)
     assert r.returncode == 1
     assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_reconcile_names_dead_letters_and_deadletters_retry_writes_them(
+    redis_url: str, sql_url: str, client: redis.Redis, engine: Engine, keys: Keys
+) -> None:
+    """A charge dead-lettered as the flush does it (row kept, entry gone from the journal)."""
+    meter = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    a = account()
+    meter.grant(a, "credits", 40, category="paid")
+    Flusher(client, engine, keys).flush_all()
+    adjusted = meter.adjust(a, "credits", -6, reason="support")
+    journal = keys.journal(keys.bucket(a))
+    [(stream_id, fields)] = client.xrevrange(journal, count=1)
+    client.xdel(journal, stream_id)
+    with engine.begin() as conn:
+        conn.execute(
+            T_DEAD.insert(),
+            {
+                "journal": journal,
+                "stream_id": sortable(stream_id.decode()),
+                "fields": json.dumps({k.decode(): v.decode() for k, v in fields.items()}),
+                "error": "sql: CheckViolation('refused for the test')",
+                "created_at_ms": 1,
+            },
+        )
+    listed = _run(["deadletters", "list"], redis_url, sql_url, keys)
+    assert listed.returncode == 0, listed.stderr
+    assert adjusted.id in listed.stdout and "-6" in listed.stdout
+    assert "1 dead letters" in listed.stdout
+    differ = _run(["reconcile", "--repair"], redis_url, sql_url, keys)
+    assert differ.returncode == 1
+    assert f"{a}/credits: the difference is its dead letters (-6); not repaired" in differ.stdout
+    assert meter.balance(a, ["credits"]).wallet("credits").balance == 34  # not handed back
+    retried = _run(["deadletters", "retry", "--all"], redis_url, sql_url, keys)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "written to SQL, removed" in retried.stdout
+    assert _run(["reconcile"], redis_url, sql_url, keys).returncode == 0
+    assert "no dead letters" in _run(["deadletters", "list"], redis_url, sql_url, keys).stdout
+
+
+def test_deadletters_retry_needs_an_id_or_all(redis_url: str, sql_url: str, keys: Keys) -> None:
+    r = _run(["deadletters", "retry"], redis_url, sql_url, keys)
+    assert r.returncode == 1 and r.stderr.strip() == "error: give one dead letter id or --all"

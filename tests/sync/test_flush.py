@@ -4,13 +4,16 @@ and only trims what SQL has confirmed."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 from meter import Meter, Tool
 from meter.keys import Keys
+from sync.db import engine_for
 from sync.flush import GROUP, Flusher
 from sync.models import T_DEAD, T_HOLDS, T_LEDGER
 from tests.sync.conftest import account
@@ -174,3 +177,34 @@ def test_flush_of_idle_journal_writes_nothing(flusher: Flusher, keys: Keys) -> N
     results = flusher.flush_all()
     assert len(results) == keys.buckets
     assert sum(r.entries for r in results) == 0
+
+
+def test_a_flush_that_cannot_write_records_its_error_and_keeps_every_entry(
+    meter: Meter,
+    client: redis.Redis,
+    engine: Engine,
+    keys: Keys,
+    tool: Tool,
+    tmp_path: Path,
+) -> None:
+    """A database without the schema fails everything: the flush raises, records one line
+    in Keys.flush_progress(), trims and dead-letters nothing; the next flush that
+    can write does, and records ok_at_ms."""
+    a = account()
+    meter.grant(a, "credits", 10, category="paid")
+    meter.charge(a, tool.name)
+    journal = keys.journal(keys.bucket(a))
+    unmigrated = engine_for(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(DBAPIError):
+        Flusher(client, unmigrated, keys).flush_all()
+    progress = {k.decode(): v.decode() for k, v in client.hgetall(keys.flush_progress()).items()}
+    assert "no such table" in progress["error"] and "\n" not in progress["error"]
+    assert int(progress["error_at_ms"]) > 0 and "ok_at_ms" not in progress
+    assert client.xlen(journal) == 2  # nothing trimmed
+    Flusher(client, engine, keys).flush_all()
+    assert _ledger_count(engine, a) == 2
+    progress = {k.decode(): v.decode() for k, v in client.hgetall(keys.flush_progress()).items()}
+    assert int(progress["ok_at_ms"]) >= int(progress["error_at_ms"])
+    with engine.connect() as conn:
+        assert conn.execute(select(T_DEAD).where(T_DEAD.c.journal == journal)).all() == []
+    assert_in_sync(client, engine, keys)
