@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api import errors, metrics
+from api import errors, metrics, openapi_doc
 from api.admin.render import STATIC_DIR, STATIC_PATH
 from api.admin.session import LoginRequired
 from api.state import AppState
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (tools, money, accounts, service, catalog, purchases, reports, pages, actions):
         app.include_router(module.router)
     install_dashboard(app)
+    openapi_doc.install(app)
     return app
 
 

@@ -77,6 +77,7 @@ def _metadata(value: Any) -> Any:
     return value
 
 
+METADATA_VALUE_REF = "#/components/schemas/MetadataValue"  # api/openapi_doc.py defines it
 Metadata = Annotated[
     dict[str, Any],
     BeforeValidator(_metadata),
@@ -85,7 +86,8 @@ Metadata = Annotated[
             "type": "object",
             "description": f"a JSON object: at most {bounds.METADATA_BYTES_MAX} bytes "
             f"serialized, {bounds.METADATA_DEPTH_MAX} levels deep, no NUL in keys or strings",
-            "propertyNames": {"pattern": NO_NUL_PATTERN},
+            "patternProperties": {NO_NUL_PATTERN: {"$ref": METADATA_VALUE_REF}},
+            "additionalProperties": False,
         }
     ),
 ]
@@ -136,10 +138,12 @@ class ToolPut(Strict):
 
 
 class ToolPatch(Strict):
-    display_name: DisplayName | None = None
-    description: Description | None = None
-    cost: Cost | None = None
-    active: bool | None = None
+    """Only the fields sent change; none of them can be set to null (the schema says so)."""
+
+    display_name: DisplayName = Field(default=None)
+    description: Description = Field(default=None)
+    cost: Cost = Field(default=None)
+    active: bool = Field(default=None)
 
 
 class ToolOut(BaseModel):
@@ -176,7 +180,19 @@ class ChargeOut(BaseModel):
     available: int
 
 
+def _present(*names: str, kind: str = "integer") -> dict[str, Any]:
+    """JSON Schema (draft 4): each of `names` is sent and not null."""
+    return {"required": list(names), "properties": {n: {"type": kind} for n in names}}
+
+
+def _absent(*names: str) -> dict[str, Any]:
+    """JSON Schema (draft 4): none of `names` is sent, or each is null."""
+    return {"properties": {n: {"enum": [None]} for n in names}}
+
+
 class HoldIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"not": _present("quantity", "amount")})
+
     account_id: AccountId
     tool: ToolName
     quantity: Quantity | None = None
@@ -256,7 +272,7 @@ class GrantIn(Strict):
     amount: Credits
     category: Category
     priority: Priority = bounds.PRIORITY_DEFAULT
-    expires_at: str | None = None
+    expires_at: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
     reason: Description | None = None
     reference_id: Reference | None = None
     metadata: Metadata | None = None
@@ -281,7 +297,14 @@ class GrantOut(BaseModel):
 
 class AdjustmentIn(Strict):
     credit_type: CreditType
-    amount: Annotated[int, Field(ge=-bounds.CREDITS_MAX, le=bounds.CREDITS_MAX)]
+    amount: Annotated[
+        int,
+        Field(
+            ge=-bounds.CREDITS_MAX,
+            le=bounds.CREDITS_MAX,
+            json_schema_extra={"not": {"enum": [0]}},
+        ),
+    ]
     reason: Reason
     metadata: Metadata | None = None
 
@@ -358,12 +381,29 @@ class TokenOut(BaseModel):
 
 # --- purchases ---------------------------------------------------------------------------
 
+CUSTOM = ("credit_type", "credits")
 Url = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 PackId = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
 
 
 class CheckoutIn(Strict):
     """A pack, a custom amount (credit_type and credits) or a plan: exactly one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"allOf": [_present("pack_id", kind="string"), _absent(*CUSTOM, "plan_id")]},
+                {
+                    "allOf": [
+                        _present("credit_type", kind="string"),
+                        _present("credits"),
+                        _absent("pack_id", "plan_id"),
+                    ]
+                },
+                {"allOf": [_present("plan_id", kind="string"), _absent(*CUSTOM, "pack_id")]},
+            ]
+        }
+    )
 
     account_id: AccountId
     pack_id: PackId | None = None

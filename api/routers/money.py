@@ -6,6 +6,8 @@ passes to the script as the operation's own idempotency key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -35,6 +37,20 @@ router = APIRouter(prefix="/v1", tags=["charging"])
 State = Annotated[AppState, Depends(app_state)]
 Key = Annotated[str, Depends(idempotency_key)]
 Meter = Annotated[Principal, Depends(require("meter"))]
+
+
+@contextmanager
+def _unmade_id_is_not_found(kind: str, record_id: str) -> Iterator[None]:
+    """An id this deployment never made (meter.ids.bucket_of cannot read it) names nothing:
+    404 like any unknown hold or charge, not a 422 about a field called "id"."""
+    try:
+        yield
+    except me.InvalidArgument as exc:
+        if exc.field != "id":
+            raise
+        missing = me.HoldNotFound(record_id) if kind == "hold" else me.ChargeNotFound(record_id)
+        raise missing from exc
+
 
 _CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
     me.InsufficientCredits: "insufficient",
@@ -117,13 +133,14 @@ async def settle_hold(
     body = body or SettleIn()
 
     async def run() -> tuple[SettleOut, bool]:
-        r = await state.meter.settle(
-            hold_id,
-            body.amount,
-            idempotency_key=key,
-            description=body.description,
-            metadata=body.metadata,
-        )
+        with _unmade_id_is_not_found("hold", hold_id):
+            r = await state.meter.settle(
+                hold_id,
+                body.amount,
+                idempotency_key=key,
+                description=body.description,
+                metadata=body.metadata,
+            )
         out = SettleOut(
             entry_id=r.entry_id,
             hold_id=r.hold_id,
@@ -142,7 +159,8 @@ async def release_hold(
     hold_id: EntityId, request: Request, response: Response, state: State, key: Key, _: Meter
 ) -> Any:
     async def run() -> tuple[ReleaseOut, bool]:
-        r = await state.meter.release(hold_id, idempotency_key=key)
+        with _unmade_id_is_not_found("hold", hold_id):
+            r = await state.meter.release(hold_id, idempotency_key=key)
         out = ReleaseOut(
             hold_id=r.hold_id, released=r.released, balance=r.balance, available=r.available
         )
@@ -160,7 +178,8 @@ async def extend_hold(
     key: Annotated[str | None, Depends(optional_idempotency_key)],
 ) -> Any:
     """A heartbeat moves no credits, so its Idempotency-Key is optional."""
-    r = await state.meter.extend(hold_id, body.ttl_seconds, idempotency_key=key)
+    with _unmade_id_is_not_found("hold", hold_id):
+        r = await state.meter.extend(hold_id, body.ttl_seconds, idempotency_key=key)
     return ExtendOut(hold_id=r.hold_id, expires_at=rfc3339(r.expires_at_ms))
 
 
@@ -169,13 +188,14 @@ async def create_refund(
     body: RefundIn, request: Request, response: Response, state: State, key: Key, _: Meter
 ) -> Any:
     async def run() -> tuple[RefundOut, bool]:
-        r = await state.meter.refund(
-            body.charge_id,
-            body.amount,
-            reason=body.reason,
-            idempotency_key=key,
-            metadata=body.metadata,
-        )
+        with _unmade_id_is_not_found("charge", body.charge_id):
+            r = await state.meter.refund(
+                body.charge_id,
+                body.amount,
+                reason=body.reason,
+                idempotency_key=key,
+                metadata=body.metadata,
+            )
         out = RefundOut(
             id=r.id,
             charge_id=r.charge_id,

@@ -51,8 +51,6 @@ async def patch_tool(
     who: Annotated[Principal, Depends(require("admin"))],
 ) -> ToolOut:
     fields = body.model_dump(exclude_unset=True)
-    if any(v is None for v in fields.values()):
-        raise Problem(422, "fields of a tool cannot be set to null")
     tool = await changes.patch_tool(state, who.actor, name, fields)
     if tool is None:
         raise Problem(404, f"tool {name!r} not found", slug="unknown-tool", tool=name)

@@ -556,7 +556,8 @@ def test_account_token_reads_own_balance_only(http: httpx.Client, meter_key: str
 def test_health_ready_status_metrics(http: httpx.Client, admin_key: str):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "sql": "ok"}
+    checks = ready.json()["checks"]  # and more checks as the service grows
+    assert ready.status_code == 200 and (checks["redis"], checks["sql"]) == ("ok", "ok")
     status = http.get("/v1/status/sync", headers=bearer(admin_key))
     assert status.status_code == 200
     assert len(status.json()["buckets"]) == 4
