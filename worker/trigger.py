@@ -66,26 +66,33 @@ def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:
 
 
 class _Loop:
-    """The trigger's state on one Redis: its cron scheduler and the journals' newest ids.
-    Built again after a Redis error, since the server may have restarted without them."""
+    """The trigger on one context: its cron scheduler (made once, so each periodic job keeps
+    its schedule through an outage) and the journals' newest ids. After a Redis error it
+    starts again from `resume()`: the server may have restarted without any of its keys."""
 
     def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
         self.journals = [ctx.keys.journal(b) for b in ctx.keys.all_buckets()]
         self.cron = make_cron(ctx.queue_redis, ctx.keys)
+        self.last: dict[str, str] | None = None  # None: resume() first
+
+    def resume(self) -> None:
         self.cron.register_birth()
         # Whatever waited while we were down or cut off: a job queued before may be lost,
         # and its trigger key would hold new ones back until it expires.
-        ctx.redis.delete(ctx.keys.flush_trigger())
-        request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
-        self.last = newest_ids(ctx.redis, self.journals)
+        self.ctx.redis.delete(self.ctx.keys.flush_trigger())
+        request_flush(self.ctx.queue_redis, self.ctx.redis, self.ctx.keys)
+        self.last = newest_ids(self.ctx.redis, self.journals)
 
     def step(self) -> None:
         """Runs due cron jobs, then waits up to TRIGGER_BLOCK_MS for new journal entries."""
+        if self.last is None:
+            self.resume()
+        assert self.last is not None
         if self.cron.enqueue_jobs():
             self.cron.save()
         self.cron.heartbeat()
-        got = self.ctx.redis.xread(self.last, count=1, block=limits.TRIGGER_BLOCK_MS)
+        got = self.ctx.redis.xread(self.last, count=1, block=limits.TRIGGER_BLOCK_MS)  # type: ignore[arg-type]
         if not got:
             return
         request_flush(self.ctx.queue_redis, self.ctx.redis, self.ctx.keys)
@@ -100,7 +107,7 @@ class _Loop:
 def run(settings: Settings | None = None) -> None:
     """Runs until SIGTERM/SIGINT. Any Redis error (connection lost or refused, LOADING, OOM,
     a fresh server without the streams) costs one log line and a backoff, then the loop
-    starts again from a new state."""
+    resumes from fresh state."""
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -114,10 +121,10 @@ def run(settings: Settings | None = None) -> None:
     try:
         while not stop:
             try:
-                if loop is None:
+                if loop is None:  # the context checks the server: it needs Redis too
                     loop = _Loop(context(settings))
-                    delays.reset()
                 loop.step()
+                delays.reset()
             except redis.RedisError as exc:
                 delay_s = delays.next_s()
                 log.warning(
@@ -127,8 +134,7 @@ def run(settings: Settings | None = None) -> None:
                     delay_s,
                 )
                 if loop is not None:
-                    loop.close()
-                loop = None
+                    loop.last = None
                 time.sleep(delay_s)
     finally:
         if loop is not None:
