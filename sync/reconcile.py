@@ -138,9 +138,13 @@ def redis_wallets(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
 
 def _drain(flusher: Flusher) -> int:
     """Brings SQL up to every bucket's journal as it is now (entries appended meanwhile are
-    left to the worker): the entries this call flushed itself."""
+    left to the worker): the entries this call flushed itself. Each bucket is flushed once
+    by this flusher when it is free, which also records what Redis lost (the gap check);
+    a bucket another flusher holds is waited for up to the journal's last id."""
     total = 0
     for bucket in flusher.keys.all_buckets():
+        result = flusher.flush_bucket(bucket, limits.RECONCILE_FLUSH_BUDGET_S)
+        total += 0 if result is None else result.entries
         last = flusher.redis.xrevrange(flusher.keys.journal(bucket), count=1)
         if last:
             total += flush_through(flusher, bucket, as_text(last[0][0]))
