@@ -82,8 +82,11 @@ class Setup:
         self.accounts = spread_accounts(keys, 16)
         self.workers = Workers(tmp_path, server.url, sql_url, keys)
         self.worker = self.workers.creditmeter_worker("worker")
+        self.acked: list[str] = []
+
+    def warm_up(self) -> None:
         self.acked = grant_all(self.meter, self.accounts)
-        assert wait_flushed(self.engine, keys, self.acked, START_TIMEOUT_S) is not None, (
+        assert wait_flushed(self.engine, self.keys, self.acked, START_TIMEOUT_S) is not None, (
             f"the worker never flushed the grants\n{self.workers.tails()}"
         )
 
@@ -113,13 +116,24 @@ class Setup:
         assert len(unanswered) <= in_flight_max, (unanswered, logs)
         assert_exactly_once(self.engine, self.keys, [*acked, *unanswered], logs)
         assert_in_sync(self.client, self.engine, self.keys)
-        self.client.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, server: RestartableRedis, sql_url: str, keys: Keys) -> Iterator[Setup]:
+    """A worker subprocess, warmed up; killed (with every child) whatever the test did."""
+    s = Setup(tmp_path, server, sql_url, keys)
+    try:
+        s.warm_up()
+        yield s
+    finally:
+        s.workers.kill_all()
+        s.client.close()
 
 
 def test_redis_killed_under_load_worker_lives_and_flushes_within_5s(
-    tmp_path: Path, server: RestartableRedis, sql_url: str, keys: Keys
+    setup: Setup, server: RestartableRedis, keys: Keys
 ) -> None:
-    s = Setup(tmp_path, server, sql_url, keys)
+    s = setup
     charger = s.charger()
     charger.start()
     try:
@@ -151,9 +165,9 @@ def test_redis_killed_under_load_worker_lives_and_flushes_within_5s(
 
 
 def test_redis_restarted_while_idle_then_1000_charges_are_flushed(
-    tmp_path: Path, server: RestartableRedis, sql_url: str, keys: Keys
+    setup: Setup, server: RestartableRedis, keys: Keys
 ) -> None:
-    s = Setup(tmp_path, server, sql_url, keys)
+    s = setup
     server.kill()
     time.sleep(DOWN_S)
     back_s = server.start()
@@ -174,9 +188,9 @@ def test_redis_restarted_while_idle_then_1000_charges_are_flushed(
 
 
 def test_killed_trigger_child_is_restarted_and_flushing_continues(
-    tmp_path: Path, server: RestartableRedis, sql_url: str, keys: Keys
+    setup: Setup, server: RestartableRedis, keys: Keys
 ) -> None:
-    s = Setup(tmp_path, server, sql_url, keys)
+    s = setup
     pid = s.worker.popen.pid
     triggers = trigger_children(pid)
     assert len(triggers) == 1, f"no trigger child of the worker {pid}\n{s.workers.tails()}"
