@@ -110,7 +110,17 @@ class EventHub:
             self._changed.set()
 
     def listeners(self) -> int:
-        return sum(len(s) for a in self._listeners.values() for s in a.values())
+        return len(self._all())
+
+    async def aclose(self) -> None:
+        """Stops the task and closes its connection (a stream still open gets END)."""
+        for listener in self._all():
+            listener.end()
+            self.leave(listener)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _run(self) -> None:
         backoff_s = BACKOFF_S_MIN
@@ -173,14 +183,15 @@ class EventHub:
             log.info("event stream of %s too far behind: ended", listener.account_id)
             self.leave(listener)
 
+    def _all(self) -> list[Listener]:
+        return [x for a in self._listeners.values() for s in a.values() for x in s]
+
     async def _reset(self) -> None:
         """Ends every stream and drops the connection; the next step subscribes afresh for
         the streams that join from now on."""
-        for accounts in list(self._listeners.values()):
-            for streams in list(accounts.values()):
-                for listener in list(streams):
-                    listener.end()
-                    self.leave(listener)
+        for listener in self._all():
+            listener.end()
+            self.leave(listener)
         self._sent.clear()
         self._confirmed.clear()
         with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
@@ -197,3 +208,10 @@ def hub_for(client: redis.asyncio.Redis) -> EventHub:
     if hub is None:
         hub = _hubs[client] = EventHub(client)
     return hub
+
+
+async def close_hub(client: redis.asyncio.Redis) -> None:
+    """Ends the client's streams and closes its pub/sub connection (before the client)."""
+    hub = _hubs.pop(client, None)
+    if hub is not None:
+        await hub.aclose()

@@ -1,11 +1,14 @@
 """api.sse.balance_stream on a tiny app of its own, served by uvicorn in a thread, real Redis.
 
 A change made by the meter reaches the stream as a `balance` event within 100 ms; an idle
-stream pings; when the client leaves, the server unsubscribes and closes its connection.
+stream pings; streams share one pub/sub subscription per channel, and when the last client of
+a channel leaves, the server unsubscribes; an account's sixth stream is 429; a stream whose
+queue overflows (a client that does not read) ends alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import socket
@@ -24,7 +27,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import StreamingResponse
 
-from api import errors, sse
+from api import errors, pubsub, sse
 from meter import AsyncMeter, Keys, Meter, NewAccountLoader, Tool
 from meter.redis_conn import async_client, sync_client
 
@@ -53,6 +56,7 @@ def make_app(redis_url: str, keys: Keys) -> FastAPI:
         try:
             yield
         finally:
+            await pubsub.close_hub(client)
             await client.aclose()
 
     app = FastAPI(lifespan=lifespan)
@@ -245,15 +249,15 @@ def test_a_client_that_leaves_is_unsubscribed_and_its_connection_closed(
     server: Server, account: str, client: redis.Redis
 ) -> None:
     channel = server.keys.events(server.keys.bucket(account))
-    before = numsub(client, channel)  # other tests' streams of the bucket may linger
+    wait_numsub(client, channel, 0)  # other tests' streams of the bucket have left
     open_before = sse._open_streams
     stream = open_stream(server, account)
     stream.next()
-    assert numsub(client, channel) == before + 1
+    assert numsub(client, channel) == 1
     assert sse._open_streams == open_before + 1
     stream.close()
     deadline = time.monotonic() + sse.READ_TIMEOUT_S + FRAME_TIMEOUT_S
-    while numsub(client, channel) > before or sse._open_streams > open_before:
+    while numsub(client, channel) > 0 or sse._open_streams > open_before:
         assert time.monotonic() < deadline, "the server still subscribes after the client left"
         time.sleep(0.02)
 
@@ -262,3 +266,86 @@ def test_a_malformed_account_id_is_refused_before_streaming(server: Server) -> N
     r = httpx.get(f"{server.base_url}/events/bad%20id", timeout=FRAME_TIMEOUT_S)
     assert r.status_code == 422
     assert r.headers["content-type"] == errors.MEDIA_TYPE
+
+
+def wait_numsub(r: redis.Redis, channel: str, want: int) -> None:
+    deadline = time.monotonic() + sse.READ_TIMEOUT_S + FRAME_TIMEOUT_S
+    while numsub(r, channel) != want:
+        assert time.monotonic() < deadline, (numsub(r, channel), want)
+        time.sleep(0.02)
+
+
+def test_streams_of_a_channel_share_one_subscription(
+    server: Server, account: str, client: redis.Redis
+) -> None:
+    keys = server.keys
+    channel = keys.events(keys.bucket(account))
+    neighbour = next(
+        a for a in (f"{account}-{i}" for i in range(1000)) if keys.bucket(a) == keys.bucket(account)
+    )
+    wait_numsub(client, channel, 0)  # other tests' streams have left
+    streams = [open_stream(server, a) for a in (account, account, account, neighbour)]
+    try:
+        for s in streams:
+            s.next()  # subscribed: its snapshot came
+        assert numsub(client, channel) == 1  # one pub/sub connection, not one per stream
+        g = server.meter.grant(account, "credits", 3)
+        for s in streams[:3]:
+            assert s.next().data == event(3, 0, g.id)
+    finally:
+        for s in streams:
+            s.close()
+    wait_numsub(client, channel, 0)  # the last stream out unsubscribed
+
+
+def test_the_sixth_stream_of_an_account_is_429(server: Server, account: str) -> None:
+    streams = [open_stream(server, account) for _ in range(sse.STREAMS_PER_ACCOUNT_MAX)]
+    try:
+        for s in streams:
+            s.next()
+        r = httpx.get(f"{server.base_url}/events/{account}", timeout=FRAME_TIMEOUT_S)
+        assert r.status_code == 429
+        assert r.headers["content-type"] == errors.MEDIA_TYPE
+        assert int(r.headers["retry-after"]) > 0
+        assert r.json()["type"].endswith("too-many-event-streams")
+    finally:
+        for s in streams:
+            s.close()
+
+
+def balance_message(account_id: str, balance: int) -> str:
+    # As lua/includes/balance_event.lua writes it: the account first.
+    return json.dumps(
+        {"account_id": account_id, "credit_type": "credits", "available": balance, "held": 0,
+         "balance": balance, "entry_id": uuid.uuid4().hex}
+    )  # fmt: skip
+
+
+async def next_item(listener: pubsub.Listener, timeout_s: float = FRAME_TIMEOUT_S) -> object:
+    async with asyncio.timeout(timeout_s):
+        return await listener.queue.get()
+
+
+async def test_a_stream_that_falls_behind_is_ended_and_leaves_alone(
+    redis_url: str, client: redis.Redis
+) -> None:
+    channel = Keys(prefix="hub" + uuid.uuid4().hex[:8], buckets=1).events(0)
+    hub = pubsub.EventHub(async_client(redis_url))
+    slow, reader = hub.join(channel, "slow"), hub.join(channel, "reader")
+    try:
+        assert await next_item(reader) == pubsub.SNAPSHOT
+        for i in range(pubsub.QUEUE_ITEMS_MAX):  # the snapshot holds one place already
+            client.publish(channel, balance_message("slow", i))
+        client.publish(channel, balance_message("reader", 1))
+        got = await next_item(reader)
+        assert isinstance(got, dict) and got["balance"] == 1
+        assert hub.listeners() == 1  # the slow one left; the reader stays subscribed
+        assert slow.queue.qsize() == 1 and await next_item(slow) == pubsub.END
+        assert numsub(client, channel) == 1
+        hub.leave(reader)
+        deadline = time.monotonic() + FRAME_TIMEOUT_S
+        while numsub(client, channel):
+            assert time.monotonic() < deadline, "no UNSUBSCRIBE after the last stream left"
+            await asyncio.sleep(0.02)
+    finally:
+        await hub.aclose()
