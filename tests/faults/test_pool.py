@@ -1,6 +1,8 @@
 """Issue 12 item 7: a full Redis connection pool makes a charge wait, never fail at once; event
 streams share one pub/sub connection per API process; an account opens at most
-api.sse.STREAMS_PER_ACCOUNT_MAX streams per process.
+api.sse.STREAMS_PER_ACCOUNT_MAX streams per process. The shared pub/sub connection lost:
+redis-py's reconnect brings a fresh snapshot; Redis gone ends the streams, and the hub comes
+back for new ones when Redis does.
 
 Its own redis-server, a SQLite file (or TEST_DATABASE_URL), a real `creditmeter api --workers
 2`. 500 open event streams over 100 accounts, then 1,000 concurrent charges: every charge is
@@ -28,13 +30,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from api import sse
+from api import pubsub, sse
 from meter import Tool
 from meter.embedded import EmbeddedRedis
+from meter.keys import Keys
+from meter.redis_conn import async_client, sync_client
 from sync.apikeys import create_key
 from sync.catalog import save_tools
 from sync.db import engine_for
 from tests.api.server import running_api, server_env
+from tests.faults.worker_faults import RestartableRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
 
@@ -49,6 +54,7 @@ OPEN_CONCURRENCY = 50  # streams opened at once
 SNAPSHOT_WAIT_S = 30.0  # every stream has its first snapshot (it is subscribed) by then
 EVENTS_WAIT_S = 20.0  # every charge's event reached every stream of its account by then
 HTTP_TIMEOUT_S = 30.0  # one request; a charge waits at most the pool's wait for a connection
+HUB_WAIT_S = 15.0  # an item the hub owes a stream: redis-py's retries, the hub's backoff
 SAMPLE_INTERVAL_S = 0.05  # how often Redis's clients are counted during the charges
 # Redis clients at any time: far fewer than the streams (one connection each, before), and
 # room for each API process's asyncio pool and its sync pool of work run in threads.
@@ -315,3 +321,57 @@ async def test_the_sixth_stream_of_an_account_is_429(
         finally:
             for s in [*streams, extra, neighbour]:
                 await s.close()
+
+
+def balance_message(account_id: str) -> str:
+    # As lua/includes/balance_event.lua writes it: the account first.
+    return json.dumps(
+        {"account_id": account_id, "credit_type": "credits", "available": 1, "held": 0,
+         "balance": 1, "entry_id": uuid.uuid4().hex}
+    )  # fmt: skip
+
+
+async def next_item(listener: pubsub.Listener) -> pubsub.Item:
+    async with asyncio.timeout(HUB_WAIT_S):
+        return await listener.queue.get()
+
+
+async def test_the_event_hub_resnapshots_after_a_lost_connection_and_survives_redis_restart(
+    tmp_path: Path,
+) -> None:
+    server = RestartableRedis(tmp_path / "redis")
+    server.start()
+    control = sync_client(server.url)
+    hub = pubsub.EventHub(async_client(server.url))
+    channel = Keys(prefix="hub", buckets=1).events(0)
+    try:
+        first = hub.join(channel, "a")
+        assert await next_item(first) == pubsub.SNAPSHOT
+
+        # The connection is cut: redis-py reconnects and re-subscribes; messages may have
+        # been missed in between, so the stream gets a fresh snapshot and then goes on.
+        assert control.client_kill_filter(_type="pubsub") == 1
+        assert await next_item(first) == pubsub.SNAPSHOT
+        control.publish(channel, balance_message("a"))
+        got = await next_item(first)
+        assert isinstance(got, dict) and got["account_id"] == "a"
+
+        # Redis gone past redis-py's retries: the stream ends cleanly.
+        server.kill()
+        assert await next_item(first) == pubsub.END
+        assert hub.listeners() == 0
+
+        # Back: the hub reconnects (with backoff) for the streams that come next.
+        server.start()
+        control = sync_client(server.url)
+        second = hub.join(channel, "a")
+        assert await next_item(second) == pubsub.SNAPSHOT
+        control.publish(channel, balance_message("a"))
+        got = await next_item(second)
+        assert isinstance(got, dict) and got["account_id"] == "a"
+        pubsub_clients = [c for c in control.client_list() if int(c["sub"]) > 0]
+        assert len(pubsub_clients) == 1
+    finally:
+        await hub.aclose()
+        control.close()
+        server.stop()
