@@ -134,6 +134,10 @@ def test_repair_while_charging_rewrites_only_the_drifted_wallet(
 
     acknowledged = [pair for per_thread in charged for pair in per_thread]
     assert len(acknowledged) > WALLETS * 5
+    print(
+        f"\n{len(acknowledged)} charges acknowledged during {RECONCILE_RUNS} repairs; "
+        f"busy (not compared) per run: {[len(r.busy) for r in reports]}"
+    )
     assert_in_sync(client, engine, keys)
     ids = [i for _, i in acknowledged]
     with engine.connect() as conn:
