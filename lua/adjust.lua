@@ -5,7 +5,8 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
     KEYS[4] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] signed amount (not 0)
     ARGV[8] category for a positive amount (paid | promotional)   ARGV[9] request fingerprint
     ARGV[10] idempotency key   ARGV[11] reason (required)   ARGV[12] metadata JSON

@@ -4,7 +4,8 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] bucket journal   KEYS[3] bucket due set
     KEYS[4] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
   Publishes the wallet's new state if anything expired (includes/balance_event).
   Output: {0, grants expired, holds expired}   {-12, field} bad argument
 ]]

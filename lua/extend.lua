@@ -3,7 +3,8 @@
   Input:
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type   ARGV[6] ttl_s (1..HOLD_TTL_S_MAX)   ARGV[7] request fingerprint
     ARGV[8] idempotency key   ARGV[9] due-set member
   Publishes the wallet's new state on the events channel (includes/balance_event).

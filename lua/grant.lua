@@ -3,7 +3,8 @@
   Input:
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
     KEYS[4] bucket due set   KEYS[5] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount (1..CREDITS_MAX)
     ARGV[8] category (paid | promotional)   ARGV[9] priority (0..100, lower burns first)
     ARGV[10] expires_ms (0 = never; else after now_ms)   ARGV[11] source   ARGV[12] reference id

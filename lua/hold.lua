@@ -4,7 +4,8 @@
     KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] hold record
     KEYS[4] bucket catalog replica   KEYS[5] bucket journal   KEYS[6] bucket due set
     KEYS[7] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
     ARGV[5] credit type the client expects   ARGV[6] tool   ARGV[7] quantity
     ARGV[8] amount ('' = tool cost x quantity)   ARGV[9] ttl_s (1..HOLD_TTL_S_MAX)
     ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] due-set member

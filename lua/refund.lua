@@ -6,7 +6,8 @@
   Input:
     KEYS[1] charge record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = what is left)
     ARGV[8] successor grant id for paid credits   ARGV[9] successor grant id for promotional
     ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] reason   ARGV[13] metadata

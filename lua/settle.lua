@@ -5,7 +5,8 @@
     KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
     KEYS[4] bucket journal   KEYS[5] charge record (for refunds of the settled charge)
     KEYS[6] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
+    ARGV[1] now_ms (includes/clock)
+    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
     ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = the hold's amount)
     ARGV[8] request fingerprint   ARGV[9] idempotency key   ARGV[10] description
     ARGV[11] metadata JSON

@@ -1,5 +1,9 @@
 """The expiry sweep: wallets whose grants or holds are due get their expire entries now,
-even when nobody touches them (the scripts enforce expiry on every touch anyway)."""
+even when nobody touches them (the scripts enforce expiry on every touch anyway).
+
+The worker's clock picks the due wallets, but Redis's decides: the expire script refuses a
+now_ms further than bounds.CLOCK_SKEW_MS_MAX from Redis TIME (meter.ClockSkew), so a
+worker whose clock runs fast fails its sweep loudly and expires nothing early."""
 
 from __future__ import annotations
 
