@@ -286,7 +286,8 @@ async def _verified(
         return entry
     upkeep = _upkeep(app)
     if time.monotonic() < upkeep.sql_down_until:
-        return _unknown_without_sql(synced)
+        _refuse_unless_complete(synced)
+        return None
     try:
         # asyncio's thread, not anyio's: a timed-out wait returns, the query runs on alone.
         info = await asyncio.wait_for(
@@ -298,7 +299,8 @@ async def _verified(
     except (SQLAlchemyError, TimeoutError) as exc:
         log.warning("API key not in the replica and SQL unavailable (%s)", type(exc).__name__)
         upkeep.sql_down_until = time.monotonic() + SQL_DOWN_RETRY_S
-        return _unknown_without_sql(synced)
+        _refuse_unless_complete(synced)
+        return None
     if info is None:
         return None
     try:  # a key made while Redis was unreachable, or a replica that lost it
@@ -308,10 +310,11 @@ async def _verified(
     return ReplicatedKey(info.id, info.prefix, info.scope)
 
 
-def _unknown_without_sql(synced: object) -> None:
-    """A replica miss while SQL is down: unknown if the replica is complete, else 503."""
+def _refuse_unless_complete(synced: object) -> None:
+    """A replica miss while SQL is down means an unknown key only if the replica is complete
+    (its mark was read with the miss); else 503: the key may well be live."""
     if synced is not None:
-        return None
+        return
     raise Problem(
         503,
         "API keys cannot be verified: the database is unavailable and the key replica in "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis
 import redis.asyncio
 from fastapi import Request
+from redis import Redis as SyncRedis
 from sqlalchemy import Engine
 
 from meter import AsyncMeter
@@ -28,9 +28,9 @@ class AppState:
     secret_key: bytes  # signs account tokens, keys API-key hashes
     # A sync client of the balance Redis for work run in threads (key replica resync, status,
     # /readyz and /metrics journal figures): made on first use, then shared (thread-safe pool).
-    _sync_redis: redis.Redis | None = field(default=None, repr=False)
+    _sync_redis: SyncRedis | None = field(default=None, repr=False)
 
-    def sync_redis(self) -> redis.Redis:
+    def sync_redis(self) -> SyncRedis:
         if self._sync_redis is None:
             self._sync_redis = sync_client(self.redis_url)
         return self._sync_redis

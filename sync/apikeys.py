@@ -255,7 +255,8 @@ def resync_replica(
     with replica.client.pipeline(transaction=True) as pipe:
         if removed:
             pipe.hdel(replica.name, *removed)
-        pipe.hset(replica.name, mapping={**added, REPLICA_SYNCED_FIELD: str(synced_at_ms)})
+        complete: dict[Any, Any] = {**added, REPLICA_SYNCED_FIELD: str(synced_at_ms)}
+        pipe.hset(replica.name, mapping=complete)
         pipe.execute()
     if added:
         revoked_meanwhile = _revoked_among(engine, list(added))

@@ -126,7 +126,7 @@ def bucket_status(client: redis.Redis, keys: Keys, bucket: int, now: int) -> Buc
     last = as_text(group["last-delivered-id"])
     undelivered_first = client.xrange(journal, min=f"({last}", count=1)
     lag = group.get("lag")
-    undelivered = int(lag) if lag is not None else len(undelivered_first)
+    undelivered = int(lag) if lag is not None else len(undelivered_first or [])
     oldest: list[int] = []
     if pending:
         summary = client.xpending(journal, GROUP)

@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
 from cli.keys_cmd import keys_app
+from meter.keys import Keys
 from meter.settings import get_settings
-from sync.apikeys import PREFIX_LEN, looks_like_key, verify_key
+from sync.apikeys import PREFIX_LEN, key_hash, looks_like_key, parse_replica_value, verify_key
 
 SECRET = "test-secret-keys-cmd"
 
@@ -87,3 +89,23 @@ def test_errors_are_one_line_and_exit_1(cli_env: None, args: tuple[str, ...], me
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_create_and_revoke_update_the_api_key_replica_in_redis(
+    cli_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    redis_sync: redis.Redis,
+    key_prefix: str,
+) -> None:
+    """With CREDITMETER_REDIS_URL set, the API's replica follows at once (issue 12)."""
+    monkeypatch.setenv("CREDITMETER_REDIS_URL", redis_url)
+    monkeypatch.setenv("CREDITMETER_KEY_PREFIX", key_prefix)
+    get_settings.cache_clear()
+    replica_name = Keys(prefix=key_prefix).api_keys()
+    _, key, _ = _create("read")
+    digest = key_hash(SECRET.encode(), key)
+    entry = parse_replica_value(redis_sync.hget(replica_name, digest))
+    assert entry is not None and entry.prefix == key[:PREFIX_LEN] and entry.scope == "read"
+    assert _run("revoke", key[:PREFIX_LEN]).exit_code == 0
+    assert redis_sync.hget(replica_name, digest) is None
