@@ -19,6 +19,7 @@ import threading
 import time
 
 import redis
+from redis.client import PubSub, PubSubWorkerThread
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
@@ -91,6 +92,17 @@ class _Worker(Worker):
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:
             self.scheduler.start()
+
+    def _pubsub_exception_handler(
+        self, exc: Exception, pubsub: PubSub, pubsub_thread: PubSubWorkerThread
+    ) -> None:
+        """rq's, but waiting REDIS_RETRY_DELAY_MAX_S instead of 2 s after a lost connection:
+        ending the work loop joins this thread, so its wait delays the restart."""
+        if not isinstance(exc, redis.exceptions.ConnectionError):
+            super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+            return
+        log.warning("rq worker: pub/sub connection lost (%s)", exc)
+        time.sleep(REDIS_RETRY_DELAY_MAX_S)
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
