@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from meter import Tool
 from meter.keys import Keys
 from meter.redis_conn import sync_client
+from sync import limits
 from sync.db import engine_for
 from tests.faults.worker_faults import (
     RestartableRedis,
@@ -56,7 +57,9 @@ IDLE_DOWN_S = 3.0  # longer than any one retry sleep: every loop meets the dead 
 RESUME_S_MAX = 5.0  # issue 12: flushing resumes within 5 s of Redis answering again
 START_TIMEOUT_S = 30.0  # the worker imports and connects; slow on a loaded host
 DRAIN_TIMEOUT_S = 30.0  # a flusher killed with Redis left its bucket lock (15 s TTL)
-ALL_BUCKETS_S_MAX = LOCK_TTL_S + RESUME_S_MAX  # a bucket whose lock outlived the flusher
+# A bucket whose flusher was cut off keeps its lock for the TTL; the next safety flush
+# (nothing else triggers one once the load has stopped) then writes it.
+ALL_BUCKETS_S_MAX = LOCK_TTL_S + limits.FLUSH_SAFETY_INTERVAL_S + RESUME_S_MAX
 IN_FLIGHT_MAX = 1  # one charger thread: at most its one call applied but never answered
 RESTARTED_BY_SUPERVISOR = "restarting it in"  # the supervisor's line for a dead child
 
