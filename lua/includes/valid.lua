@@ -1,34 +1,31 @@
 -- ARGV re-checks: the client validated already, but a script must never store garbage.
--- Characters (code points) of text a SQL backend can store, or nil: valid UTF-8 (no overlong
--- form, no surrogate U+D800-DFFF, nothing past U+10FFFF) without NUL, which PostgreSQL
--- refuses. The unit is the one meter/validate.text, pydantic and varchar(n) count.
+-- The well-formed UTF-8 sequences of more than one byte (RFC 3629 table): no overlong form,
+-- no surrogate U+D800-DFFF (ED A0..BF), nothing past U+10FFFF. Most common first.
+local UTF8_SEQUENCES = {
+  '[\225-\236\238\239][\128-\191][\128-\191]',
+  '[\194-\223][\128-\191]',
+  '[\241-\243][\128-\191][\128-\191][\128-\191]',
+  '\224[\160-\191][\128-\191]',
+  '\237[\128-\159][\128-\191]',
+  '\240[\144-\191][\128-\191][\128-\191]',
+  '\244[\128-\143][\128-\191][\128-\191]',
+}
+
+-- Characters (code points) of text a SQL backend can store, or nil: valid UTF-8 without NUL,
+-- which PostgreSQL refuses. The unit is the one meter/validate.text, pydantic and varchar(n)
+-- count. Each valid sequence becomes one ASCII byte (a placeholder, never '', so removing one
+-- cannot join its neighbours into a sequence); a byte >= 128 left over is invalid UTF-8.
+-- gsub runs in C: 1 KiB of 3-byte text costs ~40 us, of ASCII ~13 us (a loop over the bytes
+-- in Lua took ~360 us).
 local function storable_chars(s)
-  if string.find(s, '%z') then return nil end
-  if not string.find(s, '[\128-\255]') then return #s end  -- ASCII: one byte a character
-  local n, i, len = 0, 1, #s
-  while i <= len do
-    local c = string.byte(s, i)
-    local size
-    if c < 0x80 then size = 1
-    elseif c >= 0xC2 and c <= 0xDF then size = 2
-    elseif c >= 0xE0 and c <= 0xEF then size = 3
-    elseif c >= 0xF0 and c <= 0xF4 then size = 4
-    else return nil end
-    if i + size - 1 > len then return nil end
-    for k = i + 1, i + size - 1 do
-      local b = string.byte(s, k)
-      if b < 0x80 or b > 0xBF then return nil end
-    end
-    if size > 2 then
-      local c2 = string.byte(s, i + 1)
-      if (c == 0xE0 and c2 < 0xA0) or (c == 0xF0 and c2 < 0x90) then return nil end  -- overlong
-      if c == 0xED and c2 > 0x9F then return nil end  -- a surrogate
-      if c == 0xF4 and c2 > 0x8F then return nil end  -- past U+10FFFF
-    end
-    n = n + 1
-    i = i + size
+  if string.find(s, '\0', 1, true) then return nil end
+  local t = s
+  for _, seq in ipairs(UTF8_SEQUENCES) do
+    if not string.find(t, '[\128-\255]') then return #t end
+    t = string.gsub(t, seq, '.')
   end
-  return n
+  if string.find(t, '[\128-\255]') then return nil end
+  return #t
 end
 
 -- Free text of at most `max` characters.

@@ -400,11 +400,25 @@ DESCRIPTION_ARG = 9  # ARGV[10] of lua/charge.lua: the charge's description
         b"\xff",
         b"\xc3",  # a truncated 2-byte sequence
         b"\xc0\xaf",  # an overlong "/"
+        b"\xe0\x80\xaf",  # an overlong "/" in 3 bytes
+        b"a\x80",  # a continuation byte alone
+        b"\xe0\xc3\xa9\xa0\x80",  # valid "\xc3\xa9" between the halves of nothing valid
         b"\xed\xa0\x80",  # U+D800 in CESU-8: a surrogate
         b"\xf4\x90\x80\x80",  # past U+10FFFF
         (WIDE * (DESC + 1)).encode(),
     ],
-    ids=["nul", "ff", "truncated", "overlong", "surrogate", "past-max", "oversize"],
+    ids=[
+        "nul",
+        "ff",
+        "truncated",
+        "overlong",
+        "overlong-3",
+        "continuation",
+        "no-join",
+        "surrogate",
+        "past-max",
+        "oversize",
+    ],
 )
 def test_charge_script_refuses_bytes_sql_cannot_store(
     inproc: tuple[Meter, Keys, Tool], rc: redis.Redis, raw: bytes
