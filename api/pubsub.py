@@ -5,10 +5,12 @@ subscriber task per process SUBSCRIBEs to the channels streams need (a channel i
 with UNSUBSCRIBE when its last stream leaves), reads every message once and puts it in the
 queues of the streams of that account. Queue items:
 
-- SNAPSHOT: the channel is (re)subscribed; changes from now on will arrive, so the stream
+- a Snapshot: the channel is (re)subscribed; changes from now on will arrive, so the stream
   sends the current state of its wallets. A stream joining a channel already subscribed gets
   one at once; every stream of a channel gets one after redis-py re-subscribed on a new
-  connection (messages in between may be lost).
+  connection (messages in between may be lost). `read_snapshot` shares one read among the
+  streams of an account that need one at the same time, and bounds the reads in flight: a
+  balance read may query SQL, and a reconnect storm must not take the threads charges need.
 - a dict: a balance event of the account (lua/includes/balance_event.lua).
 - END: the stream must end (its queue overflowed: the client reads slower than its balance
   changes; or the pub/sub connection failed). The browser reconnects and starts from a
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,11 +46,27 @@ SUBSCRIBE_POLL_S = 0.05
 BACKOFF_S_MIN = 0.1  # first pause after the pub/sub connection failed
 BACKOFF_S_MAX = 5.0  # a Redis that stays down is tried this often
 CLOSE_TIMEOUT_S = 2.0  # closing a failed connection; a dead Redis must not hang the task
+# Snapshot reads in flight per process. A balance read may query SQL in the event loop's
+# default thread pool (CPU count + 4 threads): leave threads to charges that load a wallet.
+SNAPSHOTS_CONCURRENT_MAX = 4
 
-SNAPSHOT: Final = "snapshot"
 END: Final = "end"
 
-Item = dict[str, Any] | str
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Send the account's state: any read started after this item was queued will do."""
+
+    seq: int
+
+
+Item = dict[str, Any] | Snapshot | str
+
+
+@dataclass
+class _SharedRead:
+    started_seq: int
+    task: asyncio.Future[str]
 
 
 @dataclass(eq=False)
@@ -87,13 +107,16 @@ class EventHub:
         self._confirmed: set[bytes] = set()  # of those, the ones Redis confirmed
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._seq = itertools.count()  # orders snapshot items and snapshot reads
+        self._reads: dict[str, _SharedRead] = {}  # account -> its latest snapshot read
+        self._read_slots = asyncio.Semaphore(SNAPSHOTS_CONCURRENT_MAX)
 
     def join(self, channel: str, account_id: str) -> Listener:
         listener = Listener(channel.encode(), account_id)
         accounts = self._listeners.setdefault(listener.channel, {})
         accounts.setdefault(account_id, set()).add(listener)
         if listener.channel in self._confirmed:
-            listener.offer(SNAPSHOT)
+            listener.offer(self._snapshot_item())
         self._changed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -108,6 +131,33 @@ class EventHub:
         if not accounts:
             self._listeners.pop(listener.channel, None)
             self._changed.set()
+
+    async def read_snapshot(
+        self, account_id: str, item: Snapshot, read: Callable[[], Awaitable[str]]
+    ) -> str:
+        """What `read` answers, from a read of the account started after `item` was queued:
+        the one in flight if it qualifies, else a new one (then shared with later items)."""
+        shared = self._reads.get(account_id)
+        if shared is None or shared.started_seq < item.seq:
+            shared = _SharedRead(next(self._seq), asyncio.ensure_future(self._bounded(read)))
+            self._reads[account_id] = shared
+            shared.task.add_done_callback(lambda t: self._read_done(account_id, t))
+        # Shielded: a stream that leaves must not cancel the read of the others.
+        return await asyncio.shield(shared.task)
+
+    async def _bounded(self, read: Callable[[], Awaitable[str]]) -> str:
+        async with self._read_slots:
+            return await read()
+
+    def _read_done(self, account_id: str, task: asyncio.Future[str]) -> None:
+        shared = self._reads.get(account_id)
+        if shared is not None and shared.task is task:
+            del self._reads[account_id]
+        if not task.cancelled():
+            task.exception()  # each waiting stream got it; no "never retrieved" warning
+
+    def _snapshot_item(self) -> Snapshot:
+        return Snapshot(next(self._seq))
 
     def listeners(self) -> int:
         return len(self._all())
@@ -172,7 +222,7 @@ class EventHub:
             self._confirmed.add(channel)
             for streams in accounts.values():
                 for listener in list(streams):
-                    self._offer(listener, SNAPSHOT)
+                    self._offer(listener, self._snapshot_item())
         elif msg["type"] == "message" and accounts:
             event = json.loads(msg["data"])
             for listener in list(accounts.get(event["account_id"], ())):

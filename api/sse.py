@@ -172,8 +172,10 @@ async def _frames(
             if item == pubsub.END:
                 log.info("event stream of %s ends: too far behind or pub/sub lost", account_id)
                 return
-            if item == pubsub.SNAPSHOT:
-                frame = await _snapshot(state, account_id)
+            if isinstance(item, pubsub.Snapshot):
+                frame = await hub.read_snapshot(
+                    account_id, item, lambda: _snapshot(state, account_id)
+                )
             elif isinstance(item, dict):
                 frame = balance_frame(item)
             if not frame and loop.time() - last_write >= ping_interval_s:

@@ -333,7 +333,7 @@ async def test_a_stream_that_falls_behind_is_ended_and_leaves_alone(
     hub = pubsub.EventHub(async_client(redis_url))
     slow, reader = hub.join(channel, "slow"), hub.join(channel, "reader")
     try:
-        assert await next_item(reader) == pubsub.SNAPSHOT
+        assert isinstance(await next_item(reader), pubsub.Snapshot)
         for i in range(pubsub.QUEUE_ITEMS_MAX):  # the snapshot holds one place already
             client.publish(channel, balance_message("slow", i))
         client.publish(channel, balance_message("reader", 1))
@@ -347,5 +347,38 @@ async def test_a_stream_that_falls_behind_is_ended_and_leaves_alone(
         while numsub(client, channel):
             assert time.monotonic() < deadline, "no UNSUBSCRIBE after the last stream left"
             await asyncio.sleep(0.02)
+    finally:
+        await hub.aclose()
+
+
+async def test_streams_of_an_account_share_a_snapshot_read_begun_after_they_asked(
+    redis_url: str,
+) -> None:
+    channel = Keys(prefix="hub" + uuid.uuid4().hex[:8], buckets=1).events(0)
+    hub = pubsub.EventHub(async_client(redis_url))
+    reads = 0
+    release = asyncio.Event()
+
+    async def read() -> str:
+        nonlocal reads
+        reads += 1
+        n = reads
+        await release.wait()
+        return f"state {n}"
+
+    try:
+        a, b = hub.join(channel, "acct"), hub.join(channel, "acct")
+        items = [await next_item(a), await next_item(b)]
+        assert all(isinstance(i, pubsub.Snapshot) for i in items)
+        first = [asyncio.ensure_future(hub.read_snapshot("acct", i, read)) for i in items]
+        await asyncio.sleep(0)
+        late = hub.join(channel, "acct")  # asks after the read began: needs its own
+        late_item = await next_item(late)
+        assert isinstance(late_item, pubsub.Snapshot)
+        second = asyncio.ensure_future(hub.read_snapshot("acct", late_item, read))
+        await asyncio.sleep(0)
+        release.set()
+        assert await asyncio.gather(*first, second) == ["state 1", "state 1", "state 2"]
+        assert reads == 2
     finally:
         await hub.aclose()
