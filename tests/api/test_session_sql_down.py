@@ -49,8 +49,10 @@ async def test_a_dashboard_page_with_sql_down_is_503_not_500(
     name = keys.admin_session(hashlib.sha256(cookie.encode()).hexdigest())
     redis_sync.hset(name, mapping={"key_id": "key_x", "key_prefix": "cm_live_x", "csrf": "t"})
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        r = await c.get("/admin/page", cookies={SESSION_COOKIE: cookie})
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", cookies={SESSION_COOKIE: cookie}
+    ) as c:
+        r = await c.get("/admin/page")
     redis_sync.delete(name)
     assert r.status_code == 503, r.text
     assert r.headers["content-type"] == "application/problem+json"

@@ -265,25 +265,25 @@ def test_a_replica_write_that_fails_leaves_sql_done_and_resync_repairs_it(
     assert apikeys.key_hash(SECRET, revoked.plaintext) not in held
 
 
-def test_resync_holds_exactly_the_live_keys_and_marks_the_replica_complete(
+def test_resync_holds_the_live_keys_only_and_marks_the_replica_complete(
     engine: Engine, client: redis.Redis, keys: Keys
 ) -> None:
+    """Other tests create and revoke keys in the same SQL meanwhile: only this test's keys
+    are compared one by one."""
     replica = _replica(client, keys)
     live = create_key(engine, SECRET, name=_name(), scope="admin")
+    revoked = create_key(engine, SECRET, name=_name(), scope="read", replica=replica)
+    revoke_key(engine, revoked.id)  # no replica given: its entry stays until the resync
     unknown = "ab" * 32  # a hash SQL never had (a replica from another secret, say)
     client.hset(keys.api_keys(), unknown, "key_x cm_live_xxxxxx admin")
     result = apikeys.resync_replica(engine, replica, now_ms=1234)
     held = _held(client, keys)
     assert held.pop(apikeys.REPLICA_SYNCED_FIELD) == "1234"
-    assert unknown not in held and result.removed == 1
-    with engine.connect() as conn:
-        sql_live = {
-            r.key_hash: apikeys.replica_value(r.id, r.prefix, r.scope)
-            for r in conn.execute(select(T_API_KEYS).where(T_API_KEYS.c.revoked_at_ms.is_(None)))
-        }
-    assert held == sql_live and apikeys.key_hash(SECRET, live.plaintext) in held
-    again = apikeys.resync_replica(engine, replica)
-    assert (again.added, again.removed) == (0, 0)
+    assert held[apikeys.key_hash(SECRET, live.plaintext)] == apikeys.replica_value(
+        live.id, live.prefix, "admin"
+    )
+    assert unknown not in held and apikeys.key_hash(SECRET, revoked.plaintext) not in held
+    assert result.removed >= 2 and result.added >= 1
 
 
 def test_last_use_is_recorded_off_the_request_path_once_per_resolution(engine: Engine) -> None:
