@@ -12,9 +12,11 @@ Idempotency-Key holds a fingerprint of method, path and body (`SET NX GET`, one 
   sent with `Idempotent-Replayed: true`;
 - an executed request that failed on the domain (402, 403, 404, 409) stores that answer, and
   a replay returns it as it was (as Stripe does; use a new key to try again). Validation
-  errors (422, also when the meter refuses an argument after the key was claimed) and
-  outages (503) store nothing: the claim is released, so a corrected retry with the same
-  key runs.
+  errors (422, also when the meter refuses an argument after the key was claimed: nothing
+  ran) store nothing and release the claim, so a corrected retry with the same key runs.
+  Outages (503) store nothing either, but keep the claim: the script may have run before
+  the connection failed, so only a retry with the same body may use the key (and the
+  script replays what it applied).
 """
 
 from __future__ import annotations
@@ -119,24 +121,18 @@ async def run_idempotent(
         if problem.status in STORED_ERROR_STATUSES:
             record = _SEP.join((fp, str(problem.status), json.dumps(problem.body())))
             await state.redis.set(redis_key, record, xx=True, keepttl=True)
-        else:
+        elif problem.status == 422:
             await _release(state, redis_key, fp)
         raise problem from exc
-    except Exception:
-        # An outage (503) or a bug (500): the request did not run to an answer, so its
-        # key must not stay used up. Released only while it holds this request's claim.
-        await _release(state, redis_key, fp)
-        raise
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"
     return answer
 
 
 async def _release(state: AppState, redis_key: str, fp: str) -> None:
-    """Frees a claimed key for a corrected retry (422) or a retry after an outage (503).
-    Deletes it only if it still holds exactly this request's fingerprint: a stored answer
-    or another request's claim stays. Best effort: with Redis down the claim stays, and a
-    retry with the same body runs again (the scripts replay an applied operation)."""
+    """Frees a claimed key for a corrected retry after a 422 (nothing ran). Deletes it only
+    if it still holds exactly this request's fingerprint: a stored answer or another
+    request's claim stays. Best effort: with Redis down the claim stays."""
     try:
         await state.redis.eval(_RELEASE_LUA, 1, redis_key, fp)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):

@@ -34,7 +34,7 @@ if not cat then return {E_BAD_ARGUMENT, 'category'} end
 if #ARGV[11] == 0 or not valid_text(ARGV[11], DESCRIPTION_LEN_MAX) then
   return {E_BAD_ARGUMENT, 'reason'}
 end
-if not valid_text(ARGV[12], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+if not valid_metadata(ARGV[12]) then return {E_BAD_ARGUMENT, 'metadata'} end
 
 local replay = idem_check(KEYS[2], ARGV[9])
 if replay then return replay end

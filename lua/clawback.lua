@@ -34,7 +34,7 @@ if #ARGV[8] == 0 or not valid_text(ARGV[8], REFERENCE_LEN_MAX) then
   return {E_BAD_ARGUMENT, 'reference_id'}
 end
 if not valid_text(ARGV[9], DESCRIPTION_LEN_MAX) then return {E_BAD_ARGUMENT, 'reason'} end
-if not valid_text(ARGV[10], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+if not valid_metadata(ARGV[10]) then return {E_BAD_ARGUMENT, 'metadata'} end
 
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end

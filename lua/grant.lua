@@ -39,7 +39,7 @@ if not valid_text(ARGV[11], SOURCE_LEN_MAX) or #ARGV[11] == 0 then
 end
 if not valid_text(ARGV[12], REFERENCE_LEN_MAX) then return {E_BAD_ARGUMENT, 'reference_id'} end
 if not valid_text(ARGV[15], DESCRIPTION_LEN_MAX) then return {E_BAD_ARGUMENT, 'description'} end
-if not valid_text(ARGV[16], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+if not valid_metadata(ARGV[16]) then return {E_BAD_ARGUMENT, 'metadata'} end
 
 local replay = idem_check(KEYS[2], ARGV[13])
 if replay then return replay end

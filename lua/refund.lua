@@ -34,7 +34,7 @@ if ARGV[7] ~= '' then
   if not wanted or wanted < 1 then return {E_BAD_ARGUMENT, 'amount'} end
 end
 if not valid_text(ARGV[12], DESCRIPTION_LEN_MAX) then return {E_BAD_ARGUMENT, 'reason'} end
-if not valid_text(ARGV[13], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+if not valid_metadata(ARGV[13]) then return {E_BAD_ARGUMENT, 'metadata'} end
 
 local replay = idem_check(KEYS[3], ARGV[10])
 if replay then return replay end

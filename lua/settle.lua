@@ -31,7 +31,7 @@ if ARGV[7] ~= '' then
   if not wanted then return {E_BAD_ARGUMENT, 'amount'} end
 end
 if not valid_text(ARGV[10], DESCRIPTION_LEN_MAX) then return {E_BAD_ARGUMENT, 'description'} end
-if not valid_text(ARGV[11], METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+if not valid_metadata(ARGV[11]) then return {E_BAD_ARGUMENT, 'metadata'} end
 
 local replay = idem_check(KEYS[3], ARGV[8])
 if replay then return replay end

@@ -22,7 +22,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   if not valid_text(a.description, DESCRIPTION_LEN_MAX) then
     return {E_BAD_ARGUMENT, 'description'}
   end
-  if not valid_text(a.metadata, METADATA_BYTES_MAX) then return {E_BAD_ARGUMENT, 'metadata'} end
+  if not valid_metadata(a.metadata) then return {E_BAD_ARGUMENT, 'metadata'} end
 
   local replay = idem_check(k.idem, a.fingerprint)
   if replay then return replay end
