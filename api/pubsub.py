@@ -207,9 +207,11 @@ class EventHub:
             self._sent -= gone
             self._confirmed -= gone
         if not self._pubsub.subscribed:
-            # No stream, and Redis confirmed every UNSUBSCRIBE: nothing to read until a join.
-            self._changed.clear()
-            await self._changed.wait()
+            if not self._listeners:
+                # No stream, and Redis confirmed every UNSUBSCRIBE: nothing to read until a
+                # join. (A stream that joined during an await above is subscribed next step.)
+                self._changed.clear()
+                await self._changed.wait()
             return
         msg = await self._pubsub.get_message(timeout=SUBSCRIBE_POLL_S)
         if msg is not None:
