@@ -203,9 +203,10 @@ def test_redis_out_of_memory_is_503_worker_lives_nothing_half_applied(
             ready = http.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert ready.json()["checks"]["redis_memory"] == "full", ready.text
-            # Reads need no memory: the balance still answers.
+            # A read needs no memory, but authentication may copy the key to Redis's replica
+            # of API keys: answered, or a 503 like the writes, never a 500.
             r = http.get(f"/v1/accounts/{accounts[0]}/balance")
-            assert r.status_code == 200, r.text
+            assert r.status_code == 200 or r.json()["type"].endswith("redis-out-of-memory"), r.text
             time.sleep(max(0.0, FULL_S - (time.monotonic() - full_since)))
             assert worker.popen.poll() is None, f"the worker exited\n{workers.tails()}"
 
