@@ -179,20 +179,19 @@ class EventHub:
                 try:
                     await self._step()
                     backoff_s = BACKOFF_S_MIN
-                except (redis.exceptions.RedisError, OSError) as exc:
-                    log.warning("pub/sub connection lost, its event streams end: %r", exc)
-                    await self._reset()
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(BACKOFF_S_MAX, 2 * backoff_s)
-                except Exception:
-                    # A message not as balance_event.lua writes it: no stream may hang on it.
-                    log.exception("event hub failed, its event streams end")
+                except Exception as exc:
+                    if isinstance(exc, redis.exceptions.RedisError | OSError):
+                        log.warning("pub/sub connection lost, its event streams end: %r", exc)
+                    else:
+                        # A message not as balance_event.lua writes it: no stream may hang.
+                        log.exception("event hub failed, its event streams end")
                     await self._reset()
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(BACKOFF_S_MAX, 2 * backoff_s)
         finally:
             with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                await self._pubsub.aclose()
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    await self._pubsub.aclose()
 
     async def _step(self) -> None:
         """Sends pending (un)subscriptions, then reads (or idles while there is nothing)."""
