@@ -335,17 +335,29 @@ class Up:
     def _admin_key(self) -> str:
         """A new admin key each start (keys are stored hashed, so an old one cannot be shown
         again); the keys earlier starts made are revoked, so only the printed one works."""
-        from sync.apikeys import create_key, list_keys, revoke_key
+        from meter.connect import keys_from
+        from meter.redis_conn import sync_client
+        from sync.apikeys import KeyReplica, create_key, list_keys, revoke_key
         from sync.db import engine_for
         from sync.secret import secret_key
 
         engine = engine_for(self.settings.database_url)
-        for old in list_keys(engine):
-            if old.name == UP_KEY_NAME and not old.revoked:
-                revoke_key(engine, old.id)
-        created = create_key(
-            engine, secret_key(self.settings), name=UP_KEY_NAME, scope=UP_KEY_SCOPE
-        )
+        client = sync_client(self.redis_url)
+        # The API checks keys against their Redis copy: revoke and add there too, at once.
+        replica = KeyReplica(client, keys_from(self.settings))
+        try:
+            for old in list_keys(engine):
+                if old.name == UP_KEY_NAME and not old.revoked:
+                    revoke_key(engine, old.id, replica=replica)
+            created = create_key(
+                engine,
+                secret_key(self.settings),
+                name=UP_KEY_NAME,
+                scope=UP_KEY_SCOPE,
+                replica=replica,
+            )
+        finally:
+            client.close()
         return created.plaintext
 
     def _spawn(self, name: str, args: list[str]) -> None:
