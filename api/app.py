@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api import errors, metrics, openapi_doc
+from api import errors, metrics, openapi_doc, pubsub
 from api.admin.render import STATIC_DIR, STATIC_PATH
 from api.admin.session import LoginRequired
 from api.state import AppState
@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await pubsub.close_hub(client)  # the shared event connection, before its client
+            app.state.cm.close_sync_redis()
             await client.aclose()
 
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)

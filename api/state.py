@@ -35,6 +35,11 @@ class AppState:
             self._sync_redis = sync_client(self.redis_url)
         return self._sync_redis
 
+    def close_sync_redis(self) -> None:
+        if self._sync_redis is not None:
+            self._sync_redis.close()
+            self._sync_redis = None
+
 
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.cm
