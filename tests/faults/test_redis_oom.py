@@ -82,9 +82,20 @@ def _fill(client: redis.Redis, prefix: str) -> int:
         try:
             client.set(f"{prefix}:filler:{i}", filler)
         except redis.exceptions.OutOfMemoryError:
-            client.config_set("maxmemory", str(_used(client) - HEADROOM_BYTES // 2))
+            _hold_full(client, prefix)
             return i
     raise AssertionError("Redis never ran out of memory")
+
+
+def _hold_full(client: redis.Redis, prefix: str) -> None:
+    """Lowers maxmemory to half the memory Redis counts against it: buffers that drain
+    soon (the append-only file's, the clients') are in used_memory, and the filler alone
+    then keeps Redis over the limit."""
+    info = client.info("memory")
+    counted = int(info["used_memory"]) - int(info.get("mem_not_counted_for_evict", 0))
+    client.config_set("maxmemory", str(counted // 2))
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set(f"{prefix}:probe", b"x")
 
 
 def _free(client: redis.Redis, prefix: str, chunks: int) -> None:
