@@ -86,6 +86,12 @@ log = logging.getLogger("creditmeter.auth")
 
 KEY_CACHE_TTL_S: Final = 5.0  # No SQL query per charge; a revocation bites within 5 s.
 KEY_CACHE_ENTRIES_MAX: Final = 10_000  # Live keys seen within one TTL; past it, start over.
+# Best-effort writes (failure counters, the key copy) give up on these: never fail a request.
+REDIS_CANNOT_WRITE: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+)
 AUTH_FAILURES_MAX: Final = 20  # 401s per client per window before 429: typos, not scans.
 AUTH_FAILURE_WINDOW_S: Final = 60  # Counted from the first failure; also the longest block.
 TOKEN_SCOPE: Final = "account"  # Principal.scope of an account token.
@@ -232,7 +238,7 @@ async def count_failure(state: AppState, request: Request, detail: str) -> None:
             pipe.expire(name, AUTH_FAILURE_WINDOW_S, nx=True)
             pipe.ttl(name)
             failures, _, ttl_s = await pipe.execute()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except REDIS_CANNOT_WRITE as exc:
         log.warning("auth failure not counted (redis: %s)", type(exc).__name__)
         failures, ttl_s = 0, 0
     log.info("authentication failed: client=%s failures=%s (%s)", client, failures, detail)
@@ -305,8 +311,8 @@ async def _verified(
         return None
     try:  # a key made while Redis was unreachable, or a replica that lost it
         await state.redis.hset(name, digest, replica_value(info.id, info.prefix, info.scope))
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.info("key %s not copied to the replica: redis unavailable", info.prefix)
+    except REDIS_CANNOT_WRITE:
+        log.info("key %s not copied to the replica: redis unavailable or full", info.prefix)
     return ReplicatedKey(info.id, info.prefix, info.scope)
 
 

@@ -46,6 +46,7 @@ _HTTP_SLUGS = {
 REDIS_FULL_RETRY_AFTER_S = 5
 REDIS_DOWN_RETRY_AFTER_S = 1  # a restart or failover: back within seconds
 SQL_DOWN_RETRY_AFTER_S = 5
+CLOCK_RETRY_AFTER_S = 60  # a host clock is fixed by NTP or a person, not within seconds
 
 _NOT_FOUND_IDS = {"hold_id": "hold-not-found", "charge_id": "charge-not-found"}
 
@@ -123,6 +124,11 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         )
     if isinstance(exc, me.AmountOverflow):
         return Problem(422, str(exc), slug="amount-overflow")
+    if isinstance(exc, me.ClockSkew):
+        log.error("%s", exc)  # the host's clock needs fixing: every write is refused
+        return Problem(
+            503, str(exc), slug="clock-skew", headers={"Retry-After": str(CLOCK_RETRY_AFTER_S)}
+        )
     log.error("meter error without an HTTP mapping: %r", exc)
     return Problem(503, "the meter cannot answer this request now", slug="meter-unavailable")
 

@@ -340,13 +340,29 @@ class Flusher:
         return [int(x) for x in reply]
 
     def _release(self, bucket: int, token: str) -> None:
-        """Frees the bucket if this flusher still holds it; after an error, even a Redis one."""
-        try:
-            self._ack(
-                self.keys.journal(bucket), self.keys.flush_lock(bucket), token, [], "", release=True
-            )
-        except redis.RedisError:
-            log.warning("could not release the lock of bucket %d; it expires by itself", bucket)
+        """Frees the bucket if this flusher still holds it; after an error, even a Redis one.
+        Redis unreachable (restarting): retried with backoff for FLUSH_RELEASE_RETRY_S."""
+        deadline = time.monotonic() + limits.FLUSH_RELEASE_RETRY_S
+        delay_s = 0.05
+        while True:
+            try:
+                self._ack(
+                    self.keys.journal(bucket),
+                    self.keys.flush_lock(bucket),
+                    token,
+                    [],
+                    "",
+                    release=True,
+                )
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() + delay_s > deadline:
+                    break
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, limits.FLUSH_RELEASE_RETRY_DELAY_S_MAX)
+            except redis.RedisError:
+                break
+        log.warning("could not release the lock of bucket %d; it expires by itself", bucket)
 
     # --- progress, for status and /readyz ----------------------------------------------
 

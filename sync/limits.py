@@ -31,6 +31,10 @@ STRIPE_WEBHOOK_TOLERANCE_S: Final = 300  # SPEC §9: a signed timestamp older th
 STRIPE_ROLLOVER_DELAY_S: Final = 5  # After a period ends, before its unused credits are read.
 STRIPE_TIMEOUT_S: Final = 10  # One Stripe API call; a checkout request then answers 502.
 STRIPE_SYNC_PAGE: Final = 100  # Events per page when `stripe sync` lists what Stripe sent.
+# A flusher cut off by a Redis restart keeps trying to free its bucket this long: else the
+# lock, kept in the AOF, holds the bucket back for its whole TTL after Redis is back.
+FLUSH_RELEASE_RETRY_S: Final = 5.0
+FLUSH_RELEASE_RETRY_DELAY_S_MAX: Final = 0.5
 FLUSH_ERROR_LEN_MAX: Final = 300  # The flush error kept in Redis for status: one readable line.
 RECONCILE_FLUSH_BUDGET_S: Final = 2.0  # Reconcile flushes a bucket up to a point, not all load.
 RECONCILE_LOCK_WAIT_S: Final = 0.05  # Between looks at the cursor while another flusher works.
