@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,7 +19,7 @@ from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
 from cli.tools_cmd import tools_app
-from meter.settings import get_settings
+from meter.settings import Settings, get_settings
 
 # uvicorn kills a worker that has not answered its health check in time (default 5 s); a
 # worker importing FastAPI, SQLAlchemy and redis on a loaded host can take longer to start.
@@ -95,6 +97,28 @@ def migrate() -> None:
         _fail(exc)
 
 
+def _check_redis_reachable(settings: Settings) -> None:
+    """Raise one clear error for a configured Redis that does not answer, before uvicorn
+    starts: its lifespan would report the same failure as a 100-line traceback."""
+    from meter.embedded import check_noeviction
+    from meter.redis_conn import sync_client
+
+    checks: list[tuple[str, str | None, Callable[[redis.Redis], object]]] = [
+        ("CREDITMETER_REDIS_URL", settings.redis_url, check_noeviction),
+        ("CREDITMETER_QUEUE_REDIS_URL", settings.queue_redis_url, redis.Redis.ping),
+    ]
+    for setting, url, check in checks:
+        if not url:
+            continue  # unset: the embedded server (started by the API) or the balance Redis
+        client = sync_client(url)
+        try:
+            check(client)
+        except redis.RedisError as exc:
+            raise RuntimeError(f"cannot reach Redis at {setting}: {exc}") from exc
+        finally:
+            client.close()
+
+
 @app.command()
 def api(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -109,6 +133,7 @@ def api(
 
     settings = get_settings()
     try:
+        _check_redis_reachable(settings)
         upgrade(settings.database_url)
         prepare_multiprocess_dir(settings)
     except Exception as exc:

@@ -1,0 +1,49 @@
+"""Issue 14's newcomer paper cuts, as a newcomer meets them: the real `creditmeter` command
+in a subprocess, its exit code and every line it prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from meter.embedded import free_port
+
+CLI = str(Path(sys.executable).parent / "creditmeter")
+COMMAND_TIMEOUT_S = 60.0
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """`creditmeter ARGS` with no CREDITMETER_* from outside but `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CREDITMETER_")}
+    base.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.run(
+        [CLI, *args],
+        env={**base, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def test_api_with_redis_unreachable_prints_one_line_and_exits_1(
+    sql_url: str, tmp_path: Path
+) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # a free port: nothing listens there
+    result = _run(
+        ["api", "--port", str(free_port())],
+        CREDITMETER_REDIS_URL=nobody,
+        CREDITMETER_DATABASE_URL=sql_url,
+        CREDITMETER_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert "cannot reach Redis at CREDITMETER_REDIS_URL" in line
