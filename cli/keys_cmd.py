@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
+from cli.usage import usage_error
 from meter.settings import get_settings
 
 if typing.TYPE_CHECKING:
@@ -73,11 +74,18 @@ def _when(ms: int | None) -> str:
 @keys_app.command()
 def create(
     name: str = typer.Option(..., "--name", help="what the key is for (1-64 characters)"),
-    scope: str = typer.Option(..., "--scope", help="read, meter (implies read) or admin (all)"),
+    scope: str | None = typer.Option(
+        None, "--scope", help="required: read, meter (implies read) or admin (all)"
+    ),
 ) -> None:
     """Create a key; it is printed once, alone on the last line."""
-    from sync.apikeys import create_key
+    from sync.apikeys import SCOPES, create_key
 
+    # Checked here, not by click: its missing-option error is a multi-line box, and a bad
+    # scope found later would exit 1; both are the same mistake, so both exit 2 in one line.
+    if scope not in SCOPES:
+        given = "is required" if scope is None else f"is {scope!r}"
+        usage_error("--scope", f"{given}; give one of {', '.join(SCOPES)}")
     try:
         engine, secret = _engine()
         created = create_key(engine, secret, name=name, scope=scope, replica=_replica())

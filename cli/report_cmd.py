@@ -16,11 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
+from cli.usage import usage_error
 from meter.settings import get_settings
 
 report_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Admin reports.")
-
-USAGE_ERROR_EXIT = 2  # as for a bad option: the command was asked wrongly
 
 From = Annotated[
     str | None,
@@ -62,10 +61,7 @@ def _show(
         rng = reports.parse_range(from_, to, now_ms())
         groups = reports.parse_group_by(group_by, allowed, default)
     except reports.ReportError as exc:
-        option = "--" + exc.field.replace("_", "-")
-        err = Console(stderr=True, highlight=False, soft_wrap=True)
-        err.print(f"[red]error:[/red] {option}: {escape(str(exc))}")
-        sys.exit(USAGE_ERROR_EXIT)
+        usage_error("--" + exc.field.replace("_", "-"), str(exc))
     try:
         settings = get_settings()
         upgrade(settings.database_url)

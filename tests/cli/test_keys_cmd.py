@@ -78,7 +78,6 @@ def test_revoke_then_the_key_no_longer_verifies(cli_env: None, engine: Engine) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("create", "--name", "x", "--scope", "write"), "scope must be one of"),
         (("create", "--name", "", "--scope", "read"), "key name must be"),
         (("revoke", "key_doesnotexist0000"), "no API key has id or prefix"),
     ],
@@ -89,6 +88,22 @@ def test_errors_are_one_line_and_exit_1(cli_env: None, args: tuple[str, ...], me
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("scope_args", "message"),
+    [
+        ((), "error: --scope: is required; give one of read, meter, admin"),
+        (("--scope", "write"), "error: --scope: is 'write'; give one of read, meter, admin"),
+    ],
+)
+def test_a_missing_or_bad_scope_is_one_usage_error_line_and_exit_2(
+    cli_env: None, scope_args: tuple[str, ...], message: str
+) -> None:
+    result = _run("create", "--name", "x", *scope_args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [message]
 
 
 def test_create_and_revoke_update_the_api_key_replica_in_redis(
