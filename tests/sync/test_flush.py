@@ -4,6 +4,8 @@ and only trims what SQL has confirmed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from meter import Meter, Tool
 from meter.keys import Keys
 from sync.db import engine_for
 from sync.flush import GROUP, Flusher
+from sync.journal import sortable
 from sync.models import T_DEAD, T_HOLDS, T_LEDGER
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
@@ -134,20 +137,48 @@ def test_malformed_entry_lands_in_dead_letter_and_the_rest_flows(
     assert len(dead) == 1
     assert "'m' is not an integer" in dead[0]["error"]
     assert '"m": "ten"' in dead[0]["fields"]
+    assert dead[0]["stream_id"] == sortable(bad_id)  # the malformed entry, not another one
     assert client.xpending(journal, GROUP)["pending"] == 0
-    assert bad_id
+    with engine.connect() as conn:
+        assert conn.execute(select(T_LEDGER).where(T_LEDGER.c.id == "x1")).all() == []
     assert_in_sync(client, engine, keys)
+
+
+TOOL_LEN_MAX = 64  # sync.models.TOOL: PostgreSQL enforces the VARCHAR length itself
+
+
+@contextmanager
+def tool_length_enforced(engine: Engine, account_id: str) -> Iterator[None]:
+    """SQLite does not enforce VARCHAR lengths: a trigger refuses, as PostgreSQL does, a
+    ledger row of this one account whose tool is too long (an IntegrityError, like a CHECK).
+    Nothing on PostgreSQL, which refuses it by itself (a DataError)."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    name = "refuse_long_tool_" + account_id.replace("-", "_")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {name} BEFORE INSERT ON ledger_entries "
+            f"WHEN NEW.account_id = '{account_id}' AND length(NEW.tool) > {TOOL_LEN_MAX} "
+            "BEGIN SELECT RAISE(ABORT, 'value too long for tool'); END"
+        )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TRIGGER {name}")
 
 
 def test_entry_sql_refuses_goes_to_dead_letter_with_the_sql_error(
     meter: Meter, flusher: Flusher, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
 ) -> None:
-    """An entry that parses but that SQL refuses (an over-long value) fails alone and is
-    dead-lettered; the other entries of its batch are written."""
+    """An entry that parses but that SQL refuses for its own data (a tool longer than the
+    column) fails alone, its neutral canary (no tool) passes, so it alone is dead-lettered;
+    the other entries of its batch are written. The same on SQLite and PostgreSQL."""
     a = account()
     meter.grant(a, "credits", 10, category="paid")
     journal = keys.journal(keys.bucket(a))
-    client.xadd(
+    bad_id = client.xadd(
         journal,
         {
             "id": "y" * 64,
@@ -157,19 +188,21 @@ def test_entry_sql_refuses_goes_to_dead_letter_with_the_sql_error(
             "m": "-1",
             "b": "9",
             "ts": "1",
-            "tool": "X" * 300,
+            "tool": "X" * (TOOL_LEN_MAX + 236),
         },
-    )
-    meter.charge(a, tool.name)
-    flusher.flush_all()
+    ).decode()
+    charge = meter.charge(a, tool.name)
+    with tool_length_enforced(engine, a):
+        flusher.flush_all()
     with engine.connect() as conn:
         dead = conn.execute(select(T_DEAD).where(T_DEAD.c.journal == journal)).mappings().all()
-    if engine.dialect.name == "sqlite":  # SQLite does not enforce VARCHAR lengths
-        assert dead == []
-        assert _ledger_count(engine, a) == 3
-        return
-    assert len(dead) == 1 and dead[0]["error"].startswith("sql:")
-    assert _ledger_count(engine, a) == 2
+        rows = conn.execute(select(T_LEDGER.c.id).where(T_LEDGER.c.account_id == a))
+        ledger_ids = set(rows.scalars())
+    assert len(dead) == 1 and dead[0]["error"].startswith("sql:"), dead
+    assert dead[0]["stream_id"] == sortable(bad_id)
+    assert "y" * 64 not in ledger_ids and charge.id in ledger_ids
+    assert _ledger_count(engine, a) == 2  # the grant and the good charge
+    assert client.xpending(journal, GROUP)["pending"] == 0
     assert_in_sync(client, engine, keys)
 
 
