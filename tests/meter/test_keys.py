@@ -9,8 +9,9 @@ import zlib
 import pytest
 from redis.crc import key_slot
 
-from meter import Keys, Tool, ids, ops
+from meter import Keys, Tool, ids, ops, scripts
 from meter.models import GrantInfo, HoldSnapshot, WalletSnapshot
+from sync.flush import GROUP
 
 ACCOUNTS = ["acct-1", "user@example.com", "org:42.team_b", "x" * 128]
 KEYS = Keys(prefix="kt", buckets=64)
@@ -62,32 +63,40 @@ def test_every_account_operation_uses_one_slot(account: str) -> None:
         _first_eval(ops.refund(env, charge_id, 1), CHARGE_RECORD % account.encode()),
         _first_eval(ops.balance(env, account, ["credits", "gems"])),
         _first_eval(ops.expire_wallet(env, KEYS.bucket(account), account, ct)),
+        _first_eval(ops.clawback(env, account, ct, 10, reference_id="pi_1", grant_id=hold_id)),
+        _first_eval(ops.restore_idempotency(env, account, (("k1", 2 * 10**12), ("k2", 1)))),
+        ops.hydrate_eval(KEYS, account, ct, _snapshot_with_holds(account)),
+        *_flush_evals(KEYS.bucket(account)),
     ]
     for ev in evals:
         _assert_one_slot(ev)
-    assert {ev.script for ev in evals} == {
-        "charge",
-        "hold",
-        "grant",
-        "adjust",
-        "settle",
-        "release",
-        "extend",
-        "refund",
-        "balance",
-        "expire",
-    }
+    evals += ops.catalog_evals(KEYS, [Tool("GPT", 1, "credits")], "merge")
+    # Every script in lua/ is called above: a new one must be added here.
+    assert {ev.script for ev in evals} == set(scripts.registry())
 
 
-@pytest.mark.parametrize("account", ACCOUNTS)
-def test_hydrate_with_holds_uses_one_slot(account: str) -> None:
-    snap = WalletSnapshot(
+def _flush_evals(bucket: int) -> list[ops.Eval]:
+    """The flusher's scripts, with the keys sync.flush (flush_ack) and sync.consumers
+    (consumer_prune) pass them."""
+    journal, lock = KEYS.journal(bucket), KEYS.flush_lock(bucket)
+    return [
+        ops.Eval("flush_ack", [journal, lock], [GROUP, "token", "0", "", "1-0"], bucket),
+        ops.Eval("consumer_prune", [journal], [GROUP, "host:1"], bucket),
+    ]
+
+
+def _snapshot_with_holds(account: str) -> WalletSnapshot:
+    return WalletSnapshot(
         overdraft_limit=5,
         debt=1,
         grants=(GrantInfo("g1", 10, 50, 0, "paid"),),
         holds=tuple(HoldSnapshot(_hold_id(account), 3, 1_700_000_100_000, "GPT") for _ in range(3)),
     )
-    ev = ops.hydrate_eval(KEYS, account, "credits", snap)
+
+
+@pytest.mark.parametrize("account", ACCOUNTS)
+def test_hydrate_with_holds_uses_one_slot(account: str) -> None:
+    ev = ops.hydrate_eval(KEYS, account, "credits", _snapshot_with_holds(account))
     assert len(ev.keys) == 5
     _assert_one_slot(ev)
 
