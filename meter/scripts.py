@@ -1,4 +1,5 @@
-"""Loads lua/, expands `--- @include "includes/x"` once per script, prepends the bounds.
+"""Loads the Lua scripts (package meter.lua: the repository's lua/ folder), expands
+`--- @include "includes/x"` once per script, prepends the bounds.
 
 Scripts run by EVALSHA; the clients reload them on NOSCRIPT (after SCRIPT FLUSH or a Redis
 restart), which is safe because a NOSCRIPT call never ran.
@@ -10,12 +11,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 from meter.bounds import LUA_CONSTANTS
 from meter.errors import Code
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+# Through importlib.resources, not a path beside meter/: the same lookup works in an editable
+# install (where pyproject maps meter.lua to lua/) and in a wheel (meter/lua/).
+LUA_PACKAGE = "meter.lua"
 _INCLUDE_RE = re.compile(r'^--- @include "([a-z_/]+)"\s*$', re.MULTILINE)
 INCLUDE_DEPTH_MAX = 8  # includes of includes; deeper means a cycle
 
@@ -25,6 +29,10 @@ class Script:
     name: str
     source: str
     sha: str
+
+
+def _lua_dir() -> Traversable:
+    return files(LUA_PACKAGE)
 
 
 def _prelude() -> str:
@@ -41,21 +49,27 @@ def _expand(text: str, seen: set[str], depth: int) -> str:
         if name in seen:
             return ""
         seen.add(name)
-        body = (LUA_DIR / f"{name}.lua").read_text()
+        body = _lua_dir().joinpath(f"{name}.lua").read_text(encoding="utf-8")
         return _expand(body, seen, depth + 1)
 
     return _INCLUDE_RE.sub(include, text)
 
 
 def build(name: str) -> Script:
-    source = _prelude() + _expand((LUA_DIR / f"{name}.lua").read_text(), set(), 0)
+    text = _lua_dir().joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    source = _prelude() + _expand(text, set(), 0)
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @cache
 def registry() -> dict[str, Script]:
     """Every operation script by name (file name without .lua)."""
-    return {p.stem: build(p.stem) for p in sorted(LUA_DIR.glob("*.lua"))}
+    names = sorted(
+        entry.name.removesuffix(".lua")
+        for entry in _lua_dir().iterdir()
+        if entry.is_file() and entry.name.endswith(".lua")
+    )
+    return {name: build(name) for name in names}
 
 
 def get(name: str) -> Script:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -11,12 +9,14 @@ from sqlalchemy.engine import Connection
 
 from sync.db import engine_for, write_transaction
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# A package resource, "package:folder": Alembic finds it through importlib.resources, so the
+# same setting works from the source tree and from an installed wheel (package data of sync).
+SCRIPT_LOCATION = "sync:migrations"
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -4,6 +4,7 @@ works offline and injected markup cannot run), no framing, no caching of account
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,9 +15,19 @@ from starlette.responses import Response
 from api.admin.session import CSRF_FIELD, AdminSession
 from api.schemas import rfc3339
 
-HERE = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR: Final = HERE / "templates"
-STATIC_DIR: Final = HERE / "static"
+
+def _api_data_dir(name: str) -> Path:
+    """A data folder of the api package (package data in the wheel), found through
+    importlib.resources. pip installs a wheel unpacked, so it is a folder on disk, which
+    Jinja's file loader and Starlette's StaticFiles need."""
+    folder = files("api").joinpath(name)
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise RuntimeError(f"api/{name} is missing from the installed package")
+    return folder
+
+
+TEMPLATES_DIR: Final = _api_data_dir("templates")
+STATIC_DIR: Final = _api_data_dir("static")
 STATIC_PATH: Final = "/admin/static"
 
 SECURITY_HEADERS: Final = {
