@@ -79,12 +79,33 @@ class Catalog:
 # --- parsing --------------------------------------------------------------------------------
 
 
-class _Fields:
-    """One TOML table being read: each key taken once, then any key left over is an error."""
+# The keys each kind of table takes. A key the file has and these lack is reported as
+# unknown before any missing key, so a typo (`cots`) is named instead of `cost is required`.
+TOOL_KEYS = ("name", "display_name", "description", "cost", "credit_type", "active")
+WELCOME_KEYS = ("credit_type", "amount", "category", "priority", "expires_in_days")
+PACK_KEYS = ("id", "display_name", "credits", "credit_type", "amount", "currency", "active")
+PRICE_KEYS = ("currency", "mode", "minimum", "slabs")
+SLAB_KEYS = ("from", "to", "unit_amount")
+PLAN_KEYS = (
+    "id",
+    "display_name",
+    "stripe_price_id",
+    "allocations",
+    "rollover_cap",
+    "discount_percent",
+    "expire_at_period_end",
+    "active",
+)
 
-    def __init__(self, source: str, where: str, table: object) -> None:
+
+class _Fields:
+    """One TOML table being read: each of its known keys taken once; a key it does not know
+    is an error, reported before a missing one (which a misspelt key usually is)."""
+
+    def __init__(self, source: str, where: str, table: object, known: tuple[str, ...]) -> None:
         self.source = source
         self.where = where
+        self.known = known
         if not isinstance(table, dict):
             self.fail("", "must be a table")
         self.table: dict[str, Any] = dict(table)
@@ -96,6 +117,7 @@ class _Fields:
     def take(self, key: str, check: Callable[[object], T]) -> T:
         """The checked value of a required key."""
         if key not in self.table:
+            self.fail_unknown()
             self.fail(key, "is required")
         return self._check(key, check)
 
@@ -104,6 +126,8 @@ class _Fields:
         return self._check(key, check) if key in self.table else default
 
     def _check(self, key: str, check: Callable[[object], T]) -> T:
+        if key not in self.known:
+            raise AssertionError(f"{self.where}: {key} is read but not in its known keys")
         try:
             return check(self.table.pop(key))
         except InvalidArgument as exc:
@@ -114,9 +138,15 @@ class _Fields:
         self.where = f"{section}[{name}]"
         return name
 
-    def done(self) -> None:
+    def fail_unknown(self) -> None:
+        """Fail on the first key of the table that is not a known key, if there is one."""
         for key in self.table:
-            self.fail(key, "unknown key")
+            if key not in self.known:
+                known = ", ".join(self.known)
+                self.fail(key, f"unknown key `{key}` (known: {known})")
+
+    def done(self) -> None:
+        self.fail_unknown()
 
 
 def _boolean(value: object) -> bool:
@@ -137,14 +167,16 @@ def _expires_in_s(days: object) -> int:
     return validate.integer("expires_in_days", days, 1, EXPIRES_IN_DAYS_MAX) * SECONDS_PER_DAY
 
 
-def _tables(source: str, section: str, value: object, single_ok: bool) -> list[_Fields]:
+def _tables(
+    source: str, section: str, value: object, single_ok: bool, known: tuple[str, ...]
+) -> list[_Fields]:
     """`[[section]]` (an array of tables), or `[section]` (one table) when single_ok."""
     if isinstance(value, dict) and single_ok:
-        return [_Fields(source, section, value)]
+        return [_Fields(source, section, value, known)]
     if not isinstance(value, list):
         shape = f"[[{section}]] or [{section}]" if single_ok else f"[[{section}]]"
         raise CatalogError(f"{source}: {section}: must be written as {shape}")
-    return [_Fields(source, f"{section}[{i}]", t) for i, t in enumerate(value)]
+    return [_Fields(source, f"{section}[{i}]", t, known) for i, t in enumerate(value)]
 
 
 def _unique(source: str, section: str, names: list[str]) -> None:
@@ -157,7 +189,7 @@ def _unique(source: str, section: str, names: list[str]) -> None:
 
 def _parse_tools(source: str, value: object) -> dict[str, Any]:
     tools = []
-    for f in _tables(source, "tools", value, single_ok=False):
+    for f in _tables(source, "tools", value, single_ok=False, known=TOOL_KEYS):
         tools.append(
             Tool(
                 name=f.named("tools", f.take("name", validate.tool)),
@@ -175,7 +207,7 @@ def _parse_tools(source: str, value: object) -> dict[str, Any]:
 
 def _parse_welcome(source: str, value: object) -> dict[str, Any]:
     grants = []
-    for f in _tables(source, "welcome", value, single_ok=True):
+    for f in _tables(source, "welcome", value, single_ok=True, known=WELCOME_KEYS):
         grants.append(
             WelcomeGrant(
                 credit_type=f.named("welcome", f.take("credit_type", validate.credit_type)),
@@ -253,7 +285,7 @@ def _slab_list(value: object) -> list[object]:
 
 def _parse_packs(source: str, value: object) -> dict[str, Any]:
     packs = []
-    for f in _tables(source, "packs", value, single_ok=False):
+    for f in _tables(source, "packs", value, single_ok=False, known=PACK_KEYS):
         packs.append(
             Pack(
                 id=f.named("packs", f.take("id", _catalog_id)),
@@ -276,7 +308,7 @@ def _slabs(
     """Ascending and contiguous; only the last may omit `to`; the minimum has a price."""
     slabs: list[Slab] = []
     for i, table in enumerate(raw):
-        f = _Fields(source, f"{where}.slabs[{i}]", table)
+        f = _Fields(source, f"{where}.slabs[{i}]", table, SLAB_KEYS)
         low = f.take("from", _positive_credits("from"))
         high = f.take_or("to", _positive_credits("to"), None)
         unit = f.take("unit_amount", _minor_units("unit_amount", 0))
@@ -309,7 +341,7 @@ def _parse_prices(source: str, value: object) -> dict[str, Any]:
         where = f"prices.{credit_type}"
         if not validate.CREDIT_TYPE_RE.fullmatch(credit_type):
             raise CatalogError(f"{source}: {where}: a credit type is 1-32 of [a-z0-9_]")
-        f = _Fields(source, where, table)
+        f = _Fields(source, where, table, PRICE_KEYS)
         currency = f.take("currency", _currency)
         mode = f.take("mode", _mode)
         minimum = f.take("minimum", _positive_credits("minimum"))
@@ -322,7 +354,7 @@ def _parse_prices(source: str, value: object) -> dict[str, Any]:
 
 def _parse_plans(source: str, value: object) -> dict[str, Any]:
     plans = []
-    for f in _tables(source, "plans", value, single_ok=False):
+    for f in _tables(source, "plans", value, single_ok=False, known=PLAN_KEYS):
         plans.append(
             Plan(
                 id=f.named("plans", f.take("id", _catalog_id)),

@@ -399,6 +399,32 @@ def test_an_invalid_pack_price_or_plan_names_the_file_and_the_field(
     assert "\n" not in message.strip()
 
 
+WELCOME = '[welcome]\ncredit_type = "c"\namount = 1\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "typo"),
+    [
+        (TOOL.replace("cost", "cots"), "tools[IMAGE_GEN].cots", "cots"),
+        (TOOL.replace("name", "nmae"), "tools[0].nmae", "nmae"),
+        (WELCOME.replace("amount", "amout"), "welcome[c].amout", "amout"),
+        (PACK.replace("credits = 50", "credts = 50"), "packs[p-small].credts", "credts"),
+        (PRICES.replace("minimum", "minimun"), "prices.credits.minimun", "minimun"),
+        (PRICES.replace("from = 1000", "form = 1000"), "prices.credits.slabs[1].form", "form"),
+        (PLAN.replace("rollover_cap", "rolover_cap"), "plans[pro].rolover_cap", "rolover_cap"),
+    ],
+)
+def test_a_misspelt_required_key_is_named_unknown_not_reported_missing(
+    text: str, where: str, typo: str
+) -> None:
+    """A typo leaves the key it meant missing: the typo is the error the user needs."""
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text, "my.toml")
+    message = str(info.value)
+    assert message.startswith(f"my.toml: {where}: unknown key `{typo}` (known: "), message
+    assert "required" not in message
+
+
 # --- packs, prices, plans: applying ---------------------------------------------------------
 
 
