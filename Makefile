@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint install install-dev browser clean
+.PHONY: run test bench lint install install-dev browser clean wheel-check
 
 # The dashboard's browser tests drive Debian's Chromium through its chromedriver; installed
 # here when missing (root, or sudo). A stale package list is refreshed once and retried.
@@ -40,10 +40,14 @@ test: install-dev browser
 bench: install
 	$(BIN)/python -m bench
 
+# The wheel a user installs, checked from a fresh venv outside the tree (.ci/wheel_check.sh).
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel_check.sh
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy meter
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist
