@@ -21,11 +21,26 @@ from sync import limits
 
 T = TypeVar("T")
 
+# Heroku, Render, Fly and psql write PostgreSQL URLs without a driver, often with the scheme
+# `postgres`, which SQLAlchemy does not know; without a driver SQLAlchemy < 2.1 would pick
+# psycopg2, which is not installed. The driver we ship is psycopg 3.
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg://"
+
 _engines: dict[tuple[int, str], Engine] = {}
+
+
+def normalise_url(url: str) -> str:
+    """`url` with the driver we ship named: postgres:// and postgresql:// are psycopg's."""
+    for scheme in POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return POSTGRES_DRIVER_SCHEME + url.removeprefix(scheme)
+    return url
 
 
 def engine_for(url: str) -> Engine:
     """The engine of this process for `url` (a forked RQ work-horse gets its own pool)."""
+    url = normalise_url(url)
     key = (os.getpid(), url)
     engine = _engines.get(key)
     if engine is None:

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meter.embedded import free_port
+from sync.db import engine_for
 
 CLI = str(Path(sys.executable).parent / "creditmeter")
 COMMAND_TIMEOUT_S = 60.0
@@ -47,3 +50,17 @@ def test_api_with_redis_unreachable_prints_one_line_and_exits_1(
     assert result.returncode == 1
     line = _one_error_line(result)
     assert "cannot reach Redis at CREDITMETER_REDIS_URL" in line
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_postgres_url_without_a_driver_uses_psycopg(scheme: str, tmp_path: Path) -> None:
+    """What Heroku, Render or psql print works as written: the engine is psycopg's, and a
+    command reaches the server (here nobody listens: a connection error, not SQLAlchemy's
+    "Can't load plugin")."""
+    url = f"{scheme}://postgres@127.0.0.1:{free_port()}/creditmeter"
+    engine = engine_for(url)
+    assert (engine.dialect.name, engine.driver) == ("postgresql", "psycopg")
+    result = _run(["migrate"], CREDITMETER_DATABASE_URL=url, CREDITMETER_DATA_DIR=str(tmp_path))
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert "plugin" not in line and "refused" in line, line
