@@ -1,25 +1,43 @@
 """Every return code of every script, called directly by EVALSHA; after every error reply
-nothing under the test's key prefix has changed."""
+nothing under the test's key prefix has changed. Each test names the codes it proves with
+@covers; test_every_declared_code_of_every_script_is_tested reads the `Output:` of every
+script's header (and the codes its includes return) and fails on one no test covers."""
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
 
-from meter import Keys, ids
-from meter.bounds import CREDITS_MAX
+from meter import Keys, ids, scripts
+from meter.bounds import CREDITS_MAX, HOLD_TTL_S_MAX, IDEM_RESTORE_BATCH_MAX
 from meter.errors import Code
 from meter.keys import due_member
 from tests.meter.helpers import T0_MS, evalsha, snapshot_keys
 
+T = TypeVar("T")
 ACCT, CT = "acct", "credits"
 NOW = str(T0_MS)
 IDEM_TTL = "90000"
 BIG = str(CREDITS_MAX + 1)  # 2**53: one above every bound
 HUGE = "99999999999999999"  # 17 digits
+GROUP = "flush"  # the journals' consumer group (sync.flush.GROUP)
+
+ALL_WRITES = ["charge", "hold", "settle", "release", "extend", "refund", "grant", "adjust"]
+CLOCKED = [*ALL_WRITES, "expire", "clawback"]  # every script that changes wallets by the clock
+
+COVERED: defaultdict[str, set[int]] = defaultdict(set)  # script -> codes a test here proves
+
+
+def covers(names: tuple[str, ...] | list[str], *codes: Code) -> Callable[[T], T]:
+    """Records that the decorated test proves `codes` of the scripts `names`."""
+    for name in names:
+        COVERED[name].update(int(c) for c in codes)
+    return lambda test: test
 
 
 class World:
@@ -328,6 +346,20 @@ class World:
             ],
         )
 
+    def clawback_args(
+        self,
+        target: str = "5",
+        known: str = "0",
+        grant_id: str = "g1",
+        ct: str = CT,
+        ref: str = "pi_1",
+    ) -> tuple[list, list]:
+        k = self.k
+        return (
+            [k.wallet(ACCT, ct), k.clawed(ACCT, ref), k.journal(self.b), k.events(self.b)],
+            [NOW, self.id(), ACCT, ct, target, known, grant_id, ref, "refund", ""],
+        )
+
     def args(self, script: str, **kw: Any) -> tuple[list, list]:
         builder: Callable[..., tuple[list, list]] = getattr(self, f"{script}_args")
         return builder(**kw)
@@ -453,9 +485,22 @@ SPECIFIC = [  # (script, ARGV index, bad value, field)
     *[("hydrate", 9, v, "grant") for v in NUMBERS],
     *[("hydrate", 10, v, "grant") for v in ["", "p", "gift"]],
     *[("hydrate", 11, v, "holds") for v in [*NUMBERS, "1", "1001"]],
+    # clawback calls a malformed now 'now', where every other script says 'now_ms'
+    *[("clawback", 1, v, "now") for v in NUMBERS],
+    *[("clawback", 2, v, "entry_id") for v in IDS],
+    *[("clawback", 3, v, "account_id") for v in ACCOUNTS],
+    *[("clawback", 4, v, "credit_type") for v in CREDIT_TYPES],
+    *[("clawback", 5, v, "target") for v in NUMBERS],
+    *[("clawback", 6, v, "known") for v in NUMBERS],
+    *[("clawback", 7, v, "grant_id") for v in IDS[1:]],  # '' is "no grant first"
+    *[("clawback", 8, v, "reference_id") for v in ["", "r" * 256]],
+    ("clawback", 9, "r" * 1025, "reason"),
+    ("clawback", 10, "m" * 4097, "metadata"),
+    ("clawback", 10, "\u20ac" * 1366, "metadata"),
 ]
 
 
+@covers(sorted({*COMMON, *(case[0] for case in SPECIFIC)}), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize(
     ("script", "index", "value", "field"),
     [
@@ -498,6 +543,7 @@ def test_hydrate_rejects_malformed_holds(
     assert reply[1] == field.encode()
 
 
+@covers(("catalog_set",), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize(
     ("index", "value", "field"),
     [
@@ -530,6 +576,7 @@ def test_catalog_set_rejects_an_incomplete_tool(w: World) -> None:
     assert reply[1] == b"tools"
 
 
+@covers(("balance",), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize("now", ["-1", "1e3", "", BIG])
 def test_balance_rejects_a_malformed_clock(w: World, now: str) -> None:
     reply = expect_unchanged(w, "balance", [w.k.wallet(ACCT, CT)], [now], Code.BAD_ARGUMENT)
@@ -545,6 +592,7 @@ def _batch(w: World, n: int) -> tuple[list, list]:
     return keys, args
 
 
+@covers(("charge",), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize(
     "shape",
     [
@@ -616,6 +664,7 @@ def test_hold_with_an_id_already_used_is_bad_argument(w: World) -> None:
 # --- load codes ----------------------------------------------------------------------------
 
 
+@covers((*ALL_WRITES, "clawback"), Code.NOT_LOADED)
 def test_missing_wallet_is_not_loaded_never_zero(w: World) -> None:
     gem_hold, gem_charge = w.id(), w.id()
     w.r.hset(
@@ -633,11 +682,13 @@ def test_missing_wallet_is_not_loaded_never_zero(w: World) -> None:
         ("grant", w.grant_args(ct="gems")),
         ("adjust", w.adjust_args(ct="gems")),
         ("adjust", w.adjust_args(amount="5", ct="gems")),
+        ("clawback", w.clawback_args(ct="gems")),
     ]
     for script, (keys, args) in calls:
         assert expect_unchanged(w, script, keys, args, Code.NOT_LOADED) == [Code.NOT_LOADED]
 
 
+@covers(("balance",), Code.OK, Code.NOT_LOADED)
 def test_balance_answers_not_loaded_per_wallet(w: World) -> None:
     before = w.snap(w.k.wallet(ACCT, "gems"))
     replies = w.call("balance", [w.k.wallet(ACCT, "gems"), w.k.wallet(ACCT, CT)], [NOW])
@@ -647,6 +698,7 @@ def test_balance_answers_not_loaded_per_wallet(w: World) -> None:
     assert w.snap() == before
 
 
+@covers(("charge", "hold"), Code.CATALOG_NOT_LOADED)
 @pytest.mark.parametrize("script", ["charge", "hold"])
 def test_missing_catalog_replica_is_catalog_not_loaded(w: World, script: str) -> None:
     other = (w.b + 1) % w.k.buckets
@@ -667,6 +719,7 @@ def test_an_empty_catalog_is_loaded_and_the_tool_unknown(w: World) -> None:
 # --- tool codes ----------------------------------------------------------------------------
 
 
+@covers(("charge", "hold"), Code.UNKNOWN_TOOL, Code.TOOL_DISABLED, Code.CREDIT_TYPE_MISMATCH)
 @pytest.mark.parametrize("script", ["charge", "hold"])
 @pytest.mark.parametrize(
     ("tool", "code", "detail"),
@@ -684,6 +737,7 @@ def test_tool_codes(w: World, script: str, tool: str, code: Code, detail: bytes)
 # --- money codes ---------------------------------------------------------------------------
 
 
+@covers(("charge", "hold", "settle", "adjust"), Code.INSUFFICIENT)
 def test_insufficient_credits_report_balance_available_required(w: World) -> None:
     cases = [
         ("charge", w.charge_args(qty="9"), [90, 80, 90]),
@@ -701,6 +755,7 @@ def test_the_whole_available_amount_can_be_spent(w: World) -> None:
     assert reply[:6] == [Code.OK, reply[1], 80, 10, 0, 10]
 
 
+@covers(("charge", "hold", "grant", "adjust"), Code.AMOUNT_OVERFLOW)
 @pytest.mark.parametrize(
     ("script", "kwargs", "detail"),
     [
@@ -746,6 +801,7 @@ def _fill(w: World, prefix: str, n: int, value: str) -> None:
     w.r.hset(w.k.wallet(ACCT, CT), mapping={f"{prefix}:x{i}": value for i in range(n)})
 
 
+@covers(("grant", "adjust"), Code.LIMIT)
 @pytest.mark.parametrize(("script", "kwargs"), [("grant", {}), ("adjust", {"amount": "5"})])
 def test_the_1001st_grant_is_over_the_limit(w: World, script: str, kwargs: dict) -> None:
     _fill(w, "g", 999, "1|50|0|p")  # + g1 = 1000 grants
@@ -758,6 +814,7 @@ def test_the_1000th_grant_is_accepted(w: World) -> None:
     assert w.call("grant", *w.grant_args())[0] == Code.OK
 
 
+@covers(("hold",), Code.LIMIT)
 def test_the_1001st_hold_is_over_the_limit(w: World) -> None:
     _fill(w, "h", 999, f"0|{T0_MS + 60_000}")  # + the open hold = 1000 holds
     reply = expect_unchanged(w, "hold", *w.hold_args(hold_id=w.id()), Code.LIMIT)
@@ -767,12 +824,14 @@ def test_the_1001st_hold_is_over_the_limit(w: World) -> None:
 # --- hold and charge codes -----------------------------------------------------------------
 
 
+@covers(("settle", "release", "extend"), Code.HOLD_NOT_FOUND)
 @pytest.mark.parametrize("script", ["settle", "release", "extend"])
 def test_unknown_hold_is_hold_not_found(w: World, script: str) -> None:
     reply = expect_unchanged(w, script, *w.args(script, hold_id=w.id()), Code.HOLD_NOT_FOUND)
     assert reply == [Code.HOLD_NOT_FOUND]
 
 
+@covers(("settle", "release", "extend"), Code.HOLD_NOT_ACTIVE)
 @pytest.mark.parametrize("script", ["settle", "release", "extend"])
 @pytest.mark.parametrize("status", ["released", "settled"])
 def test_ended_hold_is_hold_not_active(w: World, script: str, status: str) -> None:
@@ -793,11 +852,13 @@ def test_hold_past_its_expiry_is_not_active_and_expires_then(w: World, script: s
     assert not w.r.exists(keys[2])  # no idempotency record for an error
 
 
+@covers(("refund",), Code.CHARGE_NOT_FOUND)
 def test_unknown_charge_is_charge_not_found(w: World) -> None:
     reply = expect_unchanged(w, "refund", *w.refund_args(charge_id=w.id()), Code.CHARGE_NOT_FOUND)
     assert reply == [Code.CHARGE_NOT_FOUND]
 
 
+@covers(("refund",), Code.OVER_REFUND)
 def test_refund_beyond_the_charge_is_over_refund(w: World) -> None:
     reply = expect_unchanged(w, "refund", *w.refund_args(amount="11"), Code.OVER_REFUND)
     assert reply == [Code.OVER_REFUND, 10]
@@ -811,9 +872,8 @@ def test_refund_beyond_the_charge_is_over_refund(w: World) -> None:
 
 # --- idempotency ---------------------------------------------------------------------------
 
-ALL_WRITES = ["charge", "hold", "settle", "release", "extend", "refund", "grant", "adjust"]
 
-
+@covers(ALL_WRITES, Code.IDEMPOTENCY_MISMATCH)
 @pytest.mark.parametrize("script", ALL_WRITES)
 def test_reused_idempotency_key_with_other_parameters_is_a_mismatch(w: World, script: str) -> None:
     kwargs: dict[str, Any] = {"idem": "K1", "fp": "fp-another"}
@@ -823,6 +883,7 @@ def test_reused_idempotency_key_with_other_parameters_is_a_mismatch(w: World, sc
     assert reply == [Code.IDEMPOTENCY_MISMATCH]
 
 
+@covers(ALL_WRITES, Code.OK, Code.REPLAYED)
 @pytest.mark.parametrize("script", ALL_WRITES)
 def test_replay_returns_the_first_reply_and_changes_nothing(w: World, script: str) -> None:
     kwargs: dict[str, Any] = {"idem": "R1"}
@@ -854,6 +915,7 @@ def test_replay_wins_over_a_later_failure(w: World) -> None:
 # --- the remaining OK answers -------------------------------------------------------------
 
 
+@covers(("hydrate",), Code.OK)
 def test_hydrate_writes_once_and_then_reports_present(w: World) -> None:
     keys, args = w.hydrate_args()
     assert w.call("hydrate", keys, args) == [Code.OK, 1]
@@ -862,6 +924,7 @@ def test_hydrate_writes_once_and_then_reports_present(w: World) -> None:
     assert w.snap() == before
 
 
+@covers(("expire",), Code.OK)
 def test_expire_of_nothing_due_changes_nothing(w: World) -> None:
     before = w.snap()
     assert w.call("expire", *w.expire_args()) == [Code.OK, 0, 0]
@@ -870,7 +933,6 @@ def test_expire_of_nothing_due_changes_nothing(w: World) -> None:
 
 # --- the caller's clock against Redis TIME (includes/clock) -------------------------------
 
-CLOCKED = [*ALL_WRITES, "expire"]  # every script that changes wallets by the clock
 SKEW_MS_MAX = "5000"
 TWO_HOURS_MS = 2 * 3_600_000
 
@@ -880,6 +942,7 @@ def _server_ms(r: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+@covers(CLOCKED, Code.CLOCK_SKEW)
 @pytest.mark.parametrize("offset_ms", [TWO_HOURS_MS, -TWO_HOURS_MS])
 @pytest.mark.parametrize("script", CLOCKED)
 def test_a_clock_far_from_redis_time_is_clock_skew_and_changes_nothing(
@@ -913,3 +976,225 @@ def test_a_bare_now_is_the_callers_own_clock_and_not_bounded(w: World) -> None:
     keys, args = w.args("grant")
     far = str(_server_ms(w.r) - TWO_HOURS_MS)
     assert _code(w.call("grant", keys, _patched(args, 1, far))) == Code.OK
+
+
+# --- clawback ------------------------------------------------------------------------------
+
+
+@covers(("clawback",), Code.OK)
+def test_clawback_takes_the_difference_from_its_grant_first_and_nothing_twice(w: World) -> None:
+    keys, args = w.clawback_args(target="5")
+    reply = w.call("clawback", keys, args)
+    assert reply == [Code.OK, args[1].encode(), 5, 5, 85, 75, 10]
+    assert w.r.hget(w.k.wallet(ACCT, CT), "g:g1") is not None
+    before = w.snap()
+    assert w.call("clawback", *w.clawback_args(target="5")) == [Code.OK, b"", 0, 5, 85, 75, 10]
+    assert w.call("clawback", *w.clawback_args(target="3")) == [Code.OK, b"", 0, 5, 85, 75, 10]
+    assert w.snap() == before
+
+
+@covers(("clawback",), Code.OK)
+def test_clawback_trusts_the_total_sql_knows_when_its_record_is_gone(w: World) -> None:
+    keys, args = w.clawback_args(target="8", known="7")
+    assert not w.r.exists(keys[1])
+    reply = w.call("clawback", keys, args)
+    assert reply[:5] == [Code.OK, args[1].encode(), 1, 8, 89]
+    assert w.r.get(keys[1]) == b"8"
+
+
+# --- flush_ack -----------------------------------------------------------------------------
+
+
+class Flushing:
+    """The World's journal read (not acknowledged) by consumer c1, and the bucket's flush
+    lock held with token 'tok'."""
+
+    def __init__(self, w: World) -> None:
+        self.w, self.journal, self.lock = w, w.k.journal(w.b), w.k.flush_lock(w.b)
+        w.r.xgroup_create(self.journal, GROUP, id="0")
+        read = w.r.xreadgroup(GROUP, "c1", {self.journal: ">"})[0][1]
+        self.ids = [sid.decode() for sid, _ in read]
+        assert len(self.ids) >= 4, self.ids
+        w.r.set(self.lock, "tok", px=5_000)
+
+    def ack(self, ids: list[str], committed: str, token: str = "tok", ttl_ms: str = "15000") -> Any:
+        return self.w.call(
+            "flush_ack", [self.journal, self.lock], [GROUP, token, ttl_ms, committed, *ids]
+        )
+
+    def pending(self) -> int:
+        return int(self.w.r.xpending(self.journal, GROUP)["pending"])
+
+
+@covers(("flush_ack",), Code.OK)
+def test_flush_ack_acks_trims_below_what_sql_committed_and_renews_the_lock(w: World) -> None:
+    f = Flushing(w)
+    e1, e2 = f.ids[0], f.ids[1]
+    assert f.ack([e1, e2], e2) == [Code.OK, 2, 1, 1]  # e1 trimmed; e2 is the committed mark
+    assert [sid.decode() for sid, _ in w.r.xrange(f.journal)] == f.ids[1:]
+    assert f.pending() == len(f.ids) - 2
+    assert w.r.pttl(f.lock) > 5_000  # renewed to 15 s
+
+
+@covers(("flush_ack",), Code.OK)
+def test_flush_ack_never_trims_an_entry_still_pending(w: World) -> None:
+    f = Flushing(w)
+    assert f.ack([f.ids[1]], f.ids[-1]) == [Code.OK, 1, 0, 1]  # ids[0] is still pending
+    assert w.r.xlen(f.journal) == len(f.ids)
+
+
+@covers(("flush_ack",), Code.OK)
+def test_flush_ack_of_a_lost_lock_leaves_the_lock_and_a_release_frees_it(w: World) -> None:
+    f = Flushing(w)
+    w.r.set(f.lock, "other", px=5_000)
+    assert f.ack([f.ids[0]], "") == [Code.OK, 1, 0, 0]
+    assert w.r.get(f.lock) == b"other"
+    w.r.set(f.lock, "tok", px=5_000)
+    assert f.ack([], "", ttl_ms="0") == [Code.OK, 0, 0, 1]
+    assert not w.r.exists(f.lock)
+
+
+@covers(("flush_ack",), Code.BAD_ARGUMENT)
+@pytest.mark.parametrize(
+    ("ttl_ms", "committed", "field"),
+    [
+        *[(v, "", "ttl_ms") for v in [*NUMBERS, str(HOLD_TTL_S_MAX * 1000 + 1)]],
+        *[("15000", v, "committed") for v in ["abc", "1-", "-1", "1-2-3", "1", " 1-0"]],
+    ],
+)
+def test_flush_ack_rejects_a_malformed_ttl_or_mark_and_acks_nothing(
+    w: World, ttl_ms: str, committed: str, field: str
+) -> None:
+    f = Flushing(w)
+    before = w.snap(f.journal, f.lock)
+    reply = f.ack(f.ids[:2], committed, ttl_ms=ttl_ms)
+    assert reply == [Code.BAD_ARGUMENT, field.encode()]
+    assert w.snap() == before
+    assert f.pending() == len(f.ids)
+
+
+# --- consumer_prune ------------------------------------------------------------------------
+
+
+@covers(("consumer_prune",), Code.OK)
+def test_consumer_prune_deletes_only_a_consumer_with_nothing_pending(w: World) -> None:
+    f = Flushing(w)
+    w.r.xgroup_createconsumer(f.journal, GROUP, "idle")
+    before = w.snap()
+    assert w.call("consumer_prune", [f.journal], [GROUP, "c1"]) == [Code.OK, 0]
+    assert w.snap() == before  # c1 keeps the entries it read
+    assert w.call("consumer_prune", [f.journal], [GROUP, "idle"]) == [Code.OK, 1]
+    names = {c["name"] for c in w.r.xinfo_consumers(f.journal, GROUP)}
+    assert names == {b"c1"}
+
+
+def test_consumer_prune_of_an_unknown_group_is_an_error_and_deletes_nothing(w: World) -> None:
+    """The script has no reply for a bad argument: Redis refuses XPENDING on a group that
+    does not exist, and the call raises before anything is deleted."""
+    f = Flushing(w)
+    before = w.snap()
+    with pytest.raises(redis.ResponseError, match="NOGROUP"):
+        w.call("consumer_prune", [f.journal], ["no-such-group", "c1"])
+    assert w.snap() == before
+
+
+# --- idem_restore and the code it leads to -----------------------------------------------
+
+
+def _restore(w: World, idem_keys: list[str], expires_ms: list[int]) -> Any:
+    return w.call(
+        "idem_restore",
+        [w.k.idempotency(ACCT, key) for key in idem_keys],
+        [NOW, *(str(ms) for ms in expires_ms)],
+    )
+
+
+@covers(("idem_restore",), Code.OK)
+def test_idem_restore_marks_live_keys_and_keeps_a_record_present(w: World) -> None:
+    k1 = w.r.get(w.k.idempotency(ACCT, "K1"))
+    live, gone = T0_MS + 60_000, T0_MS - 1
+    assert _restore(w, ["K1", "new", "old"], [live, live, gone]) == [Code.OK, 1]
+    assert w.r.get(w.k.idempotency(ACCT, "K1")) == k1  # a request after the loss: kept
+    assert w.r.get(w.k.idempotency(ACCT, "new")) == b"\x1e"
+    assert 0 < w.r.pttl(w.k.idempotency(ACCT, "new")) <= 60_000
+    assert not w.r.exists(w.k.idempotency(ACCT, "old"))  # its TTL had run out
+
+
+@covers(("idem_restore",), Code.BAD_ARGUMENT)
+@pytest.mark.parametrize(
+    ("n_keys", "argv", "field"),
+    [
+        (2, [NOW, str(T0_MS + 1)], "batch"),  # one expiry for two keys
+        (1, [NOW, str(T0_MS + 1), str(T0_MS + 1)], "batch"),
+        (IDEM_RESTORE_BATCH_MAX + 1, [NOW, *[str(T0_MS + 1)] * 1001], "batch"),
+        *[(1, [v, str(T0_MS + 1)], "now_ms") for v in NUMBERS],
+        *[(1, [NOW, v], "expires_at_ms") for v in NUMBERS],
+    ],
+)
+def test_idem_restore_rejects_a_malformed_batch_and_writes_nothing(
+    w: World, n_keys: int, argv: list[str], field: str
+) -> None:
+    keys = [w.k.idempotency(ACCT, f"r{i}") for i in range(n_keys)]
+    reply = expect_unchanged(w, "idem_restore", keys, argv, Code.BAD_ARGUMENT)
+    assert reply == [Code.BAD_ARGUMENT, field.encode()]
+
+
+@covers(ALL_WRITES, Code.IDEMPOTENCY_IN_SQL)
+@pytest.mark.parametrize("script", ALL_WRITES)
+def test_a_key_restored_from_sql_is_idempotency_in_sql_and_changes_nothing(
+    w: World, script: str
+) -> None:
+    """A retry of a request SQL has and Redis lost is never applied again."""
+    assert _restore(w, ["LOST"], [T0_MS + 60_000]) == [Code.OK, 1]
+    kwargs: dict[str, Any] = {"idem": "LOST"}
+    if script == "hold":
+        kwargs["hold_id"] = w.id()
+    reply = expect_unchanged(w, script, *w.args(script, **kwargs), Code.IDEMPOTENCY_IN_SQL)
+    assert reply == [Code.IDEMPOTENCY_IN_SQL]
+
+
+# --- catalog_set's answer -----------------------------------------------------------------
+
+
+@covers(("catalog_set",), Code.OK)
+def test_catalog_set_answers_how_many_tools_it_wrote(w: World) -> None:
+    other = (w.b + 1) % w.k.buckets
+    keys, args = w.catalog_args("replace", bucket=other)
+    assert w.call("catalog_set", keys, args) == [Code.OK, 4]
+    assert w.call("catalog_set", keys, ["merge", "NEW", "2", CT, "1"]) == [Code.OK, 1]
+    assert set(w.r.hkeys(keys[0])) >= {b"GPT", b"NEW", b"~"}
+
+
+# --- every declared code has a test ------------------------------------------------------
+
+# A call of an include's function (not its definition) means the script returns its codes.
+INCLUDE_CODES = {"idem_check": Code.IDEMPOTENCY_IN_SQL, "clock_arg": Code.CLOCK_SKEW}
+
+
+def declared_codes(name: str) -> set[int]:
+    """The codes of the `Output:` of the script's header, and those of the includes it
+    calls (an include's codes are not repeated in every header)."""
+    source = scripts.get(name).source
+    header = source[source.index("--[[") : source.index("]]")]
+    output = header[header.index("Output:") :]
+    codes = set()
+    for first, second in re.findall(r"\{(-?\d+)(?:\|(\d+))?", output):
+        codes.add(int(first))
+        if second:
+            codes.add(int(second))
+    for function, code in INCLUDE_CODES.items():
+        if re.search(rf"(?<!function ){function}\(", source):
+            codes.add(int(code))
+    return codes
+
+
+def test_every_declared_code_of_every_script_is_tested() -> None:
+    untested = {
+        name: sorted(declared_codes(name) - COVERED[name])
+        for name in scripts.registry()
+        if declared_codes(name) - COVERED[name]
+    }
+    assert not untested, f"return codes no test here proves (script: codes): {untested}"
+    assert declared_codes("charge") >= {0, 1, -1, -2, -3, -4, -5, -6, -7, -12, -13, -20, -21}
+    assert declared_codes("consumer_prune") >= {0}
+    assert declared_codes("balance") >= {0, -1}
