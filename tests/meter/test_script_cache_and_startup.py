@@ -1,5 +1,6 @@
-"""SCRIPT FLUSH never fails a charge (SPEC §11.2), and the meter refuses an evicting Redis
-(SPEC §5). Both run on private servers: flushing or reconfiguring the shared one is not ours."""
+"""The scripts load from the package meter.lua; SCRIPT FLUSH never fails a charge (SPEC §11.2),
+and the meter refuses an evicting Redis (SPEC §5). The Redis tests run on private servers:
+flushing or reconfiguring the shared one is not ours."""
 
 from __future__ import annotations
 
@@ -9,9 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from meter import AsyncMeter, Keys, Meter, NewAccountLoader
+from meter import AsyncMeter, Keys, Meter, NewAccountLoader, scripts
 from meter.embedded import EmbeddedRedis, RedisConfigError
 from meter.settings import Settings
+
+REPO_LUA = Path(__file__).resolve().parents[2] / "lua"
+
+
+def test_scripts_load_every_lua_file_through_the_meter_lua_package() -> None:
+    """The loader reads the package meter.lua (lua/ mapped by pyproject), as a wheel has it:
+    every script of the folder, each include expanded."""
+    registry = scripts.registry()
+    assert set(registry) == {path.stem for path in REPO_LUA.glob("*.lua")}
+    for script in registry.values():
+        assert "--- @include" not in script.source, script.name
 
 
 @pytest.fixture
