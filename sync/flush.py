@@ -64,6 +64,10 @@ GROUP = "flush"  # the one consumer group every flusher reads the journals throu
 # key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
 # entry of its kind has.
 CANARY_DROPPED_FIELDS = frozenset({"desc", "meta", "ref", "ik", "src", "tool", "hold", "e"})
+# Test hook, unset in production (tests/sync/faults/test_worker_kills.py): a flusher that has
+# committed a batch writes its bucket to this file and waits there, before the XACK, until the
+# test kills it: the kill lands mid-flush every time instead of by luck.
+TEST_PAUSE_FILE = os.environ.get("CREDITMETER_TEST_FLUSH_PAUSE_FILE", "")
 
 
 def consumer_name() -> str:
@@ -240,6 +244,8 @@ class Flusher:
             return written, advance_cursor(conn, journal, sortable(last), self.clock_ms())
 
         written, cursor = write_transaction(self.engine, commit)
+        if TEST_PAUSE_FILE:
+            _pause_until_killed(TEST_PAUSE_FILE, bucket)
         ids = [sid for sid, _ in batch]
         # Trim below everything SQL confirmed, which may be beyond this batch (a reclaimed
         # batch of old entries comes after newer ones were written).
@@ -482,6 +488,14 @@ def _may_be_one_entry(exc: DBAPIError) -> bool:
     (connection, schema, permission, disk, server) fails any entry: retry later, never
     dead-letter."""
     return isinstance(exc, DataError | IntegrityError) and not exc.connection_invalidated
+
+
+def _pause_until_killed(marker: str, bucket: int) -> None:
+    """The TEST_PAUSE_FILE hook: committed, not acknowledged, and never going on."""
+    with open(marker, "w") as out:
+        out.write(str(bucket))
+    while True:
+        time.sleep(1)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -147,12 +147,14 @@ class Workers:
         )
         self.env = env
 
-    def start(self, name: str, argv: list[str]) -> WorkerProc:
+    def start(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
+    ) -> WorkerProc:
         log = self.tmp_path / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 argv,
-                env=self.env,
+                env={**self.env, **(extra_env or {})},
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -163,8 +165,8 @@ class Workers:
         self.procs.append(proc)
         return proc
 
-    def creditmeter_worker(self, name: str) -> WorkerProc:
-        return self.start(name, [CREDITMETER, "worker"])
+    def creditmeter_worker(self, name: str, extra_env: dict[str, str] | None = None) -> WorkerProc:
+        return self.start(name, [CREDITMETER, "worker"], extra_env)
 
     def tails(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
@@ -495,9 +497,18 @@ def test_sigkill_of_work_horse_between_commit_and_xack_then_rerun_changes_nothin
     assert_in_sync(client, engine, keys)
 
 
-# A kill right after A takes a lock usually finds entries read and not yet acknowledged; on
-# a fast SQL the flush may already have acknowledged them: try again with a fresh worker.
-KILL_ATTEMPTS = 10
+PAUSE_WAIT_S = 60.0  # worker start-up, a flush trigger and one batch, on a loaded 2-core host
+
+
+def wait_paused(marker: Path, worker: WorkerProc) -> int:
+    """The bucket a flusher wrote to its pause file (sync.flush.TEST_PAUSE_FILE): it has
+    committed a batch of that bucket and waits before the XACK."""
+    wait_until(
+        lambda: marker.exists() and marker.read_text() != "",
+        PAUSE_WAIT_S,
+        lambda: f"worker A never paused after a commit\n{worker.tail()}",
+    )
+    return int(marker.read_text())
 
 
 @pytest.mark.slow
@@ -505,55 +516,41 @@ def test_sigkill_of_worker_parent_mid_flush_second_worker_takes_over(
     tmp_path: Path, sql_url: str, redis_server: EmbeddedRedis, client: redis.Redis, keys: Keys
 ) -> None:
     """Worker A (parent, trigger, work-horse) SIGKILLed while its work-horse holds a bucket's
-    flush lock, under steady charging; worker B waits the lock out, reclaims what A left
-    pending and drains everything: every acknowledged charge in SQL once."""
+    flush lock, after SQL committed a batch and before the XACK (the flusher's test hook
+    pauses it there), under steady charging; worker B waits the lock out, reclaims what A
+    left pending and drains everything: every acknowledged charge in SQL once."""
     engine = engine_for(sql_url)
     meter, tool = make_meter(client, engine, keys)
     accounts = spread_accounts(keys, 16)
     acked = grant_all(meter, accounts)
     workers = Workers(tmp_path, redis_server.url, sql_url, keys)
     charger = Charger(meter, accounts, tool.name, pause_s=0.0005)
+    marker = tmp_path / "flush-paused"
     try:
         charger.start()
-        dead_locks: dict[int, bytes] = {}
-        in_flight = 0
-        stale: set[bytes] = set()  # locks a missed attempt left behind (not the next A's)
-        for attempt in range(KILL_ATTEMPTS):
-            a = workers.creditmeter_worker(f"worker-a{attempt}")
-            seen: dict[int, bytes] = {}
-
-            def a_holds_a_lock(stale: set[bytes] = stale, seen: dict[int, bytes] = seen) -> bool:
-                seen.update({b: t for b, t in lock_tokens(client, keys).items() if t not in stale})
-                return bool(seen)
-
-            wait_until(
-                a_holds_a_lock,
-                20,
-                lambda a=a: f"worker A never took a flush lock\n{a.tail()}",
-                step_s=0.0005,
-            )
-            a.sigkill()  # at once: the work-horse is mid-flush, lock in hand
-            after = lock_tokens(client, keys)
-            dead_locks = {b: t for b, t in seen.items() if after.get(b) == t}
-            in_flight = sum(pending(client, keys, b) for b in dead_locks)
-            if in_flight:  # died holding the lock and entries it read but never acked
-                break
-            # The lock was released just before the kill (or nothing read yet): again.
-            stale |= set(after.values())
-        assert in_flight, (
-            f"never killed worker A mid-flush in {KILL_ATTEMPTS} attempts\n{workers.tails()}"
+        a = workers.creditmeter_worker(
+            "worker-a", extra_env={"CREDITMETER_TEST_FLUSH_PAUSE_FILE": str(marker)}
         )
+        bucket = wait_paused(marker, a)
+        token = client.get(keys.flush_lock(bucket))
+        in_flight = pending(client, keys, bucket)
+        a.sigkill()  # mid-flush: lock in hand, a committed batch not acknowledged
+        assert token is not None and client.get(keys.flush_lock(bucket)) == token
+        assert in_flight > 0 and pending(client, keys, bucket) == in_flight
+        journal_ids = {f[b"id"].decode() for _, f in client.xrange(keys.journal(bucket))}
+        committed = journal_ids & set(journal_ledger_ids(engine, keys))
+        assert committed, "worker A paused before any of its entries reached SQL"
         assert not charger.errors, charger.errors[:3]
 
         workers.creditmeter_worker("worker-b")
         charger.pause_s = 0.005  # keep charging, slower, while B waits out A's lock
         wait_until(
-            lambda: all(client.get(keys.flush_lock(b)) != t for b, t in dead_locks.items()),
+            lambda: client.get(keys.flush_lock(bucket)) != token,
             LOCK_TTL_S + 5,
-            lambda: f"worker A's locks {dead_locks} outlived their TTL",
+            lambda: f"worker A's lock on bucket {bucket} outlived its TTL",
             step_s=0.1,
         )
-        time.sleep(1.0)  # B flushes A's buckets while charges still arrive
+        time.sleep(1.0)  # B flushes A's bucket while charges still arrive
         charger.stop()
         assert not charger.errors, charger.errors[:3]
         acked += charger.acked
