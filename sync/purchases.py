@@ -51,10 +51,14 @@ from sync.sqlops import dialect_insert, insert_ignore
 
 # Purchase ids are UUIDv5 of the Stripe object under this namespace: stable across retries.
 PURCHASE_NAMESPACE = uuid.UUID("6f1c3e2a-93a4-4c55-9d7e-4a1b8f0c2d11")
-CURRENT_PLAN_STATUSES = ("active", "trialing", "past_due")  # the plan still applies
 # An event in one of these still has to be applied (a job, a retry or `stripe replay`).
 UNAPPLIED_EVENT_STATUSES = ("received", "retrying", "failed")
 PURCHASE_PRIORITY = 50  # bought credits burn after promotional ones (the welcome grant: 10)
+
+
+class Ignored(str):
+    """The outcome of an event that changes nothing on purpose (another product's, one not
+    paid yet, an older state): its type, not its text, makes the event "ignored"."""
 
 
 class EventError(ValueError):
@@ -165,7 +169,7 @@ class Purchases:
             return self._invoice_paid(obj)
         if isinstance(kind, str) and kind.startswith("customer.subscription."):
             return self._subscription(obj, kind, created_ms), None
-        return f"ignored: {kind} is not an event creditmeter uses", None
+        return Ignored(f"ignored: {kind} is not an event creditmeter uses"), None
 
     # --- purchases of packs and custom amounts ---------------------------------------------
 
@@ -182,7 +186,9 @@ class Purchases:
                 self._link_subscription(sub, account, plan if isinstance(plan, str) else None)
             return "subscription linked; credits come with each paid invoice"
         if kind == "checkout.session.completed" and session.get("payment_status") != "paid":
-            return "ignored: not paid yet (async_payment_succeeded will follow if it succeeds)"
+            return Ignored(
+                "ignored: not paid yet (async_payment_succeeded will follow if it succeeds)"
+            )
         meta = session.get("metadata") or {}
         credit_type = _meta_credit_type(meta)
         credits = _meta_int(meta, "credits")
@@ -269,7 +275,7 @@ class Purchases:
     def _refund_created(self, refund: dict[str, Any]) -> str:
         pi = _str(refund, "payment_intent")
         if refund.get("status") in ("failed", "canceled"):
-            return f"ignored: refund {refund.get('id')} is {refund.get('status')}"
+            return Ignored(f"ignored: refund {refund.get('id')} is {refund.get('status')}")
         write_transaction(self.engine, lambda conn: _store_refund(conn, refund, pi))
         return self._settle_payment(pi, f"refund {_str(refund, 'id')}")
 
@@ -374,17 +380,17 @@ class Purchases:
             return bool(changed)
 
         if not write_transaction(self.engine, txn):
-            return f"ignored: a newer event already set subscription {sid}"
+            return Ignored(f"ignored: a newer event already set subscription {sid}")
         return f"account {account}: plan {row['plan_id']} {status}"
 
     def _invoice_paid(self, invoice: dict[str, Any]) -> tuple[str, RolloverDue | None]:
         iid = _str(invoice, "id")
         sub_id = _invoice_subscription(invoice)
         if sub_id is None:
-            return "ignored: not a subscription invoice", None
+            return Ignored("ignored: not a subscription invoice"), None
         line = _invoice_plan_line(invoice)
         if line is None:
-            return "ignored: no line with a price", None
+            return Ignored("ignored: no line with a price"), None
         price, start_s, end_s = line
         plan = self._plan_by_price(price)
         if plan is None:
@@ -393,7 +399,7 @@ class Purchases:
         self._link_subscription(sub_id, account, plan["id"], start_s * 1000, end_s * 1000)
         end_ms = end_s * 1000
         if end_ms <= now_ms():
-            return f"ignored: the period of invoice {iid} is already over", None
+            return Ignored(f"ignored: the period of invoice {iid} is already over"), None
         expires = end_ms if plan["expire_at_period_end"] else None
         allocations: dict[str, int] = json.loads(plan["allocations"])
         done, rollover = [], None

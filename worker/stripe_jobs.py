@@ -13,7 +13,7 @@ from rq import get_current_job
 
 from sync.context import SyncContext, context
 from sync.flush import Flusher
-from sync.purchases import EventError, NotReady, Purchases, load_event, mark_event
+from sync.purchases import EventError, Ignored, NotReady, Purchases, load_event, mark_event
 from worker.queues import schedule_rollover
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def apply_stored_event(ctx: SyncContext, event_id: str) -> str:
         raise
     if rollover is not None:
         schedule_rollover(ctx.queue_redis, ctx.keys, rollover.purchase_id, rollover.at_ms)
-    mark_event(ctx.engine, event_id, "ignored" if outcome.startswith("ignored") else "applied")
+    mark_event(ctx.engine, event_id, "ignored" if isinstance(outcome, Ignored) else "applied")
     log.info("stripe event %s (%s): %s", event_id, event.get("type"), outcome)
     return outcome
 

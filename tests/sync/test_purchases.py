@@ -17,7 +17,15 @@ from sqlalchemy import Engine, insert, select
 from meter import Meter
 from sync.flush import Flusher
 from sync.models import T_ACCOUNTS, T_LEDGER, T_PLANS, T_PURCHASES, T_SUBSCRIPTIONS
-from sync.purchases import EventError, NotReady, Purchases, RolloverDue, purchase_id, store_event
+from sync.purchases import (
+    EventError,
+    Ignored,
+    NotReady,
+    Purchases,
+    RolloverDue,
+    purchase_id,
+    store_event,
+)
 from tests import stripe_fake as sf
 from tests.sync.conftest import account
 
@@ -119,15 +127,17 @@ def test_unpaid_then_async_failure_gives_no_credits_and_async_success_gives_them
     acct = account("async")
     unpaid = completed(acct, payment_status="unpaid")
     session = unpaid["data"]["object"]
-    assert purchases.apply(unpaid)[0].startswith("ignored: not paid yet")
+    outcome = purchases.apply(unpaid)[0]
+    assert isinstance(outcome, Ignored) and outcome.startswith("ignored: not paid yet")
     failed = sf.event("checkout.session.async_payment_failed", session)
-    assert purchases.apply(failed)[0].startswith("ignored")
+    assert isinstance(purchases.apply(failed)[0], Ignored)
     assert balance(meter, acct) == 0
 
     other = completed(acct, payment_status="unpaid")
     paid_later = sf.event("checkout.session.async_payment_succeeded", other["data"]["object"])
-    assert purchases.apply(paid_later)[0] == "granted 50 credits"
-    assert purchases.apply(other)[0].startswith("ignored")  # completed, delivered late
+    granted = purchases.apply(paid_later)[0]
+    assert granted == "granted 50 credits" and not isinstance(granted, Ignored)
+    assert isinstance(purchases.apply(other)[0], Ignored)  # completed, delivered late
     assert balance(meter, acct) == 50
 
 
