@@ -25,6 +25,10 @@ from meter.settings import Settings, get_settings
 # worker importing FastAPI, SQLAlchemy and redis on a loaded host can take longer to start.
 WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
+# The commands that may create the SQLite file (`bench` never opens the configured one);
+# every other command refuses a SQLite file that does not exist.
+CREATES_DATABASE = frozenset({"migrate", "up", "bench"})
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Credit metering on Redis Lua.")
 console = Console()
 err = Console(stderr=True)
@@ -45,6 +49,19 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
+def _refuse_missing_sqlite(settings: Settings) -> None:
+    """A SQLite file that does not exist is a mistyped path far more often than a wish for a
+    new empty database: only the commands that create one (CREATES_DATABASE) may."""
+    from sync.db import sqlite_path
+
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        raise RuntimeError(
+            f"no SQLite database at {path}: run `creditmeter migrate` to create it "
+            "(or correct CREDITMETER_DATABASE_URL)"
+        )
+
+
 @app.callback()
 def _main(ctx: typer.Context) -> None:
     """While `creditmeter up` runs on the embedded Redis, every other command uses that
@@ -54,6 +71,8 @@ def _main(ctx: typer.Context) -> None:
     from cli.service import running_redis_url
 
     try:
+        if ctx.invoked_subcommand not in CREATES_DATABASE:
+            _refuse_missing_sqlite(get_settings())
         url = running_redis_url(get_settings())
     except Exception as exc:
         _fail(exc)

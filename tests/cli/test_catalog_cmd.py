@@ -64,6 +64,8 @@ def test_the_example_catalog_applies_then_reports_no_changes(
     own_sql = f"sqlite:///{tmp_path / 'example.db'}"
     monkeypatch.setenv("CREDITMETER_DATABASE_URL", own_sql)
     get_settings.cache_clear()
+    migrated = runner.invoke(app, ["migrate"])  # a new SQLite file: only migrate creates it
+    assert migrated.exit_code == 0, migrated.output
     first = runner.invoke(app, ["catalog", "apply", str(EXAMPLE)])
     assert first.exit_code == 0, first.output
     lines = first.output.strip().splitlines()

@@ -64,3 +64,31 @@ def test_a_postgres_url_without_a_driver_uses_psycopg(scheme: str, tmp_path: Pat
     assert result.returncode == 1
     line = _one_error_line(result)
     assert "plugin" not in line and "refused" in line, line
+
+
+@pytest.mark.parametrize(
+    "args", [["tools", "list"], ["keys", "list"], ["report", "usage"], ["worker", "--burst"]]
+)
+def test_a_sqlite_file_that_does_not_exist_is_refused_until_migrate(
+    args: list[str], redis_url: str, tmp_path: Path
+) -> None:
+    """A mistyped path must not become a new empty database the user then wonders about."""
+    typo = tmp_path / "creditmeter.bd"
+    env = {
+        "CREDITMETER_DATABASE_URL": f"sqlite:///{typo}",
+        "CREDITMETER_REDIS_URL": redis_url,
+        "CREDITMETER_KEY_PREFIX": f"papercut{os.getpid()}",
+        "CREDITMETER_DATA_DIR": str(tmp_path),
+    }
+    refused = _run(args, **env)
+    assert refused.returncode == 1
+    assert _one_error_line(refused) == (
+        f"error: no SQLite database at {typo}: run `creditmeter migrate` to create it "
+        "(or correct CREDITMETER_DATABASE_URL)"
+    )
+    assert not typo.exists()
+    migrated = _run(["migrate"], **env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert typo.exists()
+    after = _run(args, **env)
+    assert after.returncode == 0, after.stderr
