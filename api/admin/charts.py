@@ -1,5 +1,6 @@
 """Report rows shaped for the overview's charts: one label per UTC day of the range (days
-without rows are zeros, not gaps) and one series per tool, currency or credit type."""
+without rows are zeros, not gaps). Amounts of different units never share a chart: one
+chart per credit type (usage, liability) or per currency (revenue), its unit named."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 from sync.reports import Range, Report
 
 DAY_MS = 86_400_000
+LIABILITY_SERIES = "outstanding"  # the one series of a credit type's liability chart
+REVENUE_SERIES = "net revenue"  # the one series of a currency's revenue chart
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Series:
 class Chart:
     labels: list[str]
     series: list[Series] = field(default_factory=list)
-    unit: str = ""  # "credits", or a currency code for amounts in its minor units
+    unit: str = ""  # a credit type, or a currency code for amounts in its minor units
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,38 +45,52 @@ def end_day(rng: Range) -> str:
     return datetime.fromtimestamp(day_start_ms / 1000, UTC).date().isoformat()
 
 
-def _pivot(report: Report, days: list[str], series_col: str, value_col: str) -> list[Series]:
-    """Rows (day, name, value) -> one series per name, a value per day (0 when absent)."""
+def _pivot(
+    report: Report, days: list[str], unit_col: str, series_col: str | None, value_col: str
+) -> dict[str, list[Series]]:
+    """Rows (day, unit, [name,] value) -> per unit, one series per name (or one series named
+    after the unit when there is no name column), a value per day (0 when absent)."""
     day_i = report.columns.index("day")
-    name_i = report.columns.index(series_col)
+    unit_i = report.columns.index(unit_col)
+    name_i = report.columns.index(series_col) if series_col else unit_i
     value_i = report.columns.index(value_col)
     position = {d: i for i, d in enumerate(days)}
-    by_name: dict[str, list[int]] = {}
+    by_unit: dict[str, dict[str, list[int]]] = {}
     for row in report.rows:
-        day, name, value = row[day_i], row[name_i], row[value_i]
+        day, unit, name, value = row[day_i], row[unit_i], row[name_i], row[value_i]
         if day not in position:
             continue  # a report day outside the chart's axis cannot be drawn
-        values = by_name.setdefault(str(name), [0] * len(days))
+        values = by_unit.setdefault(str(unit), {}).setdefault(str(name), [0] * len(days))
         values[position[str(day)]] += int(value or 0)
-    return [Series(name, values) for name, values in sorted(by_name.items())]
+    return {
+        unit: [Series(name, values) for name, values in sorted(by_name.items())]
+        for unit, by_name in sorted(by_unit.items())
+    }
 
 
-def usage_chart(usage_by_day_tool: Report, rng: Range) -> Chart:
-    """Credits consumed (charges minus refunds) per day, a series per tool."""
+def usage_charts(usage_by_day_tool_type: Report, rng: Range) -> list[Chart]:
+    """Credits consumed (charges minus refunds) per day: one chart per credit type, a series
+    per tool charging it (a tool charges one credit type, so it is in one chart only)."""
     days = days_of(rng)
-    return Chart(days, _pivot(usage_by_day_tool, days, "tool", "credits"), unit="credits")
+    by_type = _pivot(usage_by_day_tool_type, days, "credit_type", "tool", "credits")
+    return [Chart(days, series, unit=credit_type) for credit_type, series in by_type.items()]
 
 
 def revenue_charts(revenue_by_day: Report, rng: Range) -> list[Chart]:
     """Net revenue per day, one chart per currency (amounts of two currencies never add)."""
     days = days_of(rng)
+    by_currency = _pivot(revenue_by_day, days, "currency", None, "net_minor")
     return [
-        Chart(days, [Series("net revenue", s.values)], unit=s.name)
-        for s in _pivot(revenue_by_day, days, "currency", "net_minor")
+        Chart(days, [Series(REVENUE_SERIES, s.values) for s in series], unit=currency)
+        for currency, series in by_currency.items()
     ]
 
 
-def liability_chart(series: Report, rng: Range) -> Chart:
-    """Outstanding credits at the end of each day, a series per credit type."""
+def liability_charts(series: Report, rng: Range) -> list[Chart]:
+    """Outstanding balance at the end of each day: one chart per credit type."""
     days = days_of(rng)
-    return Chart(days, _pivot(series, days, "credit_type", "balance"), unit="credits")
+    by_type = _pivot(series, days, "credit_type", None, "balance")
+    return [
+        Chart(days, [Series(LIABILITY_SERIES, s.values) for s in rows], unit=credit_type)
+        for credit_type, rows in by_type.items()
+    ]

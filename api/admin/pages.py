@@ -7,12 +7,12 @@ import uuid
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.admin import charts
-from api.admin.render import page
+from api.admin.render import STATIC_DIR, page
 from api.admin.session import PageSession, current_session, login_token, set_login_cookie
 from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
@@ -25,19 +25,19 @@ State = Annotated[AppState, Depends(app_state)]
 TOP_CONSUMERS: Final = 10  # the overview's table; the full list is the usage report by account
 OPEN_HOLDS_SHOWN: Final = 20  # the soonest to expire; the rest are counted, not listed
 LEDGER_PAGE: Final = 50  # rows of an account's ledger per page
+FAVICON: Final = STATIC_DIR / "admin" / "favicon.ico"
 
 
 def _overview_data(state: AppState, rng: reports.Range, now: int) -> dict[str, Any]:
     engine = state.engine
-    usage_by_day_tool = reports.usage(engine, rng, ("day", "tool"))
+    usage_by_day_tool = reports.usage(engine, rng, ("day", "tool", "credit_type"))
     revenue_by_day = reports.revenue(engine, rng, ("day",))
+    liability_by_day = reports.liability_series(engine, rng)
     return {
         "charts": {
-            "usage": charts.usage_chart(usage_by_day_tool, rng).as_dict(),
+            "usage": [c.as_dict() for c in charts.usage_charts(usage_by_day_tool, rng)],
             "revenue": [c.as_dict() for c in charts.revenue_charts(revenue_by_day, rng)],
-            "liability": charts.liability_chart(
-                reports.liability_series(engine, rng), rng
-            ).as_dict(),
+            "liability": [c.as_dict() for c in charts.liability_charts(liability_by_day, rng)],
         },
         "liability": reports.liability(engine, now).as_dicts(),
         "revenue": reports.revenue(engine, rng, ("pack", "plan")).as_dicts(),
@@ -185,6 +185,16 @@ def _default_credit_type(wallets: Any) -> str | None:
 async def sync_page(request: Request, state: State, session: PageSession) -> Response:
     status = await run_in_threadpool(read_sync_status, state)
     return page(request, "admin/sync.html", session, status=status)
+
+
+async def favicon(request: Request) -> Response:
+    """Browsers ask for /favicon.ico on any page of the origin (the API's too): the
+    dashboard's icon (the same file its pages link to), not a 404 in every log."""
+    return FileResponse(FAVICON, media_type="image/x-icon")
+
+
+# Starlette's add_route does not take the router's /admin prefix: this is the root path.
+router.add_route("/favicon.ico", favicon, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 @router.get("/login")

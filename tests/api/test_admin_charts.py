@@ -1,5 +1,6 @@
 """Report rows shaped for the overview's charts: every day of the range on the axis, zeros
-for days without rows, one series per tool / currency / credit type."""
+for days without rows; one chart per unit (credit type or currency), never two units in one
+chart: a tool's series is in the chart of the credit type it charges."""
 
 from __future__ import annotations
 
@@ -21,16 +22,64 @@ def test_usage_chart_fills_missing_days_with_zero() -> None:
     rng = Range(NOV_1_MS, NOV_1_MS + 3 * DAY_MS)
     usage = Report(
         "usage",
-        ("day", "tool", "charges", "refunds", "credits"),
+        ("day", "tool", "credit_type", "charges", "refunds", "credits"),
         [
-            ("2026-11-01", "GPT", 2, 0, 30),
-            ("2026-11-03", "GPT", 1, 1, 5),
-            ("2026-11-03", "IMG", 1, 0, 9),
+            ("2026-11-01", "GPT", "credits", 2, 0, 30),
+            ("2026-11-03", "GPT", "credits", 1, 1, 5),
+            ("2026-11-03", "IMG", "credits", 1, 0, 9),
         ],
     )
-    chart = charts.usage_chart(usage, rng)
+    [chart] = charts.usage_charts(usage, rng)
     assert chart.labels == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert [(s.name, s.values) for s in chart.series] == [("GPT", [30, 0, 5]), ("IMG", [0, 0, 9])]
+
+
+def test_usage_is_one_chart_per_credit_type_with_its_tools() -> None:
+    rng = Range(NOV_1_MS, NOV_1_MS + 2 * DAY_MS)
+    usage = Report(
+        "usage",
+        ("day", "tool", "credit_type", "charges", "refunds", "credits"),
+        [
+            ("2026-11-01", "LLM_CHAT", "credits", 3, 0, 3),
+            ("2026-11-01", "VIDEO_GEN", "video_seconds", 1, 0, 40),
+            ("2026-11-02", "IMAGE_GEN", "credits", 2, 0, 20),
+            ("2026-11-02", "VIDEO_GEN", "video_seconds", 2, 1, 25),
+        ],
+    )
+    got = {c.unit: [(s.name, s.values) for s in c.series] for c in charts.usage_charts(usage, rng)}
+    assert got == {
+        "credits": [("IMAGE_GEN", [0, 20]), ("LLM_CHAT", [3, 0])],
+        "video_seconds": [("VIDEO_GEN", [40, 25])],
+    }
+    assert [c.unit for c in charts.usage_charts(usage, rng)] == ["credits", "video_seconds"]
+
+
+def test_liability_is_one_chart_per_credit_type() -> None:
+    rng = Range(NOV_1_MS, NOV_1_MS + 2 * DAY_MS)
+    series = Report(
+        "liability_series",
+        ("day", "credit_type", "balance"),
+        [
+            ("2026-11-01", "credits", 100),
+            ("2026-11-01", "video_seconds", 600),
+            ("2026-11-02", "credits", 90),
+            ("2026-11-02", "video_seconds", 540),
+        ],
+    )
+    got = [
+        (c.unit, [(s.name, s.values) for s in c.series])
+        for c in charts.liability_charts(series, rng)
+    ]
+    assert got == [
+        ("credits", [(charts.LIABILITY_SERIES, [100, 90])]),
+        ("video_seconds", [(charts.LIABILITY_SERIES, [600, 540])]),
+    ]
+
+
+def test_no_rows_draw_no_chart() -> None:
+    rng = Range(NOV_1_MS, NOV_1_MS + DAY_MS)
+    empty = Report("usage", ("day", "tool", "credit_type", "charges", "refunds", "credits"), [])
+    assert charts.usage_charts(empty, rng) == []
 
 
 def test_revenue_is_one_chart_per_currency() -> None:

@@ -1,5 +1,6 @@
 // Draws the overview's charts from the JSON the server rendered into #chart-data, with the
 // vendored Chart.js (window.Chart). No network access: everything comes from this origin.
+// Each chart holds one unit (a credit type, or a currency): its y axis is titled with it.
 "use strict";
 (function () {
   const data = JSON.parse(document.getElementById("chart-data").textContent);
@@ -17,8 +18,7 @@
     }
   }
 
-  function draw(canvas, chart, kind, stacked, scale) {
-    if (!canvas) return;
+  function draw(canvas, chart, kind, stacked, scale, axisTitle) {
     new Chart(canvas, {
       type: kind,
       data: {
@@ -36,19 +36,26 @@
         animation: false,
         maintainAspectRatio: false,
         interaction: { mode: "index", intersect: false },
+        plugins: { legend: { display: chart.series.length > 1 } },
         scales: {
-          x: { stacked: stacked },
-          y: { stacked: stacked, beginAtZero: true,
-               title: { display: true, text: scale === 1 ? chart.unit : chart.unit.toUpperCase() } },
+          x: { stacked: stacked, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
+          y: { stacked: stacked, beginAtZero: true, title: { display: true, text: axisTitle } },
         },
       },
     });
   }
 
-  draw(document.getElementById("chart-usage"), data.usage, "bar", true, 1);
-  draw(document.getElementById("chart-liability"), data.liability, "line", false, 1);
+  // Canvases carry data-index into their list of charts (usage, revenue or liability).
+  document.querySelectorAll("canvas.chart-usage").forEach((canvas) => {
+    const chart = data.usage[Number(canvas.dataset.index)];
+    draw(canvas, chart, "bar", true, 1, chart.unit);
+  });
+  document.querySelectorAll("canvas.chart-liability").forEach((canvas) => {
+    const chart = data.liability[Number(canvas.dataset.index)];
+    draw(canvas, chart, "line", false, 1, chart.unit);
+  });
   document.querySelectorAll("canvas.chart-revenue").forEach((canvas) => {
     const chart = data.revenue[Number(canvas.dataset.index)];
-    draw(canvas, chart, "bar", false, Math.pow(10, exponent(chart.unit)));
+    draw(canvas, chart, "bar", false, Math.pow(10, exponent(chart.unit)), chart.unit.toUpperCase());
   });
 })();
