@@ -114,9 +114,7 @@ def charge(
                 idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             )
         except InvalidArgument as exc:
-            raise Problem(
-                422, str(exc), errors=[{"field": exc.field, "message": str(exc)}]
-            ) from exc
+            raise errors.invalid(exc.field, str(exc)) from exc
         except MeterError as exc:
             raise errors.from_meter_error(exc) from exc
         try:

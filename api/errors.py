@@ -82,6 +82,25 @@ class Problem(Exception):
         }
 
 
+def invalid(
+    field: str,
+    message: str,
+    *,
+    detail: str | None = None,
+    kind: str = "value",
+    slug: str | None = None,
+    **extensions: Any,
+) -> Problem:
+    """The one shape of a 422 about one field: `errors` names it (as pydantic's do)."""
+    return Problem(
+        422,
+        detail or message,
+        slug=slug,
+        errors=[{"field": field, "message": message, "type": kind}],
+        **extensions,
+    )
+
+
 def problem_response(p: Problem) -> JSONResponse:
     return JSONResponse(p.body(), status_code=p.status, headers=p.headers, media_type=MEDIA_TYPE)
 
@@ -119,9 +138,7 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         slug = _NOT_FOUND_IDS[exc.field]
         return Problem(404, str(exc), slug=slug)
     if isinstance(exc, me.InvalidArgument):
-        return Problem(
-            422, str(exc), errors=[{"field": exc.field, "message": str(exc), "type": "value"}]
-        )
+        return invalid(exc.field, str(exc))
     if isinstance(exc, me.AmountOverflow):
         return Problem(422, str(exc), slug="amount-overflow")
     if isinstance(exc, me.ClockSkew):

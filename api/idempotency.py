@@ -32,7 +32,7 @@ from fastapi import Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.errors import MEDIA_TYPE, Problem, from_meter_error
+from api.errors import MEDIA_TYPE, Problem, from_meter_error, invalid
 from api.state import AppState
 from meter import bounds, validate
 from meter.errors import MeterError
@@ -69,10 +69,10 @@ async def optional_idempotency_key(idempotency_key: IdempotencyHeader = None) ->
 
 def _checked(idempotency_key: str) -> str:
     if not validate.IDEMPOTENCY_RE.fullmatch(idempotency_key):
-        raise Problem(
-            422,
-            "Idempotency-Key must be 1-255 printable ASCII characters",
-            errors=[{"field": "header.Idempotency-Key", "message": "invalid", "type": "value"}],
+        raise invalid(
+            "header.Idempotency-Key",
+            "invalid",
+            detail="Idempotency-Key must be 1-255 printable ASCII characters",
         )
     return idempotency_key
 

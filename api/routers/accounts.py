@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 
 from api import changes, sse, tokens
 from api.auth import Principal, account_reader, require
-from api.errors import Problem
+from api.errors import invalid
 from api.idempotency import idempotency_key, run_idempotent
 from api.schemas import (
     AccountId,
@@ -53,11 +53,7 @@ async def create_grant(
 ) -> Any:
     expires_at_ms = parse_rfc3339_ms(body.expires_at) if body.expires_at else None
     if expires_at_ms is not None and expires_at_ms <= now_ms():
-        raise Problem(
-            422,
-            "expires_at must be in the future",
-            errors=[{"field": "body.expires_at", "message": "in the past", "type": "value"}],
-        )
+        raise invalid("body.expires_at", "in the past", detail="expires_at must be in the future")
 
     async def run() -> tuple[GrantOut, bool]:
         r = await state.meter.grant(
@@ -164,9 +160,7 @@ async def list_entries(
             cursor=cursor,
         )
     except entries.BadCursor as exc:
-        raise Problem(
-            422, str(exc), errors=[{"field": "query.cursor", "message": str(exc), "type": "value"}]
-        ) from exc
+        raise invalid("query.cursor", str(exc)) from exc
     return EntryPage(data=[_entry(r) for r in page.rows], next_cursor=page.next_cursor)
 
 

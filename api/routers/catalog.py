@@ -7,14 +7,14 @@ and turns a PricingError into a 422 problem naming the query parameter at fault.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ReadKey
-from api.errors import Problem
+from api.errors import Problem, invalid
 from api.state import AppState, app_state
 from meter import bounds, validate
 from sync import pricing
@@ -77,12 +77,9 @@ class QuoteOut(BaseModel):
 
 
 def _problem(exc: pricing.PricingError) -> Problem:
-    field = f"query.{exc.field}"  # the fields of quote() are the query parameters' names
-    extensions: dict[str, Any] = {  # minimum, maximum: what a client needs to correct it
-        **exc.details,
-        "errors": [{"field": field, "message": str(exc), "type": exc.code}],
-    }
-    return Problem(422, str(exc), slug=exc.code, **extensions)
+    # The fields of quote() are the query parameters' names; the details (minimum, maximum)
+    # are what a client needs to correct it.
+    return invalid(f"query.{exc.field}", str(exc), kind=exc.code, slug=exc.code, **exc.details)
 
 
 @router.get("/packs", response_model=PackList)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
-from api.errors import Problem
+from api.errors import Problem, invalid
 from api.idempotency import optional_idempotency_key, run_idempotent
 from api.schemas import CheckoutIn, CheckoutOut, WebhookOut
 from api.state import AppState, app_state
@@ -86,11 +86,7 @@ def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api
             request_key=request_key,
         )
     except pricing.PricingError as exc:
-        raise Problem(
-            422,
-            str(exc),
-            errors=[{"field": f"body.{exc.field}", "message": str(exc), "type": "value"}],
-        ) from exc
+        raise invalid(f"body.{exc.field}", str(exc)) from exc
     except stripe_api.StripeIdempotencyReused as exc:
         raise Problem(422, str(exc), slug="idempotency-key-reused") from exc
     except stripe_api.StripeNotConfigured as exc:

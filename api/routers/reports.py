@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.auth import AdminKey
-from api.errors import Problem
+from api.errors import Problem, invalid
 from api.schemas import rfc3339
 from api.state import AppState, app_state
 from meter.ops import now_ms
@@ -57,12 +57,7 @@ class ReportOut(BaseModel):
 
 
 def _unprocessable(exc: reports.ReportError) -> Problem:
-    message = str(exc)
-    return Problem(
-        422,
-        f"{exc.field}: {message}",
-        errors=[{"field": f"query.{exc.field}", "message": message, "type": "value"}],
-    )
+    return invalid(f"query.{exc.field}", str(exc), detail=f"{exc.field}: {exc}")
 
 
 def _answer(
