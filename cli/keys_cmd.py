@@ -16,23 +16,17 @@ import typing
 from datetime import UTC, datetime
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import Engine
 
+from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
 
 if typing.TYPE_CHECKING:
-    from sync.apikeys import KeyReplica
+    from sync.apikeys import ApiKeyInfo, KeyReplica
 
 keys_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Manage API keys.")
-
-
-def _out() -> Console:
-    # Made per command, not at import, so it sizes itself to the terminal it runs in.
-    return Console(highlight=False)
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -65,10 +59,14 @@ def _replica() -> KeyReplica | None:
     return KeyReplica(sync_client(settings.redis_url), keys_from(settings))
 
 
-def _when(ms: int | None) -> str:
+def _timestamp(ms: int | None) -> str | None:
     if ms is None:
-        return "-"
+        return None
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(ms: int | None) -> str:
+    return _timestamp(ms) or "-"
 
 
 @keys_app.command()
@@ -91,7 +89,7 @@ def create(
         created = create_key(engine, secret, name=name, scope=scope, replica=_replica())
     except Exception as exc:
         _fail(exc)
-    out = _out()
+    out = console()
     out.print(f"created key {created.id} ({escape(created.name)}), scope {created.scope}")
     out.print("store it now: it is shown only this once")
     # Plain print: rich could wrap or style it, and the last line must be the bare key.
@@ -99,7 +97,7 @@ def create(
 
 
 @keys_app.command("list")
-def list_() -> None:
+def list_(as_json: JsonFlag = False) -> None:
     """List every key (never the key itself: its prefix)."""
     from sync.apikeys import list_keys
 
@@ -108,12 +106,15 @@ def list_() -> None:
         infos = list_keys(engine)
     except Exception as exc:
         _fail(exc)
-    if not infos:
-        _out().print("no API keys yet: creditmeter keys create --name NAME --scope SCOPE")
+    if as_json:
+        print_json({"data": [_key_json(k) for k in infos]})
         return
-    table = Table("id", "name", "prefix", "scope", "created", "last used", "revoked")
+    if not infos:
+        console().print("no API keys yet: creditmeter keys create --name NAME --scope SCOPE")
+        return
+    rows = table("id", "name", "prefix", "scope", "created", "last used", "revoked")
     for k in infos:
-        table.add_row(
+        rows.add_row(
             k.id,
             escape(k.name),
             k.prefix,
@@ -122,7 +123,19 @@ def list_() -> None:
             _when(k.last_used_at_ms),
             _when(k.revoked_at_ms),
         )
-    _out().print(table)
+    print_table(rows)
+
+
+def _key_json(k: ApiKeyInfo) -> dict[str, object]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "scope": k.scope,
+        "created_at": _timestamp(k.created_at_ms),
+        "last_used_at": _timestamp(k.last_used_at_ms),
+        "revoked_at": _timestamp(k.revoked_at_ms),
+    }
 
 
 @keys_app.command()
@@ -138,4 +151,4 @@ def revoke(
     except Exception as exc:
         _fail(exc)
     when = _when(info.revoked_at_ms)
-    _out().print(f"revoked key {info.id} ({escape(info.name)}, {info.prefix}) at {when}")
+    console().print(f"revoked key {info.id} ({escape(info.name)}, {info.prefix}) at {when}")

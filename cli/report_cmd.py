@@ -1,7 +1,8 @@
 """`creditmeter report usage|revenue|liability`: the admin reports as tables (or CSV).
 
 The same queries as GET /v1/reports/* (sync/reports.py), read straight from SQL: no API
-server needed. A bad range or grouping prints one line and exits 2.
+server needed. --json prints the API's JSON answer. A bad range or grouping, or --csv with
+--json, prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import Engine
 
+from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
 
@@ -49,6 +49,7 @@ def _show(
     allowed: tuple[str, ...],
     default: tuple[str, ...],
     csv: bool,
+    as_json: bool,
     query: Callable[..., object],
 ) -> None:
     from cli.main import _fail
@@ -57,6 +58,8 @@ def _show(
     from sync.context import context
     from sync.migrate import upgrade
 
+    if csv and as_json:
+        usage_error("--json", "give --csv or --json, not both")
     try:
         rng = reports.parse_range(from_, to, now_ms())
         groups = reports.parse_group_by(group_by, allowed, default)
@@ -74,19 +77,32 @@ def _show(
         return
     from api.schemas import rfc3339
 
+    if as_json:  # the shape of GET /v1/reports/<name>
+        document = {
+            "report": report.name,
+            "from": rfc3339(rng.from_ms),
+            "to": rfc3339(rng.to_ms),
+            "group_by": list(groups),
+            "columns": list(report.columns),
+            "data": report.as_dicts(),
+        }
+        print_json(document)
+        return
     if report.name == "liability":  # owed now: the range does not apply
         title = f"liability at {rfc3339(now_ms())}"
     else:
         title = f"{name}  {rfc3339(rng.from_ms)} .. {rfc3339(rng.to_ms)} (to exclusive)"
-    table = Table()
-    for column in report.columns:
-        numeric = any(isinstance(r[report.columns.index(column)], int) for r in report.rows)
-        table.add_column(column, justify="right" if numeric else "left")
+    numeric = [
+        column
+        for i, column in enumerate(report.columns)
+        if any(isinstance(r[i], int) for r in report.rows)
+    ]
+    rows = table(*report.columns, right_aligned=numeric)
     for row in report.rows:
-        table.add_row(*(_cell(v) for v in row))
-    out = Console(highlight=False)
+        rows.add_row(*(_cell(v) for v in row))
+    out = console()
     out.print(title, soft_wrap=True)  # not the table's title: rich wraps that to its width
-    out.print(table)
+    print_table(rows, out)
     out.print(f"{len(report.rows)} row{'' if len(report.rows) == 1 else 's'}")
 
 
@@ -101,11 +117,22 @@ def usage(
         ),
     ] = None,
     csv: Csv = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Charges, refunds and credits consumed (charges minus refunds) per group."""
     from sync import reports
 
-    _show("usage", from_, to, group_by, reports.USAGE_GROUPS, ("day", "tool"), csv, reports.usage)
+    _show(
+        "usage",
+        from_,
+        to,
+        group_by,
+        reports.USAGE_GROUPS,
+        ("day", "tool"),
+        csv,
+        as_json,
+        reports.usage,
+    )
 
 
 @report_app.command("revenue")
@@ -117,11 +144,22 @@ def revenue(
         typer.Option("--group-by", help=_group_by_help(("day", "pack", "plan"), "day")),
     ] = None,
     csv: Csv = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Paid purchases per group and currency, in minor units: gross, refunded, net."""
     from sync import reports
 
-    _show("revenue", from_, to, group_by, reports.REVENUE_GROUPS, ("day",), csv, reports.revenue)
+    _show(
+        "revenue",
+        from_,
+        to,
+        group_by,
+        reports.REVENUE_GROUPS,
+        ("day",),
+        csv,
+        as_json,
+        reports.revenue,
+    )
 
 
 @report_app.command("liability")
@@ -137,6 +175,7 @@ def liability(
         ),
     ] = None,
     csv: Csv = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Credits owed to users: now per credit type, or day by day over the range."""
     from meter.ops import now_ms
@@ -147,4 +186,14 @@ def liability(
             return reports.liability_series(engine, rng)
         return reports.liability(engine, now_ms())
 
-    _show("liability", from_, to, group_by, reports.LIABILITY_GROUPS, ("credit_type",), csv, query)
+    _show(
+        "liability",
+        from_,
+        to,
+        group_by,
+        reports.LIABILITY_GROUPS,
+        ("credit_type",),
+        csv,
+        as_json,
+        query,
+    )

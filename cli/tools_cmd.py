@@ -9,21 +9,15 @@ from __future__ import annotations
 import typing
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from cli.tables import JsonFlag, console, print_json, print_table, table
 from meter.models import Tool
 from meter.settings import get_settings
 
 tools_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Price tools.")
 
 AUDIT_ACTOR = "cli"
-
-
-def _out() -> Console:
-    # Made per command, not at import, so it sizes itself to the terminal it runs in.
-    return Console(highlight=False)
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -93,13 +87,13 @@ def set_(
     except Exception as exc:
         _fail(exc)
     state = "active" if new.active else "inactive"
-    _out().print(
+    console().print(
         escape(line or f"tool {name}: unchanged, {new.cost} {new.credit_type} per unit, {state}")
     )
 
 
 @tools_app.command("list")
-def list_() -> None:
+def list_(as_json: JsonFlag = False) -> None:
     """List every tool in SQL (what the Redis replicas are restored from)."""
     from sync.db import engine_for
     from sync.migrate import upgrade
@@ -111,12 +105,15 @@ def list_() -> None:
         tools = list_tools(engine_for(settings.database_url))
     except Exception as exc:
         _fail(exc)
-    if not tools:
-        _out().print("no tools yet: creditmeter tools set NAME --cost N --credit-type TYPE")
+    if as_json:  # the shape of GET /v1/tools
+        print_json({"data": [_tool_json(t) for t in tools]})
         return
-    table = Table("name", "cost", "credit type", "active", "display name", "description")
+    if not tools:
+        console().print("no tools yet: creditmeter tools set NAME --cost N --credit-type TYPE")
+        return
+    rows = table("name", "cost", "credit type", "active", "display name", "description")
     for t in tools:
-        table.add_row(
+        rows.add_row(
             t.name,
             str(t.cost),
             t.credit_type,
@@ -124,4 +121,15 @@ def list_() -> None:
             escape(t.display_name),
             escape(t.description),
         )
-    _out().print(table)
+    print_table(rows)
+
+
+def _tool_json(t: Tool) -> dict[str, object]:
+    return {
+        "name": t.name,
+        "display_name": t.display_name,
+        "description": t.description,
+        "cost": t.cost,
+        "credit_type": t.credit_type,
+        "active": t.active,
+    }

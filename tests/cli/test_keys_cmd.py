@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +125,32 @@ def test_create_and_revoke_update_the_api_key_replica_in_redis(
     assert entry is not None and entry.prefix == key[:PREFIX_LEN] and entry.scope == "read"
     assert _run("revoke", key[:PREFIX_LEN]).exit_code == 0
     assert redis_sync.hget(replica_name, digest) is None
+
+
+def test_list_piped_at_80_columns_shows_whole_ids_and_names(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a terminal (CliRunner is not one): the row is as wide as its values, so the id
+    that `keys revoke` takes can be read, or grepped, from the piped table."""
+    monkeypatch.setenv("COLUMNS", "80")
+    name = f"a key for the nightly reporting robot of team {uuid.uuid4().hex[:12]}"
+    assert _run("create", "--name", name, "--scope", "read").exit_code == 0
+    result = _run("list")
+    assert result.exit_code == 0, result.output
+    line = next(row for row in result.stdout.splitlines() if name in row)
+    key_id = line.strip("│ ").split("│")[0].strip()
+    assert key_id.startswith("key_") and "…" not in line
+    assert _run("revoke", key_id).exit_code == 0
+
+
+def test_list_json_has_every_key_with_its_id(cli_env: None) -> None:
+    name, key, _ = _create("meter")
+    result = _run("list", "--json")
+    assert result.exit_code == 0, result.output
+    (entry,) = [k for k in json.loads(result.stdout)["data"] if k["name"] == name]
+    assert entry["prefix"] == key[:PREFIX_LEN] and entry["scope"] == "meter"
+    assert entry["created_at"].endswith("Z") and entry["revoked_at"] is None
+    assert key not in result.stdout
+    assert _run("revoke", entry["id"]).exit_code == 0
+    (again,) = [k for k in json.loads(_run("list", "--json").stdout)["data"] if k["name"] == name]
+    assert again["revoked_at"].endswith("Z")

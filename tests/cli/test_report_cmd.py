@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 from sqlalchemy import Engine
@@ -99,3 +100,28 @@ def test_bad_input_is_one_line_and_exit_2(
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {option}:"), r.stderr
+
+
+def test_usage_json_is_the_apis_shape(cli: CliRunner, data: ReportData) -> None:
+    r = run(cli, "usage", "--from", data.day0, "--to", data.day2, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["report"] == "usage" and doc["group_by"] == ["day", "tool"]
+    assert (doc["from"], doc["to"]) == (f"{data.day0}T00:00:00Z", f"{data.day2}T00:00:00Z")
+    assert doc["columns"] == ["day", "tool", "charges", "refunds", "credits"]
+    ours = [row for row in doc["data"] if row["tool"] == data.tool]
+    assert [(row["charges"], row["refunds"], row["credits"]) for row in ours] == list(
+        USAGE_BY_DAY.values()
+    )
+
+
+def test_liability_json_and_csv_with_json_is_a_usage_error(
+    cli: CliRunner, data: ReportData
+) -> None:
+    r = run(cli, "liability", "--json")
+    assert r.exit_code == 0, r.output
+    (row,) = [row for row in json.loads(r.stdout)["data"] if row["credit_type"] == data.credit_type]
+    assert {k: row[k] for k in LIABILITY} == LIABILITY
+    both = run(cli, "usage", "--csv", "--json")
+    assert both.exit_code == 2
+    assert both.stderr.strip().splitlines() == ["error: --json: give --csv or --json, not both"]

@@ -3,6 +3,7 @@ replica, so the next charge sees the change; errors are one line and exit 1."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -105,3 +106,28 @@ def test_set_errors_are_one_line_and_change_nothing(
 
 def test_a_bad_tool_name_is_one_line(cli: CliRunner) -> None:
     assert "tool: must be 1-64 of [A-Z0-9_]" in _one_line_error(_run(cli, "set", "image_gen"))
+
+
+def test_list_piped_at_80_columns_and_as_json_shows_whole_values(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    name = _name()
+    description = "One 1024x1024 image from a text prompt, in any style, billed per image"
+    args = ("--cost", "7", "--credit-type", "credits", "--description", description)
+    assert _run(cli, "set", name, *args).exit_code == 0
+    table = _run(cli, "list")
+    assert table.exit_code == 0, table.output
+    (line,) = [row for row in table.stdout.splitlines() if name in row]
+    assert description in line and "…" not in table.stdout
+    listed = _run(cli, "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    (tool,) = [t for t in json.loads(listed.stdout)["data"] if t["name"] == name]
+    assert tool == {
+        "name": name,
+        "display_name": "",
+        "description": description,
+        "cost": 7,
+        "credit_type": "credits",
+        "active": True,
+    }
