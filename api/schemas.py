@@ -7,7 +7,6 @@ checks every value again; these models only make the 422 name the failing field 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +22,8 @@ from pydantic import (
 
 from meter import bounds, validate
 from meter.errors import InvalidArgument
+from meter.times import parse_rfc3339_ms
+from meter.times import rfc3339 as rfc3339  # still imported from here by cli.report_cmd
 
 DISPLAY_NAME_LEN_MAX = 255  # the tools.display_name column, String(255)
 
@@ -106,24 +107,6 @@ class Strict(BaseModel):
                 if isinstance(name, str) and validate.SURROGATE_RE.search(name):
                     raise ValueError("a field name is not valid Unicode (lone surrogate)")
         return data
-
-
-def rfc3339(ms: int) -> str:
-    """`2026-11-21T12:00:00Z` (milliseconds kept when not zero)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
-
-
-def parse_rfc3339_ms(value: str) -> int:
-    """Milliseconds of an RFC 3339 timestamp with an explicit offset."""
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-11-21T12:00:00Z") from exc
-    if dt.tzinfo is None:
-        raise ValueError("must carry a UTC offset, e.g. Z")
-    return round(dt.timestamp() * 1000)
 
 
 # --- tools ---------------------------------------------------------------------------

@@ -32,10 +32,10 @@ from typing import Any, Final
 
 from sqlalchemy import CompoundSelect, Engine, Select
 
+from meter.times import EPOCH
 from sync.reports_input import (
     DAY_MS,
     DEFAULT_SPAN_MS,
-    EPOCH,
     RANGE_END_MS,
     RANGE_MIN_MS,
     REPORT_SPAN_MAX_MS,

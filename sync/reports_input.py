@@ -5,24 +5,16 @@ Part of sync.reports, which re-exports everything here; import it from there.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
+
+from meter.times import parse_rfc3339_ms
 
 DAY_MS: Final = 86_400_000  # reports bucket by UTC day: created_at_ms // DAY_MS
 DEFAULT_SPAN_MS: Final = 30 * DAY_MS  # a month: the usual question, and a quick scan
 REPORT_SPAN_MAX_MS: Final = 366 * DAY_MS  # a (leap) year bounds one scan and the series' rows
 RANGE_MIN_MS: Final = 946_684_800_000  # 2000-01-01Z: nothing metered is older; earlier is a typo
 RANGE_END_MS: Final = 253_402_300_800_000  # 10000-01-01Z: RFC 3339 years have four digits
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INSTANT = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"(?:[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2})))?"
-)
-_FORMS = "an RFC 3339 time (2026-11-21T12:00:00Z) or a date (2026-11-21)"
 
 
 class ReportError(ValueError):
@@ -64,26 +56,10 @@ def parse_range(from_text: str | None, to_text: str | None, now_ms: int) -> Rang
 
 
 def _parse_instant(field: str, text: str) -> int:
-    m = _INSTANT.fullmatch(text)
-    if m is None:
-        raise ReportError(field, f"{field} {text!r} is not {_FORMS}")
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = m.groups()
     try:
-        if hour is None:
-            at = datetime(int(year), int(month), int(day), tzinfo=UTC)
-        else:
-            offset = timedelta(0)
-            if not zulu:
-                if int(off_h) > 23 or int(off_m) > 59:
-                    raise ValueError("offset out of range")
-                offset = timedelta(hours=int(off_h), minutes=int(off_m))
-                offset = -offset if sign == "-" else offset
-            hms = (int(hour), int(minute), int(second))
-            at = datetime(int(year), int(month), int(day), *hms, tzinfo=timezone(offset))
+        at_ms = parse_rfc3339_ms(text, date_ok=True)
     except ValueError as exc:
-        raise ReportError(field, f"{field} {text!r} is not a valid date or time") from exc
-    # Digits below the millisecond are dropped: times are whole milliseconds everywhere.
-    at_ms = (at - EPOCH) // timedelta(milliseconds=1) + int((fraction or "")[:3].ljust(3, "0"))
+        raise ReportError(field, f"{field} {exc}") from exc
     if not RANGE_MIN_MS <= at_ms < RANGE_END_MS:
         raise ReportError(field, f"{field} {text!r} is outside the years 2000 to 9999")
     return at_ms

@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from api.admin.session import CSRF_FIELD, AdminSession
-from api.schemas import rfc3339
+from meter.times import rfc3339
 
 
 def _api_data_dir(name: str) -> Path:

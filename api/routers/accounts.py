@@ -28,11 +28,10 @@ from api.schemas import (
     TokenIn,
     TokenOut,
     WalletOut,
-    parse_rfc3339_ms,
-    rfc3339,
 )
 from api.state import AppState, app_state
 from meter.ops import now_ms
+from meter.times import parse_rfc3339_ms, rfc3339
 from sync import entries
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["accounts"])

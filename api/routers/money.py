@@ -28,10 +28,10 @@ from api.schemas import (
     ReleaseOut,
     SettleIn,
     SettleOut,
-    rfc3339,
 )
 from api.state import AppState, app_state
 from meter import errors as me
+from meter.times import rfc3339
 
 router = APIRouter(prefix="/v1", tags=["charging"])
 State = Annotated[AppState, Depends(app_state)]

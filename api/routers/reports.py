@@ -17,9 +17,9 @@ from starlette.responses import Response
 
 from api.auth import AdminKey
 from api.errors import Problem, invalid
-from api.schemas import rfc3339
 from api.state import AppState, app_state
 from meter.ops import now_ms
+from meter.times import rfc3339
 from sync import reports
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
