@@ -9,6 +9,9 @@ COPY sync sync
 COPY worker worker
 COPY api api
 COPY cli cli
-RUN pip install --no-cache-dir -e .
+COPY bench bench
+COPY examples examples
+# Not editable: the wheel carries the Lua scripts, migrations, templates and static files.
+RUN pip install --no-cache-dir .
 ENV CREDITMETER_DATA_DIR=/data
 CMD ["creditmeter", "api", "--host", "0.0.0.0", "--port", "8000"]
