@@ -22,6 +22,7 @@ from typing import Final
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import Engine
 
 from meter.client import Meter
 from meter.embedded import EmbeddedRedis
@@ -55,7 +56,7 @@ PACKS: Final = (("credits-small", 50, 500), ("credits-large", 100, 900))
 PRO_ALLOCATIONS: Final = {"credits": 1000, "video_seconds": 120}
 
 
-def simulate(meter: Meter, engine: object, clock: list[int], start_ms: int) -> None:
+def simulate(meter: Meter, engine: Engine, clock: list[int], start_ms: int) -> None:
     """Each customer arrives on some day (first touch: the welcome grant), may buy a pack or
     subscribe to Pro, then uses chat, images and video on most later days."""
     rnd = random.Random(SEED)
@@ -63,7 +64,7 @@ def simulate(meter: Meter, engine: object, clock: list[int], start_ms: int) -> N
         (f"cus_{rnd.getrandbits(40):010x}", rnd.randrange(DAYS - 2), rnd.random())
         for _ in range(CUSTOMERS)
     ]
-    purchases = []
+    purchases: list[tuple[str, str, int, int, int]] = []
     for day in range(DAYS):
         for who, joined, kind in customers:
             if day < joined or rnd.random() < 0.3:
@@ -98,7 +99,7 @@ def simulate(meter: Meter, engine: object, clock: list[int], start_ms: int) -> N
         opened += 1
         if opened == HOLDS_OPEN:
             break
-    with engine.begin() as conn:  # type: ignore[attr-defined]
+    with engine.begin() as conn:
         for who, pack_id, credits, price, at_ms in purchases:
             conn.execute(
                 T_PURCHASES.insert(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -217,7 +218,7 @@ def _wait_for_chart(driver: webdriver.Chrome, canvas_id: str, label: str | None)
     return float(total)
 
 
-def _charts(driver: webdriver.Chrome, selector: str) -> list[dict[str, object]]:
+def _charts(driver: webdriver.Chrome, selector: str) -> list[dict[str, Any]]:
     found = WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(CHARTS_JS, selector))
     for chart in found:
         assert driver.execute_script(CANVAS_DRAWN_JS, chart["id"]), f"{chart['id']} is blank"
@@ -243,7 +244,8 @@ def test_overview_draws_one_chart_per_credit_type(
     unit_of = {}
     for row in browser.find_elements(By.CSS_SELECTOR, "#tool-usage tbody tr"):
         cells = [
-            c.get_attribute("textContent").strip() for c in row.find_elements(By.TAG_NAME, "td")
+            (c.get_attribute("textContent") or "").strip()
+            for c in row.find_elements(By.TAG_NAME, "td")
         ]
         unit_of[cells[0]] = cells[1]
     assert unit_of[seeded["tool"]] == "credits" and unit_of[seeded["video_tool"]] == VIDEO_TYPE
@@ -265,14 +267,14 @@ def test_overview_draws_one_chart_per_credit_type(
 
     # Other modules share this SQL: the day's revenue includes ours.
     usd = browser.find_element(By.CSS_SELECTOR, 'canvas.chart-revenue[data-currency="usd"]')
-    assert _wait_for_chart(browser, usd.get_attribute("id"), None) * 100 >= PURCHASE_MINOR
+    assert _wait_for_chart(browser, usd.get_attribute("id") or "", None) * 100 >= PURCHASE_MINOR
 
 
 def test_favicon_is_served(api_url: str, browser: webdriver.Chrome) -> None:
     r = httpx.get(api_url + "/favicon.ico", follow_redirects=True)
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), r.headers
     browser.get(api_url + "/admin")
-    icon = browser.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
+    icon = browser.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href") or ""
     r = httpx.get(icon)
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), icon
 
@@ -320,7 +322,9 @@ def test_adjusting_an_account_shows_its_ledger_row(
 
     entry_id = browser.find_element(By.CSS_SELECTOR, "#saved code").text
     row = browser.find_element(By.CSS_SELECTOR, f'#ledger tr[data-entry="{entry_id}"]')
-    cells = [c.get_attribute("textContent").strip() for c in row.find_elements(By.TAG_NAME, "td")]
+    cells = [
+        (c.get_attribute("textContent") or "").strip() for c in row.find_elements(By.TAG_NAME, "td")
+    ]
     assert cells[1:4] == ["adjustment", "credits", "-15"] and "browser goodwill" in cells
     assert _credits_balance(browser) == balance_before - 15
     check_layout(browser, "account", ("#ledger", "#grants"))
