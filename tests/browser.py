@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM: Final = "/usr/bin/chromium"
 CHROMEDRIVER: Final = "/usr/bin/chromedriver"
-WINDOW: Final = "1400,1100"  # wide enough for the overview's three charts side by side
+WINDOW: Final = "1400,1100"  # the first page's size; set_viewport then sets exact widths
 # The widths the dashboard must lay out without overflow: a desktop and a small laptop/tablet.
 VIEWPORT_WIDTHS_PX: Final = (1400, 1024)
 VIEWPORT_HEIGHT_PX: Final = 900  # before a full-page screenshot grows it to the page's height
