@@ -129,6 +129,8 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         return Problem(409, str(exc), slug="hold-not-active", hold_status=exc.status)
     if isinstance(exc, me.OverRefund):
         return Problem(409, str(exc), slug="over-refund", refundable=exc.refundable)
+    if isinstance(exc, me.GrantExists):
+        return Problem(409, str(exc), slug="grant-exists")
     if isinstance(exc, me.LimitExceeded):
         return Problem(409, str(exc), slug="limit-exceeded")
     if isinstance(exc, me.IdempotencyConflict):

@@ -15,6 +15,7 @@
     {0|1 replayed, entry_id, grant_id, amount, balance, available, held}
     {-1} wallet not loaded   {-7} idempotency key reused   {-12, field} bad argument
     {-13, amount} balance would exceed CREDITS_MAX   {-14, 'grants'} too many grants
+    {-22} a grant with this id is in the wallet already
 ]]
 --- @include "includes/common"
 
@@ -50,7 +51,7 @@ local ctx = {journal = KEYS[3], events = KEYS[5], account = account, credit_type
 wallet_expire(w, ctx)
 if wallet_find_grant(w, grant_id) then
   wallet_save_refused(w, ctx)
-  return {E_BAD_ARGUMENT, 'grant_id'}
+  return {E_GRANT_EXISTS}
 end
 if #w.grants >= GRANTS_PER_WALLET_MAX then
   wallet_save_refused(w, ctx)

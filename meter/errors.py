@@ -29,6 +29,7 @@ class Code(IntEnum):
     IDEMPOTENCY_IN_SQL = -20
     # now_ms is further from Redis TIME than the caller's bound (includes/clock.lua).
     CLOCK_SKEW = -21
+    GRANT_EXISTS = -22
 
 
 class MeterError(Exception):
@@ -104,6 +105,14 @@ class LimitExceeded(MeterError):
     """A per-wallet limit of bounds.py (grants, holds) is reached."""
 
 
+class GrantExists(MeterError):
+    """A grant with this id is in the wallet already: it was made (a caller that names its
+    grants, such as a purchase, retried after the idempotency record expired)."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"{subject}: a grant with this id exists")
+
+
 class ClockSkew(MeterError):
     """This process's clock is too far from Redis's: nothing was changed (a clock that is
     wrong would expire grants and holds early or late). Fix the host's time (NTP)."""
@@ -171,6 +180,8 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         raise LimitExceeded(f"{subject}: too many {detail[0]} on the wallet")
     if code is Code.CLOCK_SKEW:
         raise ClockSkew(_int(reply[1]), _int(reply[2]))
+    if code is Code.GRANT_EXISTS:
+        raise GrantExists(subject)
     raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
 
 

@@ -22,6 +22,7 @@ back. A full refund takes back exactly the credits bought.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select, update
 
 from meter import Meter, validate
-from meter.errors import InvalidArgument
+from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
 from meter.ops import now_ms
 from sync.db import write_transaction
@@ -228,7 +229,9 @@ class Purchases:
         if stored.status != "pending":
             return False
         if in_sql is None:
-            try:
+            # Its idempotency record gone (a retry after more than a day), the grant
+            # already in the wallet means it was made.
+            with contextlib.suppress(GrantExists):
                 self.meter.grant(
                     stored.account_id,
                     stored.credit_type,
@@ -241,11 +244,6 @@ class Purchases:
                     idempotency_key=f"stripe-purchase:{pid}",
                     grant_id=pid,
                 )
-            except InvalidArgument as exc:
-                # The grant exists in Redis, its idempotency record gone (a retry after
-                # more than a day): it was made.
-                if exc.field != "grant_id":
-                    raise
         write_transaction(
             self.engine,
             lambda conn: conn.execute(

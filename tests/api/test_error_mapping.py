@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.errors import from_meter_error, invalid
-from meter.errors import ClockSkew, InvalidArgument
+from meter.errors import ClockSkew, GrantExists, InvalidArgument
 
 
 def test_clock_skew_is_503_with_a_slug_and_retry_after_never_a_generic_error() -> None:
@@ -29,3 +29,8 @@ def test_every_one_field_422_has_the_same_shape() -> None:
     assert meter["errors"] == [
         {"field": "quantity", "message": "quantity: must be 1..10**9", "type": "value"}
     ]
+
+
+def test_a_grant_that_exists_is_409_grant_exists() -> None:
+    problem = from_meter_error(GrantExists("grant"))
+    assert (problem.status, problem.body()["type"]) == (409, "urn:creditmeter:problem:grant-exists")

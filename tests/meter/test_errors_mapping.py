@@ -28,7 +28,7 @@ from meter import (
     ids,
 )
 from meter.bounds import CREDITS_MAX, GRANTS_PER_WALLET_MAX, HOLDS_PER_WALLET_MAX
-from meter.errors import ClockSkew, Code, ScriptContractError, raise_for_reply
+from meter.errors import ClockSkew, Code, GrantExists, ScriptContractError, raise_for_reply
 from meter.keys import Keys
 from meter.redis_conn import sync_client
 from tests.meter.helpers import T0_MS, Clock, make_meter
@@ -156,10 +156,16 @@ def test_too_many_holds_is_limit_exceeded(m: Meter, redis_sync: redis.Redis) -> 
 
 
 def test_a_script_refusal_is_invalid_argument_naming_the_field(m: Meter) -> None:
-    m.grant(ACCT, "credits", 1, grant_id="g-1")
     with pytest.raises(InvalidArgument) as err:
-        m.grant(ACCT, "credits", 1, grant_id="g-1")
+        m.grant(ACCT, "credits", 1, grant_id="debt")  # the breakdown's name for the debt
     assert err.value.field == "grant_id"
+
+
+def test_a_grant_id_in_the_wallet_already_is_grant_exists_not_a_bad_argument(m: Meter) -> None:
+    m.grant(ACCT, "credits", 1, grant_id="g-1")
+    with pytest.raises(GrantExists):
+        m.grant(ACCT, "credits", 1, grant_id="g-1")
+    assert m.balance(ACCT, ["credits"]).wallet("credits").balance == 1
 
 
 def test_missing_wallet_without_a_loader_is_wallet_not_loaded(
@@ -209,6 +215,7 @@ def test_load_codes_are_answered_by_loading_not_raised(redis_url: str, key_prefi
         ([Code.AMOUNT_OVERFLOW, b"9007199254740992"], AmountOverflow),
         ([Code.LIMIT, b"holds"], LimitExceeded),
         ([Code.CLOCK_SKEW, b"1800000", b"1000"], ClockSkew),
+        ([Code.GRANT_EXISTS], GrantExists),
         ([Code.NOT_LOADED], ScriptContractError),
         ([Code.CATALOG_NOT_LOADED], ScriptContractError),
         ([Code.CREDIT_TYPE_MISMATCH, b"gems"], ScriptContractError),
@@ -243,6 +250,7 @@ def test_user_errors_are_meter_errors() -> None:
         UnknownTool,
         WalletNotLoaded,
         ClockSkew,
+        GrantExists,
     ):
         assert issubclass(exc, MeterError)
     assert not issubclass(ScriptContractError, MeterError)

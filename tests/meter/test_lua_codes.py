@@ -649,9 +649,9 @@ def test_refund_of_a_charge_of_another_credit_type_is_bad_argument(w: World) -> 
     assert reply[1] == b"charge_id"
 
 
-def test_grant_with_an_existing_grant_id_is_bad_argument(w: World) -> None:
-    reply = expect_unchanged(w, "grant", *w.grant_args(grant_id="g1"), Code.BAD_ARGUMENT)
-    assert reply[1] == b"grant_id"
+@covers(("grant",), Code.GRANT_EXISTS)
+def test_grant_with_an_existing_grant_id_is_grant_exists(w: World) -> None:
+    expect_unchanged(w, "grant", *w.grant_args(grant_id="g1"), Code.GRANT_EXISTS)
 
 
 def test_hold_with_an_id_already_used_is_bad_argument(w: World) -> None:

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from meter import Meter
 from sync.flush import Flusher
@@ -96,6 +96,23 @@ def test_a_paid_checkout_grants_once_however_often_it_is_delivered(
     )
     grant = next(g for g in meter.balance(acct, ["credits"]).wallet("credits").grants)
     assert (grant.id, grant.category) == (p.grant_id, "paid")
+
+
+def test_a_purchase_retried_after_its_idempotency_record_expired_grants_nothing_more(
+    purchases: Purchases, meter: Meter, engine: Engine
+) -> None:
+    """The wallet already holds the purchase's grant (named by the purchase id): the script
+    answers GRANT_EXISTS and the purchase is marked paid, with no second grant."""
+    acct = account("late")
+    event = completed(acct)
+    assert purchases.apply(event)[0] == "granted 50 credits"
+    pid = purchase(engine, event["data"]["object"]["id"]).id
+    meter.redis.delete(meter.keys.idempotency(acct, f"stripe-purchase:{pid}"))  # a day later
+    with engine.begin() as conn:
+        conn.execute(update(T_PURCHASES).where(T_PURCHASES.c.id == pid).values(status="pending"))
+    assert purchases.apply(event)[0] == "granted 50 credits"  # the grant was made
+    assert balance(meter, acct) == 50
+    assert purchase(engine, event["data"]["object"]["id"]).status == "paid"
 
 
 def test_50_concurrent_applications_of_one_event_grant_once(
