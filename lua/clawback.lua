@@ -21,7 +21,7 @@
 local now_arg, clock_err = clock_arg(ARGV[1])
 if not now_arg then return clock_err end
 local now, entry_id, account, credit_type = now_arg, ARGV[2], ARGV[3], ARGV[4]
-if not parse_uint(now, CREDITS_MAX) then return {E_BAD_ARGUMENT, 'now'} end
+if not parse_uint(now, CREDITS_MAX) then return {E_BAD_ARGUMENT, 'now_ms'} end
 if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
 if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end
 if not valid_id(entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end

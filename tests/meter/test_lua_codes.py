@@ -485,8 +485,7 @@ SPECIFIC = [  # (script, ARGV index, bad value, field)
     *[("hydrate", 9, v, "grant") for v in NUMBERS],
     *[("hydrate", 10, v, "grant") for v in ["", "p", "gift"]],
     *[("hydrate", 11, v, "holds") for v in [*NUMBERS, "1", "1001"]],
-    # clawback calls a malformed now 'now', where every other script says 'now_ms'
-    *[("clawback", 1, v, "now") for v in NUMBERS],
+    *[("clawback", 1, v, "now_ms") for v in NUMBERS],
     *[("clawback", 2, v, "entry_id") for v in IDS],
     *[("clawback", 3, v, "account_id") for v in ACCOUNTS],
     *[("clawback", 4, v, "credit_type") for v in CREDIT_TYPES],
