@@ -65,7 +65,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import Problem
 from api.state import AppState, get_state
 from api.tokens import is_token, verify_token
-from meter.ops import now_ms as wall_ms
+from meter.times import now_ms as wall_ms
 from sync.apikeys import (
     KEY_RESYNC_INTERVAL_S,
     REPLICA_SYNCED_FIELD,

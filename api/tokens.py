@@ -21,7 +21,7 @@ import json
 from typing import Final
 
 from meter import validate
-from meter.ops import now_ms as wall_ms
+from meter.times import now_ms as wall_ms
 
 TOKEN_MARKER: Final = "cmt_"
 TOKEN_TTL_S_DEFAULT: Final = 900  # 15 min: a page refreshes it; a leaked one reads briefly.

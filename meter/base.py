@@ -17,6 +17,7 @@ from meter.errors import HoldNotActive
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import HoldResult, Tool
+from meter.times import now_ms
 
 
 class MeterBase:
@@ -31,7 +32,7 @@ class MeterBase:
         checked = clock_ms is None if check_clock is None else bool(check_clock)
         self._env = ops.Env(
             keys,
-            clock_ms=ops.now_ms if clock_ms is None else clock_ms,
+            clock_ms=now_ms if clock_ms is None else clock_ms,
             clock_skew_ms_max=bounds.CLOCK_SKEW_MS_MAX if checked else None,
         )
 

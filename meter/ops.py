@@ -8,7 +8,6 @@ perform the I/O. So the logic — including "not loaded -> hydrate -> retry" —
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -46,6 +45,7 @@ from meter.models import (
     WalletBalance,
     WalletSnapshot,
 )
+from meter.times import now_ms
 
 R = TypeVar("R")
 DEFAULT_CREDIT_TYPE = "credits"  # first guess for a tool not seen yet; corrected by the script
@@ -116,11 +116,6 @@ Request = (
 # Builds a script's replay reply from what SQL kept of the request (see _with_loading).
 FromSql = Callable[[StoredResult], list[Any]]
 Op = Generator[Request, Any, R]
-
-
-def now_ms() -> int:
-    """Wall-clock ms: what scripts get as now_ms unless a test sets the clock."""
-    return int(time.time() * 1000)
 
 
 @dataclass

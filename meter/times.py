@@ -5,6 +5,7 @@ text in UTC (`2026-11-21T12:00:00Z`). One parser and one formatter, integer arit
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
@@ -16,6 +17,12 @@ _INSTANT: Final = re.compile(
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2})))?"
 )
 FORMS: Final = "an RFC 3339 time (2026-11-21T12:00:00Z)"
+
+
+def now_ms() -> int:
+    """Wall-clock ms: what scripts get as now_ms unless a test sets the clock (Redis TIME
+    bounds how far it may be off: lua/includes/clock.lua)."""
+    return int(time.time() * 1000)
 
 
 def rfc3339(ms: int) -> str:

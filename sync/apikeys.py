@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 
 from meter.keys import Keys
 from meter.ops import as_text
-from meter.ops import now_ms as wall_ms
+from meter.times import now_ms as wall_ms
 from sync import audit
 from sync.db import write_transaction
 from sync.models import T_API_KEYS

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import T_AUDIT
 

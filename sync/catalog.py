@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from meter.models import Tool
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import T_TOOLS, T_WELCOME
 from sync.sqlops import dialect_insert

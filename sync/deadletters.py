@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from meter.keys import Keys
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync import limits
 from sync.db import write_transaction
 from sync.journal import LEDGER_KINDS, MalformedEntry, parse, unsortable

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from meter.keys import Keys
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import T_STATE
 from sync.sqlops import dialect_insert

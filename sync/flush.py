@@ -48,7 +48,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from meter import Meter, scripts
 from meter.keys import Keys
-from meter.ops import as_text, now_ms
+from meter.ops import as_text
+from meter.times import now_ms
 from sync import limits
 from sync.db import write_transaction
 from sync.idempotency import restore_lost_keys

@@ -28,7 +28,7 @@ from meter.models import (
     Tool,
     WalletSnapshot,
 )
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_TOOLS, T_WALLETS, T_WELCOME
 from sync.sqlops import insert_ignore

@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, case, func, select, update
 from meter import Meter, validate
 from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import (
     T_ACCOUNTS,

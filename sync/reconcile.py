@@ -30,7 +30,8 @@ from sqlalchemy import Engine, func, or_, select
 
 from meter import Meter, ops, scripts
 from meter.keys import Keys
-from meter.ops import as_text, now_ms
+from meter.ops import as_text
+from meter.times import now_ms
 from sync import limits
 from sync.deadletters import dead_letter_sums
 from sync.epoch import EpochCheck, check_epoch, read_state

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from meter.keys import Keys
-from meter.ops import as_text, now_ms
+from meter.ops import as_text
+from meter.times import now_ms
 from sync.epoch import read_state
 from sync.flush import GROUP, group_info
 from sync.journal import stream_ms

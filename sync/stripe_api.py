@@ -16,8 +16,8 @@ from typing import Any
 import stripe
 from sqlalchemy import Engine, select
 
-from meter.ops import now_ms
 from meter.settings import Settings
+from meter.times import now_ms
 from sync import limits
 from sync.db import write_transaction
 from sync.models import T_STRIPE_CUSTOMERS

@@ -28,8 +28,8 @@ from meter.client import Meter
 from meter.embedded import EmbeddedRedis
 from meter.errors import InsufficientCredits
 from meter.keys import Keys
-from meter.ops import now_ms
 from meter.redis_conn import sync_client
+from meter.times import now_ms
 from sync.apikeys import create_key
 from sync.db import engine_for
 from sync.flush import Flusher

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.models import T_ACCOUNTS, T_GRANTS, T_LEDGER, T_PURCHASES, T_WALLETS
 
 DAY_MS = 86_400_000

@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from sqlalchemy.exc import OperationalError
 
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.consumers import prune_idle_consumers
 from sync.context import context
 from sync.epoch import check_epoch

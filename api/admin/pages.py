@@ -16,7 +16,7 @@ from api.admin.render import STATIC_DIR, page
 from api.admin.session import PageSession, current_session, login_token, set_login_cookie
 from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync import accounts, entries, reports, tools
 
 router = APIRouter(prefix="/admin", include_in_schema=False)

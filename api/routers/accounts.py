@@ -30,8 +30,7 @@ from api.schemas import (
     WalletOut,
 )
 from api.state import AppState, app_state
-from meter.ops import now_ms
-from meter.times import parse_rfc3339_ms, rfc3339
+from meter.times import now_ms, parse_rfc3339_ms, rfc3339
 from sync import entries
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["accounts"])

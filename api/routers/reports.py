@@ -18,8 +18,7 @@ from starlette.responses import Response
 from api.auth import AdminKey
 from api.errors import Problem, invalid
 from api.state import AppState, app_state
-from meter.ops import now_ms
-from meter.times import rfc3339
+from meter.times import now_ms, rfc3339
 from sync import reports
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])

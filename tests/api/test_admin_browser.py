@@ -19,8 +19,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import Engine
 
 from meter.keys import Keys
-from meter.ops import now_ms
 from meter.redis_conn import sync_client
+from meter.times import now_ms
 from sync.flush import Flusher
 from sync.models import T_PURCHASES
 from tests.api.conftest import account, bearer

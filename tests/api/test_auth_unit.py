@@ -35,9 +35,9 @@ from api.tokens import TOKEN_TTL_S_MAX, issue_token, verify_token
 from meter import AsyncMeter
 from meter.errors import InvalidArgument
 from meter.keys import Keys
-from meter.ops import now_ms as wall_ms
 from meter.redis_conn import sync_client
 from meter.settings import Settings
+from meter.times import now_ms as wall_ms
 from sync import apikeys
 from sync.apikeys import KeyReplica, create_key, looks_like_key, revoke_key
 from sync.db import engine_for

@@ -22,9 +22,9 @@ from api.state import AppState
 from meter import AsyncMeter
 from meter.embedded import EmbeddedRedis
 from meter.keys import Keys
-from meter.ops import now_ms
 from meter.redis_conn import async_client
 from meter.settings import Settings
+from meter.times import now_ms
 from sync.db import engine_for
 from sync.loader import SqlLoader
 from sync.status import FLUSH_STALL_MS

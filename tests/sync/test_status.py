@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from meter import Meter, Tool
 from meter.keys import Keys
-from meter.ops import now_ms
+from meter.times import now_ms
 from sync.db import engine_for
 from sync.flush import GROUP, Flusher
 from sync.status import FLUSH_STALL_MS, FlushProgress, flush_stalled, sync_status
