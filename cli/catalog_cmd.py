@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.database import migrated_url
 from meter.settings import get_settings
 
 catalog_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The catalog file.")
@@ -27,12 +28,11 @@ def apply(
     from cli.main import _fail  # here, not at the top: cli.main imports this module
     from sync.catalog_file import apply_catalog, load_catalog
     from sync.context import context
-    from sync.migrate import upgrade
 
     try:
         catalog = load_catalog(path)
         settings = get_settings()
-        upgrade(settings.database_url)
+        migrated_url(settings)
         ctx = context(settings)
         lines = apply_catalog(ctx.engine, ctx.meter(), catalog, actor=AUDIT_ACTOR)
     except Exception as exc:

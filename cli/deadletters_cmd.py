@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
+from cli.database import migrated_url
 from meter.keys import Keys
 from meter.settings import get_settings
 
@@ -39,11 +40,9 @@ def _fail(exc: Exception) -> typing.NoReturn:
 def _target() -> tuple[Engine, Keys]:
     from meter.connect import keys_from
     from sync.db import engine_for
-    from sync.migrate import upgrade
 
     settings = get_settings()
-    upgrade(settings.database_url)
-    return engine_for(settings.database_url), keys_from(settings)
+    return engine_for(migrated_url(settings)), keys_from(settings)
 
 
 def _when(ms: int) -> str:

@@ -13,15 +13,16 @@ applies the change within KEY_RESYNC_INTERVAL_S more.
 from __future__ import annotations
 
 import typing
-from datetime import UTC, datetime
 
 import typer
 from rich.markup import escape
 from sqlalchemy import Engine
 
+from cli.database import migrated_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
+from meter.times import rfc3339
 
 if typing.TYPE_CHECKING:
     from sync.apikeys import ApiKeyInfo, KeyReplica
@@ -39,12 +40,10 @@ def _fail(exc: Exception) -> typing.NoReturn:
 def _engine() -> tuple[Engine, bytes]:
     """The migrated database and the service secret of the current settings."""
     from sync.db import engine_for
-    from sync.migrate import upgrade
     from sync.secret import secret_key
 
     settings = get_settings()
-    upgrade(settings.database_url)
-    return engine_for(settings.database_url), secret_key(settings)
+    return engine_for(migrated_url(settings)), secret_key(settings)
 
 
 def _replica() -> KeyReplica | None:
@@ -60,9 +59,7 @@ def _replica() -> KeyReplica | None:
 
 
 def _timestamp(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if ms is None else rfc3339(ms)
 
 
 def _when(ms: int | None) -> str:

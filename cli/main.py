@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.catalog_cmd import catalog_app
+from cli.database import migrated_url, refuse_missing_sqlite
 from cli.deadletters_cmd import deadletters_app
 from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
@@ -24,10 +25,6 @@ from meter.settings import Settings, get_settings
 # uvicorn kills a worker that has not answered its health check in time (default 5 s); a
 # worker importing FastAPI, SQLAlchemy and redis on a loaded host can take longer to start.
 WORKER_HEALTHCHECK_TIMEOUT_S = 60
-
-# The commands that may create the SQLite file (`bench` never opens the configured one);
-# every other command refuses a SQLite file that does not exist.
-CREATES_DATABASE = frozenset({"migrate", "up", "bench"})
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Credit metering on Redis Lua.")
 console = Console()
@@ -49,19 +46,6 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
-def _refuse_missing_sqlite(settings: Settings) -> None:
-    """A SQLite file that does not exist is a mistyped path far more often than a wish for a
-    new empty database: only the commands that create one (CREATES_DATABASE) may."""
-    from sync.db import sqlite_path
-
-    path = sqlite_path(settings.database_url)
-    if path is not None and not path.exists():
-        raise RuntimeError(
-            f"no SQLite database at {path}: run `creditmeter migrate` to create it "
-            "(or correct CREDITMETER_DATABASE_URL)"
-        )
-
-
 @app.callback()
 def _main(ctx: typer.Context) -> None:
     """While `creditmeter up` runs on the embedded Redis, every other command uses that
@@ -71,8 +55,6 @@ def _main(ctx: typer.Context) -> None:
     from cli.service import running_redis_url
 
     try:
-        if ctx.invoked_subcommand not in CREATES_DATABASE:
-            _refuse_missing_sqlite(get_settings())
         url = running_redis_url(get_settings())
     except Exception as exc:
         _fail(exc)
@@ -148,12 +130,11 @@ def api(
     import uvicorn
 
     from api.metrics import prepare_multiprocess_dir
-    from sync.migrate import upgrade
 
     settings = get_settings()
     try:
         _check_redis_reachable(settings)
-        upgrade(settings.database_url)
+        migrated_url(settings)
         prepare_multiprocess_dir(settings)
     except Exception as exc:
         _fail(exc)
@@ -173,12 +154,11 @@ def worker(
     burst: bool = typer.Option(False, help="enqueue a flush and a sweep, work until idle, exit"),
 ) -> None:
     """Run an RQ worker: journal flushes (on traffic and every few seconds), expiry sweeps."""
-    from sync.migrate import upgrade
     from worker.main import run
 
     settings = get_settings()
     try:
-        upgrade(settings.database_url)
+        migrated_url(settings)
         run(settings, burst=burst)
     except Exception as exc:
         _fail(exc)
@@ -194,6 +174,7 @@ def reconcile(
     from sync.reconcile import reconcile as run_reconcile
 
     try:
+        refuse_missing_sqlite(get_settings())
         ctx = context(get_settings())
         report = run_reconcile(ctx.redis, ctx.engine, ctx.keys, repair=repair)
     except Exception as exc:

@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import Engine
 
+from cli.database import migrated_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
@@ -56,7 +57,6 @@ def _show(
     from meter.ops import now_ms
     from sync import reports
     from sync.context import context
-    from sync.migrate import upgrade
 
     if csv and as_json:
         usage_error("--json", "give --csv or --json, not both")
@@ -67,7 +67,7 @@ def _show(
         usage_error("--" + exc.field.replace("_", "-"), str(exc))
     try:
         settings = get_settings()
-        upgrade(settings.database_url)
+        migrated_url(settings)
         report = query(context(settings).engine, rng, groups)
     except Exception as exc:
         _fail(exc)
@@ -75,7 +75,7 @@ def _show(
     if csv:
         sys.stdout.write(report.to_csv())
         return
-    from api.schemas import rfc3339
+    from meter.times import rfc3339
 
     if as_json:  # the shape of GET /v1/reports/<name>
         document = {

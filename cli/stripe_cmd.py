@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.database import refuse_missing_sqlite
 from meter.settings import get_settings
 
 stripe_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Stripe events.")
@@ -29,6 +30,7 @@ def replay(event_id: Annotated[str, typer.Argument(help="a stored event id, evt_
     from worker.stripe_jobs import apply_stored_event
 
     try:
+        refuse_missing_sqlite(get_settings())
         outcome = apply_stored_event(context(get_settings()), event_id)
     except Exception as exc:
         _fail(exc)
@@ -52,6 +54,7 @@ def sync(
     out = Console(highlight=False)
     try:
         since_s = _parse_since(since)
+        refuse_missing_sqlite(get_settings())
         ctx = context(get_settings())
         seen = applied = 0
         for event in events_since(client_for(ctx.settings), since_s):

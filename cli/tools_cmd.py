@@ -11,6 +11,7 @@ import typing
 import typer
 from rich.markup import escape
 
+from cli.database import migrated_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from meter.models import Tool
 from meter.settings import get_settings
@@ -58,13 +59,12 @@ def set_(
     from sync.catalog import save_tools
     from sync.catalog_file import tool_change, write_replicas
     from sync.context import context
-    from sync.migrate import upgrade
     from sync.tools import get_tool
 
     try:
         validate.tool(name)
         settings = get_settings()
-        upgrade(settings.database_url)
+        migrated_url(settings)
         ctx = context(settings)
         old = get_tool(ctx.engine, name)
         if old is None and (cost is None or credit_type is None):
@@ -96,13 +96,11 @@ def set_(
 def list_(as_json: JsonFlag = False) -> None:
     """List every tool in SQL (what the Redis replicas are restored from)."""
     from sync.db import engine_for
-    from sync.migrate import upgrade
     from sync.tools import list_tools
 
     try:
         settings = get_settings()
-        upgrade(settings.database_url)
-        tools = list_tools(engine_for(settings.database_url))
+        tools = list_tools(engine_for(migrated_url(settings)))
     except Exception as exc:
         _fail(exc)
     if as_json:  # the shape of GET /v1/tools

@@ -67,7 +67,14 @@ def test_a_postgres_url_without_a_driver_uses_psycopg(scheme: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "args", [["tools", "list"], ["keys", "list"], ["report", "usage"], ["worker", "--burst"]]
+    "args",
+    [
+        ["tools", "list"],
+        ["keys", "list"],
+        ["report", "usage"],
+        ["worker", "--burst"],
+        ["reconcile"],
+    ],
 )
 def test_a_sqlite_file_that_does_not_exist_is_refused_until_migrate(
     args: list[str], redis_url: str, tmp_path: Path
@@ -92,3 +99,12 @@ def test_a_sqlite_file_that_does_not_exist_is_refused_until_migrate(
     assert typo.exists()
     after = _run(args, **env)
     assert after.returncode == 0, after.stderr
+
+
+def test_help_needs_no_database(tmp_path: Path) -> None:
+    typo = tmp_path / "creditmeter.bd"
+    env = {"CREDITMETER_DATABASE_URL": f"sqlite:///{typo}", "CREDITMETER_DATA_DIR": str(tmp_path)}
+    for args in (["keys", "create", "--help"], ["keys"], ["report", "usage", "--help"]):
+        result = _run(args, **env)
+        assert "Usage" in result.stdout and result.stderr == "", (args, result.stderr)
+    assert not typo.exists()

@@ -1,0 +1,32 @@
+"""The database every command but `migrate` and `up` opens: one that exists.
+
+A SQLite file that does not exist is a mistyped path far more often than a wish for a new
+empty database, so only `migrate` and `up` create one; every other command refuses it in
+one line that says what to run.
+"""
+
+from __future__ import annotations
+
+from meter.settings import Settings
+
+
+def refuse_missing_sqlite(settings: Settings) -> None:
+    """Raise unless the configured database is not SQLite or its file exists."""
+    from sync.db import sqlite_path
+
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        raise RuntimeError(
+            f"no SQLite database at {path}: run `creditmeter migrate` to create it "
+            "(or correct CREDITMETER_DATABASE_URL)"
+        )
+
+
+def migrated_url(settings: Settings) -> str:
+    """The configured database URL, after refusing a missing SQLite file and bringing the
+    database to the newest schema."""
+    from sync.migrate import upgrade
+
+    refuse_missing_sqlite(settings)
+    upgrade(settings.database_url)
+    return settings.database_url
