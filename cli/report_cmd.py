@@ -54,7 +54,7 @@ def _show(
     query: Callable[..., object],
 ) -> None:
     from cli.main import _fail
-    from meter.ops import now_ms
+    from meter.times import now_ms
     from sync import reports
     from sync.context import context
 
@@ -178,7 +178,7 @@ def liability(
     as_json: JsonFlag = False,
 ) -> None:
     """Credits owed to users: now per credit type, or day by day over the range."""
-    from meter.ops import now_ms
+    from meter.times import now_ms
     from sync import reports
 
     def query(engine: Engine, rng: reports.Range, groups: tuple[str, ...]) -> reports.Report:
