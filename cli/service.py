@@ -62,6 +62,10 @@ DEFAULT_CATALOG = Path("examples") / "catalog.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANY_ADDRESS = ("0.0.0.0", "::", "")
 LOG_LINE_LEN_MAX = 200  # of a dead child's last log line, quoted in the error
+# A child's log is appended to across runs; one past this size when `up` starts is moved to
+# NAME.log.1 (replacing the one before), so logs/ never holds more than about twice this.
+LOG_BYTES_MAX = 10 * 1024 * 1024
+ROTATED_SUFFIX = ".1"
 
 
 class UpError(RuntimeError):
@@ -77,6 +81,7 @@ class _Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    log_offset: int  # where this run's lines start in the log
 
 
 # --- the lock file: one `up` per data directory -------------------------------------------
@@ -198,12 +203,28 @@ def _display_path(path: Path) -> str:
     return str(path)
 
 
-def _log_lines(path: Path) -> list[str]:
-    """The non-blank lines of a child's log (empty if it cannot be read)."""
+def _log_lines(path: Path, offset: int) -> list[str]:
+    """The non-blank lines of a child's log from `offset` on (empty if it cannot be read)."""
     try:
-        return [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
     except OSError:
         return []
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def open_log(path: Path, started: str) -> tuple[IO[bytes], int]:
+    """The log file to append this run to, after moving one past LOG_BYTES_MAX aside, and
+    the offset where this run starts; a first line says when the run began."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > LOG_BYTES_MAX:
+        path.replace(path.with_name(path.name + ROTATED_SUFFIX))
+    log = path.open("ab")
+    offset = log.tell()
+    log.write(f"--- creditmeter up started at {started} ---\n".encode())
+    log.flush()
+    return log, offset
 
 
 def creditmeter_bin() -> str:
@@ -361,11 +382,12 @@ class Up:
         return created.plaintext
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        from meter.times import now_ms, rfc3339
+
         log_path = self.log_dir / f"{name}.log"
         env = dict(os.environ, CREDITMETER_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
-        log: IO[bytes]
-        with log_path.open("wb") as log:  # one run's log; the last run's is replaced
+        log, offset = open_log(log_path, rfc3339(now_ms()))
+        with log:
             proc = subprocess.Popen(
                 [creditmeter_bin(), *args],
                 stdin=subprocess.DEVNULL,
@@ -374,14 +396,15 @@ class Up:
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is ours to pass on, in order
             )
-        self.children.append(_Child(name, proc, log_path))
+        self.children.append(_Child(name, proc, log_path, offset))
 
     def _check_children(self) -> None:
         for child in self.children:
             code = child.proc.poll()
             if code is None:
                 continue
-            lines, log = _log_lines(child.log_path), _display_path(child.log_path)
+            lines = _log_lines(child.log_path, child.log_offset)
+            log = _display_path(child.log_path)
             if child.name == "api" and any("address already in use" in ln for ln in lines):
                 raise _port_in_use(self.host, self.port)  # taken since _check_port_free
             if code < 0:

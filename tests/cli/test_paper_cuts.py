@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.service import LOG_BYTES_MAX, open_log
 from meter.embedded import free_port
 from sync.db import engine_for
 
@@ -108,3 +109,19 @@ def test_help_needs_no_database(tmp_path: Path) -> None:
         result = _run(args, **env)
         assert "Usage" in result.stdout and result.stderr == "", (args, result.stderr)
     assert not typo.exists()
+
+
+def test_up_appends_to_a_log_and_moves_one_past_its_bound_aside(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "api.log"
+    path.parent.mkdir()
+    path.write_bytes(b"x" * (LOG_BYTES_MAX + 1))
+    log, offset = open_log(path, "T1")
+    log.close()
+    first = "--- creditmeter up started at T1 ---\n"
+    assert (offset, path.read_text()) == (0, first)
+    assert (tmp_path / "logs" / "api.log.1").stat().st_size == LOG_BYTES_MAX + 1
+    log, offset = open_log(path, "T2")
+    log.write(b"a request\n")
+    log.close()
+    assert offset == len(first)
+    assert path.read_text() == first + "--- creditmeter up started at T2 ---\na request\n"

@@ -115,6 +115,9 @@ def test_up_serves_the_catalog_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     env = _env(tmp_path / ".creditmeter")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    logs = tmp_path / ".creditmeter" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "worker.log").write_text("a line of the run before\n")  # kept: logs are appended
     # Its own session, like a shell's foreground job: Ctrl-C is SIGINT to the whole group.
     proc = subprocess.Popen(
         [CLI, "up", "--port", str(port)],
@@ -169,6 +172,9 @@ def test_up_serves_the_catalog_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(children), _alive(children)
+    worker_log = (logs / "worker.log").read_text()
+    assert worker_log.startswith("a line of the run before\n--- creditmeter up started at ")
+    assert (logs / "api.log").read_text().startswith("--- creditmeter up started at ")
 
 
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
