@@ -23,7 +23,6 @@ from pydantic import (
 from meter import bounds, validate
 from meter.errors import InvalidArgument
 from meter.times import parse_rfc3339_ms
-from meter.times import rfc3339 as rfc3339  # still imported from here by cli.report_cmd
 
 DISPLAY_NAME_LEN_MAX = 255  # the tools.display_name column, String(255)
 
