@@ -21,7 +21,8 @@ end
 local written = 0
 for i = 1, n do
   local expires_ms = tonumber(ARGV[1 + i])
-  if expires_ms > now and redis.call('SET', KEYS[i], '\30', 'NX', 'PXAT', expires_ms) then
+  -- PX from the caller's now, not PXAT: time comes in ARGV (tests drive it).
+  if expires_ms > now and redis.call('SET', KEYS[i], '\30', 'NX', 'PX', expires_ms - now) then
     written = written + 1
   end
 end
