@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.database import migrated_url
+from cli.database import schema_checked_url
 from meter.settings import get_settings
 
 catalog_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The catalog file.")
@@ -32,7 +32,7 @@ def apply(
     try:
         catalog = load_catalog(path)
         settings = get_settings()
-        migrated_url(settings)
+        schema_checked_url(settings)
         ctx = context(settings)
         lines = apply_catalog(ctx.engine, ctx.meter(), catalog, actor=AUDIT_ACTOR)
     except Exception as exc:

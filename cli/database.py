@@ -1,8 +1,9 @@
-"""The database every command but `migrate` and `up` opens: one that exists.
+"""The database every command but `migrate` and `up` opens: one that exists, at the schema
+this code needs.
 
 A SQLite file that does not exist is a mistyped path far more often than a wish for a new
-empty database, so only `migrate` and `up` create one; every other command refuses it in
-one line that says what to run.
+empty database, so only `migrate` and `up` create one, and only they migrate; every other
+command refuses a missing or older database in one line that says what to run.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ def refuse_missing_sqlite(settings: Settings) -> None:
         )
 
 
-def migrated_url(settings: Settings) -> str:
-    """The configured database URL, after refusing a missing SQLite file and bringing the
-    database to the newest schema."""
-    from sync.migrate import upgrade
+def schema_checked_url(settings: Settings) -> str:
+    """The configured database URL, after refusing a missing SQLite file or a database that
+    is not at the newest schema: only `migrate` and `up` change the schema, never a command
+    as a side effect (a read-only `report` included)."""
+    from sync.migrate import require_head
 
     refuse_missing_sqlite(settings)
-    upgrade(settings.database_url)
+    require_head(settings.database_url)
     return settings.database_url

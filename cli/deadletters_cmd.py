@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from cli.database import migrated_url
+from cli.database import schema_checked_url
 from meter.keys import Keys
 from meter.settings import get_settings
 
@@ -42,7 +42,7 @@ def _target() -> tuple[Engine, Keys]:
     from sync.db import engine_for
 
     settings = get_settings()
-    return engine_for(migrated_url(settings)), keys_from(settings)
+    return engine_for(schema_checked_url(settings)), keys_from(settings)
 
 
 def _when(ms: int) -> str:

@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import Engine
 
-from cli.database import migrated_url
+from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
@@ -43,7 +43,7 @@ def _engine() -> tuple[Engine, bytes]:
     from sync.secret import secret_key
 
     settings = get_settings()
-    return engine_for(migrated_url(settings)), secret_key(settings)
+    return engine_for(schema_checked_url(settings)), secret_key(settings)
 
 
 def _replica() -> KeyReplica | None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.catalog_cmd import catalog_app
-from cli.database import migrated_url, refuse_missing_sqlite
+from cli.database import refuse_missing_sqlite, schema_checked_url
 from cli.deadletters_cmd import deadletters_app
 from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
@@ -126,7 +126,7 @@ def api(
     port: int = typer.Option(8000, help="TCP port"),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
 ) -> None:
-    """Serve the HTTP API (uvicorn) after migrating the database."""
+    """Serve the HTTP API (uvicorn) on a database at the newest schema."""
     import uvicorn
 
     from api.metrics import prepare_multiprocess_dir
@@ -134,7 +134,7 @@ def api(
     settings = get_settings()
     try:
         _check_redis_reachable(settings)
-        migrated_url(settings)
+        schema_checked_url(settings)
         prepare_multiprocess_dir(settings)
     except Exception as exc:
         _fail(exc)
@@ -158,7 +158,7 @@ def worker(
 
     settings = get_settings()
     try:
-        migrated_url(settings)
+        schema_checked_url(settings)
         run(settings, burst=burst)
     except Exception as exc:
         _fail(exc)

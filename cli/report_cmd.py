@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from sqlalchemy import Engine
 
-from cli.database import migrated_url
+from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
 from meter.settings import get_settings
@@ -67,7 +67,7 @@ def _show(
         usage_error("--" + exc.field.replace("_", "-"), str(exc))
     try:
         settings = get_settings()
-        migrated_url(settings)
+        schema_checked_url(settings)
         report = query(context(settings).engine, rng, groups)
     except Exception as exc:
         _fail(exc)

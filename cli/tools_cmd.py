@@ -11,7 +11,7 @@ import typing
 import typer
 from rich.markup import escape
 
-from cli.database import migrated_url
+from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from meter.models import Tool
 from meter.settings import get_settings
@@ -64,7 +64,7 @@ def set_(
     try:
         validate.tool(name)
         settings = get_settings()
-        migrated_url(settings)
+        schema_checked_url(settings)
         ctx = context(settings)
         old = get_tool(ctx.engine, name)
         if old is None and (cost is None or credit_type is None):
@@ -100,7 +100,7 @@ def list_(as_json: JsonFlag = False) -> None:
 
     try:
         settings = get_settings()
-        tools = list_tools(engine_for(migrated_url(settings)))
+        tools = list_tools(engine_for(schema_checked_url(settings)))
     except Exception as exc:
         _fail(exc)
     if as_json:  # the shape of GET /v1/tools

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from sync.db import engine_for, write_transaction
@@ -35,3 +36,24 @@ def upgrade(url: str, revision: str = "head") -> None:
 def current(url: str) -> str | None:
     with engine_for(url).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def head(url: str) -> str:
+    """The newest revision this code knows."""
+    revision = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert revision is not None, "no migration scripts"
+    return revision
+
+
+class SchemaBehind(RuntimeError):
+    """The database is not at the schema this code needs: only `migrate` (or `up`) moves it."""
+
+
+def require_head(url: str) -> None:
+    """Raises SchemaBehind unless the database is at the newest revision."""
+    at, needed = current(url), head(url)
+    if at != needed:
+        raise SchemaBehind(
+            f"database at revision {at or 'none'}; this creditmeter needs {needed}: "
+            "run `creditmeter migrate`"
+        )

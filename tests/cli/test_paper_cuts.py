@@ -125,3 +125,22 @@ def test_up_appends_to_a_log_and_moves_one_past_its_bound_aside(tmp_path: Path) 
     log.close()
     assert offset == len(first)
     assert path.read_text() == first + "--- creditmeter up started at T2 ---\na request\n"
+
+
+@pytest.mark.parametrize("command", [["tools", "list"], ["keys", "list"], ["report", "usage"]])
+def test_a_database_behind_the_schema_is_refused_not_migrated_as_a_side_effect(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Only `migrate` and `up` change the schema: a read-only report must not migrate."""
+    from sync.migrate import current, head, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0003")
+    result = _run(command, CREDITMETER_DATABASE_URL=url, CREDITMETER_DATA_DIR=str(tmp_path))
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert f"database at revision 0003; this creditmeter needs {head(url)}" in line
+    assert "run `creditmeter migrate`" in line
+    assert current(url) == "0003"
+    migrated = _run(["migrate"], CREDITMETER_DATABASE_URL=url, CREDITMETER_DATA_DIR=str(tmp_path))
+    assert migrated.returncode == 0 and current(url) == head(url)
