@@ -190,15 +190,15 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
     )
 
 
-def idem_restore_evals(keys: Keys, account_id: str, snap: WalletSnapshot, now: int) -> list[Eval]:
-    """Marks the account's idempotency keys that SQL holds, before its wallet is written: a
-    retry of a request that reached SQL before Redis lost its data is then answered from
-    SQL, never applied again (lua/idem_restore.lua, lua/includes/idem.lua)."""
-    assert len(snap.idempotency) <= bounds.IDEM_RESTORE_MAX, "loader returned too many keys"
+def idem_restore_evals(
+    keys: Keys, account_id: str, used: tuple[tuple[str, int], ...], now: int
+) -> list[Eval]:
+    """The script calls marking (key, expires_at_ms) pairs SQL holds as answered from SQL."""
+    assert len(used) <= bounds.IDEM_RESTORE_MAX, "loader returned too many keys"
     bucket = keys.bucket(account_id)
     out = []
-    for start in range(0, len(snap.idempotency), bounds.IDEM_RESTORE_BATCH_MAX):
-        chunk = snap.idempotency[start : start + bounds.IDEM_RESTORE_BATCH_MAX]
+    for start in range(0, len(used), bounds.IDEM_RESTORE_BATCH_MAX):
+        chunk = used[start : start + bounds.IDEM_RESTORE_BATCH_MAX]
         out.append(
             Eval(
                 "idem_restore",
@@ -211,11 +211,13 @@ def idem_restore_evals(keys: Keys, account_id: str, snap: WalletSnapshot, now: i
 
 
 def restore_idempotency(env: Env, account_id: str, used: tuple[tuple[str, int], ...]) -> Op[int]:
-    """Marks keys SQL holds (key, expires_at_ms) as answered from SQL -> how many were new:
-    for entries SQL has that a Redis restarted from a short append-only file lost."""
+    """Marks keys SQL holds (key, expires_at_ms) as answered from SQL -> how many were new.
+    Run before an account's wallet is hydrated, and for entries SQL has that a Redis
+    restarted from a short append-only file lost: a retry of a request that reached SQL is
+    then answered from SQL, never applied again (lua/idem_restore.lua, includes/idem.lua)."""
     written = 0
-    snap = WalletSnapshot(idempotency=used)
-    for ev in idem_restore_evals(env.keys, validate.account_id(account_id), snap, env.clock_ms()):
+    account_id = validate.account_id(account_id)
+    for ev in idem_restore_evals(env.keys, account_id, used, env.clock_ms()):
         reply = yield ev
         raise_for_reply(reply, f"idempotency restore {account_id}", "")
         written += int(reply[1])
@@ -228,9 +230,7 @@ def _hydrate(env: Env, account_id: str, credit_type: str, *, create: bool = True
     if snap is None:
         assert not create, "the loader creates accounts on first touch"
         return False
-    for ev in idem_restore_evals(env.keys, account_id, snap, env.clock_ms()):
-        reply = yield ev
-        raise_for_reply(reply, f"idempotency restore {account_id}", credit_type)
+    yield from restore_idempotency(env, account_id, snap.idempotency)
     reply = yield hydrate_eval(env.keys, account_id, credit_type, snap)
     raise_for_reply(reply, f"hydrate {account_id}/{credit_type}", credit_type)
     return True

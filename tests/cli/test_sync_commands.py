@@ -3,7 +3,6 @@ output, exit code 0 when Redis and SQL agree, 1 while a difference remains, one-
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,10 +14,9 @@ from sqlalchemy import Engine
 from meter import Meter
 from meter.keys import Keys
 from sync.flush import Flusher
-from sync.journal import sortable
 from sync.loader import SqlLoader
-from sync.models import T_DEAD
 from tests.sync.conftest import account
+from tests.sync.invariants import dead_letter_newest
 
 CLI = str(Path(sys.executable).parent / "creditmeter")
 
@@ -73,19 +71,7 @@ def test_reconcile_names_dead_letters_and_deadletters_retry_writes_them(
     Flusher(client, engine, keys).flush_all()
     adjusted = meter.adjust(a, "credits", -6, reason="support")
     journal = keys.journal(keys.bucket(a))
-    [(stream_id, fields)] = client.xrevrange(journal, count=1)
-    client.xdel(journal, stream_id)
-    with engine.begin() as conn:
-        conn.execute(
-            T_DEAD.insert(),
-            {
-                "journal": journal,
-                "stream_id": sortable(stream_id.decode()),
-                "fields": json.dumps({k.decode(): v.decode() for k, v in fields.items()}),
-                "error": "sql: CheckViolation('refused for the test')",
-                "created_at_ms": 1,
-            },
-        )
+    dead_letter_newest(client, engine, journal, "sql: CheckViolation('refused for the test')")
     listed = _run(["deadletters", "list"], redis_url, sql_url, keys)
     assert listed.returncode == 0, listed.stderr
     assert adjusted.id in listed.stdout and "-6" in listed.stdout

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 from sqlalchemy import Engine, func, select
 
 from meter.keys import Keys
-from sync.models import T_LEDGER, T_WALLETS
+from sync.journal import sortable
+from sync.models import T_DEAD, T_LEDGER, T_WALLETS
 from sync.reconcile import ReconcileReport, reconcile, redis_wallets
 
 
@@ -33,3 +36,21 @@ def assert_in_sync(client: redis.Redis, engine: Engine, keys: Keys) -> Reconcile
             ).scalar_one()
             assert snapshot == ledger_sum, (account_id, credit_type, snapshot, ledger_sum)
     return report
+
+
+def dead_letter_newest(client: redis.Redis, engine: Engine, journal: str, error: str) -> None:
+    """Moves the journal's newest entry into dead_letters, as the flush does with an entry
+    SQL refuses on its own (so a test can make one without breaking SQL)."""
+    [(stream_id, fields)] = client.xrevrange(journal, count=1)
+    client.xdel(journal, stream_id)
+    with engine.begin() as conn:
+        conn.execute(
+            T_DEAD.insert(),
+            {
+                "journal": journal,
+                "stream_id": sortable(stream_id.decode()),
+                "fields": json.dumps({k.decode(): v.decode() for k, v in fields.items()}),
+                "error": error,
+                "created_at_ms": 1,
+            },
+        )

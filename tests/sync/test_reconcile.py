@@ -3,8 +3,6 @@ when they do, a repair that makes them agree, and a lost Redis dataset named as 
 
 from __future__ import annotations
 
-import json
-
 import redis
 from sqlalchemy import Engine
 
@@ -12,11 +10,9 @@ from meter import Meter, Tool
 from meter.keys import Keys
 from sync.deadletters import retry_dead_letters
 from sync.epoch import check_epoch
-from sync.journal import sortable
-from sync.models import T_DEAD
 from sync.reconcile import Difference, _repair, reconcile
 from tests.sync.conftest import account
-from tests.sync.invariants import assert_in_sync
+from tests.sync.invariants import assert_in_sync, dead_letter_newest
 
 
 def test_agreeing_stores_report_nothing(
@@ -84,19 +80,7 @@ def test_dead_letters_are_named_as_the_cause_and_never_repaired_away(
     charge = meter.charge(a, tool.name, 3)
     cost = 3 * tool.cost
     journal = keys.journal(keys.bucket(a))
-    [(stream_id, fields)] = client.xrevrange(journal, count=1)
-    client.xdel(journal, stream_id)
-    with engine.begin() as conn:
-        conn.execute(
-            T_DEAD.insert(),
-            {
-                "journal": journal,
-                "stream_id": sortable(stream_id.decode()),
-                "fields": json.dumps({k.decode(): v.decode() for k, v in fields.items()}),
-                "error": "sql: refused for the test",
-                "created_at_ms": 1,
-            },
-        )
+    dead_letter_newest(client, engine, journal, "sql: refused for the test")
     report = reconcile(client, engine, keys, repair=True)
     assert Difference(a, "credits", "balance", 40 - cost, 40) in report.differences
     assert report.explained_by_dead_letters == {(a, "credits"): -cost}
