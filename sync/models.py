@@ -244,7 +244,8 @@ class Purchase(Base):
     plan_id: Mapped[str | None] = mapped_column(String(64))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    # pending (row stored, grant not yet confirmed) | paid | refunded | disputed
+    # pending (row stored, grant not yet confirmed) | paid | partially_refunded | refunded |
+    # disputed
     status: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(
         String(16), default="pack"
@@ -256,6 +257,12 @@ class Purchase(Base):
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)  # credits taken back
+    # Credits given back since (a dispute won, a refund failed): clawed_back - returned is held.
+    returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Adaptive Pricing: what the customer paid, in their currency; amount_minor and currency
+    # are the catalog's price in the catalog's (settlement) currency. None: no conversion.
+    presentment_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    presentment_currency: Mapped[str | None] = mapped_column(String(3))
     grant_id: Mapped[str | None] = mapped_column(ID)
     created_at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
 
@@ -287,6 +294,29 @@ class StripeRefund(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     payment_intent_id: Mapped[str] = mapped_column(String(255), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # pending | succeeded | failed | canceled: a failed or canceled refund returned nothing.
+    status: Mapped[str] = mapped_column(String(16), default="succeeded")
+
+
+class StripeDispute(Base):
+    """One dispute by id, in its latest known state (an inquiry, open, won, lost...)."""
+
+    __tablename__ = "stripe_disputes"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StripeInvoicePayment(Base):
+    """Which payment paid which invoice: from 2025-03-31 on the invoice no longer names its
+    payment intent, an `invoice_payment` does, in its own event."""
+
+    __tablename__ = "stripe_invoice_payments"
+    invoice_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -405,4 +435,6 @@ T_STRIPE_EVENTS = _table(StripeEvent)
 T_STRIPE_CUSTOMERS = _table(StripeCustomer)
 T_STRIPE_PAYMENTS = _table(StripePayment)
 T_STRIPE_REFUNDS = _table(StripeRefund)
+T_STRIPE_DISPUTES = _table(StripeDispute)
+T_STRIPE_INVOICE_PAYMENTS = _table(StripeInvoicePayment)
 T_AUDIT = _table(AuditLog)

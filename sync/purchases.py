@@ -1,5 +1,6 @@
 """Stripe events turned into credits (SPEC §9, §11.5): each event applies at most once,
-whatever the order and the number of deliveries.
+whatever the order and the number of deliveries, on every Stripe API version
+(sync.stripe_objects reads the shapes).
 
 How "at most once" holds:
 - A purchase row is keyed by an id derived from the Stripe object it comes from (the
@@ -8,15 +9,20 @@ How "at most once" holds:
   one row. The row is stored `pending` first; its grant carries an idempotency key and the
   row's id as grant id, and only then is the row marked `paid`. A job that dies in between
   is retried and replays the same grant.
-- Refunds and disputes are running totals per payment (`stripe_payments`, and refunds by id
-  in `stripe_refunds`), kept even when the purchase is not known yet. The credits to take
-  back follow from the totals; the clawback script takes only the difference from what its
-  own record says was taken, so stale, repeated or concurrent events never take twice.
-- Subscription state is kept with the Stripe `created` time of the event that set it; an
-  older event arriving late changes nothing.
+- Refunds and disputes are kept per payment (the charge's running refunded total, each
+  refund by id with its status, each dispute by id with its status), even when the purchase
+  is not known yet. The money back is refunds + disputes that withdrew money, capped at the
+  payment; each purchase of the payment (each credit type of a plan invoice) holds back its
+  proportional share of credits. The clawback script takes only the difference from what its
+  own record says was taken; when the share falls (a dispute won, a refund failed) the
+  difference is given back as a grant keyed by the new running total, so stale, repeated or
+  concurrent events never take or give twice.
+- Subscription state is kept with the Stripe `created` time of the event that set it, then
+  its period end and status order for events of the same second; an older state arriving late
+  changes nothing.
 
 Rounding: a refund or dispute of part of a payment takes back
-ceil(credits * refunded / paid) credits: the account never keeps a credit whose money went
+ceil(credits * back / paid) credits: the account never keeps a credit whose money went
 back. A full refund takes back exactly the credits bought.
 """
 
@@ -29,23 +35,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, update
 
 from meter import Meter, validate
 from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
 from meter.times import now_ms
+from sync import stripe_objects, stripe_payments
 from sync.db import write_transaction
 from sync.models import (
-    T_ACCOUNTS,
     T_GRANTS,
     T_LEDGER,
     T_PLANS,
     T_PURCHASES,
     T_STRIPE_CUSTOMERS,
     T_STRIPE_EVENTS,
-    T_STRIPE_PAYMENTS,
-    T_STRIPE_REFUNDS,
     T_SUBSCRIPTIONS,
 )
 from sync.sqlops import dialect_insert, insert_ignore
@@ -141,6 +145,13 @@ def mark_event(engine: Engine, event_id: str, status: str, error: str | None = N
 
 # --- dispatch --------------------------------------------------------------------------------
 
+CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+# All carry a Refund object; `charge.refund.updated` is what Stripe sends when a refund fails.
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
+# The metadata keys creditmeter's checkouts set (sync.stripe_api): a session with none of them
+# was made by another product on the same Stripe account.
+OUR_METADATA = ("account_id", "credit_type", "credits", "plan_id")
+
 
 @dataclass
 class Purchases:
@@ -158,16 +169,18 @@ class Purchases:
         if not isinstance(obj, dict):
             raise EventError("event: data.object is missing")
         created_ms = _int(event, "created") * 1000
-        if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        if kind in CHECKOUT_EVENTS:
             return self._checkout(obj, kind), None
         if kind == "charge.refunded":
             return self._charge_refunded(obj), None
-        if kind == "refund.created":
-            return self._refund_created(obj), None
-        if kind == "charge.dispute.created":
+        if kind in REFUND_EVENTS:
+            return self._refund(obj), None
+        if isinstance(kind, str) and kind.startswith("charge.dispute."):
             return self._dispute(obj), None
         if kind == "invoice.paid":
             return self._invoice_paid(obj)
+        if kind == "invoice_payment.paid":
+            return self._invoice_payment(obj), None
         if isinstance(kind, str) and kind.startswith("customer.subscription."):
             return self._subscription(obj, kind, created_ms), None
         return Ignored(f"ignored: {kind} is not an event creditmeter uses"), None
@@ -176,13 +189,16 @@ class Purchases:
 
     def _checkout(self, session: dict[str, Any], kind: str) -> str:
         sid = _str(session, "id")
-        account = _account(session.get("client_reference_id"))
+        meta = session.get("metadata") or {}
+        if not any(k in meta for k in OUR_METADATA):
+            return Ignored(f"ignored: session {sid} has no creditmeter metadata")
+        account = _account(session.get("client_reference_id") or meta.get("account_id"))
         customer = session.get("customer")
         if isinstance(customer, str):
             self._link_customer(account, customer)
         if session.get("mode") == "subscription":
             sub = session.get("subscription")
-            plan = (session.get("metadata") or {}).get("plan_id")
+            plan = meta.get("plan_id")
             if isinstance(sub, str):
                 self._link_subscription(sub, account, plan if isinstance(plan, str) else None)
             return "subscription linked; credits come with each paid invoice"
@@ -190,9 +206,9 @@ class Purchases:
             return Ignored(
                 "ignored: not paid yet (async_payment_succeeded will follow if it succeeds)"
             )
-        meta = session.get("metadata") or {}
         credit_type = _meta_credit_type(meta)
         credits = _meta_int(meta, "credits")
+        amount, currency, presented = _settled_amount(session)
         pid = purchase_id("session", sid)
         row = {
             "id": pid,
@@ -201,8 +217,10 @@ class Purchases:
             "credits": credits,
             "pack_id": meta.get("pack_id") or None,
             "plan_id": None,
-            "amount_minor": _int(session, "amount_total"),
-            "currency": _str(session, "currency"),
+            "amount_minor": amount,
+            "currency": currency,
+            "presentment_amount_minor": presented[0] if presented else None,
+            "presentment_currency": presented[1] if presented else None,
             "status": "pending",
             "source": "pack" if meta.get("pack_id") else "custom",
             "stripe_session_id": sid,
@@ -210,9 +228,9 @@ class Purchases:
             "created_at_ms": now_ms(),
         }
         granted = self._grant(row, category="paid", source="purchase", expires_at_ms=None)
-        taken = self._settle_clawback(pid)
+        moved = self._settle_clawback(pid)
         return f"{'granted' if granted else 'already granted'} {credits} {credit_type}" + (
-            f"; took back {taken}" if taken else ""
+            f"; {_moved(moved)}" if moved else ""
         )
 
     def _grant(
@@ -259,29 +277,32 @@ class Purchases:
     def _charge_refunded(self, charge: dict[str, Any]) -> str:
         pi = _str(charge, "payment_intent")
         total = _int(charge, "amount_refunded")
+        # Listed only on endpoints pinned before 2022-11-15 (later the list is not expanded).
         refunds = (charge.get("refunds") or {}).get("data") or []
 
         def txn(conn: Connection) -> None:
-            _raise_payment(conn, pi, charge_refunded_minor=total)
+            stripe_payments.raise_charge_refunded(conn, pi, total)
             for r in refunds:
-                if isinstance(r, dict) and r.get("status") in ("succeeded", "pending", None):
+                if isinstance(r, dict):
                     _store_refund(conn, r, pi)
 
         write_transaction(self.engine, txn)
         return self._settle_payment(pi, f"refunded total {total}")
 
-    def _refund_created(self, refund: dict[str, Any]) -> str:
+    def _refund(self, refund: dict[str, Any]) -> str:
         pi = _str(refund, "payment_intent")
-        if refund.get("status") in ("failed", "canceled"):
-            return Ignored(f"ignored: refund {refund.get('id')} is {refund.get('status')}")
         write_transaction(self.engine, lambda conn: _store_refund(conn, refund, pi))
-        return self._settle_payment(pi, f"refund {_str(refund, 'id')}")
+        return self._settle_payment(
+            pi, f"refund {_str(refund, 'id')} {refund.get('status') or 'succeeded'}"
+        )
 
     def _dispute(self, dispute: dict[str, Any]) -> str:
         pi = _str(dispute, "payment_intent")
-        amount = _int(dispute, "amount")
-        write_transaction(self.engine, lambda conn: _raise_payment(conn, pi, disputed_minor=amount))
-        return self._settle_payment(pi, f"dispute of {amount}")
+        did, status, amount = _str(dispute, "id"), _str(dispute, "status"), _int(dispute, "amount")
+        write_transaction(
+            self.engine, lambda conn: stripe_payments.store_dispute(conn, did, pi, amount, status)
+        )
+        return self._settle_payment(pi, f"dispute {did} {status} ({amount})")
 
     def _settle_payment(self, payment_intent: str, what: str) -> str:
         with self.engine.connect() as conn:
@@ -294,67 +315,104 @@ class Purchases:
                 ).scalars()
             )
         if not ids:
-            return f"{what} recorded; its purchase is not known yet (applied when it is)"
-        taken = sum(self._settle_clawback(pid) for pid in ids)
-        return f"{what}: took back {taken}"
+            # Another product's payment, or a purchase still to come: it applies the totals.
+            return Ignored(f"ignored: {what} recorded; its purchase is not known yet")
+        moved = sum(self._settle_clawback(pid) for pid in ids)
+        return f"{what}: {_moved(moved)}"
 
     def _settle_clawback(self, pid: str) -> int:
-        """Takes back what the payment's refund and dispute totals say is due; returns the
-        credits taken by this call."""
+        """Holds back the purchase's share of what went back of its payment: takes what is
+        missing, gives back what is held beyond it. Returns the credits taken (< 0: given)."""
         with self.engine.connect() as conn:
             p = conn.execute(select(T_PURCHASES).where(T_PURCHASES.c.id == pid)).one()
             if p.status == "pending" or not p.stripe_payment_intent_id:
                 return 0
-            refunded, disputed = _payment_totals(conn, p.stripe_payment_intent_id)
-        share = max(
-            _credits_for(p.credits, p.amount_minor, refunded),
-            _credits_for(p.credits, p.amount_minor, disputed),
-        )
-        if disputed:
-            write_transaction(self.engine, lambda conn: _flag_account(conn, p.account_id))
-        taken = 0
-        total = p.clawed_back
-        if share > p.clawed_back:
+            money = stripe_payments.money_back(conn, p.stripe_payment_intent_id)
+        share = _credits_for(p.credits, money.paid, money.back)
+        held = p.clawed_back - p.returned
+        clawed, returned = p.clawed_back, p.returned
+        if share > held:
             r = self.meter.clawback(
                 p.account_id,
                 p.credit_type,
-                share,
+                p.returned + share,
                 reference_id=pid,
                 known_total=p.clawed_back,
                 grant_id=p.grant_id,
-                reason="stripe dispute" if disputed else "stripe refund",
+                reason="stripe dispute" if money.disputed else "stripe refund",
             )
-            taken, total = r.amount, r.total
+            clawed = r.total
+        elif share < held:
+            returned = p.returned + held - share
+            self._give_back(p, held - share, returned)
         status = (
             "disputed"
-            if disputed
+            if money.disputed
             else "refunded"
-            if total >= p.credits
-            else ("partially_refunded" if total else "paid")
+            if money.paid and money.back >= money.paid
+            else ("partially_refunded" if money.back else "paid")
         )
-        write_transaction(
-            self.engine,
-            lambda conn: conn.execute(
+        # In the catalog's currency, this purchase's part of the money back.
+        refunded_minor = money.back * p.amount_minor // money.paid if money.paid else 0
+
+        def txn(conn: Connection) -> None:
+            conn.execute(
                 update(T_PURCHASES)
                 .where(T_PURCHASES.c.id == pid)
                 .values(
-                    refunded_minor=max(refunded, disputed),
-                    clawed_back=_at_least(T_PURCHASES.c.clawed_back, total),
+                    refunded_minor=refunded_minor,
+                    clawed_back=_at_least(T_PURCHASES.c.clawed_back, clawed),
+                    returned=_at_least(T_PURCHASES.c.returned, returned),
                     status=status,
                 )
-            ),
-        )
-        return taken
+            )
+            stripe_payments.set_dispute_flag(conn, p.account_id)
+
+        write_transaction(self.engine, txn)
+        return (clawed - p.clawed_back) - (returned - p.returned)
+
+    def _give_back(self, p: Any, credits: int, returned_total: int) -> None:
+        """Grants `credits` back once per running total `returned_total`, expiring with the
+        purchase's own grant; nothing when that has already expired."""
+        expires = p.period_end_ms if p.source == "plan" and self._expires_with_period(p) else None
+        if expires is not None and expires <= now_ms():
+            return
+        with contextlib.suppress(GrantExists):
+            self.meter.grant(
+                p.account_id,
+                p.credit_type,
+                credits,
+                category="paid",
+                priority=PURCHASE_PRIORITY,
+                expires_at_ms=expires,
+                source="stripe-return",
+                reference_id=p.id,
+                idempotency_key=f"stripe-return:{p.id}:{returned_total}",
+                grant_id=purchase_id("return", p.id, str(returned_total)),
+            )
+
+    def _expires_with_period(self, p: Any) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    select(T_PLANS.c.expire_at_period_end).where(T_PLANS.c.id == p.plan_id)
+                ).scalar_one_or_none()
+            )
 
     # --- plans -------------------------------------------------------------------------------
 
     def _subscription(self, sub: dict[str, Any], kind: str, created_ms: int) -> str:
         sid = _str(sub, "id")
-        account = self._account_of(sub, _opt_str(sub, "customer"), sid)
-        price = _subscription_price(sub)
+        price = stripe_objects.subscription_price(sub)
         plan = self._plan_by_price(price) if price else None
+        try:
+            account = self._account_of(sub, _opt_str(sub, "customer"), sid)
+        except NotReady:
+            if plan is None:
+                return Ignored(f"ignored: subscription {sid} is not to a creditmeter plan")
+            raise
         status = "canceled" if kind == "customer.subscription.deleted" else _str(sub, "status")
-        start, end = _subscription_period(sub)
+        start, end = stripe_objects.subscription_period(sub)
         row = {
             "id": sid,
             "account_id": account,
@@ -371,7 +429,7 @@ class Purchases:
                 stmt.on_conflict_do_update(
                     index_elements=["id"],
                     set_={c: stmt.excluded[c] for c in row if c != "id"},
-                    where=T_SUBSCRIPTIONS.c.updated_at_ms <= created_ms,
+                    where=_not_newer(created_ms, end, status),
                 ).returning(T_SUBSCRIPTIONS.c.id),
                 [row],
             ).all()
@@ -382,26 +440,40 @@ class Purchases:
         return f"account {account}: plan {row['plan_id']} {status}"
 
     def _invoice_paid(self, invoice: dict[str, Any]) -> tuple[str, RolloverDue | None]:
+        """Grants the plan's allocation for the invoice's period, less what other invoices
+        already granted for that period: a cycle invoice grants it whole, an upgrade's
+        proration invoice the difference, a downgrade's nothing (see the README's table)."""
         iid = _str(invoice, "id")
-        sub_id = _invoice_subscription(invoice)
+        sub_id = stripe_objects.invoice_subscription(invoice)
         if sub_id is None:
             return Ignored("ignored: not a subscription invoice"), None
-        line = _invoice_plan_line(invoice)
-        if line is None:
-            return Ignored("ignored: no line with a price"), None
-        price, start_s, end_s = line
-        plan = self._plan_by_price(price)
-        if plan is None:
-            raise EventError(f"invoice {iid}: price {price} is no plan of the catalog")
+        found = self._plan_line(invoice)
+        if found is None:
+            return Ignored(f"ignored: invoice {iid} has no line of a creditmeter plan"), None
+        line, plan = found
         account = self._account_of(invoice, _opt_str(invoice, "customer"), sub_id)
-        self._link_subscription(sub_id, account, plan["id"], start_s * 1000, end_s * 1000)
-        end_ms = end_s * 1000
+        start_ms, end_ms = line.start_s * 1000, line.end_s * 1000
+        self._link_subscription(sub_id, account, plan["id"], start_ms, end_ms)
         if end_ms <= now_ms():
             return Ignored(f"ignored: the period of invoice {iid} is already over"), None
+        pi = self._invoice_payment_intent(invoice, iid)
         expires = end_ms if plan["expire_at_period_end"] else None
         allocations: dict[str, int] = json.loads(plan["allocations"])
+        with self.engine.connect() as conn:
+            # A redelivery grants what the first delivery did, whatever came in between.
+            due = _invoice_grants(conn, iid)
+            before = _granted_for_period(conn, sub_id, end_ms, iid)
+        due = due or {
+            ct: credits - before.get(ct, 0)
+            for ct, credits in sorted(allocations.items())
+            if credits > before.get(ct, 0)
+        }
+        if not due:
+            return Ignored(
+                f"ignored: invoice {iid}: plan {plan['id']} grants nothing more this period"
+            ), None
         done, rollover = [], None
-        for i, (ct, credits) in enumerate(sorted(allocations.items())):
+        for i, (ct, credits) in enumerate(due.items()):
             pid = purchase_id("invoice", iid, ct)
             row = {
                 "id": pid,
@@ -410,7 +482,8 @@ class Purchases:
                 "credits": credits,
                 "pack_id": None,
                 "plan_id": plan["id"],
-                # The invoice's money is counted once, on its first credit type.
+                # The invoice's money is counted once, on its first credit type; a refund
+                # takes each type's share of the whole invoice.
                 "amount_minor": _int(invoice, "amount_paid") if i == 0 else 0,
                 "currency": _str(invoice, "currency"),
                 "status": "pending",
@@ -418,18 +491,75 @@ class Purchases:
                 "stripe_session_id": None,
                 "stripe_invoice_id": iid,
                 "stripe_subscription_id": sub_id,
-                "stripe_payment_intent_id": _opt_str(invoice, "payment_intent"),
+                "stripe_payment_intent_id": pi,
                 "period_end_ms": end_ms,
                 "created_at_ms": now_ms(),
             }
             granted = self._grant(row, category="paid", source="plan", expires_at_ms=expires)
-            done.append(f"{'granted' if granted else 'already granted'} {credits} {ct}")
-            if plan["rollover_cap"] > 0 and expires is not None:
-                due = self._rollover_due(pid)
-                if due is not None:
-                    rollover = due if rollover is None or due.at_ms > rollover.at_ms else rollover
-                    done.append(f"rollover into {ct} after {due.at_ms}")
+            moved = self._settle_clawback(pid)
+            done.append(
+                f"{'granted' if granted else 'already granted'} {credits} {ct}"
+                + (f" ({_moved(moved)})" if moved else "")
+            )
+            if plan["rollover_cap"] > 0 and expires is not None and not line.proration:
+                due_at = self._rollover_due(pid)
+                if due_at is not None:
+                    rollover = (
+                        due_at if rollover is None or due_at.at_ms > rollover.at_ms else rollover
+                    )
+                    done.append(f"rollover into {ct} after {due_at.at_ms}")
         return f"invoice {iid}, plan {plan['id']}: " + ", ".join(done), rollover
+
+    def _plan_line(
+        self, invoice: dict[str, Any]
+    ) -> tuple[stripe_objects.PlanLine, dict[str, Any]] | None:
+        """The line that says which plan the invoice pays for, and that plan: the period's
+        own line (not a proration) ending last, else the charged proration ending last (an
+        upgrade billed at once). A refunded proration (a downgrade) grants nothing."""
+        lines = stripe_objects.plan_lines(invoice)
+        ranked = sorted(
+            (ln for ln in lines if not ln.proration or ln.amount_minor > 0),
+            key=lambda ln: (not ln.proration, ln.end_s),
+        )
+        for line in reversed(ranked):
+            plan = self._plan_by_price(line.price_id)
+            if plan is not None:
+                return line, plan
+        return None
+
+    def _invoice_payment_intent(self, invoice: dict[str, Any], iid: str) -> str | None:
+        named = stripe_objects.invoice_payment_intents(invoice)
+
+        def txn(conn: Connection) -> None:
+            for pi in named:
+                stripe_payments.link_invoice_payment(conn, iid, pi)
+
+        write_transaction(self.engine, txn)
+        with self.engine.connect() as conn:
+            return stripe_payments.invoice_payment_intent(conn, iid)
+
+    def _invoice_payment(self, payment: dict[str, Any]) -> str:
+        """An invoice paid by a payment intent (2025-03-31 on): links the invoice's purchases
+        to it, so refunds and disputes of that payment reach them."""
+        iid = _str(payment, "invoice")
+        pi = _opt_str(payment.get("payment") or {}, "payment_intent")
+        if pi is None or payment.get("status") not in (None, "paid"):
+            return Ignored(f"ignored: invoice {iid} was not paid by a payment intent")
+
+        def txn(conn: Connection) -> None:
+            stripe_payments.link_invoice_payment(conn, iid, pi)
+            conn.execute(
+                update(T_PURCHASES)
+                .where(
+                    T_PURCHASES.c.stripe_invoice_id == iid,
+                    T_PURCHASES.c.source == "plan",
+                    T_PURCHASES.c.stripe_payment_intent_id.is_(None),
+                )
+                .values(stripe_payment_intent_id=pi)
+            )
+
+        write_transaction(self.engine, txn)
+        return self._settle_payment(pi, f"invoice {iid} paid by {pi}")
 
     def _rollover_due(self, pid: str) -> RolloverDue | None:
         """Applies the rollover into purchase `pid` now if the previous period's grant has
@@ -601,72 +731,74 @@ def _at_least(column: Any, value: int) -> Any:
     return case((column < value, value), else_=column)
 
 
-def _payment_totals(conn: Connection, payment_intent: str) -> tuple[int, int]:
-    """(refunded, disputed) minor units: the larger of the charge's running total and the sum
-    of the refunds seen by id, since either event may come first."""
-    pay = conn.execute(
-        select(T_STRIPE_PAYMENTS.c.charge_refunded_minor, T_STRIPE_PAYMENTS.c.disputed_minor).where(
-            T_STRIPE_PAYMENTS.c.payment_intent_id == payment_intent
-        )
-    ).first()
-    by_id = conn.execute(
-        select(func.coalesce(func.sum(T_STRIPE_REFUNDS.c.amount_minor), 0)).where(
-            T_STRIPE_REFUNDS.c.payment_intent_id == payment_intent
-        )
-    ).scalar_one()
-    charge_total, disputed = (pay[0], pay[1]) if pay else (0, 0)
-    return max(int(charge_total), int(by_id)), int(disputed)
-
-
-def _raise_payment(
-    conn: Connection,
-    payment_intent: str,
-    *,
-    charge_refunded_minor: int = 0,
-    disputed_minor: int = 0,
-) -> None:
-    """Running totals only grow: a stale event cannot lower them."""
-    stmt = dialect_insert(conn, T_STRIPE_PAYMENTS)
-    c = T_STRIPE_PAYMENTS.c
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["payment_intent_id"],
-            set_={
-                "charge_refunded_minor": _at_least(c.charge_refunded_minor, charge_refunded_minor),
-                "disputed_minor": _at_least(c.disputed_minor, disputed_minor),
-                "updated_at_ms": now_ms(),
-            },
-        ),
-        [
-            {
-                "payment_intent_id": payment_intent,
-                "charge_refunded_minor": charge_refunded_minor,
-                "disputed_minor": disputed_minor,
-                "updated_at_ms": now_ms(),
-            }
-        ],
-    )
-
-
 def _store_refund(conn: Connection, refund: dict[str, Any], payment_intent: str) -> None:
-    conn.execute(
-        insert_ignore(conn, T_STRIPE_REFUNDS),
-        [
-            {
-                "id": _str(refund, "id"),
-                "payment_intent_id": payment_intent,
-                "amount_minor": _int(refund, "amount"),
-                "created_at_ms": now_ms(),
-            }
-        ],
+    stripe_payments.store_refund(
+        conn,
+        _str(refund, "id"),
+        payment_intent,
+        _int(refund, "amount"),
+        refund.get("status") or "succeeded",
     )
 
 
-def _flag_account(conn: Connection, account: str) -> None:
-    stmt = dialect_insert(conn, T_ACCOUNTS)
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["id"], set_={"flagged": True}),
-        [{"id": account, "overdraft_limit": 0, "flagged": True, "created_at_ms": now_ms()}],
+def _moved(credits: int) -> str:
+    return f"took back {credits}" if credits >= 0 else f"gave back {-credits}"
+
+
+def _settled_amount(session: dict[str, Any]) -> tuple[int, str, tuple[int, str] | None]:
+    """(amount, currency) in the catalog's currency, and what the customer paid in theirs
+    when Adaptive Pricing converted the price (`currency_conversion`), else None."""
+    conversion = session.get("currency_conversion")
+    paid = _int(session, "amount_total"), _str(session, "currency")
+    if isinstance(conversion, dict) and conversion.get("source_currency"):
+        return _int(conversion, "amount_total"), _str(conversion, "source_currency"), paid
+    return paid[0], paid[1], None
+
+
+def _granted_for_period(
+    conn: Connection, sub_id: str, period_end_ms: int, invoice_id: str
+) -> dict[str, int]:
+    """Credits per type the plan purchases of other invoices granted for this period."""
+    p = T_PURCHASES.c
+    rows = conn.execute(
+        select(p.credit_type, func.sum(p.credits))
+        .where(
+            p.stripe_subscription_id == sub_id,
+            p.period_end_ms == period_end_ms,
+            p.source == "plan",
+            p.stripe_invoice_id != invoice_id,
+        )
+        .group_by(p.credit_type)
+    ).all()
+    return {str(ct): int(n) for ct, n in rows}
+
+
+def _invoice_grants(conn: Connection, invoice_id: str) -> dict[str, int]:
+    p = T_PURCHASES.c
+    rows = conn.execute(
+        select(p.credit_type, p.credits).where(
+            p.stripe_invoice_id == invoice_id, p.source == "plan"
+        )
+    ).all()
+    return {str(ct): int(n) for ct, n in rows}
+
+
+def _not_newer(created_ms: int, period_end_ms: int | None, status: str) -> Any:
+    """The stored subscription state is not newer than this event's: an earlier `created`,
+    or the same second and an earlier period end, or the same period and a status no later
+    in SUBSCRIPTION_STATUS_ORDER (Stripe's `created` has whole seconds only)."""
+    c = T_SUBSCRIPTIONS.c
+    order = stripe_objects.SUBSCRIPTION_STATUS_ORDER
+    stored_end = func.coalesce(c.current_period_end_ms, 0)
+    end = period_end_ms or 0
+    stored_rank = case(*((c.status == s, i) for i, s in enumerate(order)), else_=len(order))
+    rank = order.index(status) if status in order else len(order)
+    return or_(
+        c.updated_at_ms < created_ms,
+        and_(
+            c.updated_at_ms == created_ms,
+            or_(stored_end < end, and_(stored_end == end, stored_rank <= rank)),
+        ),
     )
 
 
@@ -686,45 +818,6 @@ def _previous_period(conn: Connection, pid: str) -> Any:
         .order_by(p.period_end_ms.desc())
         .limit(1)
     ).first()
-
-
-def _subscription_price(sub: dict[str, Any]) -> str | None:
-    items = ((sub.get("items") or {}).get("data")) or []
-    for item in items:
-        price = (item or {}).get("price")
-        pid = price.get("id") if isinstance(price, dict) else price
-        if isinstance(pid, str):
-            return pid
-    return None
-
-
-def _subscription_period(sub: dict[str, Any]) -> tuple[int | None, int | None]:
-    """Seconds -> ms; the period moved from the subscription to its items in 2025 versions."""
-    items = ((sub.get("items") or {}).get("data")) or [{}]
-    source = items[0] if "current_period_end" in (items[0] or {}) else sub
-    start, end = source.get("current_period_start"), source.get("current_period_end")
-    return (
-        start * 1000 if isinstance(start, int) else None,
-        end * 1000 if isinstance(end, int) else None,
-    )
-
-
-def _invoice_subscription(invoice: dict[str, Any]) -> str | None:
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    sub = details.get("subscription") or invoice.get("subscription")
-    return sub if isinstance(sub, str) else None
-
-
-def _invoice_plan_line(invoice: dict[str, Any]) -> tuple[str, int, int] | None:
-    """(price id, period start s, period end s) of the invoice's subscription line."""
-    for line in ((invoice.get("lines") or {}).get("data")) or []:
-        pricing = ((line.get("pricing") or {}).get("price_details")) or {}
-        price = pricing.get("price") or line.get("price")
-        price = price.get("id") if isinstance(price, dict) else price
-        period = line.get("period") or {}
-        if isinstance(price, str) and isinstance(period.get("end"), int):
-            return price, int(period.get("start") or 0), int(period["end"])
-    return None
 
 
 def _event_id(event: dict[str, Any]) -> str:

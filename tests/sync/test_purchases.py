@@ -290,7 +290,11 @@ def _invoice(sub: str, customer: str, plan: dict[str, Any], start_s: int, end_s:
 def _subscribe(purchases: Purchases, acct: str, plan: dict[str, Any], **kw: Any) -> dict:
     """A subscription checkout: links the customer and the subscription to the account."""
     session = sf.checkout_session(
-        account_id=acct, mode="subscription", amount_total=2000, metadata={}, **kw
+        account_id=acct,
+        mode="subscription",
+        amount_total=2000,
+        metadata={"account_id": acct, "plan_id": plan["id"]},
+        **kw,
     )
     assert purchases.apply(sf.event("checkout.session.completed", session))[0].startswith(
         "subscription linked"
