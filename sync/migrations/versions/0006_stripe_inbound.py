@@ -5,8 +5,8 @@ refunds keep their status (a failed refund gives back); `invoice_payment` object
 invoice to its payment intent on API versions from 2025-03-31; a purchase records what was
 given back and, under Adaptive Pricing, what the customer paid in their own currency.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03 06:30:00.000000
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
