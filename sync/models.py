@@ -276,6 +276,21 @@ class StripeCustomer(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class CheckoutQuote(Base):
+    """What a credits checkout was priced at on our side, by its Checkout Session: the
+    grant follows this quote, never the credits the event's metadata claims."""
+
+    __tablename__ = "checkout_quotes"
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    pack_id: Mapped[str | None] = mapped_column(String(64))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class StripePayment(Base):
     """Running totals Stripe reported for one payment, kept even before its purchase is
     known (a refund may be delivered before the checkout it refunds)."""
@@ -433,6 +448,7 @@ T_SUBSCRIPTIONS = _table(Subscription)
 T_PURCHASES = _table(Purchase)
 T_STRIPE_EVENTS = _table(StripeEvent)
 T_STRIPE_CUSTOMERS = _table(StripeCustomer)
+T_CHECKOUT_QUOTES = _table(CheckoutQuote)
 T_STRIPE_PAYMENTS = _table(StripePayment)
 T_STRIPE_REFUNDS = _table(StripeRefund)
 T_STRIPE_DISPUTES = _table(StripeDispute)

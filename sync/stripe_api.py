@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 from meter.settings import Settings
 from meter.times import now_ms
 from sync import limits
+from sync.checkout_quotes import store_quote
 from sync.db import write_transaction
 from sync.models import T_STRIPE_CUSTOMERS
 from sync.pricing import Quote, UnknownPlan, get_plan
@@ -150,6 +151,7 @@ def checkout_credits(
             ],
         },
     )
+    store_quote(engine, session.id, account_id, quote)
     return Checkout(session.id, session.url, quote.amount, quote.currency, "payment")
 
 
