@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ from meter import Meter, validate
 from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
 from meter.times import now_ms
-from sync import stripe_objects, stripe_payments
+from sync import checkout_quotes, stripe_objects, stripe_payments
+from sync.checkout_quotes import StoredQuote
 from sync.db import write_transaction
 from sync.models import (
     T_GRANTS,
@@ -53,6 +55,8 @@ from sync.models import (
     T_SUBSCRIPTIONS,
 )
 from sync.sqlops import dialect_insert, insert_ignore
+
+log = logging.getLogger(__name__)
 
 # Purchase ids are UUIDv5 of the Stripe object under this namespace: stable across retries.
 PURCHASE_NAMESPACE = uuid.UUID("6f1c3e2a-93a4-4c55-9d7e-4a1b8f0c2d11")
@@ -206,23 +210,23 @@ class Purchases:
             return Ignored(
                 "ignored: not paid yet (async_payment_succeeded will follow if it succeeds)"
             )
-        credit_type = _meta_credit_type(meta)
-        credits = _meta_int(meta, "credits")
         amount, currency, presented = _settled_amount(session)
+        quote = self._quoted(sid, account, amount, currency)
+        credit_type, credits = quote.credit_type, quote.credits
         pid = purchase_id("session", sid)
         row = {
             "id": pid,
             "account_id": account,
             "credit_type": credit_type,
             "credits": credits,
-            "pack_id": meta.get("pack_id") or None,
+            "pack_id": quote.pack_id,
             "plan_id": None,
             "amount_minor": amount,
             "currency": currency,
             "presentment_amount_minor": presented[0] if presented else None,
             "presentment_currency": presented[1] if presented else None,
             "status": "pending",
-            "source": "pack" if meta.get("pack_id") else "custom",
+            "source": "pack" if quote.pack_id else "custom",
             "stripe_session_id": sid,
             "stripe_payment_intent_id": _opt_str(session, "payment_intent"),
             "created_at_ms": now_ms(),
@@ -232,6 +236,22 @@ class Purchases:
         return f"{'granted' if granted else 'already granted'} {credits} {credit_type}" + (
             f"; {_moved(moved)}" if moved else ""
         )
+
+    def _quoted(self, sid: str, account: str, amount: int, currency: str) -> StoredQuote:
+        """The quote stored when creditmeter created the session: the credits come from it,
+        never from the event's metadata, and only if the session charged what it says."""
+        with self.engine.connect() as conn:
+            quote = checkout_quotes.quote_for(conn, sid)
+        if quote is None:
+            raise EventError(f"session {sid}: no quote was stored at checkout; nothing granted")
+        charged = (account, amount, currency)
+        if charged != (quote.account_id, quote.amount_minor, quote.currency):
+            log.error("stripe session %s: charged %s, quoted %s", sid, charged, quote)
+            raise EventError(
+                f"session {sid}: {account} paid {amount} {currency}, the quote was"
+                f" {quote.amount_minor} {quote.currency} for {quote.account_id}; nothing granted"
+            )
+        return quote
 
     def _grant(
         self, row: dict[str, Any], *, category: str, source: str, expires_at_ms: int | None
@@ -853,18 +873,3 @@ def _int(obj: dict[str, Any], key: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise EventError(f"{obj.get('object', 'object')}.{key} is not a non-negative integer")
     return v
-
-
-def _meta_int(meta: dict[str, Any], key: str) -> int:
-    """Stripe metadata values are strings: "50" -> 50 (digits only)."""
-    v = meta.get(key)
-    if not isinstance(v, str) or not v.isdigit() or int(v) < 1:
-        raise EventError(f"metadata.{key} is not a positive integer")
-    return validate.credits(key, int(v), low=1)
-
-
-def _meta_credit_type(meta: dict[str, Any]) -> str:
-    try:
-        return validate.credit_type(meta.get("credit_type"))
-    except InvalidArgument as exc:
-        raise EventError(f"metadata.credit_type: {exc}") from exc

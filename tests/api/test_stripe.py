@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 
 from meter.keys import Keys
 from sync.models import T_PURCHASES, T_STRIPE_CUSTOMERS, T_STRIPE_EVENTS
+from tests import stripe_events
 from tests import stripe_fake as sf
 from tests.api.conftest import STRIPE_WEBHOOK_SECRET, account, bearer
 from tests.api.server import creditmeter_bin
@@ -174,12 +175,16 @@ def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
 # --- webhook -------------------------------------------------------------------------------
 
 
-def _purchase_event(acct: str, credits: int = 50, amount: int = 500) -> dict[str, Any]:
+def _purchase_event(
+    engine: Engine, acct: str, credits: int = 50, amount: int = 500
+) -> dict[str, Any]:
+    """A completed checkout of a session creditmeter created (its quote stored)."""
     session = sf.checkout_session(
         account_id=acct,
         amount_total=amount,
         metadata={"credit_type": "credits", "credits": str(credits), "pack_id": "credits-small"},
     )
+    stripe_events.store_quote(engine, session)
     return sf.event("checkout.session.completed", session)
 
 
@@ -187,7 +192,7 @@ def test_a_signed_purchase_event_is_stored_enqueued_and_granted_by_the_worker(
     http: httpx.Client, api_env: dict[str, str], read_key: str, api_engine: Engine
 ) -> None:
     acct = account("paid")
-    event = _purchase_event(acct)
+    event = _purchase_event(api_engine, acct)
     took_ms = []
     for e in [event] + [sf.event("customer.created", {"object": "customer"}) for _ in range(20)]:
         t0 = time.perf_counter()
@@ -210,7 +215,7 @@ def test_50_concurrent_deliveries_of_one_event_store_it_once_and_grant_once(
     api_url: str, api_env: dict[str, str], read_key: str, api_engine: Engine
 ) -> None:
     acct = account("burst")
-    event = _purchase_event(acct, credits=100, amount=900)
+    event = _purchase_event(api_engine, acct, credits=100, amount=900)
     barrier = threading.Barrier(50)
     answers: list[dict[str, Any]] = []
 
@@ -244,7 +249,7 @@ def _raw(http: httpx.Client, payload: str, header: str | None) -> httpx.Response
 
 
 def test_bad_signatures_are_400_and_store_nothing(http: httpx.Client, api_engine: Engine) -> None:
-    event = _purchase_event(account("forged"))
+    event = _purchase_event(api_engine, account("forged"))
     payload = json.dumps(event)
     now = int(time.time())
     good = sf.compute_v1(payload, STRIPE_WEBHOOK_SECRET, now)
@@ -277,10 +282,10 @@ def test_a_signed_body_that_is_not_an_event_is_400(http: httpx.Client) -> None:
 
 
 def test_refund_before_completion_then_redeliveries_leave_the_refunded_share_taken_back(
-    http: httpx.Client, api_env: dict[str, str], read_key: str
+    http: httpx.Client, api_env: dict[str, str], read_key: str, api_engine: Engine
 ) -> None:
     acct = account("order")
-    buy = _purchase_event(acct, credits=50, amount=500)
+    buy = _purchase_event(api_engine, acct, credits=50, amount=500)
     session = buy["data"]["object"]
     refund = sf.refund(payment_intent=session["payment_intent"], charge="ch_o", amount=200)
     for e in (sf.event("refund.created", refund), buy):
@@ -307,12 +312,12 @@ def test_an_event_that_cannot_be_applied_is_failed_in_status_and_changes_no_bala
 
     before = failed_events()
     acct = account("broken")
-    event = _purchase_event(acct)
-    event["data"]["object"]["metadata"]["credits"] = "lots"
+    event = _purchase_event(api_engine, acct)
+    event["data"]["object"]["amount_total"] = 1  # not what the stored quote charges
     assert deliver(http, event).status_code == 200  # signed by Stripe: stored, then judged
     work(api_env)
     row = stored(api_engine, event["id"])
-    assert row.status == "failed" and "metadata.credits" in row.error
+    assert row.status == "failed" and "nothing granted" in row.error
     assert failed_events() == before + 1
     assert balance(http, read_key, acct) == 0
 

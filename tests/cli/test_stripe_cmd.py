@@ -18,6 +18,7 @@ from meter.settings import get_settings
 from sync.context import context
 from sync.models import T_PLANS
 from sync.purchases import event_status, store_event
+from tests import stripe_events
 from tests import stripe_fake as sf
 
 runner = CliRunner()
@@ -58,6 +59,7 @@ def purchase_event(acct: str, credits: int, created: int) -> dict:
         amount_total=credits * 10,
         metadata={"credit_type": "credits", "credits": str(credits)},
     )
+    stripe_events.store_quote(context(get_settings()).engine, session)  # as its checkout did
     return sf.event("checkout.session.completed", session, created=created)
 
 

@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
+from sync import checkout_quotes
+from sync.pricing import Quote
 from tests import stripe_fake
 
 JSON = dict[str, Any]
@@ -267,3 +271,29 @@ def invoice_payment(*, invoice_id: str, payment_intent: str, amount: int) -> JSO
         status_transitions={"canceled_at": None, "paid_at": int(time.time())},
     )
     return p
+
+
+def store_quote(engine: Engine, session: JSON, *, credits: int | None = None) -> None:
+    """Stores the quote creditmeter keeps when it creates `session` (sync.stripe_api): the
+    session's metadata, its account and what it charges in the catalog's currency."""
+    meta = session["metadata"]
+    conversion = session.get("currency_conversion")
+    amount, currency = (
+        (conversion["amount_total"], conversion["source_currency"])
+        if conversion
+        else (session["amount_total"], session["currency"])
+    )
+    n = int(meta["credits"]) if credits is None else credits
+    quote = Quote(
+        credit_type=meta["credit_type"],
+        credits=n,
+        subtotal=amount,
+        discount_percent=0,
+        discount=0,
+        amount=amount,
+        currency=currency,
+        breakdown=(),
+        pack_id=meta.get("pack_id") or None,
+    )
+    account = session["client_reference_id"] or meta["account_id"]
+    checkout_quotes.store_quote(engine, session["id"], account, quote)
