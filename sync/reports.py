@@ -11,12 +11,15 @@ What the figures mean:
   'YYYY-MM-DD'. A date typed alone means 00:00 UTC, so `to=2026-11-22` ends with the 21st.
 - Usage counts charges and refunds; `credits` is what was consumed net: credits charged
   minus credits refunded (minus the sum of their signed amounts).
-- Revenue counts purchases that were paid (paid, refunded or disputed): a pending purchase is
-  not paid yet, and a rollover carries credits over, it sells nothing. A refund (or a
-  dispute, which the purchase records as refunded) counts against the purchase it refunds, on
-  the purchase's day and in its currency, not on the day the money went back: a sale and its
-  refund stay on one row, so no day's net goes negative, at the cost of a past day's net
-  falling when a later refund arrives. Amounts in two currencies are never added.
+- Revenue counts purchases that were paid (paid, partially_refunded, refunded or disputed): a
+  pending purchase is not paid yet, and a rollover carries credits over, it sells nothing. A
+  refund (or a dispute that withdrew the money, which the purchase records as refunded; a won
+  one no longer counts) counts against the purchase it refunds, on the purchase's day and in
+  its currency, not on the day the money went back: a sale and its refund stay on one row, so
+  no day's net goes negative, at the cost of a past day's net falling when a later refund
+  arrives. A plan invoice's money and refunds are on its first credit type's purchase only.
+  Amounts are in the catalog's currency (under Adaptive Pricing the customer paid in another;
+  the purchase keeps that as presentment_amount_minor); two currencies are never added.
 - Liability is what grants still owe (remaining credits of grants not expired at `now`), with
   the debt and held amounts of the wallet snapshots beside it.
 """

@@ -34,7 +34,7 @@ from sync.reports_input import DAY_MS, Range
 EXPIRING_SOON_DAYS: Final = (7, 30)  # liability's expiring_7d and expiring_30d columns
 
 USAGE_KINDS = ("charge", "refund")
-SALE_STATUSES = ("paid", "refunded", "disputed")  # pending is not paid yet
+SALE_STATUSES = ("paid", "partially_refunded", "refunded", "disputed")  # pending: not paid yet
 SALE_SOURCES = ("pack", "custom", "plan")  # a rollover sells nothing
 
 _L = T_LEDGER.c

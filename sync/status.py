@@ -72,6 +72,9 @@ class SyncStatus:
     redis_lost: dict[str, Any] | None
     # Stripe events stored but not (yet) applied, by status: received, retrying, failed.
     stripe_events_unapplied: dict[str, int] | None = field(default_factory=dict)
+    # Events that changed nothing on purpose (another product's on the same Stripe account, an
+    # older state): counted apart, they are no failure.
+    stripe_events_ignored: int | None = 0
     flush: FlushProgress = field(default_factory=lambda: FlushProgress(None, None, None))
     sql: str = SQL_OK
     unflushed_total: int = field(init=False)
@@ -151,6 +154,7 @@ class _SqlFigures:
     gaps: int
     redis_lost: dict[str, Any] | None
     stripe_events_unapplied: dict[str, int]
+    stripe_events_ignored: int
 
 
 def _sql_figures(engine: Engine, keys: Keys) -> _SqlFigures:
@@ -170,12 +174,18 @@ def _sql_figures(engine: Engine, keys: Keys) -> _SqlFigures:
             .where(T_STRIPE_EVENTS.c.status.in_(UNAPPLIED_EVENT_STATUSES))
             .group_by(T_STRIPE_EVENTS.c.status)
         ).all()
+        ignored = conn.execute(
+            select(func.count())
+            .select_from(T_STRIPE_EVENTS)
+            .where(T_STRIPE_EVENTS.c.status == "ignored")
+        ).scalar_one()
     lost = read_state(engine, keys, "redis_lost")
     return _SqlFigures(
         dead_letters=int(dead),
         gaps=int(gaps),
         redis_lost=json.loads(lost) if lost else None,
         stripe_events_unapplied={str(status): int(n) for status, n in unapplied},
+        stripe_events_ignored=int(ignored),
     )
 
 
@@ -202,6 +212,7 @@ def sync_status(
         gaps=None if figures is None else figures.gaps,
         redis_lost=None if figures is None else figures.redis_lost,
         stripe_events_unapplied=None if figures is None else figures.stripe_events_unapplied,
+        stripe_events_ignored=None if figures is None else figures.stripe_events_ignored,
         flush=progress,
         sql=SQL_DOWN if figures is None else SQL_OK,
     )
