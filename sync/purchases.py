@@ -295,7 +295,9 @@ class Purchases:
     # --- refunds and disputes ----------------------------------------------------------------
 
     def _charge_refunded(self, charge: dict[str, Any]) -> str:
-        pi = _str(charge, "payment_intent")
+        pi = _opt_str(charge, "payment_intent")
+        if pi is None:
+            return _no_payment_intent(charge)
         total = _int(charge, "amount_refunded")
         # Listed only on endpoints pinned before 2022-11-15 (later the list is not expanded).
         refunds = (charge.get("refunds") or {}).get("data") or []
@@ -310,14 +312,18 @@ class Purchases:
         return self._settle_payment(pi, f"refunded total {total}")
 
     def _refund(self, refund: dict[str, Any]) -> str:
-        pi = _str(refund, "payment_intent")
+        pi = _opt_str(refund, "payment_intent")
+        if pi is None:
+            return _no_payment_intent(refund)
         write_transaction(self.engine, lambda conn: _store_refund(conn, refund, pi))
         return self._settle_payment(
             pi, f"refund {_str(refund, 'id')} {refund.get('status') or 'succeeded'}"
         )
 
     def _dispute(self, dispute: dict[str, Any]) -> str:
-        pi = _str(dispute, "payment_intent")
+        pi = _opt_str(dispute, "payment_intent")
+        if pi is None:
+            return _no_payment_intent(dispute)
         did, status, amount = _str(dispute, "id"), _str(dispute, "status"), _int(dispute, "amount")
         write_transaction(
             self.engine, lambda conn: stripe_payments.store_dispute(conn, did, pi, amount, status)
@@ -759,6 +765,11 @@ def _store_refund(conn: Connection, refund: dict[str, Any], payment_intent: str)
         _int(refund, "amount"),
         refund.get("status") or "succeeded",
     )
+
+
+def _no_payment_intent(obj: dict[str, Any]) -> Ignored:
+    """Every creditmeter payment is a Checkout Session's or an invoice's payment intent."""
+    return Ignored(f"ignored: {obj.get('object')} {obj.get('id')} has no payment intent")
 
 
 def _moved(credits: int) -> str:

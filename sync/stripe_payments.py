@@ -99,19 +99,6 @@ def _disputed(conn: Connection, payment_intent: str) -> int:
     )
 
 
-def has_open_dispute(conn: Connection, payment_intent: str) -> bool:
-    d = T_STRIPE_DISPUTES.c
-    return bool(
-        conn.execute(
-            select(
-                exists().where(
-                    d.payment_intent_id == payment_intent, d.status.not_in(DISPUTE_CLEARED)
-                )
-            )
-        ).scalar_one()
-    )
-
-
 def raise_charge_refunded(conn: Connection, payment_intent: str, total_minor: int) -> None:
     stmt = dialect_insert(conn, T_STRIPE_PAYMENTS)
     c = T_STRIPE_PAYMENTS.c

@@ -535,8 +535,9 @@ def test_events_of_another_product_are_ignored_and_counted_apart(
     purchases: Purchases, engine: Engine, client: redis.Redis, keys: Keys
 ) -> None:
     """Item 13: Stripe's example session as it is (no creditmeter metadata), a subscription
-    and a paid invoice of a price that is no plan, for a customer creditmeter does not know:
-    each `ignored`, none failed, and sync health counts them apart."""
+    and a paid invoice of a price that is no plan, for a customer creditmeter does not know,
+    a refund and a dispute of another charge: each `ignored`, none failed, and sync health
+    counts them apart."""
     session = se.example(se.CURRENT, "checkout.session")
     session.update(payment_status="paid", status="complete", amount_total=1000, currency="usd")
     other_sub = se.subscription(
@@ -556,12 +557,16 @@ def test_events_of_another_product_are_ignored_and_counted_apart(
         se.event(se.CURRENT, "checkout.session.completed", session),
         se.event(se.CURRENT, "customer.subscription.created", other_sub),
         se.event(se.CURRENT, "invoice.paid", other_invoice),
+        # Stripe's examples as they are: a refund and an inquiry of a charge made without a
+        # payment intent (no Checkout Session, no invoice of creditmeter's).
+        se.event(se.CURRENT, "refund.created", se.example(se.CURRENT, "refund")),
+        se.event(se.CURRENT, "charge.dispute.created", se.example(se.CURRENT, "dispute")),
     ]
     before = sync_status(client, engine, keys)  # the SQL database is shared by the tests
     for e in events:
         assert isinstance(deliver(purchases, e), Ignored)
     after = sync_status(client, engine, keys)
-    assert after.stripe_events_ignored == (before.stripe_events_ignored or 0) + 3
+    assert after.stripe_events_ignored == (before.stripe_events_ignored or 0) + 5
     assert after.stripe_events_unapplied == before.stripe_events_unapplied
     with engine.connect() as conn:
         statuses = conn.execute(
@@ -569,4 +574,4 @@ def test_events_of_another_product_are_ignored_and_counted_apart(
                 T_STRIPE_EVENTS.c.id.in_([e["id"] for e in events])
             )
         ).scalars()
-        assert list(statuses) == ["ignored"] * 3
+        assert list(statuses) == ["ignored"] * 5
