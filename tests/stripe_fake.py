@@ -153,11 +153,18 @@ class FakeStripe:
         assert status is None or status >= 400
         self._failure_status = status
 
-    def add_price(self, unit_amount: int, *, currency: str = "usd", recurring: bool = True) -> str:
+    def add_price(
+        self,
+        unit_amount: int,
+        *,
+        id: str | None = None,
+        currency: str = "usd",
+        recurring: bool = True,
+    ) -> str:
         """A price the account has (a plan's is recurring, monthly); returns its id."""
         price = example("price")
         price.update(
-            id=new_id("price"),
+            id=id or new_id("price"),
             created=_now(),
             currency=currency,
             unit_amount=unit_amount,
