@@ -267,8 +267,8 @@ def test_a_purchase_stripe_would_refuse_is_422_before_any_call_to_stripe(
 ) -> None:
     acct = account("tiny")
     calls = len(fake_stripe.requests)
-    # 10 credits cost 100 cents by the slabs; a price table may go lower than Stripe's $0.50
-    # only through a discount, so the check is made on the final amount, before Stripe.
+    # 999 x 10 + 12,499,001 x 8 cents: past Stripe's eight digits. The check is made on the
+    # final amount (a plan's discount may also take a purchase below Stripe's minimum).
     huge = http.post(
         "/v1/checkout/sessions",
         json={"account_id": acct, "credit_type": "credits", "credits": 12_500_000, **URLS},
