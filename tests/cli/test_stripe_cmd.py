@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from meter.settings import get_settings
+from sync import purchases
 from sync.context import context
 from sync.models import T_PLANS
-from sync.purchases import event_status, load_event, store_event
+from sync.purchases import event_status, store_event
 from tests import stripe_fake as sf
 
 runner = CliRunner()
@@ -114,7 +115,7 @@ def test_sync_stores_subscription_and_invoice_events_as_sent_and_applies_the_lat
     assert "Decimal" not in r.output and "3 events from Stripe" in r.output
     engine = context(get_settings()).engine
     for e in events:  # stored exactly as Stripe sent them: "2000", "2000.5" stay strings
-        assert load_event(engine, e["id"]) == e
+        assert purchases.load_event(engine, e["id"]) == e
     assert [line.split()[0] for line in r.output.splitlines()[:3]] == [e["id"] for e in events]
     assert credits_of(acct) == 20
 
