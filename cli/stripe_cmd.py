@@ -56,20 +56,30 @@ def sync(
         since_s = _parse_since(since)
         refuse_missing_sqlite(get_settings())
         ctx = context(get_settings())
-        seen = applied = 0
-        for event in events_since(client_for(ctx.settings), since_s):
-            seen += 1
+        # Stripe lists newest first; they are applied in the order Stripe created them.
+        events = list(events_since(client_for(ctx.settings), since_s))[::-1]
+    except Exception as exc:
+        _fail(exc)
+        return
+    applied = failed = 0
+    for event in events:
+        try:
             if not store_event(ctx.engine, event, json.dumps(event)):
                 continue  # the webhook received it
             outcome = apply_stored_event(ctx, event["id"])
             applied += 1
-            out.print(
-                f"{escape(event['id'])} {escape(event['type'])}: {escape(outcome)}", soft_wrap=True
-            )
-    except Exception as exc:
-        _fail(exc)
-        return
-    out.print(f"{seen} events from Stripe since {since}; {applied} were new and applied")
+        except Exception as exc:  # one event that cannot be applied does not stop the others
+            failed += 1
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+        out.print(
+            f"{escape(event['id'])} {escape(event['type'])}: {escape(outcome)}", soft_wrap=True
+        )
+    out.print(
+        f"{len(events)} events from Stripe since {since}; {applied} were new and applied"
+        + (f"; {failed} failed (see `creditmeter stripe replay`)" if failed else "")
+    )
+    if failed:
+        raise typer.Exit(1)
 
 
 def _parse_since(text: str) -> int:

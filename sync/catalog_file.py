@@ -298,6 +298,9 @@ def _parse_packs(source: str, value: object) -> dict[str, Any]:
             )
         )
         f.done()
+        refusal = pricing.stripe_refusal(packs[-1].amount, packs[-1].currency)
+        if refusal is not None:
+            f.fail("amount", f"Stripe would refuse it: {_reason(refusal)}")
     _unique(source, "packs", [p.id for p in packs])
     return {"packs": tuple(packs)}
 
@@ -348,8 +351,20 @@ def _parse_prices(source: str, value: object) -> dict[str, Any]:
         raw = f.take("slabs", _slab_list)
         f.done()
         slabs = _slabs(source, where, raw, mode, minimum)
-        tables.append(PriceTable(credit_type, currency, mode, minimum, slabs))
+        table = PriceTable(credit_type, currency, mode, minimum, slabs)
+        try:
+            smallest = pricing.price(table, minimum).amount
+        except pricing.PricingError as exc:
+            f.fail("minimum", _reason(exc))
+        refusal = pricing.stripe_refusal(smallest, currency)
+        if refusal is not None:
+            f.fail("minimum", f"Stripe would refuse its price: {_reason(refusal)}")
+        tables.append(table)
     return {"prices": tuple(tables)}
+
+
+def _reason(exc: pricing.PricingError) -> str:
+    return str(exc).removeprefix(f"{exc.field}: ")
 
 
 def _parse_plans(source: str, value: object) -> dict[str, Any]:

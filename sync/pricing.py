@@ -48,6 +48,19 @@ CURRENCY_RE: Final = re.compile(r"^[a-z]{3}$")  # ISO 4217, lower case as Stripe
 PARKED_PRICE_PREFIX: Final = "~"  # no Stripe id has it; see save_plans
 
 Mode = Literal["volume", "graduated"]
+
+# Stripe's minimum charge per presentment currency, in its minor units as the API takes them
+# (docs.stripe.com/currencies, "Minimum and maximum charge amounts"; jpy has no minor unit,
+# huf is sent in hundredths). Any other currency's minimum is "the equivalent of 0.50 USD",
+# which only Stripe can convert: those are left to Stripe, whose refusal is a 422.
+STRIPE_CHARGE_MINOR_MIN: Final = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
+    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
+    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
+    "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
+STRIPE_AMOUNT_MINOR_MAX: Final = 99_999_999  # Stripe takes amounts of up to eight digits
+
 Step = dict[str, int | str | None]
 
 
@@ -366,6 +379,34 @@ class Quote:
     breakdown: tuple[Step, ...]  # slab or pack steps, the discount (if any), the total
     plan_id: str | None = None  # the plan whose discount applies
     pack_id: str | None = None
+
+
+def stripe_refusal(amount: int, currency: str) -> PricingError | None:
+    """Why Stripe would refuse to charge `amount` (minor units) in `currency`, or None."""
+    low = STRIPE_CHARGE_MINOR_MIN.get(currency, 1)
+    if amount < low:
+        return BelowMinimum(
+            "amount",
+            f"{amount} {currency} minor units is below Stripe's minimum charge of {low}",
+            minimum=low,
+        )
+    if amount > STRIPE_AMOUNT_MINOR_MAX:
+        return AboveMaximum(
+            "amount",
+            f"{amount} {currency} minor units is above Stripe's maximum amount of"
+            f" {STRIPE_AMOUNT_MINOR_MAX}",
+            maximum=STRIPE_AMOUNT_MINOR_MAX,
+        )
+    return None
+
+
+def chargeable(quote: Quote) -> Quote:
+    """`quote`, when Stripe would charge its amount (a plan's discount may take a small
+    purchase below the minimum); else the PricingError, before any call to Stripe."""
+    refusal = stripe_refusal(quote.amount, quote.currency)
+    if refusal is not None:
+        raise refusal
+    return quote
 
 
 def _credits(value: object) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import stripe
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
 from meter.settings import Settings
 from meter.times import now_ms
@@ -27,19 +29,34 @@ from sync.sqlops import insert_ignore
 
 NETWORK_RETRIES = 2  # the client retries a dropped connection with the same idempotency key
 METADATA_VALUE_LEN_MAX = 500  # Stripe's limit per metadata value
+log = logging.getLogger("creditmeter.stripe")
 
 
 class StripeUnavailable(RuntimeError):
-    """Stripe could not be reached or refused the call (the API answers 502)."""
+    """Stripe could not be reached, failed (5xx) or asked us to slow down (429): the same
+    request may succeed later (the API answers 502 stripe-unavailable)."""
 
 
-class StripeIdempotencyReused(ValueError):
+class StripeRefused(ValueError):
+    """Stripe refused the request for good (a 4xx other than 401, 403 and 429): sending it
+    again cannot succeed. `message` is Stripe's own, `code` and `param` as Stripe sent them
+    (amount_too_small, resource_missing...). The API answers 422 stripe-refused."""
+
+    def __init__(self, what: str, message: str, *, code: str | None, param: str | None) -> None:
+        super().__init__(f"Stripe {what} refused: {message}")
+        self.stripe_message = message
+        self.code = code
+        self.param = param
+
+
+class StripeIdempotencyReused(StripeRefused):
     """Stripe refused an idempotency key sent before with other parameters (the API answers
     422 idempotency-key-reused: the client's mistake, not an outage)."""
 
 
 class StripeNotConfigured(RuntimeError):
-    """CREDITMETER_STRIPE_SECRET_KEY is not set."""
+    """CREDITMETER_STRIPE_SECRET_KEY is not set, or Stripe refuses it (401, 403): no request
+    of a client can succeed until an operator fixes the key (the API answers 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +84,23 @@ def client_for(settings: Settings) -> stripe.StripeClient:
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except stripe.IdempotencyError as exc:
-        raise StripeIdempotencyReused(f"Stripe {what} refused: {exc.user_message or exc}") from exc
     except stripe.StripeError as exc:
-        raise StripeUnavailable(f"Stripe {what} failed: {type(exc).__name__}: {exc}") from exc
+        raise _classified(what, exc) from exc
+
+
+def _classified(what: str, exc: stripe.StripeError) -> Exception:
+    """Stripe's answer as one of our three failures, by who can mend it: the client
+    (StripeRefused), the operator (StripeNotConfigured) or time (StripeUnavailable)."""
+    message = exc.user_message or str(exc)
+    status = exc.http_status or 0
+    if isinstance(exc, stripe.IdempotencyError):
+        return StripeIdempotencyReused(what, message, code=exc.code, param=None)
+    if status in (401, 403):
+        return StripeNotConfigured(f"Stripe {what} refused the secret key: {message}")
+    if 400 <= status < 500 and status != 429:
+        param = getattr(exc, "param", None)
+        return StripeRefused(what, message, code=exc.code, param=param)
+    return StripeUnavailable(f"Stripe {what} failed: {type(exc).__name__}: {message}")
 
 
 def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -> str:
@@ -79,11 +109,17 @@ def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -
     known = _stored_customer(engine, account_id)
     if known:
         return known
+    return _new_customer(engine, client, account_id, _digest(account_id))
+
+
+def _new_customer(
+    engine: Engine, client: stripe.StripeClient, account_id: str, key_digest: str
+) -> str:
     customer = _call(
         "customer create",
         client.v1.customers.create,
         params={"metadata": {"account_id": account_id}},
-        options={"idempotency_key": f"creditmeter-customer-{_digest(account_id)}"},
+        options={"idempotency_key": f"creditmeter-customer-{key_digest}"},
     )
     write_transaction(
         engine,
@@ -95,6 +131,26 @@ def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -
     stored = _stored_customer(engine, account_id)  # the first of two racing checkouts wins
     assert stored is not None
     return stored
+
+
+def _replace_customer(
+    engine: Engine, client: stripe.StripeClient, account_id: str, stale: str
+) -> str:
+    """A new customer for an account whose stored one Stripe no longer knows (deleted, or
+    made with the other mode's key). The idempotency key names the stale customer: two
+    checkouts that both find it stale make one new customer, and a later stale one makes
+    another."""
+    log.warning("stripe customer %s of %s is gone at Stripe: creating another", stale, account_id)
+    write_transaction(
+        engine,
+        lambda conn: conn.execute(
+            delete(T_STRIPE_CUSTOMERS).where(
+                T_STRIPE_CUSTOMERS.c.account_id == account_id,
+                T_STRIPE_CUSTOMERS.c.customer_id == stale,
+            )
+        ),
+    )
+    return _new_customer(engine, client, account_id, _digest(account_id, stale))
 
 
 def _stored_customer(engine: Engine, account_id: str) -> str | None:
@@ -184,12 +240,14 @@ def checkout_plan(
             "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
         },
     )
-    amount = session.get("amount_total")
+    # Stripe prices the plan: amount_total comes from its price (None until it knows it).
+    # stripe-python 16's StripeObject has attributes only (no dict .get()).
+    amount = session.amount_total
     return Checkout(
         session.id,
         session.url,
         amount if isinstance(amount, int) else None,
-        session.get("currency"),
+        session.currency,
         "subscription",
     )
 
@@ -201,21 +259,39 @@ def _create_session(
     request_key: str,
     params: dict[str, Any],
 ) -> Any:
-    """A Checkout Session of the account's customer, keyed by the account and the request."""
+    """A Checkout Session of the account's customer, keyed by the account, the request and
+    the customer. A stored customer Stripe answers `resource_missing` for is replaced once."""
+    customer = customer_for(engine, client, account_id)
+    try:
+        return _session_of(client, account_id, request_key, customer, params)
+    except StripeRefused as exc:
+        if exc.code != "resource_missing" or exc.param != "customer":
+            raise
+    customer = _replace_customer(engine, client, account_id, customer)
+    return _session_of(client, account_id, request_key, customer, params)
+
+
+def _session_of(
+    client: stripe.StripeClient,
+    account_id: str,
+    request_key: str,
+    customer: str,
+    params: dict[str, Any],
+) -> Any:
+    # The customer is in the key: the retry with a new customer is another request for
+    # Stripe, and a client's retry after it replays that session.
+    key = f"creditmeter-checkout-{_digest(account_id, request_key, customer)}"
     return _call(
         "checkout session create",
         client.v1.checkout.sessions.create,
-        params={
-            **params,
-            "customer": customer_for(engine, client, account_id),
-            "client_reference_id": account_id,
-        },
-        options={"idempotency_key": f"creditmeter-checkout-{_digest(account_id, request_key)}"},
+        params={**params, "customer": customer, "client_reference_id": account_id},
+        options={"idempotency_key": key},
     )
 
 
 def events_since(client: stripe.StripeClient, since_s: int) -> Iterator[dict[str, Any]]:
-    """Every event Stripe created at or after `since_s` (Stripe keeps 30 days), newest first."""
+    """Every event Stripe created at or after `since_s` (Stripe keeps 30 days), newest
+    first, each as the JSON Stripe sent (see `as_sent`)."""
     page = _call(
         "event list",
         client.v1.events.list,
@@ -223,9 +299,23 @@ def events_since(client: stripe.StripeClient, since_s: int) -> Iterator[dict[str
     )
     try:
         for event in page.auto_paging_iter():
-            yield event.to_dict()
+            yield as_sent(event)
     except stripe.StripeError as exc:
-        raise StripeUnavailable(f"Stripe event list failed: {exc}") from exc
+        raise _classified("event list", exc) from exc
+
+
+def as_sent(obj: stripe.StripeObject) -> dict[str, Any]:
+    """A Stripe object as plain JSON values. stripe-python 16 turns the `*_decimal` strings
+    (unit_amount_decimal, quantity_decimal...) into Decimal, which json cannot write; they
+    go back to the strings Stripe sent ("2000", "0.5"), exactly as a webhook delivers them."""
+    text = json.dumps(obj.to_dict(), default=_decimal_text)
+    return dict(json.loads(text))
+
+
+def _decimal_text(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _digest(*parts: str) -> str:

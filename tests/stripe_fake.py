@@ -7,9 +7,13 @@
         )
         fake.add_event(event("invoice.paid", invoice(...)))
 
-FakeStripe serves customers, Checkout Sessions and events, records every request, replays
-idempotent POSTs as Stripe does, and fails on demand (`fail_with`, `stop`). The builders
-return plain dicts in the shape of the API version the installed client pins.
+FakeStripe serves customers, prices (`add_price`), Checkout Sessions and events, records
+every request, replays idempotent POSTs as Stripe does, and fails on demand (`fail_with`,
+`stop`). It is strict: a request the real API would refuse (unknown or missing parameters,
+wrong types, tests/stripe_params.py; an unknown customer or price, an amount outside
+Stripe's limits, a parameter of the other mode) is refused with Stripe's error body. Its
+answers start from Stripe's published example objects (tests/stripe_objects/, `example`).
+The event builders return plain dicts in the shape of the API version the client pins.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
+from tests import stripe_params
+from tests.stripe_params import OBJECTS_DIR, ParamError
+
 JSON = dict[str, Any]
 
 API_VERSION: str = stripe.api_version  # the version stripe 16.1.0 sends and expects
@@ -43,6 +50,16 @@ DISPUTE_EVIDENCE_S = 7 * 24 * 3600  # time given to answer a dispute
 SERVE_POLL_S = 0.02  # stop() waits up to this for the serving loop (the default is 0.5 s)
 ID_CHARS = string.ascii_letters + string.digits
 CREATED_OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+# Stripe's minimum charge per currency in minor units (docs.stripe.com/currencies), kept
+# apart from sync/pricing.py on purpose: the fake does not take the code's word for it.
+CHARGE_MINOR_MIN = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50, "huf": 17500, "mxn": 1000}
+AMOUNT_MINOR_MAX = 99_999_999  # Stripe takes amounts of up to eight digits
+
+
+def example(resource: str) -> JSON:
+    """A fresh copy of Stripe's published example object of `resource` ("checkout.session"),
+    from stripe/openapi's fixtures3.json (tests/stripe_objects/README.md)."""
+    return dict(json.loads((OBJECTS_DIR / f"{resource}.json").read_text()))
 
 
 def new_id(prefix: str) -> str:
@@ -108,6 +125,8 @@ class FakeStripe:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._events: list[JSON] = []
+        self._customers: dict[str, JSON] = {}  # by id; a deleted one is Stripe's stub
+        self._prices: dict[str, JSON] = {}
         self._idempotent: dict[str, tuple[tuple[str, str, JSON], _Reply]] = {}
         self._failure_status: int | None = None
         self._lock = threading.Lock()  # handler threads share all of the state above
@@ -133,6 +152,31 @@ class FakeStripe:
         The failure is in front of the API, so nothing is stored for its idempotency key."""
         assert status is None or status >= 400
         self._failure_status = status
+
+    def add_price(
+        self,
+        unit_amount: int,
+        *,
+        id: str | None = None,
+        currency: str = "usd",
+        recurring: bool = True,
+    ) -> str:
+        """A price the account has (a plan's is recurring, monthly); returns its id."""
+        price = example("price")
+        price.update(
+            id=id or new_id("price"),
+            created=_now(),
+            currency=currency,
+            unit_amount=unit_amount,
+            unit_amount_decimal=str(unit_amount),
+            product=new_id("prod"),
+            transform_quantity=None,
+        )
+        if not recurring:
+            price.update(recurring=None, type="one_time")
+        with self._lock:
+            self._prices[price["id"]] = price
+        return str(price["id"])
 
     def add_event(self, event: JSON) -> None:
         assert event["object"] == "event" and event["id"] and isinstance(event["created"], int)
@@ -178,29 +222,132 @@ class FakeStripe:
         return _Reply(reply.status, reply.body, {"Idempotent-Replayed": "true"})
 
     def _route(self, request: RecordedRequest) -> _Reply:
-        match request.method, request.path.strip("/").split("/"):
+        parts = request.path.strip("/").split("/")
+        endpoint = _endpoint(request.method, parts)
+        if endpoint is None:
+            return _error(
+                404,
+                "invalid_request_error",
+                f"Unrecognized request URL ({request.method}: {request.path}).",
+            )
+        try:
+            stripe_params.check(endpoint, request.query if request.method == "GET" else {})
+            stripe_params.check(endpoint, request.params)
+            return self._serve(request, parts)
+        except ParamError as exc:
+            extra = {"param": exc.param, **({"code": exc.code} if exc.code else {})}
+            return _error(exc.status, "invalid_request_error", exc.message, **extra)
+
+    def _serve(self, request: RecordedRequest, parts: list[str]) -> _Reply:
+        match request.method, parts:
             case "POST", ["v1", "customers"]:
-                return _Reply(200, _customer(request.params))
+                customer = _customer(request.params)
+                self._customers[customer["id"]] = customer
+                return _Reply(200, customer)
+            case "GET", ["v1", "customers", customer_id]:
+                return _Reply(200, self._customer_of(customer_id))
+            case "DELETE", ["v1", "customers", customer_id]:
+                self._customer_of(customer_id)
+                gone = example("deleted_customer")
+                gone["id"] = customer_id
+                self._customers[customer_id] = gone
+                return _Reply(200, gone)
             case "POST", ["v1", "checkout", "sessions"]:
-                return _open_checkout_session(request.params)
+                return _Reply(200, self._open_checkout_session(request.params))
             case "GET", ["v1", "events"]:
                 return self._list_events(request.query)
             case "GET", ["v1", "events", event_id]:
                 found = [e for e in self._events if e["id"] == event_id]
                 if found:
                     return _Reply(200, found[0])
-                return _error(
-                    404,
-                    "invalid_request_error",
-                    f"No such event: '{event_id}'",
-                    code="resource_missing",
-                    param="id",
+                raise _missing("event", event_id, "id", 404)
+        raise AssertionError(f"no route for {request.method} {request.path}")
+
+    def _customer_of(self, customer_id: str) -> JSON:
+        if customer_id not in self._customers:
+            raise _missing("customer", customer_id, "id", 404)
+        return self._customers[customer_id]
+
+    def _open_checkout_session(self, params: JSON) -> JSON:
+        """A new hosted session, after the checks Stripe makes beyond parameter types."""
+        mode = params.get("mode", "payment")
+        customer = params.get("customer")
+        if customer is not None and self._customers.get(customer, {"deleted": True}).get("deleted"):
+            raise _missing("customer", customer, "customer")
+        for other, only in (
+            ("payment_intent_data", "payment"),
+            ("subscription_data", "subscription"),
+        ):
+            if other in params and mode != only:
+                raise ParamError(
+                    f"You can only pass `{other}` in `{only}` mode.", other, "parameter_unknown"
                 )
-        return _error(
-            404,
-            "invalid_request_error",
-            f"Unrecognized request URL ({request.method}: {request.path}).",
-        )
+        line_items = params.get("line_items") or []
+        if mode in ("payment", "subscription") and not line_items:
+            raise ParamError(
+                "Missing required param: line_items.", "line_items", "parameter_missing"
+            )
+        currencies, amount_total = set(), 0
+        for i, item in enumerate(line_items):
+            price = self._line_price(item, f"line_items[{i}]", mode)
+            currencies.add(price["currency"])
+            amount_total += int(price["unit_amount"]) * int(item["quantity"])
+        currency = currencies.pop() if len(currencies) == 1 else None
+        if currencies:
+            raise ParamError(
+                "All line items must have the same currency.", "line_items", "parameter_invalid"
+            )
+        if line_items:
+            _check_amount(amount_total, str(currency))
+        return _session(params, mode, amount_total if line_items else None, currency)
+
+    def _line_price(self, item: JSON, param: str, mode: str) -> JSON:
+        """The price of one line item: a price id the account has, or inline price_data."""
+        if ("price" in item) == ("price_data" in item):
+            raise ParamError(
+                "You must specify exactly one of these parameters: price, price_data.",
+                param,
+                "parameters_exclusive" if "price" in item else "parameter_missing",
+            )
+        if "quantity" not in item:
+            raise ParamError(
+                f"Missing required param: {param}[quantity].",
+                f"{param}[quantity]",
+                "parameter_missing",
+            )
+        if "price" in item:
+            price = self._prices.get(item["price"])
+            if price is None:
+                raise _missing("price", item["price"], f"{param}[price]")
+            recurring = price["recurring"] is not None
+        else:
+            data = item["price_data"]
+            if ("product" in data) == ("product_data" in data):
+                raise ParamError(
+                    "You must specify exactly one of these parameters: product, product_data.",
+                    f"{param}[price_data]",
+                )
+            if "unit_amount" not in data:
+                raise ParamError(
+                    f"Missing required param: {param}[price_data][unit_amount].",
+                    f"{param}[price_data][unit_amount]",
+                    "parameter_missing",
+                )
+            price = {"currency": data["currency"], "unit_amount": data["unit_amount"]}
+            recurring = "recurring" in data
+        if mode == "payment" and recurring:
+            raise ParamError(
+                "You specified `payment` mode but passed a recurring price. Either switch to"
+                " `subscription` mode or use only one-time prices.",
+                param,
+            )
+        if mode == "subscription" and not recurring:
+            raise ParamError(
+                "You must provide at least one recurring price in `subscription` mode when"
+                " using prices.",
+                param,
+            )
+        return price
 
     def _list_events(self, query: JSON) -> _Reply:
         limit = int(query.get("limit", EVENTS_LIMIT_DEFAULT))
@@ -273,78 +420,95 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: tests read `FakeStripe.requests`, not a log line per call."""
 
 
-def _customer(params: JSON) -> JSON:
-    return {
-        "id": new_id("cus"),
-        "object": "customer",
-        "address": None,
-        "balance": 0,
-        "created": _now(),
-        "currency": None,
-        "default_source": None,
-        "delinquent": False,
-        "description": params.get("description"),
-        "discount": None,
-        "email": params.get("email"),
-        "invoice_prefix": secrets.token_hex(4).upper(),
-        "invoice_settings": {
-            "custom_fields": None,
-            "default_payment_method": None,
-            "footer": None,
-            "rendering_options": None,
-        },
-        "livemode": False,
-        "metadata": params.get("metadata") or {},
-        "name": params.get("name"),
-        "phone": params.get("phone"),
-        "preferred_locales": [],
-        "shipping": None,
-        "tax_exempt": "none",
-        "test_clock": None,
-    }
+def _endpoint(method: str, parts: list[str]) -> str | None:
+    """The rules' name of a request ("GET /v1/customers/{id}"), None for a URL not served."""
+    match method, parts:
+        case "POST", ["v1", "customers"] | ["v1", "checkout", "sessions"]:
+            return f"POST /{'/'.join(parts)}"
+        case "GET", ["v1", "events"]:
+            return "GET /v1/events"
+        case (("GET" | "DELETE"), ["v1", ("customers" | "events") as kind, _]):
+            return f"{method} /v1/{kind}/{{id}}"
+    return None
 
 
-def _open_checkout_session(params: JSON) -> _Reply:
-    """A new hosted session; its amount is known only when every line item has
-    price_data (a price id would need the catalog, which the fake does not keep)."""
-    mode = params.get("mode", "payment")
-    if mode not in ("payment", "subscription", "setup"):
-        return _error(400, "invalid_request_error", f"Invalid mode: {mode}.", param="mode")
-    line_items = params.get("line_items", [])
-    priced = [item for item in line_items if "price_data" in item]
-    amount_total = None
-    if line_items and len(priced) == len(line_items):
-        amount_total = sum(
-            int(item["price_data"]["unit_amount"]) * int(item.get("quantity", 1)) for item in priced
+def _missing(resource: str, id: str, param: str, status: int = 400) -> ParamError:
+    """Stripe's resource_missing: 404 for the object of the URL, 400 for one a parameter
+    names (a deleted customer, or one made with the other mode's key)."""
+    return ParamError(f"No such {resource}: '{id}'", param, "resource_missing", status)
+
+
+def _check_amount(amount: int, currency: str) -> None:
+    low = CHARGE_MINOR_MIN.get(currency, 1)
+    if amount < low:
+        raise ParamError(
+            f"The Checkout Session's total amount due must add up to at least {low} {currency}"
+            " (in the currency's smallest unit).",
+            "line_items",
+            "amount_too_small",
         )
+    if amount > AMOUNT_MINOR_MAX:
+        raise ParamError(
+            f"The Checkout Session's total amount due must be no more than {AMOUNT_MINOR_MAX}"
+            f" {currency} (in the currency's smallest unit).",
+            "line_items",
+            "amount_too_large",
+        )
+
+
+def _customer(params: JSON) -> JSON:
+    customer = example("customer")
+    customer.update(
+        id=new_id("cus"),
+        created=_now(),
+        currency=None,
+        discount=None,
+        description=params.get("description"),
+        email=params.get("email"),
+        invoice_prefix=secrets.token_hex(4).upper(),
+        metadata=params.get("metadata") or {},
+        name=params.get("name"),
+        phone=params.get("phone"),
+        shipping=None,
+    )
+    return customer
+
+
+def _session(params: JSON, mode: str, amount_total: int | None, currency: str | None) -> JSON:
+    """A new open session: Stripe's example with what the request set. No payment intent
+    exists before the customer pays (API 2022-08-01 on)."""
+    session = example("checkout.session")
     session_id = new_id("cs_test")
     created = _now()
-    session = {
-        "id": session_id,
-        "object": "checkout.session",
-        "amount_subtotal": amount_total,
-        "amount_total": amount_total,
-        "cancel_url": params.get("cancel_url"),
-        "client_reference_id": params.get("client_reference_id"),
-        "created": created,
-        "currency": params.get("currency")
-        or next((item["price_data"].get("currency") for item in priced), None),
-        "customer": params.get("customer"),
-        "customer_email": params.get("customer_email"),
-        "expires_at": int(params.get("expires_at", created + SESSION_TTL_S)),
-        "invoice": None,
-        "livemode": False,
-        "metadata": params.get("metadata") or {},
-        "mode": mode,
-        "payment_intent": None,
-        "payment_status": "unpaid",
-        "status": "open",
-        "subscription": None,
-        "success_url": params.get("success_url"),
-        "ui_mode": params.get("ui_mode", "hosted"),
-        "url": f"https://checkout.stripe.com/c/pay/{session_id}",
-    }
-    return _Reply(200, session)
+    session.update(
+        id=session_id,
+        after_expiration=None,
+        amount_subtotal=amount_total,
+        amount_total=amount_total,
+        cancel_url=params.get("cancel_url"),
+        client_reference_id=params.get("client_reference_id"),
+        collected_information=None,
+        created=created,
+        currency=currency,
+        customer=params.get("customer"),
+        customer_details=None,
+        customer_email=params.get("customer_email"),
+        expires_at=int(params.get("expires_at", created + SESSION_TTL_S)),
+        invoice=None,
+        metadata=params.get("metadata") or {},
+        mode=mode,
+        payment_intent=None,
+        payment_status="unpaid",
+        shipping_address_collection=None,
+        shipping_cost=None,
+        status="open",
+        subscription=None,
+        success_url=params.get("success_url"),
+        total_details={"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        ui_mode=params.get("ui_mode", "hosted"),
+        url=f"https://checkout.stripe.com/c/pay/{session_id}",
+    )
+    return session
 
 
 def event(type: str, obj: JSON, *, id: str | None = None, created: int | None = None) -> JSON:

@@ -16,6 +16,7 @@ from tests.stripe_fake import (
     checkout_session,
     compute_v1,
     event,
+    example,
     invoice,
     parse_form,
     refund,
@@ -101,11 +102,125 @@ def test_customer_and_session_are_recorded(fake: FakeStripe, client: stripe.Stri
     assert fake.calls("POST", "/v1/customers")[0].headers["idempotency-key"]
 
 
-def test_session_amount_unknown_for_price_ids(client: stripe.StripeClient) -> None:
-    session = client.v1.checkout.sessions.create(
-        params={"mode": "subscription", "line_items": [{"price": "price_pro", "quantity": 1}]}
+def test_a_plan_session_is_priced_by_a_price_the_account_has(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    price = fake.add_price(2000)
+    customer = client.v1.customers.create(params={"metadata": {"account_id": "acct-1"}})
+    plan = {
+        "mode": "subscription",
+        "customer": customer.id,
+        "line_items": [{"price": price, "quantity": 1}],
+        "subscription_data": {"metadata": {"plan_id": "pro"}},
+    }
+    session = client.v1.checkout.sessions.create(params=plan)
+    assert (session.mode, session.amount_total, session.currency) == ("subscription", 2000, "usd")
+    assert session.payment_intent is None and session.subscription is None
+
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.checkout.sessions.create(
+            params={**plan, "line_items": [{"price": "price_pro", "quantity": 1}]}
+        )
+    assert (unknown.value.code, unknown.value.param) == ("resource_missing", "line_items[0][price]")
+    one_time = fake.add_price(2000, recurring=False)
+    with pytest.raises(stripe.InvalidRequestError, match="recurring price"):
+        client.v1.checkout.sessions.create(
+            params={**plan, "line_items": [{"price": one_time, "quantity": 1}]}
+        )
+    with pytest.raises(stripe.InvalidRequestError, match="payment` mode but passed a recurring"):
+        client.v1.checkout.sessions.create(
+            params={"mode": "payment", "line_items": [{"price": price, "quantity": 1}]}
+        )
+
+
+def refused(client: stripe.StripeClient, params: dict) -> stripe.InvalidRequestError:
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.checkout.sessions.create(params=params)
+    assert caught.value.http_status == 400
+    return caught.value
+
+
+def test_session_requests_stripe_would_refuse_are_refused_with_its_error(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    good = session_params()
+    item = good["line_items"][0]
+    price_data = item["price_data"]
+
+    def with_item(**changes: object) -> dict:
+        return {**good, "line_items": [{**item, **changes}]}
+
+    def with_price(**changes: object) -> dict:
+        return with_item(price_data={**price_data, **changes})
+
+    unknown = refused(client, {**good, "credits": 50})
+    assert (unknown.code, unknown.param) == ("parameter_unknown", "credits")
+    assert str(unknown.user_message) == "Received unknown parameter: credits"
+    nested = refused(client, with_price(amount=500))
+    assert nested.param == "line_items[0][price_data][amount]"
+    no_currency = refused(client, with_price(currency=None))
+    assert (no_currency.code, no_currency.param) == (
+        "parameter_missing",
+        "line_items[0][price_data][currency]",
     )
-    assert session.mode == "subscription" and session.amount_total is None
+    no_name = refused(client, with_price(product_data={"description": "credits"}))
+    assert no_name.param == "line_items[0][price_data][product_data][name]"
+    not_integer = refused(client, with_price(unit_amount="5.5"))
+    assert (not_integer.code, str(not_integer.user_message)) == (
+        "parameter_invalid_integer",
+        "Invalid integer: 5.5",
+    )
+    assert refused(client, {**good, "mode": "rent"}).param == "mode"
+    assert refused(client, with_item(quantity=None)).param == "line_items[0][quantity]"
+    both = refused(client, with_item(price="price_x"))
+    assert both.code == "parameters_exclusive"
+    long_value = refused(client, {**good, "metadata": {"quote": "x" * 501}})
+    assert long_value.param == "metadata[quote]"
+    assert refused(client, {**good, "subscription_data": {"metadata": {"a": "b"}}}).param == (
+        "subscription_data"
+    )
+
+    small = refused(client, with_price(unit_amount=24))  # 2 x 24 cents: below $0.50
+    assert (small.code, small.param) == ("amount_too_small", "line_items")
+    large = refused(client, with_price(unit_amount=50_000_000))
+    assert large.code == "amount_too_large"
+    gone = refused(client, {**good, "customer": "cus_never"})
+    assert (gone.code, gone.param) == ("resource_missing", "customer")
+    assert not fake.calls("POST", "/v1/customers")
+
+
+def test_a_deleted_customer_is_missing_for_new_sessions(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create(params={"metadata": {"account_id": "acct-1"}})
+    assert client.v1.customers.retrieve(customer.id).id == customer.id
+    deleted = client.v1.customers.delete(customer.id)
+    assert deleted.deleted is True
+    missing = refused(client, {**session_params(), "customer": customer.id})
+    assert (missing.code, missing.param) == ("resource_missing", "customer")
+    with pytest.raises(stripe.InvalidRequestError) as never:
+        client.v1.customers.retrieve("cus_never")
+    assert never.value.http_status == 404
+
+
+def test_event_list_parameters_are_checked(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as bad:
+        client.v1.events.list(params={"created": {"gte": "yesterday"}})  # type: ignore[typeddict-item]
+    assert bad.value.param == "created[gte]"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.events.list(params={"since": 1})  # type: ignore[typeddict-unknown-key]
+    assert unknown.value.code == "parameter_unknown"
+
+
+def test_answers_have_the_shape_of_stripe_examples(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create(params={"metadata": {"account_id": "acct-1"}})
+    session = client.v1.checkout.sessions.create(
+        params={**session_params(), "customer": customer.id}
+    )
+    for answer, resource in ((customer, "customer"), (session, "checkout.session")):
+        assert set(answer.to_dict()) == set(example(resource)), resource
 
 
 def test_idempotency_replays_and_rejects_other_params(

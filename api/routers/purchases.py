@@ -79,7 +79,7 @@ def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api
             state.engine,
             client,
             account_id=body.account_id,
-            quote=quote,
+            quote=pricing.chargeable(quote),
             pack_id=body.pack_id,
             success_url=body.success_url,
             cancel_url=body.cancel_url,
@@ -89,6 +89,11 @@ def _checkout(state: AppState, body: CheckoutIn, request_key: str) -> stripe_api
         raise invalid(f"body.{exc.field}", str(exc)) from exc
     except stripe_api.StripeIdempotencyReused as exc:
         raise Problem(422, str(exc), slug="idempotency-key-reused") from exc
+    except stripe_api.StripeRefused as exc:
+        # Permanent: Stripe's message says what to change; retrying the same body cannot help.
+        raise Problem(
+            422, str(exc), slug="stripe-refused", stripe_code=exc.code, stripe_param=exc.param
+        ) from exc
     except stripe_api.StripeNotConfigured as exc:
         raise Problem(503, str(exc), slug="stripe-not-configured") from exc
     except stripe_api.StripeUnavailable as exc:

@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import stripe
 from sqlalchemy import Engine, select
 
 from meter.keys import Keys
+from sync.checkout_quotes import StoredQuote, quote_for
 from sync.models import T_PURCHASES, T_STRIPE_CUSTOMERS, T_STRIPE_EVENTS
 from tests import stripe_events
 from tests import stripe_fake as sf
@@ -39,11 +41,29 @@ currency = "usd"
 mode = "graduated"
 minimum = 10
 slabs = [{ from = 1, to = 999, unit_amount = 10 }, { from = 1000, unit_amount = 8 }]
+
+[[plans]]
+id = "pro"
+stripe_price_id = "price_cm_pro"
+allocations = { credits = 1000 }
+rollover_cap = 0
+discount_percent = 0
+
+[[plans]]
+id = "typo"
+stripe_price_id = "price_cm_typo"
+allocations = { credits = 10 }
+rollover_cap = 0
+discount_percent = 0
 """
+PLAN_PRICE_MINOR = 2000  # price_cm_pro at the fake Stripe; price_cm_typo is not there
 
 
 @pytest.fixture(scope="module")
-def api_env(stripe_api_env: dict[str, str], api_data_dir: Path) -> dict[str, str]:
+def api_env(
+    stripe_api_env: dict[str, str], api_data_dir: Path, fake_stripe: sf.FakeStripe
+) -> dict[str, str]:
+    fake_stripe.add_price(PLAN_PRICE_MINOR, id="price_cm_pro")
     catalog = api_data_dir / "catalog.toml"
     catalog.write_text(CATALOG)
     subprocess.run(
@@ -170,6 +190,176 @@ def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
         fake_stripe.fail_with(None)
     assert down.status_code == 502, down.text
     assert down.json()["type"] == "urn:creditmeter:problem:stripe-unavailable"
+
+
+# --- issue 13: plan checkout, Stripe's refusals, a gone customer, the stored quote ----------
+
+URLS = {"success_url": "https://app.example/ok", "cancel_url": "https://app.example/cancel"}
+
+
+def sessions_of(fake: sf.FakeStripe, acct: str) -> list[sf.RecordedRequest]:
+    return [
+        c
+        for c in fake.calls("POST", "/v1/checkout/sessions")
+        if c.params.get("client_reference_id") == acct
+    ]
+
+
+def test_plan_checkout_answers_the_session_stripe_created_with_its_amount(
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe
+) -> None:
+    acct = account("plan")
+    body = {"account_id": acct, "plan_id": "pro", **URLS}
+    r = http.post("/v1/checkout/sessions", json=body, headers=bearer(meter_key))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["id"].startswith("cs_test_") and out["url"].endswith(out["id"])
+    assert (out["amount"], out["currency"], out["mode"]) == (
+        PLAN_PRICE_MINOR,
+        "usd",
+        "subscription",
+    )
+    (call,) = sessions_of(fake_stripe, acct)
+    assert call.params["line_items"] == [{"price": "price_cm_pro", "quantity": "1"}]
+    assert call.params["subscription_data"]["metadata"] == {"account_id": acct, "plan_id": "pro"}
+
+
+def test_stripe_refusals_are_422_with_stripe_message_and_outages_stay_502(
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe
+) -> None:
+    acct = account("refused")
+    typo = http.post(
+        "/v1/checkout/sessions",
+        json={"account_id": acct, "plan_id": "typo", **URLS},
+        headers=bearer(meter_key),
+    )
+    assert typo.status_code == 422, typo.text
+    assert typo.headers["content-type"] == "application/problem+json"
+    problem = typo.json()
+    assert problem["type"] == "urn:creditmeter:problem:stripe-refused"
+    assert "No such price: 'price_cm_typo'" in problem["detail"]
+    assert (problem["stripe_code"], problem["stripe_param"]) == (
+        "resource_missing",
+        "line_items[0][price]",
+    )
+
+    pack = {"account_id": acct, "pack_id": "credits-small", **URLS}
+    for status, expected, slug in (
+        (400, 422, "stripe-refused"),
+        (404, 422, "stripe-refused"),
+        (401, 503, "stripe-not-configured"),
+        (429, 502, "stripe-unavailable"),
+        (500, 502, "stripe-unavailable"),
+        (503, 502, "stripe-unavailable"),
+    ):
+        fake_stripe.fail_with(status)
+        try:
+            r = http.post("/v1/checkout/sessions", json=pack, headers=bearer(meter_key))
+        finally:
+            fake_stripe.fail_with(None)
+        assert r.status_code == expected, (status, r.text)
+        assert r.json()["type"] == f"urn:creditmeter:problem:{slug}", status
+        if expected == 422:
+            assert f"Injected failure (HTTP {status})." in r.json()["detail"]
+
+
+def test_a_purchase_stripe_would_refuse_is_422_before_any_call_to_stripe(
+    http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe
+) -> None:
+    acct = account("tiny")
+    calls = len(fake_stripe.requests)
+    # 999 x 10 + 12,499,001 x 8 cents: past Stripe's eight digits. The check is made on the
+    # final amount (a plan's discount may also take a purchase below Stripe's minimum).
+    huge = http.post(
+        "/v1/checkout/sessions",
+        json={"account_id": acct, "credit_type": "credits", "credits": 12_500_000, **URLS},
+        headers=bearer(meter_key),
+    )
+    assert huge.status_code == 422, huge.text
+    assert huge.json()["errors"][0]["field"] == "body.amount"
+    assert "above Stripe's maximum amount of 99999999" in huge.text
+    assert len(fake_stripe.requests) == calls
+
+
+def test_a_customer_gone_at_stripe_is_recreated_once_and_the_checkout_succeeds(
+    http: httpx.Client,
+    meter_key: str,
+    fake_stripe: sf.FakeStripe,
+    api_engine: Engine,
+) -> None:
+    acct = account("stale")
+    body = {"account_id": acct, "pack_id": "credits-small", **URLS}
+
+    def checkout() -> httpx.Response:
+        return http.post("/v1/checkout/sessions", json=body, headers=bearer(meter_key))
+
+    def linked() -> str:
+        with api_engine.connect() as conn:
+            return str(
+                conn.execute(
+                    select(T_STRIPE_CUSTOMERS.c.customer_id).where(
+                        T_STRIPE_CUSTOMERS.c.account_id == acct
+                    )
+                ).scalar_one()
+            )
+
+    assert checkout().status_code == 201
+    first = linked()
+    stripe_client = sf_client(fake_stripe)
+    for _ in range(2):  # deleted in the Dashboard, then again: each time one new customer
+        stale = linked()
+        stripe_client.v1.customers.delete(stale)
+        r = checkout()
+        assert r.status_code == 201, r.text
+        assert linked() != stale
+        assert sessions_of(fake_stripe, acct)[-1].params["customer"] == linked()
+    customers = [
+        c
+        for c in fake_stripe.calls("POST", "/v1/customers")
+        if c.params["metadata"]["account_id"] == acct
+    ]
+    assert len(customers) == 3 and linked() != first
+    # Each stale customer was tried once: 1 + 2 x (stale, then new) sessions.
+    assert len(sessions_of(fake_stripe, acct)) == 5
+
+
+def sf_client(fake: sf.FakeStripe) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        "sk_test_fake", base_addresses={"api": fake.url}, max_network_retries=0
+    )
+
+
+def test_each_credits_checkout_stores_its_quote_by_session_id(
+    http: httpx.Client, meter_key: str, api_engine: Engine
+) -> None:
+    acct = account("quoted")
+    pack = http.post(
+        "/v1/checkout/sessions",
+        json={"account_id": acct, "pack_id": "credits-small", **URLS},
+        headers=bearer(meter_key),
+    )
+    custom = http.post(
+        "/v1/checkout/sessions",
+        json={"account_id": acct, "credit_type": "credits", "credits": 1200, **URLS},
+        headers=bearer(meter_key),
+    )
+    plan = http.post(
+        "/v1/checkout/sessions",
+        json={"account_id": acct, "plan_id": "pro", **URLS},
+        headers=bearer(meter_key),
+    )
+    assert {r.status_code for r in (pack, custom, plan)} == {201}
+    with api_engine.connect() as conn:
+        by_pack = quote_for(conn, pack.json()["id"])
+        by_custom = quote_for(conn, custom.json()["id"])
+        assert quote_for(conn, plan.json()["id"]) is None  # a plan grants its allocations
+        assert quote_for(conn, "cs_test_never") is None
+    assert by_pack == StoredQuote(
+        pack.json()["id"], acct, "credits", 50, 500, "usd", "credits-small"
+    )
+    assert by_custom == StoredQuote(
+        custom.json()["id"], acct, "credits", 1200, 999 * 10 + 201 * 8, "usd", None
+    )
 
 
 # --- webhook -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from meter.settings import get_settings
+from sync import purchases
 from sync.context import context
 from sync.models import T_PLANS
 from sync.purchases import event_status, store_event
@@ -91,6 +92,34 @@ def test_sync_applies_only_the_events_never_received(env: None, fake: sf.FakeStr
 
     again = runner.invoke(app, ["stripe", "sync", "--since", since])
     assert "0 were new" in again.output and credits_of(acct) == 60
+
+
+def test_sync_stores_subscription_and_invoice_events_as_sent_and_applies_the_later_ones(
+    env: None, fake: sf.FakeStripe
+) -> None:
+    """Issue 13 item 2: stripe-python 16 reads `*_decimal` fields as Decimal; `stripe sync`
+    crashed on them and never reached the events after."""
+    acct = f"dec-{uuid.uuid4().hex[:10]}"
+    now = int(time.time())
+    subscription = sf.example("subscription")
+    invoice = sf.example("invoice")
+    invoice["lines"]["data"][0]["pricing"]["unit_amount_decimal"] = "2000.5"
+    events = [
+        sf.event("customer.subscription.updated", subscription, created=now - 50),
+        sf.event("invoice.paid", invoice, created=now - 40),
+        purchase_event(acct, 20, now - 30),
+    ]
+    for e in events:
+        fake.add_event(e)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
+    r = runner.invoke(app, ["stripe", "sync", "--since", since])
+    print(f"\n$ creditmeter stripe sync --since {since}\n{r.output}")
+    assert "Decimal" not in r.output and "3 events from Stripe" in r.output
+    engine = context(get_settings()).engine
+    for e in events:  # stored exactly as Stripe sent them: "2000", "2000.5" stay strings
+        assert purchases.load_event(engine, e["id"]) == e
+    assert [line.split()[0] for line in r.output.splitlines()[:3]] == [e["id"] for e in events]
+    assert credits_of(acct) == 20
 
 
 def test_replay_applies_a_stored_event_once_and_an_unknown_one_fails(env: None) -> None:

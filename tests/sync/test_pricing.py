@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from sync import pricing
+from sync.catalog_file import CatalogError, parse_catalog
 from sync.db import write_transaction
 from sync.models import T_SUBSCRIPTIONS
 from sync.pricing import Pack, Plan, PriceTable, Slab
@@ -321,3 +322,80 @@ def test_volume_prices_every_credit_by_the_slab_holding_the_quantity(
     assert q.subtotal == credits * _unit(table, credits)
     assert q.amount + q.discount == q.subtotal
     _ints(q)
+
+
+# --- issue 13 item 11: what Stripe would refuse to charge --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "refused"),
+    [
+        (50, "usd", None),
+        (49, "usd", "below Stripe's minimum charge of 50"),
+        (30, "gbp", None),
+        (29, "gbp", "below Stripe's minimum charge of 30"),
+        (49, "jpy", "below Stripe's minimum charge of 50"),  # yen: no minor unit
+        (17_499, "huf", "below Stripe's minimum charge of 17500"),
+        (1, "isk", None),  # a currency whose minimum only Stripe can convert: left to Stripe
+        (99_999_999, "usd", None),
+        (100_000_000, "usd", "above Stripe's maximum amount of 99999999"),
+    ],
+)
+def test_stripe_refusal_by_currency_minimum_and_the_eight_digit_maximum(
+    amount: int, currency: str, refused: str | None
+) -> None:
+    refusal = pricing.stripe_refusal(amount, currency)
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and str(refusal).endswith(refused)
+        assert refusal.field == "amount" and set(refusal.details) <= {"minimum", "maximum"}
+
+
+def test_a_discount_below_stripe_minimum_is_not_chargeable() -> None:
+    table = PriceTable("credits", "usd", "graduated", 10, (Slab(1, None, 6),))
+    assert pricing.chargeable(pricing.price(table, 10)).amount == 60
+    with pytest.raises(pricing.BelowMinimum, match="below Stripe's minimum charge of 50"):
+        pricing.chargeable(pricing.price(table, 10, discount_percent=20))  # 48 cents
+
+
+PACK = '[[packs]]\nid = "p"\ncredits = 1\ncredit_type = "credits"\namount = {}\ncurrency = "usd"\n'
+GBP_PRICES = (
+    '[prices.credits]\ncurrency = "gbp"\nmode = "volume"\nminimum = {}\n'
+    "slabs = [{{ from = 1, unit_amount = 5 }}]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "refused", "accepted", "error"),
+    [
+        (
+            PACK,
+            49,
+            50,
+            "packs[p].amount: Stripe would refuse it: 49 usd minor units is below Stripe's"
+            " minimum charge of 50",
+        ),
+        (
+            PACK,
+            100_000_000,
+            99_999_999,
+            "packs[p].amount: Stripe would refuse it: 100000000 usd minor units is above"
+            " Stripe's maximum amount of 99999999",
+        ),
+        (
+            GBP_PRICES,
+            5,
+            6,
+            "prices.credits.minimum: Stripe would refuse its price: 25 gbp minor units is below"
+            " Stripe's minimum charge of 30",
+        ),
+    ],
+)
+def test_the_catalog_refuses_prices_stripe_would_refuse(
+    template: str, refused: int, accepted: int, error: str
+) -> None:
+    with pytest.raises(CatalogError) as caught:
+        parse_catalog(template.format(refused), "catalog.toml")
+    assert str(caught.value) == f"catalog.toml: {error}"
+    parse_catalog(template.format(accepted), "catalog.toml")
