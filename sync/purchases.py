@@ -592,27 +592,32 @@ class Purchases:
         expired; else says when to try."""
         with self.engine.connect() as conn:
             prev = _previous_period(conn, pid)
-        if prev is None:
+        if not prev:
             return None
-        if prev.period_end_ms > now_ms():
-            return RolloverDue(pid, prev.period_end_ms)
+        if prev[0].period_end_ms > now_ms():
+            return RolloverDue(pid, prev[0].period_end_ms)
         self.rollover(pid)
         return None
 
     def rollover(self, pid: str) -> str:
-        """Moves the unused credits of the previous period's grant (what expired at its end),
-        up to the plan's cap, into a grant expiring with purchase `pid`'s period."""
+        """Moves the unused credits of the previous period's grants (what expired at its end:
+        its own invoice's and an upgrade's top-up), up to the plan's cap, into a grant
+        expiring with purchase `pid`'s period."""
         with self.engine.connect() as conn:
             cur = conn.execute(select(T_PURCHASES).where(T_PURCHASES.c.id == pid)).one()
-            prev = _previous_period(conn, pid)
+            rows = _previous_period(conn, pid)
             cap = conn.execute(
                 select(T_PLANS.c.rollover_cap).where(T_PLANS.c.id == cur.plan_id)
             ).scalar_one()
-        if prev is None or prev.grant_id is None:
+        granted_rows = [r for r in rows if r.grant_id is not None]
+        if not granted_rows:
             return "nothing to roll over"
+        prev = granted_rows[0]
         if prev.period_end_ms > now_ms():
             raise NotReady(f"the period of {prev.id} has not ended")
-        unused = self._expired_unused(prev.account_id, prev.credit_type, prev.grant_id)
+        unused = sum(
+            self._expired_unused(r.account_id, r.credit_type, r.grant_id) for r in granted_rows
+        )
         credits = min(cap, unused)
         if credits == 0:
             return "nothing unused to roll over"
@@ -833,22 +838,27 @@ def _not_newer(created_ms: int, period_end_ms: int | None, status: str) -> Any:
     )
 
 
-def _previous_period(conn: Connection, pid: str) -> Any:
-    """The plan purchase of the same subscription and credit type for the period before."""
+def _previous_period(conn: Connection, pid: str) -> list[Any]:
+    """The plan purchases of the same subscription and credit type for the period before,
+    first granted first: its own invoice's, then an upgrade's top-up."""
     p = T_PURCHASES.c
     cur = conn.execute(select(T_PURCHASES).where(p.id == pid)).one()
-    return conn.execute(
-        select(T_PURCHASES)
-        .where(
-            p.stripe_subscription_id == cur.stripe_subscription_id,
-            p.credit_type == cur.credit_type,
-            p.source == "plan",
-            p.period_end_ms < cur.period_end_ms,
-            p.status != "pending",
-        )
-        .order_by(p.period_end_ms.desc())
-        .limit(1)
-    ).first()
+    same = (
+        p.stripe_subscription_id == cur.stripe_subscription_id,
+        p.credit_type == cur.credit_type,
+        p.source == "plan",
+        p.status != "pending",
+    )
+    end = conn.execute(
+        select(func.max(p.period_end_ms)).where(*same, p.period_end_ms < cur.period_end_ms)
+    ).scalar_one_or_none()
+    if end is None:
+        return []
+    return list(
+        conn.execute(
+            select(T_PURCHASES).where(*same, p.period_end_ms == end).order_by(p.created_at_ms, p.id)
+        ).all()
+    )
 
 
 def _event_id(event: dict[str, Any]) -> str:

@@ -297,14 +297,16 @@ def test_the_grant_follows_the_stored_quote_and_a_mismatch_grants_nothing(
 # --- plans -----------------------------------------------------------------------------------
 
 
-def new_plan(engine: Engine, allocations: dict[str, int], discount: int = 20) -> dict[str, Any]:
+def new_plan(
+    engine: Engine, allocations: dict[str, int], discount: int = 20, rollover_cap: int = 0
+) -> dict[str, Any]:
     row = {
         "id": f"plan-{uuid.uuid4().hex[:8]}",
         "display_name": "Plan",
         "stripe_price_id": se.new_id("price"),
         "allocations": json.dumps(allocations),
         "expire_at_period_end": True,
-        "rollover_cap": 0,
+        "rollover_cap": rollover_cap,
         "discount_percent": discount,
         "active": True,
     }
@@ -497,6 +499,36 @@ def test_plan_changes_do_what_a_stripe_user_expects(
     deliver(purchases, se.event(version, "customer.subscription.updated", canceling))
     assert current_plan(engine, acct) == basic["id"]
     assert balance(meter, acct) == 1200
+
+
+def test_after_an_upgrade_the_rollover_counts_both_grants_of_the_period(
+    purchases: Purchases, meter: Meter, engine: Engine, tool: Any
+) -> None:
+    """Item 5: the period had its own 200 and an upgrade's 800 more; 150 spent, the 850 left
+    of both grants roll over into the next period (under the cap of 2000), not one grant's."""
+    small = new_plan(engine, {"credits": 200}, rollover_cap=2000)
+    big = new_plan(engine, {"credits": 1000}, rollover_cap=2000)
+    acct = account("roll-upgrade")
+    sub, cus = subscribe(purchases, se.CURRENT, acct, small)
+    now_s = int(time.time())
+    end = now_s + 2
+    pay(
+        purchases, se.CURRENT, sub, cus, [(small["stripe_price_id"], 500, (now_s - 10, end), False)]
+    )
+    upgrade = [
+        (small["stripe_price_id"], -100, (now_s, end), True),
+        (big["stripe_price_id"], 900, (now_s, end), True),
+    ]
+    outcome, _ = pay(purchases, se.CURRENT, sub, cus, upgrade, billing_reason="subscription_update")
+    assert outcome.endswith("granted 800 credits")
+    meter.charge(acct, tool.name, quantity=50)  # 150 credits
+    time.sleep(max(0.0, end - time.time()) + 0.1)
+    cycle = [(big["stripe_price_id"], 2000, (end, end + 30 * DAY_S), False)]
+    outcome, _ = pay(purchases, se.CURRENT, sub, cus, cycle)
+    assert outcome.endswith("granted 1000 credits")
+    assert balance(meter, acct) == 1000 + 850
+    rolled = [p.credits for p in purchase_rows(engine, acct) if p.source == "rollover"]
+    assert rolled == [850]
 
 
 @pytest.mark.parametrize("version", se.VERSIONS)
