@@ -713,7 +713,11 @@ class Purchases:
 
     def _account_of(self, obj: dict[str, Any], customer: str | None, sub_id: str | None) -> str:
         meta = obj.get("metadata") or {}
-        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        # The subscription's metadata on an invoice: under `parent` from 2025-03-31 on, at the
+        # top level before.
+        details = (obj.get("parent") or {}).get("subscription_details") or (
+            obj.get("subscription_details") or {}
+        )
         for candidate in (
             meta.get("account_id"),
             (details.get("metadata") or {}).get("account_id"),

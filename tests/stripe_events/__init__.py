@@ -183,10 +183,12 @@ def invoice(
     lines: list[tuple[str, int, tuple[int, int], bool]],
     billing_reason: str = "subscription_cycle",
     payment_intent: str | None = None,
+    subscription_metadata: dict[str, str] | None = None,
 ) -> JSON:
     """A paid subscription invoice. `lines`: (price id, amount, (start, end), proration).
     `payment_intent` exists on the invoice only before 2025-03-31; later it comes in an
-    `invoice_payment` (see `invoice_payment`)."""
+    `invoice_payment` (see `invoice_payment`). `subscription_metadata`: the subscription's,
+    which Stripe copies onto its invoices."""
     inv = example(version, "invoice")
     iid = new_id("in")
     total = sum(amount for _, amount, _, _ in lines)
@@ -206,12 +208,15 @@ def invoice(
     if version == CURRENT:
         inv["parent"] = {
             "quote_details": None,
-            "subscription_details": {"metadata": {}, "subscription": subscription},
+            "subscription_details": {
+                "metadata": subscription_metadata or {},
+                "subscription": subscription,
+            },
             "type": "subscription_details",
         }
     else:
         inv.update(subscription=subscription, payment_intent=payment_intent, charge=None)
-        inv["subscription_details"] = {"metadata": {}}
+        inv["subscription_details"] = {"metadata": subscription_metadata or {}}
     return inv
 
 

@@ -417,6 +417,25 @@ def test_a_refund_of_a_plan_invoice_takes_its_credits_back_and_revenue_shows_it(
     assert (row["gross_minor"], row["refunded_minor"], row["net_minor"]) == (2000, 2000, 0)
 
 
+@pytest.mark.parametrize("version", se.VERSIONS)
+def test_a_first_invoice_delivered_before_its_checkout_finds_its_account_in_the_metadata(
+    purchases: Purchases, meter: Meter, pro: dict[str, Any], version: str
+) -> None:
+    """The subscription's metadata (set by creditmeter's plan checkout) comes on its invoices:
+    under `parent.subscription_details` from 2025-03-31, `subscription_details` before."""
+    acct = account("first-invoice")
+    inv = se.invoice(
+        version,
+        customer=se.new_id("cus"),
+        subscription=se.new_id("sub"),
+        lines=[(pro["stripe_price_id"], 2000, period(), False)],
+        billing_reason="subscription_create",
+        subscription_metadata={"account_id": acct, "plan_id": pro["id"]},
+    )
+    assert "granted 1000 credits" in deliver(purchases, se.event(version, "invoice.paid", inv))
+    assert balance(meter, acct) == 1000
+
+
 def test_a_lost_dispute_of_a_plan_invoice_takes_its_credits_back_on_current_versions(
     purchases: Purchases, meter: Meter, engine: Engine, pro: dict[str, Any]
 ) -> None:
