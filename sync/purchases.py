@@ -371,25 +371,20 @@ class Purchases:
         elif share < held:
             returned = p.returned + held - share
             self._give_back(p, held - share, returned)
-        status = (
-            "disputed"
-            if money.disputed
-            else "refunded"
-            if money.paid and money.back >= money.paid
-            else ("partially_refunded" if money.back else "paid")
-        )
-        # In the catalog's currency, this purchase's part of the money back.
-        refunded_minor = money.back * p.amount_minor // money.paid if money.paid else 0
 
         def txn(conn: Connection) -> None:
+            # The totals read again where they are written: of two settlements racing, the
+            # last to commit writes the newest status, not the one it started from.
+            now = stripe_payments.money_back(conn, p.stripe_payment_intent_id)
             conn.execute(
                 update(T_PURCHASES)
                 .where(T_PURCHASES.c.id == pid)
                 .values(
-                    refunded_minor=refunded_minor,
+                    # In the catalog's currency, this purchase's part of the money back.
+                    refunded_minor=now.back * p.amount_minor // now.paid if now.paid else 0,
                     clawed_back=_at_least(T_PURCHASES.c.clawed_back, clawed),
                     returned=_at_least(T_PURCHASES.c.returned, returned),
-                    status=status,
+                    status=_payment_status(now),
                 )
             )
             stripe_payments.set_dispute_flag(conn, p.account_id)
@@ -774,6 +769,14 @@ def _store_refund(conn: Connection, refund: dict[str, Any], payment_intent: str)
         _int(refund, "amount"),
         refund.get("status") or "succeeded",
     )
+
+
+def _payment_status(money: stripe_payments.MoneyBack) -> str:
+    if money.disputed:
+        return "disputed"
+    if money.paid and money.back >= money.paid:
+        return "refunded"
+    return "partially_refunded" if money.back else "paid"
 
 
 def _no_payment_intent(obj: dict[str, Any]) -> Ignored:
