@@ -210,10 +210,21 @@ class Purchases:
             return Ignored(
                 "ignored: not paid yet (async_payment_succeeded will follow if it succeeds)"
             )
+        pid = purchase_id("session", sid)
+        with self.engine.connect() as conn:
+            done = conn.execute(
+                select(T_PURCHASES.c.credits, T_PURCHASES.c.credit_type).where(
+                    T_PURCHASES.c.id == pid, T_PURCHASES.c.status != "pending"
+                )
+            ).first()
+        if done is not None:  # a redelivery (of a purchase granted before quotes were kept too)
+            moved = self._settle_clawback(pid)
+            return f"already granted {done.credits} {done.credit_type}" + (
+                f"; {_moved(moved)}" if moved else ""
+            )
         amount, currency, presented = _settled_amount(session)
         quote = self._quoted(sid, account, amount, currency)
         credit_type, credits = quote.credit_type, quote.credits
-        pid = purchase_id("session", sid)
         row = {
             "id": pid,
             "account_id": account,

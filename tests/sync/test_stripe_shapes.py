@@ -13,13 +13,20 @@ from typing import Any
 import pytest
 import redis
 import stripe
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 
 from meter import Meter
 from meter.keys import Keys
 from sync import limits
 from sync.flush import Flusher
-from sync.models import T_ACCOUNTS, T_PLANS, T_PURCHASES, T_STRIPE_EVENTS, T_SUBSCRIPTIONS
+from sync.models import (
+    T_ACCOUNTS,
+    T_CHECKOUT_QUOTES,
+    T_PLANS,
+    T_PURCHASES,
+    T_STRIPE_EVENTS,
+    T_SUBSCRIPTIONS,
+)
 from sync.pricing import current_plan
 from sync.purchases import EventError, Ignored, Purchases, load_event, mark_event, store_event
 from sync.reports import Range, revenue
@@ -292,6 +299,19 @@ def test_the_grant_follows_the_stored_quote_and_a_mismatch_grants_nothing(
     with pytest.raises(EventError, match="no quote"):
         deliver(purchases, se.event(se.CURRENT, "checkout.session.completed", unquoted))
     assert balance(meter, acct) == 50
+
+
+def test_a_purchase_granted_before_quotes_were_kept_is_redelivered_as_already_granted(
+    purchases: Purchases, engine: Engine
+) -> None:
+    acct = account("legacy")
+    session = buy(purchases, se.CURRENT, acct)
+    with engine.begin() as conn:  # as if granted by a version that kept no quote
+        conn.execute(
+            delete(T_CHECKOUT_QUOTES).where(T_CHECKOUT_QUOTES.c.session_id == session["id"])
+        )
+    again = se.event(se.CURRENT, "checkout.session.completed", session)
+    assert deliver(purchases, again) == "already granted 50 credits"
 
 
 # --- plans -----------------------------------------------------------------------------------
