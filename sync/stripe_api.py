@@ -1,6 +1,7 @@
 """The calls creditmeter makes to Stripe: a customer per account, Checkout Sessions, and the
 event list `creditmeter stripe sync` reads. Every call carries an idempotency key, so the
-client's own network retries (and ours) never create a second object.
+client's own network retries (and ours) never create a second object. Stripe's errors become
+one of three exceptions, by who can mend them (`_classified`): the client, the operator, time.
 
 `CREDITMETER_STRIPE_API_BASE` points the client elsewhere (tests use a loopback fake).
 """
@@ -39,12 +40,12 @@ class StripeUnavailable(RuntimeError):
 
 class StripeRefused(ValueError):
     """Stripe refused the request for good (a 4xx other than 401, 403 and 429): sending it
-    again cannot succeed. `message` is Stripe's own, `code` and `param` as Stripe sent them
-    (amount_too_small, resource_missing...). The API answers 422 stripe-refused."""
+    again cannot succeed. The text ends with Stripe's own message; `code` and `param` are as
+    Stripe sent them (amount_too_small, resource_missing...). The API answers 422
+    stripe-refused."""
 
     def __init__(self, what: str, message: str, *, code: str | None, param: str | None) -> None:
         super().__init__(f"Stripe {what} refused: {message}")
-        self.stripe_message = message
         self.code = code
         self.param = param
 
