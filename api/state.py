@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from meter import AsyncMeter
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import Settings
 from sync.queues import sync_status_with_queues
+from sync.settings import Settings
 from sync.status import SyncStatus
 
 
