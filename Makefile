@@ -47,7 +47,7 @@ wheel-check:
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy meter
+	$(BIN)/mypy  # strict, over the packages pyproject.toml's [tool.mypy] names
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

@@ -17,10 +17,10 @@ from api.state import AppState
 from meter import AsyncMeter
 from meter.connect import checked_redis_url, keys_from
 from meter.redis_conn import async_client
-from meter.settings import Settings, get_settings
 from sync.db import engine_for
 from sync.loader import SqlLoader
 from sync.secret import secret_key
+from sync.settings import Settings, get_settings
 
 API_TITLE = "creditmeter"
 API_VERSION = "1"

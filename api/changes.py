@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 
 from api.schemas import AdjustmentIn
-from api.state import AppState
+from api.state import AppState, queue_redis
 from meter.models import AdjustResult, Tool
-from meter.redis_conn import sync_client
-from sync import audit, tools
+from sync import audit, entries, tools
 from sync.catalog import save_tools
-from sync.flush import Flusher
+from sync.queues import request_flush
 
-LEDGER_FLUSH_BUDGET_S: Final = 2.0  # an admin waits this long at most for their ledger row
+LEDGER_WAIT_S: Final = 2.0  # an admin waits this long at most for their ledger row
+LEDGER_POLL_S: Final = 0.05  # one indexed lookup by primary key per poll
 
 
 async def write_tool_replicas(state: AppState) -> None:
@@ -69,17 +70,18 @@ async def adjust(
     return r
 
 
-def _flush_bucket(state: AppState, bucket: int) -> None:
-    client = sync_client(state.redis_url)
-    flusher = Flusher(client, state.engine, state.keys)
-    try:
-        flusher.flush_bucket(bucket, LEDGER_FLUSH_BUDGET_S)
-    finally:
-        flusher.close()
-        client.close()
+def _request_flush(state: AppState) -> None:
+    with queue_redis(state) as queue_client:
+        request_flush(queue_client, state.sync_redis(), state.keys)
 
 
-async def flush_account(state: AppState, account_id: str) -> None:
-    """Writes the account's bucket of the journal to SQL now, so the ledger an admin reads
-    next shows what they just did. A worker holding the bucket is flushing it already."""
-    await run_in_threadpool(_flush_bucket, state, state.keys.bucket(account_id))
+async def await_ledger_entry(state: AppState, entry_id: str) -> bool:
+    """Whether the entry reached the SQL ledger within LEDGER_WAIT_S, so the ledger an admin
+    reads next shows what they just did. Flushing is the worker's job, never the API's: this
+    asks for a flush (the trigger already reacts to the journal) and waits for the row."""
+    await run_in_threadpool(_request_flush, state)
+    with anyio.move_on_after(LEDGER_WAIT_S):
+        while not await run_in_threadpool(entries.entry_in_ledger, state.engine, entry_id):
+            await anyio.sleep(LEDGER_POLL_S)
+        return True
+    return False

@@ -78,9 +78,9 @@ def _meter_for(request: Request, meter: AsyncMeter | None) -> AsyncMeter:
         return app_meter
     if _default_meter is None:
         from meter.connect import keys_from
-        from meter.settings import get_settings
         from sync.db import engine_for
         from sync.loader import SqlLoader
+        from sync.settings import get_settings
 
         settings = get_settings()
         keys = keys_from(settings)

@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from meter.keys import Keys
-from meter.settings import Settings
+from sync.settings import Settings
 from sync.status import journal_status
 
 log = logging.getLogger("creditmeter.api")

@@ -199,7 +199,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             continue
         path = context.path_format or route.path_format
         calls = set(_calls(route.dependant))
-        for method in route.methods:
+        for method in route.methods or ():
             operation = doc["paths"].get(path, {}).get(method.lower())
             if operation is None:
                 continue

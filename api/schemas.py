@@ -49,8 +49,10 @@ def _storable(value: str) -> str:
         raise ValueError(str(exc).partition(": ")[2]) from None
 
 
-def _text(**limits: int) -> Any:
-    return Field(json_schema_extra={"pattern": NO_NUL_PATTERN}, **limits)
+def _text(*, max_length: int, min_length: int | None = None) -> Any:
+    return Field(
+        json_schema_extra={"pattern": NO_NUL_PATTERN}, min_length=min_length, max_length=max_length
+    )
 
 
 Description = Annotated[
@@ -119,13 +121,19 @@ class ToolPut(Strict):
     active: bool = True
 
 
+def _optional_not_null() -> Any:
+    """A field that may be left out but never sent as null: its default None marks it unsent
+    (model_dump(exclude_unset=True) drops it) while the schema keeps the type non-nullable."""
+    return Field(default=None)
+
+
 class ToolPatch(Strict):
     """Only the fields sent change; none of them can be set to null (the schema says so)."""
 
-    display_name: DisplayName = Field(default=None)
-    description: Description = Field(default=None)
-    cost: Cost = Field(default=None)
-    active: bool = Field(default=None)
+    display_name: DisplayName = _optional_not_null()
+    description: Description = _optional_not_null()
+    cost: Cost = _optional_not_null()
+    active: bool = _optional_not_null()
 
 
 class ToolOut(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis.asyncio
@@ -12,9 +14,9 @@ from sqlalchemy import Engine
 from meter import AsyncMeter
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import Settings
+from sync.queues import sync_status_with_queues
+from sync.settings import Settings
 from sync.status import SyncStatus
-from worker.queues import sync_status_with_queues
 
 
 @dataclass
@@ -52,14 +54,22 @@ async def app_state(request: Request) -> AppState:
     return get_state(request)
 
 
-def read_sync_status(state: AppState) -> SyncStatus:
-    """The sync's health with the RQ queues' depths (blocking: call it from a thread)."""
-    client = state.sync_redis()
+@contextlib.contextmanager
+def queue_redis(state: AppState) -> Iterator[SyncRedis]:
+    """A sync client of the Redis holding the RQ queues (the balance Redis unless
+    CREDITMETER_QUEUE_REDIS_URL names another): blocking, use it from a thread."""
     queue_url = state.settings.effective_queue_redis_url() or state.redis_url
     if queue_url == state.redis_url:
-        return sync_status_with_queues(client, client, state.engine, state.keys)
-    queue_client = sync_client(queue_url)
+        yield state.sync_redis()
+        return
+    client = sync_client(queue_url)
     try:
-        return sync_status_with_queues(queue_client, client, state.engine, state.keys)
+        yield client
     finally:
-        queue_client.close()
+        client.close()
+
+
+def read_sync_status(state: AppState) -> SyncStatus:
+    """The sync's health with the RQ queues' depths (blocking: call it from a thread)."""
+    with queue_redis(state) as queue_client:
+        return sync_status_with_queues(queue_client, state.sync_redis(), state.engine, state.keys)

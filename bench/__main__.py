@@ -37,7 +37,7 @@ def _say(text: str) -> None:
 
 def _fmt(fig: dict[str, Any]) -> str:
     if "skipped" in fig:
-        return fig["skipped"]
+        return str(fig["skipped"])
     if fig.get("value") is None:
         return "n/a"
     digits = {"ms": 3, "s": 2}.get(fig["unit"], 0)

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -547,12 +547,15 @@ def _ledger_rows(bench: Bench) -> list[tuple[Any, ...]]:
         cursor = cursors.get(journal)
         start = "(" + unsortable(cursor) if cursor else "-"
         while True:
-            page = bench.client.xrange(journal, min=start, max="+", count=10_000)
+            page = cast(  # the bench's client answers bytes
+                list[tuple[bytes, dict[bytes, bytes]]],
+                bench.client.xrange(journal, min=start, max="+", count=10_000),
+            )
             if not page:
                 break
             for raw_id, fields in page:
-                sid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                entry = parse(sid, fields or {})
+                sid = raw_id.decode()
+                entry = parse(sid, fields)
                 if entry.is_ledger:
                     row = _ledger_row(bucket, entry)
                     rows.append(tuple(row[c] for c in COLUMNS))

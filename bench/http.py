@@ -676,10 +676,11 @@ def measure(
         )
         meter = _prepare(s)
         figs: dict[str, Figure] = {}
-        for name, fn in (
+        runs: tuple[tuple[str, Callable[[], dict[str, Figure]]], ...] = (
             ("http_trivial", lambda: _trivial(s, say)),
             ("http_charge", lambda: _charge(s, meter, profile_out, say)),
-        ):
+        )
+        for name, fn in runs:
             t = time.perf_counter()
             try:
                 got = fn()

@@ -21,7 +21,7 @@ class PrivateRedis:
 
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="creditmeter-bench-"))
-        self._embedded = None
+        self._embedded: EmbeddedRedis | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.pid = 0

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.database import schema_checked_url
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 catalog_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The catalog file.")
 

@@ -8,7 +8,7 @@ command refuses a missing or older database in one line that says what to run.
 
 from __future__ import annotations
 
-from meter.settings import Settings
+from sync.settings import Settings
 
 
 def refuse_missing_sqlite(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from cli.database import schema_checked_url
 from meter.keys import Keys
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 deadletters_app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="List and re-drive dead letters."

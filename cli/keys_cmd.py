@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
-from meter.settings import get_settings
 from meter.times import rfc3339
+from sync.settings import get_settings
 
 if typing.TYPE_CHECKING:
     from sync.apikeys import ApiKeyInfo, KeyReplica

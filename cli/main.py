@@ -20,7 +20,7 @@ from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
 from cli.tools_cmd import tools_app
-from meter.settings import Settings, get_settings
+from sync.settings import Settings, get_settings
 
 # uvicorn kills a worker that has not answered its health check in time (default 5 s); a
 # worker importing FastAPI, SQLAlchemy and redis on a loaded host can take longer to start.

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from cli.usage import usage_error
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 report_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Admin reports.")
 

@@ -40,8 +40,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from meter.embedded import EmbeddedRedis
-from meter.settings import Settings
 from sync import limits
+from sync.settings import Settings
 
 if TYPE_CHECKING:
     from sync.catalog_file import Catalog

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.database import refuse_missing_sqlite
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 stripe_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Stripe events.")
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from cli.database import schema_checked_url
 from cli.tables import JsonFlag, console, print_json, print_table, table
 from meter.models import Tool
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 tools_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Price tools.")
 

@@ -23,7 +23,7 @@ from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import HoldResult
 from meter.redis_conn import async_client
-from meter.settings import Settings, get_settings
+from meter.settings import MeterSettings, get_meter_settings
 
 PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
 ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
@@ -44,10 +44,10 @@ class AsyncMeter(MeterBase):
         self._batcher = _Batcher(client)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> AsyncMeter:
+    def from_settings(cls, settings: MeterSettings | None = None, **kwargs: Any) -> AsyncMeter:
         """Connects as CREDITMETER_* says (starting the embedded Redis when no URL is set)
         and refuses a Redis that may evict balances."""
-        settings = settings or get_settings()
+        settings = settings or get_meter_settings()
         kwargs.setdefault("keys", keys_from(settings))
         return cls.from_url(checked_redis_url(settings), **kwargs)
 

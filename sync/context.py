@@ -12,9 +12,9 @@ from meter import Meter
 from meter.connect import checked_redis_url, keys_from
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import Settings, get_settings
 from sync.db import engine_for
 from sync.loader import SqlLoader
+from sync.settings import Settings, get_settings
 
 
 @dataclass

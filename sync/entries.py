@@ -41,6 +41,13 @@ def _decode(cursor: str) -> tuple[int, str]:
     return created_at_ms, entry_id
 
 
+def entry_in_ledger(engine: Engine, entry_id: str) -> bool:
+    """Whether the flush has written this journal entry's ledger row yet."""
+    with engine.connect() as conn:
+        found = conn.execute(select(T_LEDGER.c.id).where(T_LEDGER.c.id == entry_id)).first()
+    return found is not None
+
+
 def account_entries(
     engine: Engine,
     account_id: str,

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 from sqlalchemy import Engine, select
@@ -60,6 +60,9 @@ from sync.writer import WriteResult, advance_cursor, read_cursor, write_entries
 
 log = logging.getLogger(__name__)
 
+# Stream replies as text_redis decodes them; redis-py's stubs give every RESP shape's union.
+StreamPage = list[tuple[str, dict[str, str]]]
+PendingPage = list[tuple[str, dict[str, str] | None]]  # a trimmed pending entry has None
 GROUP = "flush"  # the one consumer group every flusher reads the journals through
 # The optional text fields of a journal entry (description, metadata, reference, idempotency
 # key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
@@ -212,10 +215,13 @@ class Flusher:
             if start == "0-0":
                 return total
 
-    def _read(self, journal: str, start: str) -> list[tuple[str, dict[Any, Any] | None]]:
+    def _read(self, journal: str, start: str) -> PendingPage:
         """Up to batch_max entries; a pending entry trimmed away comes with fields None."""
-        reply = self.text_redis.xreadgroup(
-            GROUP, self.consumer, {journal: start}, count=self.batch_max
+        reply = cast(
+            list[tuple[str, PendingPage]],
+            self.text_redis.xreadgroup(
+                GROUP, self.consumer, {journal: start}, count=self.batch_max
+            ),
         )
         if not reply:
             return []
@@ -452,10 +458,11 @@ class Flusher:
         holds; None when the whole journal is gone (the group starts from nothing)."""
         if delivered in ("0-0", "0"):
             return None
-        present = {
-            f["id"]
-            for _, f in self.text_redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor))
-        }
+        page = cast(
+            StreamPage,
+            self.text_redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor)),
+        )
+        present = {f["id"] for _, f in page}
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(T_LEDGER.c.id, T_LEDGER.c.account_id, T_LEDGER.c.credit_type)

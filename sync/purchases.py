@@ -366,21 +366,21 @@ class Purchases:
                 return 0
             money = stripe_payments.money_back(conn, p.stripe_payment_intent_id)
         share = _credits_for(p.credits, money.paid, money.back)
-        held = p.clawed_back - p.returned
-        clawed, returned = p.clawed_back, p.returned
+        clawed, returned = int(p.clawed_back), int(p.returned)
+        held = clawed - returned
         if share > held:
             r = self.meter.clawback(
                 p.account_id,
                 p.credit_type,
-                p.returned + share,
+                returned + share,
                 reference_id=pid,
-                known_total=p.clawed_back,
+                known_total=clawed,
                 grant_id=p.grant_id,
                 reason="stripe dispute" if money.disputed else "stripe refund",
             )
-            clawed = r.total
+            clawed = int(r.total)
         elif share < held:
-            returned = p.returned + held - share
+            returned += held - share
             self._give_back(p, held - share, returned)
 
         def txn(conn: Connection) -> None:
@@ -401,7 +401,7 @@ class Purchases:
             stripe_payments.set_dispute_flag(conn, p.account_id)
 
         write_transaction(self.engine, txn)
-        return (clawed - p.clawed_back) - (returned - p.returned)
+        return (clawed - int(p.clawed_back)) - (returned - int(p.returned))
 
     def _give_back(self, p: Any, credits: int, returned_total: int) -> None:
         """Grants `credits` back once per running total `returned_total`, expiring with the

@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 
-from meter.settings import Settings
+from sync.settings import Settings
 
 SECRET_FILE_NAME = "secret_key"
 SECRET_BYTES = 32  # 256 bits, the HMAC-SHA256 key size

@@ -19,13 +19,13 @@ from typing import Any
 import stripe
 from sqlalchemy import Engine, delete, select
 
-from meter.settings import Settings
 from meter.times import now_ms
 from sync import limits
 from sync.checkout_quotes import store_quote
 from sync.db import write_transaction
 from sync.models import T_STRIPE_CUSTOMERS
 from sync.pricing import Quote, UnknownPlan, get_plan
+from sync.settings import Settings
 from sync.sqlops import insert_ignore
 
 NETWORK_RETRIES = 2  # the client retries a dropped connection with the same idempotency key

@@ -14,8 +14,8 @@ from sync.consumers import prune_idle_consumers
 from sync.context import context
 from sync.epoch import check_epoch
 from sync.flush import Flusher
+from sync.queues import SQL_DOWN_BACKOFF_MS
 from sync.sweep import sweep_expiry as sweep
-from worker.queues import SQL_DOWN_BACKOFF_MS
 
 log = logging.getLogger(__name__)
 

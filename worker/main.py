@@ -24,11 +24,11 @@ from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
-from meter.settings import Settings, get_settings
 from sync import limits
 from sync.context import context
+from sync.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
+from sync.settings import Settings, get_settings
 from worker import jobs, stripe_jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
-from worker.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
 from worker.supervisor import (
     CHILD_HEALTHY_S,
     REDIS_RETRY_DELAY_FIRST_S,

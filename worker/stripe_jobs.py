@@ -1,6 +1,6 @@
 """RQ jobs of the stripe queue: apply one stored Stripe event, or a plan's rollover.
 
-A job that raises is retried with backoff (worker.queues); the event's row in
+A job that raises is retried with backoff (sync.queues); the event's row in
 `stripe_events` says what the last attempt did, so `GET /v1/status/sync` and the admin see
 failures, and `creditmeter stripe replay EVENT_ID` runs one again by hand.
 """
@@ -14,7 +14,7 @@ from rq import get_current_job
 from sync.context import SyncContext, context
 from sync.flush import Flusher
 from sync.purchases import EventError, Ignored, NotReady, Purchases, load_event, mark_event
-from worker.queues import schedule_rollover
+from sync.queues import schedule_rollover
 
 log = logging.getLogger(__name__)
 

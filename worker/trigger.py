@@ -18,11 +18,11 @@ from rq.cron import CronScheduler
 
 from meter.keys import Keys
 from meter.ops import as_text
-from meter.settings import Settings
 from sync import limits
 from sync.context import SyncContext, context
+from sync.queues import SYNC, queue_name, request_flush
+from sync.settings import Settings
 from worker import jobs
-from worker.queues import SYNC, queue_name, request_flush
 from worker.supervisor import REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S, Backoff
 
 log = logging.getLogger(__name__)

@@ -145,5 +145,8 @@ async def adjust_account(
         return await render_account(
             request, state, posted.session, account_id, error=str(exc), form=form
         )
-    await changes.flush_account(state, account_id)
-    return _see_other(f"/admin/accounts/{quote(account_id, safe='')}?adjusted={quote(r.id)}")
+    in_ledger = await changes.await_ledger_entry(state, r.id)
+    pending = "" if in_ledger else "&pending=1"
+    return _see_other(
+        f"/admin/accounts/{quote(account_id, safe='')}?adjusted={quote(r.id)}{pending}"
+    )

@@ -128,11 +128,12 @@ async def account_page(
     session: PageSession,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     adjusted: Annotated[str | None, Query(max_length=64)] = None,
+    pending: bool = False,
 ) -> Response:
     if not await run_in_threadpool(accounts.account_exists, state.engine, account_id):
         # Reading must not create: the money routes' first touch would grant welcome credits.
         return page(request, "admin/missing.html", session, status_code=404, account_id=account_id)
-    return await render_account(request, state, session, account_id, cursor, adjusted)
+    return await render_account(request, state, session, account_id, cursor, adjusted, pending)
 
 
 async def render_account(
@@ -142,6 +143,7 @@ async def render_account(
     account_id: str,
     cursor: str | None = None,
     adjusted: str | None = None,
+    pending: bool = False,
     error: str | None = None,
     form: dict[str, str] | None = None,
 ) -> Response:
@@ -168,6 +170,7 @@ async def render_account(
         credit_types=[w.credit_type for w in balance.wallets],
         ledger=ledger,
         adjusted=adjusted,
+        pending=pending,
         error=error,
         form=form or {"credit_type": _default_credit_type(balance.wallets)},
         # One key per rendered form: a double submit adjusts once (the meter's idempotency).

@@ -23,6 +23,7 @@ from typing import Annotated, Final
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request, Response
+from redis.typing import EncodableT, FieldT
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -56,6 +57,11 @@ class LoginRequired(Exception):
     """A dashboard page asked for without a live session: answered by a redirect to login."""
 
 
+def _text(value: bytes | str) -> str:
+    """The balance Redis answers bytes; its stubs allow str as well."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _digest(cookie_value: str) -> str:
     return hashlib.sha256(cookie_value.encode()).hexdigest()
 
@@ -79,7 +85,11 @@ async def open_session(
 ) -> None:
     cookie_value = secrets.token_urlsafe(32)
     name = state.keys.admin_session(_digest(cookie_value))
-    fields = {"key_id": key_id, "key_prefix": key_prefix, "csrf": secrets.token_urlsafe(32)}
+    fields: dict[FieldT, EncodableT] = {
+        "key_id": key_id,
+        "key_prefix": key_prefix,
+        "csrf": secrets.token_urlsafe(32),
+    }
     async with state.redis.pipeline(transaction=True) as pipe:
         pipe.hset(name, mapping=fields)
         pipe.expire(name, SESSION_TTL_S)
@@ -104,7 +114,7 @@ async def current_session(request: Request) -> AdminSession | None:
     raw = await state.redis.hgetall(state.keys.admin_session(_digest(cookie_value)))
     if not raw:
         return None
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    fields = {_text(k): _text(v) for k, v in raw.items()}
     try:
         live = await run_in_threadpool(live_key, state.engine, fields["key_id"])
     except SQLAlchemyError as exc:

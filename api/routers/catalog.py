@@ -7,7 +7,7 @@ and turns a PricingError into a 422 problem naming the query parameter at fault.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, BeforeValidator
@@ -79,7 +79,8 @@ class QuoteOut(BaseModel):
 def _problem(exc: pricing.PricingError) -> Problem:
     # The fields of quote() are the query parameters' names; the details (minimum, maximum)
     # are what a client needs to correct it.
-    return invalid(f"query.{exc.field}", str(exc), kind=exc.code, slug=exc.code, **exc.details)
+    details: dict[str, Any] = dict(exc.details)
+    return invalid(f"query.{exc.field}", str(exc), kind=exc.code, slug=exc.code, **details)
 
 
 @router.get("/packs", response_model=PackList)

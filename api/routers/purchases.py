@@ -26,7 +26,7 @@ from api.state import AppState, app_state
 from meter.redis_conn import sync_client
 from sync import limits, pricing, stripe_api
 from sync.purchases import UNAPPLIED_EVENT_STATUSES, EventError, event_status, store_event
-from worker.queues import enqueue_stripe_event
+from sync.queues import enqueue_stripe_event
 
 router = APIRouter(tags=["purchases"])
 State = Annotated[AppState, Depends(app_state)]

@@ -6,6 +6,8 @@ data directory and secret, so modules never see each other's wallets or keys.
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,13 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from rq import Queue, Worker
 from sqlalchemy import Engine
 
+from meter.keys import Keys
 from sync.db import engine_for
+from sync.queues import SYNC, queue_name
 from tests import stripe_fake as sf
-from tests.api.server import running_api, server_env
+from tests.api.server import creditmeter_bin, running_api, server_env
 
 HTTP_TIMEOUT_S = 10.0
+WORKER_READY_S = 60.0  # the worker's children import rq, SQLAlchemy and redis-py
+WORKER_STOP_S = 30.0  # the supervisor stops its children gracefully first
 STRIPE_WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 
 
@@ -69,6 +77,35 @@ def stripe_api_env(
 def api_url(api_env: dict[str, str], api_data_dir: Path) -> Iterator[str]:
     with running_api(api_env, log_path=api_data_dir / "api.log") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def api_worker(api_env: dict[str, str]) -> Iterator[None]:
+    """`creditmeter worker` as a deployment runs it beside the API, yielded once its rq
+    worker listens on the sync queue."""
+    proc = subprocess.Popen(
+        [creditmeter_bin(), "worker"],
+        env=api_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sync_queue = Queue(
+        queue_name(Keys(prefix=api_env["CREDITMETER_KEY_PREFIX"]), SYNC),
+        connection=redis.Redis.from_url(api_env["CREDITMETER_REDIS_URL"]),
+    )
+    try:
+        wait_until(lambda: Worker.all(queue=sync_queue), WORKER_READY_S)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=WORKER_STOP_S)
+
+
+def wait_until(done: Callable[[], Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"not done within {timeout_s} s"
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,7 @@ def test_switching_a_tool_off_rejects_the_next_charge(
 
 
 def test_adjusting_an_account_shows_its_ledger_row(
-    browser: webdriver.Chrome, api_url: str, seeded: dict[str, str]
+    browser: webdriver.Chrome, api_url: str, seeded: dict[str, str], api_worker: None
 ) -> None:
     who = seeded["account"]
     browser.get(api_url + "/admin/accounts")

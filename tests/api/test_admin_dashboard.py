@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from sync.models import T_AUDIT, T_LEDGER
 from tests.api.conftest import HTTP_TIMEOUT_S, account, bearer
+from tests.api.server import creditmeter_bin
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -187,12 +189,10 @@ def test_bad_tool_form_shows_the_error(admin: httpx.Client, tool_name: str) -> N
     assert r.status_code == 404
 
 
-def test_adjustment_needs_a_reason_and_lands_in_ledger_and_audit(
-    admin: httpx.Client,
-    http: httpx.Client,
-    admin_key: str,
-    api_engine: Engine,
-) -> None:
+def _funded_account_page(
+    admin: httpx.Client, http: httpx.Client, admin_key: str
+) -> tuple[str, str, str]:
+    """A new account with 100 credits: its id, the page's CSRF token and idempotency key."""
     who = account("dash")
     r = http.post(
         f"/v1/accounts/{who}/grants",
@@ -202,20 +202,37 @@ def test_adjustment_needs_a_reason_and_lands_in_ledger_and_audit(
     assert r.status_code == 201, r.text
     page = admin.get(f"/admin/accounts/{who}")
     assert page.status_code == 200
-    token = csrf_of(page.text)
     idem = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
     assert idem
+    return who, csrf_of(page.text), idem.group(1)
+
+
+def test_adjustment_needs_a_reason_and_lands_in_ledger_and_audit(
+    admin: httpx.Client,
+    http: httpx.Client,
+    admin_key: str,
+    api_engine: Engine,
+    api_env: dict[str, str],
+) -> None:
+    who, token, idem = _funded_account_page(admin, http, admin_key)
     form = {"csrf_token": token, "credit_type": "credits", "amount": "-40"}
 
     missing_reason = admin.post(f"/admin/accounts/{who}/adjustments", data=form)
     assert missing_reason.status_code == 422 and "reason" in missing_reason.text
 
-    form |= {"reason": "goodwill correction", "idempotency_key": idem.group(1)}
+    form |= {"reason": "goodwill correction", "idempotency_key": idem}
     done = admin.post(f"/admin/accounts/{who}/adjustments", data=form)
     assert done.status_code == 303
     again = admin.post(f"/admin/accounts/{who}/adjustments", data=form)  # a double submit
     assert again.status_code == 303
+    # No worker runs here: the API asked for a flush, waited, and says the row is pending.
+    assert "pending=1" in done.headers["location"]
+    pending = admin.get(done.headers["location"])
+    assert "once the worker writes it" in pending.text and "goodwill correction" not in pending.text
 
+    subprocess.run(
+        [creditmeter_bin(), "worker", "--burst"], env=api_env, check=True, capture_output=True
+    )
     shown = admin.get(done.headers["location"])
     assert "goodwill correction" in shown.text and "-40" in shown.text
     with api_engine.connect() as conn:
@@ -228,6 +245,28 @@ def test_adjustment_needs_a_reason_and_lands_in_ledger_and_audit(
     audits = audit_rows(api_engine, "account.adjust", who)
     assert len(audits) == 1 and audits[0][0] == key_id_of(api_engine, admin_key)
     assert json.loads(audits[0][1])["reason"] == "goodwill correction"
+
+
+def test_with_a_worker_running_the_adjustment_is_in_the_ledger_when_the_page_shows(
+    admin: httpx.Client,
+    http: httpx.Client,
+    admin_key: str,
+    api_engine: Engine,
+    api_worker: None,
+) -> None:
+    who, token, idem = _funded_account_page(admin, http, admin_key)
+    form = {
+        "csrf_token": token,
+        "credit_type": "credits",
+        "amount": "25",
+        "reason": "worker is up",
+        "idempotency_key": idem,
+    }
+    done = admin.post(f"/admin/accounts/{who}/adjustments", data=form)
+    assert done.status_code == 303
+    assert "pending" not in done.headers["location"]
+    shown = admin.get(done.headers["location"])
+    assert "worker is up" in shown.text and "once the worker writes it" not in shown.text
 
 
 def test_unknown_account_is_404_and_not_created(admin: httpx.Client, api_engine: Engine) -> None:

@@ -36,13 +36,13 @@ from meter import AsyncMeter
 from meter.errors import InvalidArgument
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import Settings
 from meter.times import now_ms as wall_ms
 from sync import apikeys
 from sync.apikeys import KeyReplica, create_key, looks_like_key, revoke_key
 from sync.db import engine_for
 from sync.loader import SqlLoader
 from sync.models import T_API_KEYS
+from sync.settings import Settings
 
 SECRET = b"test-secret-auth-unit"
 NOW_MS = 1_800_000_000_000

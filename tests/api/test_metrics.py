@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api import metrics
 from meter.keys import Keys
-from meter.settings import Settings
 from meter.times import now_ms
 from sync.flush import GROUP
+from sync.settings import Settings
 from tests.api.conftest import HTTP_TIMEOUT_S, account, bearer
 from tests.api.server import running_api
 

@@ -23,10 +23,10 @@ from meter import AsyncMeter
 from meter.embedded import EmbeddedRedis
 from meter.keys import Keys
 from meter.redis_conn import async_client
-from meter.settings import Settings
 from meter.times import now_ms
 from sync.db import engine_for
 from sync.loader import SqlLoader
+from sync.settings import Settings
 from sync.status import FLUSH_STALL_MS
 
 SECRET = b"test-secret-readyz"

@@ -16,9 +16,9 @@ from api.admin.session import SESSION_COOKIE, PageSession
 from api.state import AppState
 from meter import AsyncMeter
 from meter.keys import Keys
-from meter.settings import Settings
 from sync.db import engine_for
 from sync.loader import SqlLoader
+from sync.settings import Settings
 
 SECRET = b"test-secret-session"
 # Nothing listens on port 1: every connection is refused at once, as with a stopped server.

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meter.keys import Keys
-from meter.settings import get_settings
+from sync.settings import get_settings
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cli.main import app
-from meter.settings import get_settings
 from sync import pricing
 from sync.db import engine_for
 from sync.models import T_AUDIT
+from sync.settings import get_settings
 from sync.tools import get_tool
 
 runner = CliRunner()

@@ -14,8 +14,8 @@ from typer.testing import CliRunner, Result
 
 from cli.keys_cmd import keys_app
 from meter.keys import Keys
-from meter.settings import get_settings
 from sync.apikeys import PREFIX_LEN, key_hash, looks_like_key, parse_replica_value, verify_key
+from sync.settings import get_settings
 
 SECRET = "test-secret-keys-cmd"
 

@@ -14,11 +14,11 @@ from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from cli.main import app
-from meter.settings import get_settings
 from sync import purchases
 from sync.context import context
 from sync.models import T_PLANS
 from sync.purchases import event_status, store_event
+from sync.settings import get_settings
 from tests import stripe_events
 from tests import stripe_fake as sf
 

@@ -31,6 +31,7 @@ from meter.redis_conn import sync_client
 from sync.apikeys import create_key
 from sync.catalog import save_tools
 from sync.db import engine_for
+from sync.queues import SWEEP_JOB, SYNC, queue_name
 from tests.api.server import running_api, server_env
 from tests.faults.worker_faults import RestartableRedis, flushed_ids, wait_flushed
 from tests.sync.faults.test_worker_kills import (
@@ -41,7 +42,6 @@ from tests.sync.faults.test_worker_kills import (
     wait_until,
 )
 from tests.sync.invariants import assert_in_sync
-from worker.queues import SWEEP_JOB, SYNC, queue_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
 

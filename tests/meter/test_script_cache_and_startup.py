@@ -12,7 +12,8 @@ import pytest
 
 from meter import AsyncMeter, Keys, Meter, NewAccountLoader, scripts
 from meter.embedded import EmbeddedRedis, RedisConfigError
-from meter.settings import Settings
+from meter.settings import MeterSettings
+from sync.settings import Settings
 
 REPO_LUA = Path(__file__).resolve().parents[2] / "lua"
 
@@ -60,3 +61,13 @@ def test_from_settings_refuses_a_redis_that_may_evict_balances(tmp_path: Path) -
             Meter.from_settings(settings)
         with pytest.raises(RedisConfigError, match="noeviction"):
             AsyncMeter.from_settings(settings)
+
+
+def test_meter_settings_hold_only_what_a_meter_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The meter library reads its Redis, prefix and buckets; the service's SQL, Stripe and
+    secret settings live in sync.settings and never reach it."""
+    monkeypatch.setenv("CREDITMETER_KEY_PREFIX", "lib")
+    monkeypatch.setenv("CREDITMETER_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    fields = set(MeterSettings.model_fields)
+    assert fields == {"redis_url", "buckets", "key_prefix", "data_dir"}
+    assert MeterSettings().key_prefix == "lib"

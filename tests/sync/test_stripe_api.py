@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from meter.embedded import free_port
-from meter.settings import Settings
 from sync.models import T_STRIPE_CUSTOMERS
 from sync.pricing import Quote
+from sync.settings import Settings
 from sync.stripe_api import StripeUnavailable, checkout_credits, client_for
 
 QUOTE = Quote("credits", 50, 500, 0, 0, 500, "usd", ({"step": "total", "amount": 500},))

@@ -22,10 +22,10 @@ from meter import Meter, Tool
 from meter.keys import Keys
 from sync import limits
 from sync.models import T_HOLDS, T_LEDGER
+from sync.queues import FLUSH_JOB, SYNC, queue_name
 from sync.status import sync_status
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
-from worker.queues import FLUSH_JOB, SYNC, queue_name
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20

@@ -40,10 +40,10 @@ from sync.flush import GROUP, Flusher
 from sync.loader import SqlLoader
 from sync.migrate import upgrade
 from sync.models import T_LEDGER
+from sync.queues import FLUSH_JOB, SYNC, queue_name
 from sync.status import sync_status
 from tests.servers import private_redis
 from tests.sync.invariants import assert_in_sync
-from worker.queues import FLUSH_JOB, SYNC, queue_name
 
 T = TypeVar("T")
 

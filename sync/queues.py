@@ -1,4 +1,7 @@
-"""RQ queue names and how sync work is enqueued (deduplicated, so bursts share one job)."""
+"""RQ queue names and how sync work is enqueued (deduplicated, so bursts share one job).
+
+The contract between the processes that enqueue (the API, the trigger) and the worker that
+runs the jobs: it lives in sync/ so the API never imports the worker."""
 
 from __future__ import annotations
 

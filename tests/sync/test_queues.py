@@ -7,7 +7,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import Engine
 
 from meter.keys import Keys
-from worker.queues import SYNC, queue_name, request_flush, sync_status_with_queues
+from sync.queues import SYNC, queue_name, request_flush, sync_status_with_queues
 
 
 def test_a_burst_of_flush_requests_enqueues_one_job(client: redis.Redis, keys: Keys) -> None:

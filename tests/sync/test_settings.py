@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from meter.settings import Settings, get_settings
+from sync.settings import Settings, get_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
