@@ -104,9 +104,7 @@ def blocks(markdown: str) -> Iterator[Block]:
 def looks_like_shell(block: Block) -> bool:
     if block.lang not in SHELL_LANGS:
         return False
-    return block.lang != "" or any(
-        ln.startswith(COMMAND_STARTS) for ln in block.text.splitlines()
-    )
+    return block.lang != "" or any(ln.startswith(COMMAND_STARTS) for ln in block.text.splitlines())
 
 
 def steps(block: Block) -> list[Step]:
@@ -155,25 +153,30 @@ PATTERNS = [
 ]
 
 
+NUMBERED = ("id", "key-id")  # the others become one placeholder each
+
+
 class Normaliser:
     """Replaces each id by `<id:N>`, N counted in order of first appearance, so two streams
     that repeat their ids in the same places normalise alike; keys, tokens, times alike."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, dict[str, int]] = {}
+        self.seen: dict[str, dict[str, int]] = {name: {} for name in NUMBERED}
+
+    def copy(self) -> Normaliser:
+        twin = Normaliser()
+        twin.seen = {name: dict(numbers) for name, numbers in self.seen.items()}
+        return twin
+
+    def _placeholder(self, name: str, value: str) -> str:
+        if name not in NUMBERED:
+            return f"<{name}>"
+        numbers = self.seen[name]
+        return f"<{name}:{numbers.setdefault(value, len(numbers) + 1)}>"
 
     def __call__(self, text: str) -> str:
         for name, pattern in PATTERNS:
-            numbers = self.seen.setdefault(name, {})
-
-            def number(match: re.Match[str], numbers: dict[str, int] = numbers) -> str:
-                value = match.group(0)
-                if name in ("id", "key-id"):
-                    n = numbers.setdefault(value, len(numbers) + 1)
-                    return f"<{name}:{n}>"
-                return f"<{name}>"
-
-            text = pattern.sub(number, text)
+            text = pattern.sub(lambda m, name=name: self._placeholder(name, m.group(0)), text)
         return text
 
 
@@ -326,12 +329,55 @@ def test_the_comparison_catches_a_changed_figure_or_status() -> None:
     shown, real = Normaliser(), Normaliser()
     readme = [shown('{"id":"01a1ff00-328d-7000-a6bd-fed864e30000","balance":115}')]
     assert readme == ['{"id":"<id:1>","balance":115}']
-    assert mismatch(readme, [real('{"id":"01a23a8a-71db-7000-b023-f901389f0007","balance":115}')]) is None
+    assert (
+        mismatch(readme, [real('{"id":"01a23a8a-71db-7000-b023-f901389f0007","balance":115}')])
+        is None
+    )
     assert mismatch(readme, [real('{"id":"01a23a8a-71db-7000-b023-f901389f0007","balance":116}')])
     # the README repeats its first id; an answer with a second, new id is a difference
     again = [shown('{"id":"01a1ff00-328d-7000-a6bd-fed864e30000"}')]
     assert mismatch(again, [real('{"id":"01a23a8a-71db-7000-b023-f901389f0999"}')])
     assert mismatch(["HTTP/1.1 402 Payment Required", "", "{}"], ["HTTP/1.1 201 Created", "", "{}"])
+
+
+def _run_step(
+    shell: Shell, step: Step, ports: dict[int, int], shown: Normaliser, real: Normaliser
+) -> str | None:
+    """Runs one README command; None when it printed what the README shows, else a report.
+    `real` numbers the ids met, so a step is normalised once, however often it is asked."""
+    command = step.command
+    for readme_port, port in ports.items():
+        command = re.sub(rf"(:|--port ){readme_port}\b", rf"\g<1>{port}", command)
+    want = [shown(ln) for ln in step.expected]
+    deadline = time.monotonic() + (EVENTUAL_S if _read_only(command) else 0)
+    while True:
+        text = "\n".join(shell.run(command))
+        for readme_port, port in ports.items():
+            text = text.replace(f":{port}", f":{readme_port}")
+        trial = real.copy()
+        got = [trial(ln) for ln in text.split("\n")]
+        why = mismatch(want, got)
+        if why is None or time.monotonic() > deadline:
+            break
+        time.sleep(EVENTUAL_POLL_S)
+    real.seen = trial.seen
+    if why is None:
+        return None
+    return (
+        f"README.md:{step.line}: $ {step.command}\n  {why}\n  README shows:\n    "
+        + "\n    ".join(_trimmed(want))
+        + "\n  it printed:\n    "
+        + "\n    ".join(_trimmed(got))
+    )
+
+
+def _stop(up: subprocess.Popen[str]) -> str:
+    """Ctrl-C, as at a terminal; what `up` printed from then on."""
+    if up.poll() is None:
+        os.killpg(up.pid, signal.SIGINT)
+        up.wait(STOP_TIMEOUT_S)
+    assert up.stdout is not None
+    return "^C\n" + up.stdout.read()
 
 
 @pytest.mark.slow
@@ -343,58 +389,27 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
     ports = {README_API_PORT: api_port, README_APP_PORT: app_port}
     up, banner = _start_up(work, env, api_port)
     shell = Shell(work, env)
-    expected_norm, actual_norm = Normaliser(), Normaliser()
+    shown, real = Normaliser(), Normaliser()
     failures: list[str] = []
-    ran = 0
+    run = [s for b in readme_blocks() if b.lang == RUN_LANG for s in steps(b)]
     try:
-        for block in readme_blocks():
-            if block.lang != RUN_LANG:
-                continue
-            for step in steps(block):
-                command = step.command
-                for shown, real in ports.items():
-                    command = re.sub(rf"(:|--port ){shown}\b", rf"\g<1>{real}", command)
-                want = [expected_norm(ln) for ln in step.expected]
-                deadline = time.monotonic() + (EVENTUAL_S if _read_only(command) else 0)
-                while True:
-                    raw = shell.run(command)
-                    text = "\n".join(raw)
-                    for shown, real in ports.items():
-                        text = text.replace(f":{real}", f":{shown}")
-                    trial = Normaliser()
-                    trial.seen = {k: dict(v) for k, v in actual_norm.seen.items()}
-                    got = [trial(ln) for ln in text.split("\n")]
-                    why = mismatch(want, got)
-                    if why is None or time.monotonic() > deadline:
-                        break
-                    time.sleep(EVENTUAL_POLL_S)
-                actual_norm.seen = trial.seen
-                ran += 1
-                if why is not None:
-                    failures.append(
-                        f"README.md:{step.line}: $ {step.command}\n  {why}\n"
-                        "  README shows:\n    " + "\n    ".join(_trimmed(want)) + "\n"
-                        "  it printed:\n    " + "\n    ".join(_trimmed(got))
-                    )
+        for step in run:
+            why = _run_step(shell, step, ports, shown, real)
+            if why is not None:
+                failures.append(why)
     finally:
         shell.close()
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGINT)
-            up.wait(STOP_TIMEOUT_S)
-    assert up.stdout is not None
-    printed = banner + "\n^C\n" + up.stdout.read()
-    shown_up, real_up = Normaliser(), Normaliser()
-    why = mismatch(
-        [shown_up(ln) for ln in up_output_block().text.splitlines()],
-        [real_up(ln.replace(f":{api_port}", ":8000")) for ln in printed.splitlines()],
-    )
-    if why is not None:
-        failures.append(
-            f"README.md:{up_output_block().line}: the output of creditmeter up differs; it "
-            f"printed:\n{printed}"
-        )
-    assert not failures, f"{len(failures)} of {ran} README examples differ:\n" + "\n".join(
-        failures
+        printed = banner + "\n" + _stop(up)
+
+    block = up_output_block()
+    up_shown, up_real = Normaliser(), Normaliser()
+    if mismatch(
+        [up_shown(ln) for ln in block.text.splitlines()],
+        [up_real(ln.replace(f":{api_port}", ":8000")) for ln in printed.splitlines()],
+    ):
+        failures.append(f"README.md:{block.line}: creditmeter up printed:\n{printed}")
+    assert not failures, f"{len(failures)} of {len(run) + 1} README examples differ:\n" + (
+        "\n".join(failures)
     )
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while not _port_free(app_port) and time.monotonic() < deadline:
