@@ -150,6 +150,8 @@ PATTERNS = [
     ("token", re.compile(r"\bcmt_[A-Za-z0-9._-]+")),
     ("time", re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")),
     ("day", re.compile(r"\b\d{4}-\d\d-\d\d\b")),
+    ("request-id", re.compile(r'(?<="request_id":")[0-9a-f]{32}(?=")')),  # a fresh one
+    ("ms", re.compile(r'(?<="duration_ms":)[0-9.]+')),
 ]
 
 
@@ -257,7 +259,9 @@ class Shell:
 
 
 def _read_only(command: str) -> bool:
-    return command.startswith("creditmeter report") or (
+    """A command that may be asked again: it reads what another process writes soon after
+    (SQL filled by the worker; the access line written once the answer is sent)."""
+    return command.startswith(("creditmeter report", "tail ")) or (
         command.startswith("curl") and " -X " not in command
     )
 
