@@ -97,9 +97,11 @@ class ChildLog:
     def write(self, data: bytes) -> None:
         if self.size and self.size + len(data) > self.bytes_max:
             self.file.close()
-            self.path.replace(self.path.with_name(self.path.name + ROTATED_SUFFIX))
-            self.file = self.path.open("ab")
-            self.size = 0
+            try:
+                self.path.replace(self.path.with_name(self.path.name + ROTATED_SUFFIX))
+            finally:  # moved or not, writing goes on at NAME.log
+                self.file = self.path.open("ab")
+                self.size = self.file.tell()
         self.file.write(data)
         self.file.flush()
         self.size += len(data)
@@ -121,7 +123,10 @@ class _LogPump:
     def _run(self, pipe: IO[bytes]) -> None:
         with pipe:
             while data := pipe.readline(LOG_READ_BYTES_MAX):
-                self.log.write(data)
+                # A full disk loses log lines, never the child: an undrained pipe would
+                # block its next write.
+                with contextlib.suppress(OSError, ValueError):  # ValueError: not reopened
+                    self.log.write(data)
                 text = data.decode(errors="replace").strip()
                 if text:
                     self.tail.append(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.service import LOG_BYTES_MAX, ChildLog
+from cli.service import LOG_BYTES_MAX, ChildLog, _LogPump
 from meter.embedded import free_port
 from sync.db import engine_for
 
@@ -137,6 +137,23 @@ def test_a_log_is_moved_aside_when_a_write_would_pass_its_bound_mid_run(tmp_path
     log.close()
     assert path.read_bytes() == line
     assert (tmp_path / "api.log.1").read_bytes() == marker.encode() + 3 * line
+
+
+def test_a_childs_output_goes_through_the_pipe_into_its_bounded_log(tmp_path: Path) -> None:
+    path = tmp_path / "worker.log"
+    script = "for i in range(50): print(f'line {i:02d} ' + 'x' * 40)"  # 50 lines of 49 B
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert child.stdout is not None
+    pump = _LogPump(child.stdout, ChildLog(path, "T", bytes_max=1000))
+    assert child.wait(10) == 0
+    tail = pump.lines()
+    pump.close()
+    assert tail[-1] == "line 49 " + "x" * 40 and len(tail) == 50
+    assert path.read_text().endswith("line 49 " + "x" * 40 + "\n")
+    assert path.stat().st_size <= 1000
+    assert 1000 - 49 < (tmp_path / "worker.log.1").stat().st_size <= 1000
 
 
 @pytest.mark.parametrize("command", [["tools", "list"], ["keys", "list"], ["report", "usage"]])
