@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api import errors, metrics, openapi_doc, pubsub
+from api import access_log, errors, metrics, openapi_doc, pubsub
 from api.admin.render import STATIC_DIR, STATIC_PATH
 from api.admin.session import LoginRequired
 from api.state import AppState
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
     errors.install(app)
     metrics.install(app)
+    access_log.install(app)  # after metrics: outermost, its duration covers the whole request
     from api.admin import actions, pages
     from api.routers import accounts, catalog, money, purchases, reports, service, tools
 

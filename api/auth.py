@@ -62,6 +62,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from api import access_log
 from api.errors import Problem
 from api.state import AppState, get_state
 from api.tokens import is_token, verify_token
@@ -274,6 +275,7 @@ async def _key(state: AppState, request: Request, presented: str) -> Principal |
             return None
         cache.put(digest, info, time.monotonic())
     _upkeep(app).uses_ms[info.id] = wall_ms()
+    access_log.note_key(request, info.id)
     return Principal(key_id=info.id, key_prefix=info.prefix, scope=info.scope)
 
 
@@ -388,6 +390,7 @@ async def account_reader(
             await _reject(state, request, "invalid or expired account token")
         if owner != account_id:
             raise Problem(403, "this account token reads another account")
+        access_log.note_account(request, owner)
         return Principal(key_id=None, key_prefix=None, scope=TOKEN_SCOPE, account_id=owner)
     if credentials is None:
         await _reject(state, request, "?token= takes account tokens only; send API keys as Bearer")

@@ -28,7 +28,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +64,14 @@ DEFAULT_CATALOG = Path("examples") / "catalog.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANY_ADDRESS = ("0.0.0.0", "::", "")
 LOG_LINE_LEN_MAX = 200  # of a dead child's last log line, quoted in the error
-# A child's log is appended to across runs; one past this size when `up` starts is moved to
-# NAME.log.1 (replacing the one before), so logs/ never holds more than about twice this.
+# A child's log is appended to across runs and moved to NAME.log.1 (replacing the one
+# before) when a write would take it past this: ~50,000 access lines of ~200 B, days of a
+# developer's traffic, while logs/ never holds more than twice this per child.
 LOG_BYTES_MAX = 10 * 1024 * 1024
 ROTATED_SUFFIX = ".1"
+LOG_READ_BYTES_MAX = 64 * 1024  # one read from a child's pipe; a longer line is split
+LOG_TAIL_LINES = 50  # of each child's output, kept to say why it died
+LOG_DRAIN_S = 2.0  # after a child died, how long its last lines may take to arrive
 
 
 class UpError(RuntimeError):
@@ -76,12 +82,72 @@ class _Stop(Exception):
     """A stop signal arrived (Ctrl-C or SIGTERM): shut down cleanly, exit 0."""
 
 
+class ChildLog:
+    """A child's log file: appended to across runs (a first line says when each run began),
+    and moved to NAME.log.1 before a write would take it past `bytes_max`."""
+
+    def __init__(self, path: Path, started: str, bytes_max: int = LOG_BYTES_MAX) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.bytes_max = bytes_max
+        self.file = path.open("ab")
+        self.size = self.file.tell()
+        self.write(f"--- creditmeter up started at {started} ---\n".encode())
+
+    def write(self, data: bytes) -> None:
+        if self.size and self.size + len(data) > self.bytes_max:
+            self.file.close()
+            try:
+                self.path.replace(self.path.with_name(self.path.name + ROTATED_SUFFIX))
+            finally:  # moved or not, writing goes on at NAME.log
+                self.file = self.path.open("ab")
+                self.size = self.file.tell()
+        self.file.write(data)
+        self.file.flush()
+        self.size += len(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _LogPump:
+    """Copies a child's output (stdout and stderr, one pipe) into its log on a thread, and
+    keeps its last lines to say why it died."""
+
+    def __init__(self, pipe: IO[bytes], log: ChildLog) -> None:
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _run(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            while data := pipe.readline(LOG_READ_BYTES_MAX):
+                # A full disk loses log lines, never the child: an undrained pipe would
+                # block its next write.
+                with contextlib.suppress(OSError, ValueError):  # ValueError: not reopened
+                    self.log.write(data)
+                text = data.decode(errors="replace").strip()
+                if text:
+                    self.tail.append(text)
+
+    def lines(self) -> list[str]:
+        """The last lines, once the pipe is drained (or LOG_DRAIN_S passed: a grandchild
+        that outlives the child keeps it open)."""
+        self.thread.join(LOG_DRAIN_S)
+        return list(self.tail)
+
+    def close(self) -> None:
+        self.thread.join(LOG_DRAIN_S)
+        self.log.close()
+
+
 @dataclass
 class _Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
-    log_offset: int  # where this run's lines start in the log
+    pump: _LogPump
 
 
 # --- the lock file: one `up` per data directory -------------------------------------------
@@ -201,30 +267,6 @@ def _display_path(path: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.resolve().relative_to(Path.cwd()))
     return str(path)
-
-
-def _log_lines(path: Path, offset: int) -> list[str]:
-    """The non-blank lines of a child's log from `offset` on (empty if it cannot be read)."""
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            text = log.read().decode(errors="replace")
-    except OSError:
-        return []
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
-def open_log(path: Path, started: str) -> tuple[IO[bytes], int]:
-    """The log file to append this run to, after moving one past LOG_BYTES_MAX aside, and
-    the offset where this run starts; a first line says when the run began."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size > LOG_BYTES_MAX:
-        path.replace(path.with_name(path.name + ROTATED_SUFFIX))
-    log = path.open("ab")
-    offset = log.tell()
-    log.write(f"--- creditmeter up started at {started} ---\n".encode())
-    log.flush()
-    return log, offset
 
 
 def creditmeter_bin() -> str:
@@ -386,24 +428,25 @@ class Up:
 
         log_path = self.log_dir / f"{name}.log"
         env = dict(os.environ, CREDITMETER_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
-        log, offset = open_log(log_path, rfc3339(now_ms()))
-        with log:
-            proc = subprocess.Popen(
-                [creditmeter_bin(), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # the terminal's Ctrl-C is ours to pass on, in order
-            )
-        self.children.append(_Child(name, proc, log_path, offset))
+        log = ChildLog(log_path, rfc3339(now_ms()))
+        # Through a pipe, not the file itself: the log can then be moved aside mid-run.
+        proc = subprocess.Popen(
+            [creditmeter_bin(), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C is ours to pass on, in order
+        )
+        assert proc.stdout is not None
+        self.children.append(_Child(name, proc, log_path, _LogPump(proc.stdout, log)))
 
     def _check_children(self) -> None:
         for child in self.children:
             code = child.proc.poll()
             if code is None:
                 continue
-            lines = _log_lines(child.log_path, child.log_offset)
+            lines = child.pump.lines()
             log = _display_path(child.log_path)
             if child.name == "api" and any("address already in use" in ln for ln in lines):
                 raise _port_in_use(self.host, self.port)  # taken since _check_port_free
@@ -497,6 +540,7 @@ class Up:
                 os.killpg(child.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.proc.wait(CHILD_KILL_WAIT_S)
+            child.pump.close()
 
 
 def run_up(

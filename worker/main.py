@@ -28,7 +28,7 @@ from sync import limits
 from sync.context import context
 from sync.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
 from sync.settings import Settings, get_settings
-from worker import jobs, stripe_jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
+from worker import jobs, logs, stripe_jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
 from worker.supervisor import (
     CHILD_HEALTHY_S,
     REDIS_RETRY_DELAY_FIRST_S,
@@ -40,7 +40,6 @@ from worker.supervisor import (
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(processName)s %(message)s"  # which child said it
 RQ_WORKER_TTL_S = 45  # rq heartbeats, and an idle dequeue blocks, for this minus 15 s
 RQ_MAINTENANCE_INTERVAL_S = 30  # rq restarts a dead scheduler (retries, rollovers) this often
 
@@ -166,7 +165,7 @@ def run(settings: Settings | None = None, *, burst: bool = False) -> bool:
         request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
         sync_queue(ctx.queue_redis, ctx.keys).enqueue(SWEEP_JOB, job_timeout=limits.JOB_TIMEOUT_S)
         return bool(Worker(queues, connection=ctx.queue_redis).work(burst=True))
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logs.configure()
     supervise(
         [
             Child("creditmeter-rq", lambda: run_rq_worker(settings)),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.service import LOG_BYTES_MAX, open_log
+from cli.service import LOG_BYTES_MAX, ChildLog, _LogPump
 from meter.embedded import free_port
 from sync.db import engine_for
 
@@ -115,16 +115,45 @@ def test_up_appends_to_a_log_and_moves_one_past_its_bound_aside(tmp_path: Path) 
     path = tmp_path / "logs" / "api.log"
     path.parent.mkdir()
     path.write_bytes(b"x" * (LOG_BYTES_MAX + 1))
-    log, offset = open_log(path, "T1")
-    log.close()
+    ChildLog(path, "T1").close()
     first = "--- creditmeter up started at T1 ---\n"
-    assert (offset, path.read_text()) == (0, first)
+    assert path.read_text() == first
     assert (tmp_path / "logs" / "api.log.1").stat().st_size == LOG_BYTES_MAX + 1
-    log, offset = open_log(path, "T2")
+    log = ChildLog(path, "T2")
     log.write(b"a request\n")
     log.close()
-    assert offset == len(first)
     assert path.read_text() == first + "--- creditmeter up started at T2 ---\na request\n"
+
+
+def test_a_log_is_moved_aside_when_a_write_would_pass_its_bound_mid_run(tmp_path: Path) -> None:
+    path = tmp_path / "api.log"
+    marker = "--- creditmeter up started at T ---\n"
+    line = b"x" * 99 + b"\n"  # 100 bytes
+    log = ChildLog(path, "T", bytes_max=len(marker) + 300)
+    for _ in range(3):
+        log.write(line)
+    assert path.stat().st_size == len(marker) + 300  # exactly at the bound: not moved yet
+    log.write(line)
+    log.close()
+    assert path.read_bytes() == line
+    assert (tmp_path / "api.log.1").read_bytes() == marker.encode() + 3 * line
+
+
+def test_a_childs_output_goes_through_the_pipe_into_its_bounded_log(tmp_path: Path) -> None:
+    path = tmp_path / "worker.log"
+    script = "for i in range(50): print(f'line {i:02d} ' + 'x' * 40)"  # 50 lines of 49 B
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert child.stdout is not None
+    pump = _LogPump(child.stdout, ChildLog(path, "T", bytes_max=1000))
+    assert child.wait(10) == 0
+    tail = pump.lines()
+    pump.close()
+    assert tail[-1] == "line 49 " + "x" * 40 and len(tail) == 50
+    assert path.read_text().endswith("line 49 " + "x" * 40 + "\n")
+    assert path.stat().st_size <= 1000
+    assert 1000 - 49 < (tmp_path / "worker.log.1").stat().st_size <= 1000
 
 
 @pytest.mark.parametrize("command", [["tools", "list"], ["keys", "list"], ["report", "usage"]])

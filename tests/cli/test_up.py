@@ -117,7 +117,8 @@ def test_up_serves_the_catalog_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     base = f"http://127.0.0.1:{port}"
     logs = tmp_path / ".creditmeter" / "logs"
     logs.mkdir(parents=True)
-    (logs / "worker.log").write_text("a line of the run before\n")  # kept: logs are appended
+    for name in ("worker.log", "api.log"):  # kept: logs are appended
+        (logs / name).write_text("a line of the run before\n")
     # Its own session, like a shell's foreground job: Ctrl-C is SIGINT to the whole group.
     proc = subprocess.Popen(
         [CLI, "up", "--port", str(port)],
@@ -143,10 +144,11 @@ def test_up_serves_the_catalog_and_ctrl_c_stops_everything(tmp_path: Path) -> No
             # Another command meanwhile uses the running service's Redis, not a second one.
             changed = _cli(["tools", "set", "IMAGE_GEN", "--cost", "7"], env, tmp_path)
             assert changed.returncode == 0, changed.stderr
+            request_id = "up-test-" + uuid.uuid4().hex
             charge = http.post(
                 "/v1/charges",
                 json={"account_id": "user_1", "tool": "IMAGE_GEN"},
-                headers={"Idempotency-Key": uuid.uuid4().hex},
+                headers={"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id},
             )
             assert charge.status_code == 201, charge.text
             assert (charge.json()["amount"], charge.json()["balance"]) == (7, 93)  # welcome 100
@@ -172,9 +174,12 @@ def test_up_serves_the_catalog_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(children), _alive(children)
-    worker_log = (logs / "worker.log").read_text()
-    assert worker_log.startswith("a line of the run before\n--- creditmeter up started at ")
-    assert (logs / "api.log").read_text().startswith("--- creditmeter up started at ")
+    for name in ("worker.log", "api.log"):
+        text = (logs / name).read_text()
+        assert text.startswith("a line of the run before\n--- creditmeter up started at "), name
+    access = [ln for ln in (logs / "api.log").read_text().splitlines() if request_id in ln]
+    assert len(access) == 1, access  # the charge's own line, through up's pipe
+    assert '"path":"/v1/charges","status":201' in access[0]
 
 
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
