@@ -76,6 +76,7 @@ class PricingError(ValueError):
     def __init__(self, field: str, message: str, **details: int | str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
         self.details = details
 
 

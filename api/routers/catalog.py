@@ -77,10 +77,15 @@ class QuoteOut(BaseModel):
 
 
 def _problem(exc: pricing.PricingError) -> Problem:
-    # The fields of quote() are the query parameters' names; the details (minimum, maximum)
-    # are what a client needs to correct it.
+    # The fields of quote() are the query parameters' names, but for the amount, which
+    # follows from the credits asked; the details (minimum, maximum) are what a client needs
+    # to correct it.
+    if exc.field == "amount":
+        field, message = "credits", f"credits: their price, {exc.message}"
+    else:
+        field, message = exc.field, str(exc)
     details: dict[str, Any] = dict(exc.details)
-    return invalid(f"query.{exc.field}", str(exc), kind=exc.code, slug=exc.code, **details)
+    return invalid(f"query.{field}", message, kind=exc.code, slug=exc.code, **details)
 
 
 @router.get("/packs", response_model=PackList)
@@ -111,11 +116,14 @@ async def get_quote(
     plan: QueryPlan = None,
     account_id: QueryAccount = None,
 ) -> QuoteOut:
-    """The price of `credits` by the credit type's slabs, less the plan's discount."""
+    """The price of `credits` by the credit type's slabs, less the plan's discount; refused
+    as checkout would refuse it when Stripe could not charge the amount."""
     try:
         q = await run_in_threadpool(
-            lambda: pricing.quote(
-                state.engine, credit_type, credits, plan_id=plan, account_id=account_id
+            lambda: pricing.chargeable(
+                pricing.quote(
+                    state.engine, credit_type, credits, plan_id=plan, account_id=account_id
+                )
             )
         )
     except pricing.PricingError as exc:

@@ -256,6 +256,8 @@ def test_missing_or_malformed_parameters_422(
         ({"credit_type": "capped", "credits": 101}, "above-maximum", "credits", {"maximum": 100}),
         ({"credits": 10, "plan": "no-such-plan"}, "unknown-plan", "plan", {}),
         ({"credits": 10, "plan": "retired"}, "unknown-plan", "plan", {}),
+        # An amount Stripe could not charge: the quote says what checkout would answer.
+        ({"credits": 100_000_000}, "above-maximum", "credits", {"maximum": 99_999_999}),
     ],
 )
 def test_pricing_errors_are_422_naming_the_parameter(
