@@ -40,7 +40,8 @@ export interface CreditsClientOptions {
 }
 
 export interface SubscribeOptions {
-  onStatus?: (status: StreamStatus, error?: unknown) => void;
+  /** The stream's state; while reconnecting, why and in how many ms (e.g. for "retrying in 4 s"). */
+  onStatus?: (status: StreamStatus, error?: unknown, retryInMs?: number) => void;
   /** Each event as it came, e.g. to show which entry moved the balance. */
   onEvent?: (event: BalanceEvent) => void;
 }
@@ -138,8 +139,8 @@ export class CreditsClient {
     options: SubscribeOptions,
     signal: AbortSignal,
   ): Promise<void> {
-    const status = (s: StreamStatus, error?: unknown) => {
-      if (!signal.aborted || s === "closed") options.onStatus?.(s, error);
+    const status = (s: StreamStatus, error?: unknown, retryInMs?: number) => {
+      if (!signal.aborted || s === "closed") options.onStatus?.(s, error, retryInMs);
     };
     let balances: Balances = {};
     let failures = 0; // connections in a row that failed before their first event
@@ -196,11 +197,11 @@ export class CreditsClient {
             ? retryAfterS * 1000
             : backoffDelayMs(failures, this.options.backoff ?? BACKOFF_DEFAULT, this.options.random);
         failures += 1;
-        status("reconnecting", error);
+        status("reconnecting", error, waitMs);
         await sleep(waitMs, signal);
         continue;
       }
-      status("reconnecting");
+      status("reconnecting", undefined, waitMs);
       await sleep(waitMs, signal);
     }
     status("closed");

@@ -94,37 +94,56 @@ describe("CreditsClient.subscribe", () => {
     expect(seen).toEqual([{ credits: { creditType: "credits", available: 7, held: 0, balance: 7 } }]);
   });
 
-  it("reconnects with growing backoff while the server fails, and resets once events flow", async () => {
-    const times: number[] = [];
+  it("reconnects with growing backoff while the server fails, and starts over once events flowed", async () => {
+    // Three failures, a stream that delivers and ends, one more failure, then a stream.
     const { base } = await serve((req, res, n) => {
-      times.push(Date.now());
-      if (n <= 3) return problem(res, 502, "bad-gateway");
-      openStream(res);
-      res.write(frame("credits", 5));
+      if (n <= 3 || n === 5) return problem(res, 502, "bad-gateway");
+      openStream(res); // retry: 50
+      if (n === 4) res.end(frame("credits", 5));
+      else res.write(frame("credits", 4));
     });
-    const statuses: StreamStatus[] = [];
+    const waits: Array<[StreamStatus, number | undefined]> = [];
     const seen: Balances[] = [];
     const client = new CreditsClient({ accountId: "u", token: "t", baseUrl: base, backoff: FAST, random: () => 1 });
-    stops.push(client.subscribe((b) => seen.push(b), { onStatus: (s) => statuses.push(s) }));
-    await until(() => seen.at(-1), "the event after three failures");
-    const gaps = times.slice(1).map((t, i) => t - times[i]!);
-    // 20, 40, 80 ms with the jitter at its top: each wait at least its backoff, growing.
-    expect(gaps[0]).toBeGreaterThanOrEqual(18);
-    expect(gaps[1]).toBeGreaterThanOrEqual(38);
-    expect(gaps[2]).toBeGreaterThanOrEqual(78);
-    expect(statuses.slice(0, 4)).toEqual(["connecting", "reconnecting", "reconnecting", "reconnecting"]);
-    expect(statuses.at(-1)).toBe("open");
+    stops.push(
+      client.subscribe((b) => seen.push(b), {
+        onStatus: (s, _e, retryInMs) => waits.push([s, retryInMs]),
+      }),
+    );
+    await until(() => (seen.at(-1)?.credits?.available === 4 ? true : undefined), "the last stream");
+    // 20, 40, 80 ms (doubling, jitter at its top), the stream's own retry after its clean
+    // end, then the base again: the failures before a delivering stream no longer count.
+    expect(waits.filter(([s]) => s === "reconnecting").map(([, ms]) => ms)).toEqual([20, 40, 80, 50, 20]);
+    expect(waits.at(-1)).toEqual(["open", undefined]);
+  });
+
+  it("waits what a 429 or 503 says in Retry-After rather than its own backoff", async () => {
+    const { base } = await serve((req, res, n) => {
+      if (n === 1) return problem(res, 429, "too-many-event-streams", { "Retry-After": "1" });
+      openStream(res);
+      res.write(frame("credits", 1));
+    });
+    const waits: number[] = [];
+    const seen: Balances[] = [];
+    const client = new CreditsClient({ accountId: "u", token: "t", baseUrl: base, backoff: FAST });
+    stops.push(
+      client.subscribe((b) => seen.push(b), {
+        onStatus: (s, _e, retryInMs) => (retryInMs === undefined ? undefined : waits.push(retryInMs)),
+      }),
+    );
+    await until(() => seen.at(-1), "the stream after the 429");
+    expect(waits).toEqual([1000]);
   });
 
   it("comes back after the server ends the stream, waiting the stream's retry", async () => {
-    const { base, requests } = await serve((req, res, n) => {
+    const { base } = await serve((req, res, n) => {
       openStream(res);
       res.end(frame("credits", 100 - n));
     });
     const seen: Balances[] = [];
     const client = new CreditsClient({ accountId: "u", token: "t", baseUrl: base });
     stops.push(client.subscribe((b) => seen.push(b)));
-    await until(() => (requests.length >= 3 ? true : undefined), "two reconnects");
+    await until(() => (seen.length >= 3 ? true : undefined), "two reconnects");
     expect(seen.map((b) => b.credits!.available).slice(0, 3)).toEqual([99, 98, 97]);
   });
 
