@@ -213,7 +213,19 @@ def test_the_header_balance_ticks_down_with_each_charge_and_checkout_reaches_str
         held = driver.find_element(By.CSS_SELECTOR, "[data-credit-type='credits'] .held")
         assert held.text == f"· {HOLD} held"
 
+        # Below the catalog's minimum: creditmeter's problem reaches the page as the error.
         credits_input = driver.find_element(By.ID, "credits")
+        credits_input.clear()
+        credits_input.send_keys("9")
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: (
+                d.find_elements(By.ID, "buy-error")
+                and d.find_element(By.ID, "buy-error").text
+                == "credits: the minimum purchase of credits is 10"
+            )
+        )
+        assert not driver.find_element(By.ID, "checkout").is_enabled()
+
         credits_input.clear()
         credits_input.send_keys(str(TOP_UP))
         WebDriverWait(driver, WAIT_S).until(

@@ -4,7 +4,6 @@ import { CreditsError, errorFrom } from "./errors";
 import { SseParser } from "./sse";
 import { tokenExpiresSoon } from "./token";
 import type {
-  BalanceEvent,
   Balances,
   CheckoutRequest,
   CheckoutSession,
@@ -42,8 +41,6 @@ export interface CreditsClientOptions {
 export interface SubscribeOptions {
   /** The stream's state; while reconnecting, why and in how many ms (e.g. for "retrying in 4 s"). */
   onStatus?: (status: StreamStatus, error?: unknown, retryInMs?: number) => void;
-  /** Each event as it came, e.g. to show which entry moved the balance. */
-  onEvent?: (event: BalanceEvent) => void;
 }
 
 export interface CheckoutOptions {
@@ -66,11 +63,6 @@ export class CreditsClient {
     this.accountId = options.accountId;
     this.token = options.token;
     this.fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-  }
-
-  /** Replaces the token (a page that got a new one by other means). */
-  setToken(token: string): void {
-    this.token = token;
   }
 
   private accountUrl(route: "balance" | "events"): string {
@@ -145,6 +137,7 @@ export class CreditsClient {
     let balances: Balances = {};
     let failures = 0; // connections in a row that failed before their first event
     let serverRetryMs = SERVER_RETRY_MS_DEFAULT;
+    // One refresh per attempt: a fresh token refused too is a failure, and backs off first.
     let refreshedAfter401 = false;
     status("connecting");
     while (!signal.aborted) {
@@ -157,7 +150,7 @@ export class CreditsClient {
         });
         if (res.status === 401 && this.options.onTokenExpired && !refreshedAfter401) {
           await res.body?.cancel();
-          refreshedAfter401 = true; // once: a fresh token refused too is a real failure
+          refreshedAfter401 = true;
           await this.refreshToken();
           continue;
         }
@@ -181,9 +174,7 @@ export class CreditsClient {
             const event = e.event === "balance" ? parseBalanceEvent(e.data) : null;
             if (!event) continue;
             failures = 0;
-            refreshedAfter401 = false;
             balances = applyBalanceEvent(balances, event);
-            options.onEvent?.(event);
             onBalance(balances);
           }
         }
@@ -199,6 +190,7 @@ export class CreditsClient {
         failures += 1;
         status("reconnecting", error, waitMs);
         await sleep(waitMs, signal);
+        refreshedAfter401 = false;
         continue;
       }
       status("reconnecting", undefined, waitMs);

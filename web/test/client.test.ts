@@ -174,6 +174,29 @@ describe("CreditsClient.subscribe", () => {
     ]);
   });
 
+  it("backs off before asking again when the fresh token is refused too", async () => {
+    const { base } = await serve((req, res) => problem(res, 401, "unauthorized"));
+    let refreshes = 0;
+    const waits: number[] = [];
+    const client = new CreditsClient({
+      accountId: "u",
+      token: "t0",
+      baseUrl: base,
+      backoff: FAST,
+      random: () => 1,
+      onTokenExpired: async () => `t${(refreshes += 1)}`,
+    });
+    stops.push(
+      client.subscribe(() => undefined, {
+        onStatus: (s, _e, retryInMs) => (retryInMs === undefined ? undefined : waits.push(retryInMs)),
+      }),
+    );
+    await until(() => (refreshes >= 3 ? true : undefined), "three refreshes");
+    // t0 refused -> t1 refused -> wait 20 -> t2 refused -> wait 40 -> t3 ...
+    expect(waits.slice(0, 2)).toEqual([20, 40]);
+    expect(refreshes - waits.length).toBeLessThanOrEqual(1);
+  });
+
   it("refreshes a token about to expire before connecting, so the server never refuses it", async () => {
     const fresh = token("u", LATER, "fresh");
     const { base, requests } = await serve((req, res) => {
