@@ -42,6 +42,7 @@ TOKEN_TTL_S = 900  # creditmeter's default; the kit asks for a new one before it
 HTTP_TIMEOUT_S = 10.0
 # The event stream stays open for up to an hour and is silent between pings (15 s).
 STREAM_TIMEOUT = httpx.Timeout(HTTP_TIMEOUT_S, read=None)
+CHECKOUT_FIELDS = ("credit_type", "credits", "pack_id")  # what the page may choose; not the account
 PASSED_HEADERS = ("content-type", "retry-after", "cache-control", "idempotent-replayed")
 
 
@@ -109,8 +110,8 @@ async def quote(
 @app.post("/api/credits/checkout")
 async def checkout(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
     back = str(request.base_url)
-    wanted = {k: body[k] for k in ("credit_type", "credits", "pack_id") if k in body}
-    payload = {
+    wanted: dict[str, Any] = {k: body[k] for k in CHECKOUT_FIELDS if k in body}
+    payload: dict[str, Any] = {
         **wanted,
         "account_id": _settings(request).account_id,
         "success_url": back + "?checkout=success",

@@ -65,6 +65,11 @@ export class CreditsClient {
     this.fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   }
 
+  /** The token the next request or (re)connection sends, e.g. a newer one the page got. */
+  setToken(token: string): void {
+    this.token = token;
+  }
+
   private accountUrl(route: "balance" | "events"): string {
     const base = (this.options.baseUrl ?? "").replace(/\/$/, "");
     return `${base}/v1/accounts/${encodeURIComponent(this.accountId)}/${route}`;

@@ -35,12 +35,13 @@ export function useCredits(accountId: string | null | undefined, options: UseCre
   // callback must not tear down a live stream.
   const latest = useRef(options);
   latest.current = options;
-  const { baseUrl } = options;
+  const { baseUrl, token } = options;
+  const client = useRef<CreditsClient | null>(null);
 
   useEffect(() => {
     if (!accountId) return undefined;
     setState({ balances: {}, status: "connecting", error: null, loading: true });
-    const client = new CreditsClient({
+    const created = new CreditsClient({
       accountId,
       baseUrl,
       token: latest.current.token,
@@ -50,11 +51,19 @@ export function useCredits(accountId: string | null | undefined, options: UseCre
         return refresh ? refresh() : Promise.reject(new Error("the account token expired"));
       },
     });
-    const stop = client.subscribe((balances) => setState((s) => ({ ...s, balances, loading: false })), {
+    client.current = created;
+    const stop = created.subscribe((balances) => setState((s) => ({ ...s, balances, loading: false })), {
       onStatus: (status, error) => setState((s) => ({ ...s, status, error: error ?? null })),
     });
-    return stop;
+    return () => {
+      stop();
+      client.current = null;
+    };
   }, [accountId, baseUrl]);
+
+  useEffect(() => {
+    if (token) client.current?.setToken(token);
+  }, [token]);
 
   return state;
 }

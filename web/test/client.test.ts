@@ -215,6 +215,23 @@ describe("CreditsClient.subscribe", () => {
     expect(requests.map((r) => r.headers.authorization)).toEqual([`Bearer ${fresh}`]);
   });
 
+  it("sends a token given with setToken at the next connection", async () => {
+    const { base, requests } = await serve((req, res) => {
+      openStream(res);
+      res.end(frame("credits", requests.length));
+    });
+    const seen: Balances[] = [];
+    const client = new CreditsClient({ accountId: "u", token: "first", baseUrl: base });
+    stops.push(
+      client.subscribe((b) => {
+        seen.push(b);
+        client.setToken("second");
+      }),
+    );
+    await until(() => (seen.length >= 2 ? true : undefined), "a reconnect");
+    expect(requests.slice(0, 2).map((r) => r.headers.authorization)).toEqual(["Bearer first", "Bearer second"]);
+  });
+
   it("stops for good on 403 (a token of another account): status failed, one request", async () => {
     const { base, requests } = await serve((req, res) => problem(res, 403, "forbidden"));
     const statuses: Array<[StreamStatus, unknown]> = [];
