@@ -43,8 +43,10 @@ UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 SCREENSHOT_PX = (1200, 640)  # the page's height is then fitted to its content
 WAIT_S = 15  # a page's first render, sign-in and stream on a loaded 2-core host
 TICK_POLL_S = 0.01  # how often the DOM is read while waiting for a balance to change
+RECONNECT_S = 20.0  # backoff (0.5 s doubling) while the backend restarts, then the snapshot
 TICK_S_MAX = 2.0  # a charge must show in the header within this (measured: well under)
 SERVER_START_S = 30.0
+UVICORN = (sys.executable, "-m", "uvicorn", "examples.web.server:app")
 PAID = 500  # plus the example catalog's welcome grant of 100 promotional credits
 WELCOME = 100
 IMAGE_GEN_COST = 10  # examples/catalog.toml
@@ -96,12 +98,52 @@ def customer(
     return who
 
 
+class ExampleApp:
+    """examples/web/server.py under uvicorn on one port, as the app's backend in front of the
+    API; it can be killed and started again on the same port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path = env, log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*UVICORN, "--port", str(self.port)],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the example app did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: open streams drop at once, nothing is closed cleanly."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @pytest.fixture(scope="module")
 def example_app(
     built_page: Path, api_url: str, meter_key: str, customer: str, api_data_dir: Path
-) -> Iterator[str]:
-    """examples/web/server.py under uvicorn, as the app's backend in front of the API."""
-    port = free_port()
+) -> Iterator[ExampleApp]:
     env = {
         **os.environ,
         "CREDITMETER_API_URL": api_url,
@@ -109,31 +151,16 @@ def example_app(
         "EXAMPLE_ACCOUNT_ID": customer,
         "EXAMPLE_DIST": str(built_page),
     }
-    log = open(api_data_dir / "example.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "examples.web.server:app", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    app = ExampleApp(env, api_data_dir / "example.log")
+    app.start()
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            assert proc.poll() is None, (api_data_dir / "example.log").read_text()
-            try:
-                if httpx.get(base + "/", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the example app did not start"
-            time.sleep(0.05)
-        yield base
+        yield app
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        app.stop()
+
+
+def stream_status(driver: webdriver.Chrome) -> str | None:
+    return driver.find_element(By.CSS_SELECTOR, ".balances").get_attribute("data-status")
 
 
 def available(driver: webdriver.Chrome) -> int | None:
@@ -154,8 +181,21 @@ def wait_available(driver: webdriver.Chrome, expected: int, timeout_s: float) ->
     return time.monotonic() - start
 
 
+def charge(api_url: str, meter_key: str, customer: str) -> int:
+    """One IMAGE_GEN charge over HTTP, as any service of the app makes them; the available
+    credits after it."""
+    r = httpx.post(
+        f"{api_url}/v1/charges",
+        json={"account_id": customer, "tool": "IMAGE_GEN"},
+        headers={**bearer(meter_key), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 201, r.text
+    available_after: int = r.json()["available"]
+    return available_after
+
+
 def test_the_header_balance_ticks_down_with_each_charge_and_checkout_reaches_stripe(
-    example_app: str,
+    example_app: ExampleApp,
     api_url: str,
     meter_key: str,
     customer: str,
@@ -171,27 +211,16 @@ def test_the_header_balance_ticks_down_with_each_charge_and_checkout_reaches_str
                 "mobile": False,
             },
         )
-        driver.get(example_app)
+        driver.get(example_app.url)
         balance = PAID + WELCOME
         wait_available(driver, balance, WAIT_S)
-        WebDriverWait(driver, WAIT_S).until(
-            lambda d: (
-                d.find_element(By.CSS_SELECTOR, ".balances").get_attribute("data-status") == "open"
-            )
-        )
+        WebDriverWait(driver, WAIT_S).until(lambda d: stream_status(d) == "open")
 
         ticks_s = []
-        with httpx.Client(base_url=api_url, headers=bearer(meter_key)) as http:
-            for _ in range(CHARGES):
-                r = http.post(
-                    "/v1/charges",
-                    json={"account_id": customer, "tool": "IMAGE_GEN"},
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
-                )
-                assert r.status_code == 201, r.text
-                balance -= IMAGE_GEN_COST
-                assert r.json()["available"] == balance
-                ticks_s.append(wait_available(driver, balance, TICK_S_MAX))
+        for _ in range(CHARGES):
+            balance -= IMAGE_GEN_COST
+            assert charge(api_url, meter_key, customer) == balance
+            ticks_s.append(wait_available(driver, balance, TICK_S_MAX))
         print(f"header updated {[round(t * 1000) for t in ticks_s]} ms after each charge")
 
         # The page's own paid feature charges through its backend; the header follows too.
@@ -212,6 +241,18 @@ def test_the_header_balance_ticks_down_with_each_charge_and_checkout_reaches_str
         wait_available(driver, balance, TICK_S_MAX)
         held = driver.find_element(By.CSS_SELECTOR, "[data-credit-type='credits'] .held")
         assert held.text == f"· {HOLD} held"
+
+        # The backend crashes; a charge made meanwhile shows once the page has reconnected
+        # (with backoff) and read the snapshot.
+        example_app.kill()
+        WebDriverWait(driver, WAIT_S).until(lambda d: stream_status(d) == "reconnecting")
+        balance -= IMAGE_GEN_COST
+        assert charge(api_url, meter_key, customer) == balance
+        example_app.start()
+        restarted_s = time.monotonic()
+        wait_available(driver, balance, RECONNECT_S)
+        WebDriverWait(driver, WAIT_S).until(lambda d: stream_status(d) == "open")
+        print(f"caught up {time.monotonic() - restarted_s:.1f} s after the backend was back")
 
         # Below the catalog's minimum: creditmeter's problem reaches the page as the error.
         credits_input = driver.find_element(By.ID, "credits")
