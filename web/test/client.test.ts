@@ -1,64 +1,17 @@
 // CreditsClient against a real HTTP server on loopback, played by node:http: the stream,
 // the reconnects and the token refreshes go over real sockets, as in a browser.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
-
 import { afterEach, describe, expect, it } from "vitest";
 
 import { CreditsClient, CreditsError } from "../src/index";
 import type { Balances, StreamStatus } from "../src/index";
+import { closeServer, frame, openStream, problem, serve, token, until } from "./loopback";
 
-type Handler = (req: IncomingMessage, res: ServerResponse, n: number) => void;
-
-let server: Server | null = null;
 const stops: Array<() => void> = [];
-
-async function serve(handler: Handler): Promise<{ base: string; requests: IncomingMessage[] }> {
-  const requests: IncomingMessage[] = [];
-  server = createServer((req, res) => {
-    requests.push(req);
-    handler(req, res, requests.length);
-  });
-  await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
-  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
-}
 
 afterEach(async () => {
   stops.splice(0).forEach((stop) => stop());
-  server?.closeAllConnections();
-  await new Promise((resolve) => server?.close(resolve));
-  server = null;
+  await closeServer();
 });
-
-function frame(creditType: string, available: number, held = 0, entryId: string | null = null): string {
-  const data = { credit_type: creditType, available, held, balance: available + held, entry_id: entryId };
-  return `event: balance\ndata: ${JSON.stringify(data)}\n\n`;
-}
-
-function openStream(res: ServerResponse): void {
-  res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
-  res.write("retry: 50\n\n");
-}
-
-function problem(res: ServerResponse, status: number, slug: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { "Content-Type": "application/problem+json", ...headers });
-  res.end(JSON.stringify({ type: `urn:creditmeter:problem:${slug}`, title: slug, status, detail: `${slug} detail` }));
-}
-
-function token(account: string, expiresAtMs: number, tag = "sig"): string {
-  const body = Buffer.from(JSON.stringify({ a: account, e: expiresAtMs })).toString("base64url");
-  return `cmt_${body}.${tag}`;
-}
-
-async function until<T>(read: () => T | undefined, what: string, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = read();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const FAST = { baseMs: 20, maxMs: 200 };
 const LATER = Date.now() + 3_600_000;
