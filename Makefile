@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint install install-dev browser clean wheel-check
+.PHONY: run test bench lint install install-dev browser clean wheel-check web web-test
 
 # The dashboard's browser tests drive Debian's Chromium through its chromedriver; installed
 # here when missing (root, or sudo). A stale package list is refreshed once and retried.
@@ -34,8 +34,32 @@ browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || $(APT_INSTALL) || \
 	  ($(SUDO) apt-get update -q && $(APT_INSTALL))
 
-test: install-dev browser
+test: install-dev browser web web-test
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The frontend kit (web/) and its example page (examples/web/), with node and npm: `npm ci`
+# installs exactly web/package-lock.json; each step reruns only when its inputs change.
+WEB_SRC := $(wildcard web/src/*.ts) web/package.json web/tsconfig.json web/tsconfig.build.json
+WEB_EXAMPLE_SRC := $(wildcard examples/web/src/*) examples/web/index.html web/vite.example.config.ts
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/index.js: web/node_modules/.installed web/vite.config.ts $(WEB_SRC)
+	cd web && npm run --silent build
+
+examples/web/dist/index.html: web/node_modules/.installed $(WEB_SRC) $(WEB_EXAMPLE_SRC)
+	cd web && npm run --silent typecheck && npm run --silent build:example
+
+web: web/dist/index.js examples/web/dist/index.html
+
+# Vitest: the client's parsing, backoff and token refresh (the browser test is pytest's).
+web/node_modules/.tested: web/node_modules/.installed $(WEB_SRC) $(wildcard web/test/*.ts)
+	cd web && npm test --silent
+	touch $@
+
+web-test: web/node_modules/.tested
 
 bench: install
 	$(BIN)/python -m bench

@@ -1,0 +1,11 @@
+export { CreditsClient, CHECKOUT_PATH, QUOTE_PATH } from "./client";
+export type { CheckoutOptions, CreditsClientOptions, SubscribeOptions } from "./client";
+export { CreditsError } from "./errors";
+export { SseParser } from "./sse";
+export type { SseEvent, SseFeed } from "./sse";
+export { BACKOFF_DEFAULT, backoffDelayMs } from "./backoff";
+export type { BackoffOptions } from "./backoff";
+export { applyBalanceEvent, balancesFromResponse, parseBalanceEvent } from "./balance";
+export { tokenExpiresAtMs, tokenExpiresSoon } from "./token";
+export { formatMoney } from "./format";
+export type * from "./types";
