@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from meter import bounds, ops, scripts
+from meter import bounds, ops, runner, signatures
 from meter.base import Hold, MeterBase
 from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
@@ -24,6 +24,7 @@ from meter.loaders import Loader
 from meter.models import HoldResult
 from meter.redis_conn import async_client
 from meter.settings import Settings, get_settings
+from meter.signatures import CHARGE
 
 PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
 ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
@@ -194,24 +195,19 @@ class _Batcher:
                 self._start_rounds()
 
     async def _execute(self, evals: list[ops.Eval]) -> list[Any]:
-        replies = await self._pipeline(evals)
-        missing = [
-            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
-        ]
-        if missing:
-            # The script cache was flushed; those calls did not run, so re-sending is safe.
-            # EVAL with the source (which also caches it again) cannot meet another flush.
-            again = await self._pipeline([evals[i] for i in missing], with_source=True)
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
+        rounds = runner.send([runner.Call(ev.script, ev.keys, ev.args) for ev in evals])
+        try:
+            commands = next(rounds)
+            while True:
+                commands = rounds.send(await self._pipeline(commands))
+        except StopIteration as stop:
+            replies: list[Any] = stop.value
         return replies
 
-    async def _pipeline(self, evals: list[ops.Eval], with_source: bool = False) -> list[Any]:
+    async def _pipeline(self, commands: list[runner.CommandArgs]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for ev in evals:
-            script = scripts.get(ev.script)
-            cmd, body = ("EVAL", script.source) if with_source else ("EVALSHA", script.sha)
-            pipe.execute_command(cmd, body, len(ev.keys), *ev.keys, *ev.args)
+        for command in commands:
+            pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -223,20 +219,22 @@ def _merge(batch: list[tuple[ops.Eval, asyncio.Future[Any]]]) -> list[tuple[ops.
     out: list[tuple[ops.Eval, _Targets]] = []
     charges: dict[int, list[tuple[ops.Eval, asyncio.Future[Any]]]] = defaultdict(list)
     for ev, future in batch:
-        if ev.script == "charge":
+        if ev.script == CHARGE.script:
             charges[ev.bucket].append((ev, future))
         else:
             out.append((ev, [future]))
+    key_head, arg_head = CHARGE.key_head, CHARGE.arg_head
     for bucket, items in charges.items():
         for start in range(0, len(items), bounds.BATCH_CHARGES_MAX):
             chunk = items[start : start + bounds.BATCH_CHARGES_MAX]
             first = chunk[0][0]
-            keys = first.keys[:2]
-            args = first.args[:2]
+            # The shared KEYS and ARGV once, then each call's group of one charge.
+            keys = first.keys[:key_head]
+            args = first.args[:arg_head]
             for ev, _ in chunk:
-                keys += ev.keys[2:]
-                args += ev.args[2:]
-            out.append((ops.Eval("charge", keys, args, bucket), [f for _, f in chunk]))
+                keys += ev.keys[key_head:]
+                args += ev.args[arg_head:]
+            out.append((ops.Eval(CHARGE.script, keys, args, bucket), [f for _, f in chunk]))
     return out
 
 
@@ -246,11 +244,11 @@ def _deliver(ev: ops.Eval, targets: _Targets, reply: Any) -> None:
             if not future.done():
                 future.set_exception(reply)
         return
-    if ev.script != "charge":
+    if not signatures.ALL[ev.script].batched:
         targets[0].set_result(reply)
         return
-    # A charge call answers one reply per charge; each caller gets its own as a batch of one.
+    # A batched call answers one reply per merged request; each caller gets its own.
     assert len(reply) == len(targets), "charge batch answered a different count"
     for future, one in zip(targets, reply, strict=True):
         if not future.done():
-            future.set_result([one])
+            future.set_result(one)

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from meter import ops, scripts
+from meter import ops, runner
 from meter.base import Hold, MeterBase
 from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, WalletNotLoaded
@@ -78,13 +78,7 @@ class Meter(MeterBase):
         return [] if self.loader is None else self.loader.account_credit_types(request.account_id)
 
     def _eval(self, ev: ops.Eval) -> Any:
-        script = scripts.get(ev.script)
-        try:
-            return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
-        except redis.exceptions.NoScriptError:
-            # The script cache was flushed; the call did not run, so sending it again is safe.
-            # EVAL with the source (which also caches it again) cannot meet another flush.
-            return self.redis.eval(script.source, len(ev.keys), *ev.keys, *ev.args)
+        return runner.only_reply(ev.script, runner.run(self.redis, ev.script, ev.keys, ev.args))
 
     def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
         callback()
