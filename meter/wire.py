@@ -65,6 +65,21 @@ JOURNAL_BASE_FIELDS = (
     JournalField.TS_MS,
 )
 
+# The optional text fields (description, metadata, reference, idempotency key, source, tool,
+# hold and charge ids): present when the request carried them, not by the entry's kind.
+OPTIONAL_TEXT_FIELDS = frozenset(
+    {
+        JournalField.DESCRIPTION,
+        JournalField.METADATA,
+        JournalField.REFERENCE,
+        JournalField.IDEMPOTENCY_KEY,
+        JournalField.SOURCE,
+        JournalField.TOOL,
+        JournalField.HOLD,
+        JournalField.CHARGE_ENTRY,
+    }
+)
+
 
 class HoldField(StrEnum):
     """Field names of a hold record hash (lua/hold.lua, hydrate.lua, includes/hold_open)."""
