@@ -6,19 +6,18 @@ of a round goes in one pipeline, and the next round starts as soon as a pipeline
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.exceptions
 
 from meter import bounds, ops, runner, signatures
-from meter.base import Hold, MeterBase
+from meter.api_async import AsyncHold, AsyncMeterAPI
 from meter.connect import checked_redis_url, keys_from
-from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
+from meter.errors import CatalogNotLoaded, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import HoldResult
@@ -26,11 +25,12 @@ from meter.redis_conn import async_client
 from meter.settings import Settings, get_settings
 from meter.signatures import CHARGE
 
+R = TypeVar("R")
 PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
 ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
 
 
-class AsyncMeter(MeterBase):
+class AsyncMeter(AsyncMeterAPI):
     def __init__(
         self,
         client: redis.asyncio.Redis,
@@ -59,27 +59,37 @@ class AsyncMeter(MeterBase):
     async def aclose(self) -> None:
         await self.redis.aclose()
 
-    def _run(self, op: ops.Op[Any]) -> Any:
-        return self._drive(op)
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> PendingHold:
+        """Reserves credits: `async with m.hold(...) as h: ... await h.settle(cost)`, or
+        `h = await m.hold(...)`."""
+        op = ops.hold(
+            self._env,
+            account_id,
+            tool,
+            quantity=quantity,
+            amount=amount,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+        )
+        return PendingHold(self, op)
 
-    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
-        async def then() -> Any:
-            result = await outcome
-            callback()
-            return result
-
-        return then()
-
-    def _open_hold(self, op: ops.Op[HoldResult]) -> _PendingHold:
-        return _PendingHold(self, op)
-
-    async def _drive(self, op: ops.Op[Any]) -> Any:
+    async def _drive(self, op: ops.Op[R]) -> R:
         try:
             request = next(op)
             while True:
                 request = op.send(await self._perform(request))
         except StopIteration as stop:
-            return stop.value
+            result: R = stop.value  # the generator's return value: the operation's result
+            return result
 
     async def _perform(self, request: ops.Request) -> Any:
         if isinstance(request, ops.Eval):
@@ -117,21 +127,23 @@ class AsyncMeter(MeterBase):
         return await asyncio.to_thread(loader.account_credit_types, request.account_id)
 
 
-class _PendingHold:
+class PendingHold:
+    """A hold being opened: await it for the AsyncHold, or use it in `async with`."""
+
     def __init__(self, meter: AsyncMeter, op: ops.Op[HoldResult]) -> None:
         self._meter = meter
         self._op = op
-        self._hold: Hold | None = None
+        self._hold: AsyncHold | None = None
 
-    async def _open(self) -> Hold:
+    async def _open(self) -> AsyncHold:
         result = await self._meter._drive(self._op)
-        self._hold = Hold(self._meter, result)
+        self._hold = AsyncHold(self._meter, result)
         return self._hold
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncHold]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> Hold:
+    async def __aenter__(self) -> AsyncHold:
         return await self._open()
 
     async def __aexit__(
@@ -140,10 +152,8 @@ class _PendingHold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        hold = self._hold
-        if hold is not None and not hold.done:
-            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
-                await hold.release()
+        if self._hold is not None:
+            await self._hold.__aexit__(exc_type, exc, tb)
 
 
 class _Batcher:
