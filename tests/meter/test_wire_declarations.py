@@ -12,7 +12,9 @@ from importlib.resources import files
 import pytest
 
 from meter import signatures, wire
+from meter.models import ChargePart, ChargeRecord
 from meter.signatures import Group, flat_names
+from tests.meter.helpers import make_meter
 
 LUA = files("meter.lua")
 SCRIPTS = sorted(signatures.ALL)
@@ -254,3 +256,23 @@ def test_groups_are_laid_out_item_by_item_a_counted_one_after_its_count() -> Non
         *["g2", "5", "50", "0", "paid"],
         *["0", "m"],
     ]
+
+
+def test_the_charge_record_and_breakdown_python_formats_are_the_ones_the_scripts_write(
+    redis_url: str, key_prefix: str
+) -> None:
+    m = make_meter(redis_url, key_prefix)
+    m.set_tool("GPT", 10)
+    g = m.grant("acct", "credits", 100, category="paid", priority=50)
+    c = m.charge("acct", "GPT")
+    bucket = m.keys.bucket("acct")
+    raw = m.redis.get(m.keys.charge(bucket, c.id))
+    assert isinstance(raw, bytes)
+    part = ChargePart(g.grant_id, 10, 50, 0, wire.CATEGORY_CODES["paid"])
+    record = ChargeRecord("acct", "credits", "GPT", 10, 0, (part,))
+    assert raw.decode() == wire.charge_record_value(record)
+    assert wire.charge_record_owner(raw.decode()) == ("acct", "credits")
+    entries = m.redis.xrange(m.keys.journal(bucket))
+    written = {k.decode(): v.decode() for k, v in entries[-1][1].items()}
+    assert written[wire.JournalField.BREAKDOWN] == wire.format_breakdown(c.breakdown)
+    assert wire.parse_breakdown(written[wire.JournalField.BREAKDOWN]) == c.breakdown
