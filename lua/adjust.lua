@@ -3,13 +3,13 @@
   the given category (debt paid first). Negative: burned like a charge, within the overdraft
   limit like every spend.
   Input:
-    KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
-    KEYS[4] bucket events channel
+    KEYS[1] wallet   KEYS[2] idempotency (record)   KEYS[3] journal (bucket)
+    KEYS[4] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id (if positive)
-    ARGV[5] account id   ARGV[6] credit type   ARGV[7] signed amount (not 0)
-    ARGV[8] category for a positive amount (paid | promotional)   ARGV[9] request fingerprint
-    ARGV[10] idempotency key   ARGV[11] reason (required)   ARGV[12] metadata JSON
+    ARGV[2] idempotency_ttl_s   ARGV[3] entry_id   ARGV[4] grant_id (if positive)
+    ARGV[5] account_id   ARGV[6] credit_type   ARGV[7] amount (signed, not 0)
+    ARGV[8] category (of a positive amount: paid | promotional)   ARGV[9] fingerprint
+    ARGV[10] idempotency_key   ARGV[11] reason (required)   ARGV[12] metadata (JSON)
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, amount, balance, available, held}
@@ -44,7 +44,8 @@ local ctx = {journal = KEYS[3], events = KEYS[4], account = account, credit_type
   now = tonumber(now)}
 wallet_expire(w, ctx)
 
-local parts, extra
+local parts
+local new_grant, source = '', ''  -- a positive amount is a new grant, made by an admin
 if amount > 0 then
   if #w.grants >= GRANTS_PER_WALLET_MAX then
     wallet_save_refused(w, ctx)
@@ -56,7 +57,8 @@ if amount > 0 then
   end
   parts = wallet_credit(w, {id = grant_id, rem = 0, prio = PRIORITY_DEFAULT, exp = 0, cat = cat},
     amount)
-  extra = {'ng', grant_id .. ':' .. cat .. ':' .. int_str(PRIORITY_DEFAULT) .. ':0', 'src', 'admin'}
+  new_grant = grant_id .. ':' .. cat .. ':' .. int_str(PRIORITY_DEFAULT) .. ':0'
+  source = 'admin'
 else
   local available = wallet_available(w)
   if available + amount < -w.od then
@@ -64,13 +66,11 @@ else
     return {E_INSUFFICIENT, wallet_balance(w), available, -amount}
   end
   parts = wallet_burn(w, -amount)
-  extra = {}
 end
 wallet_save(w)
 local balance = wallet_balance(w)
-local fields = {'g', breakdown_str(parts), 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12]}
-for _, v in ipairs(extra) do fields[#fields + 1] = v end
-journal_add(ctx, entry_id, 'adjustment', amount, balance, fields)
+journal_add(ctx, entry_id, 'adjustment', amount, balance, {'g', breakdown_str(parts),
+  'ng', new_grant, 'src', source, 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12]})
 balance_event(ctx, balance, w.held, entry_id, 'adjustment')
 return idem_store(KEYS[2], ARGV[9], ARGV[2],
   {E_OK, entry_id, amount, balance, balance - w.held, w.held})

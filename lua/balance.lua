@@ -2,10 +2,10 @@
   balance: read wallets without changing them; grants and holds past their expiry are left
   out, exactly as the next write would expire them.
   Input:
-    KEYS[i] wallet hash of wallet i
+    KEYS[i] per wallet i: wallet
     ARGV[1] now_ms
-  Output: per wallet {0, balance, available, held, debt, overdraft_limit,
-                      {grant id, remaining, priority, expires_ms, category p|r} ...}
+  Output: per wallet {0, balance, available, held, debt, overdraft_limit, grants}
+          grants: flat, per grant: grant_id, remaining, priority, expires_ms, category (p | r)
           or {-1} wallet not loaded
 ]]
 --- @include "includes/common"

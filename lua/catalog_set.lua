@@ -2,10 +2,11 @@
   catalog_set: write tools into one bucket's catalog replica, read atomically by charge and
   hold. The field '~' marks the replica as loaded (an empty catalog is still a catalog).
   Input:
-    KEYS[1] bucket catalog replica
-    ARGV[1] mode: 'merge' (upsert the given tools) or 'replace' (the replica becomes them)
-    ARGV[2 + 4i .. 5 + 4i]: tool name, cost (0..CREDITS_MAX), credit type, active (1 | 0)
-  Output: {0, tools written}   {-12, field} bad argument
+    KEYS[1] catalog (bucket replica)
+    ARGV[1] mode ('merge' upserts the given tools, 'replace' makes the replica them)
+    ARGV[2 + 4i .. 5 + 4i] per tool i: tool (name), cost (0..CREDITS_MAX), credit_type,
+      active (1 | 0)
+  Output: {0, written (tools)}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
 

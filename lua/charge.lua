@@ -3,13 +3,13 @@
   one charge (sync client) or many charges of one bucket (the async client's auto-batching);
   each charge succeeds or fails on its own.
   Input:
-    KEYS[1] bucket catalog replica   KEYS[2] bucket journal
-    KEYS[3 + 4i .. 6 + 4i]: wallet, idempotency record, charge record, bucket events channel
-      of charge i (the channel per charge, so the async client merges calls by concatenation)
-    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency ttl_s
-    ARGV[3 + 9i .. 11 + 9i]: entry id (= charge id), account id, credit type the client expects
-      for the tool, tool, quantity (1..QUANTITY_MAX), request fingerprint, idempotency key,
-      description, metadata JSON
+    KEYS[1] catalog (bucket replica)   KEYS[2] journal (bucket)
+    KEYS[3 + 4i .. 6 + 4i] per charge i: wallet, idempotency (record), record (charge record),
+      events (bucket channel, per charge so the async client merges calls by concatenation)
+    ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency_ttl_s
+    ARGV[3 + 9i .. 11 + 9i] per charge i: entry_id (= charge id), account_id, credit_type (the
+      client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
+      idempotency_key, description, metadata (JSON)
   Publishes one balance event per charge that changed a wallet (see includes/balance_event).
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown}

@@ -5,15 +5,16 @@
   take twice. Credits come from the purchase's own grant first, then in burn order, and what
   the wallet cannot cover becomes debt (no overdraft check: the money is already gone).
   Input:
-    KEYS[1] wallet hash   KEYS[2] clawed-so-far record   KEYS[3] bucket journal
-    KEYS[4] bucket events channel
-    ARGV[1] now_ms (includes/clock)   ARGV[2] entry id   ARGV[3] account id   ARGV[4] credit type
-    ARGV[5] target total (credits)   ARGV[6] total SQL knows was taken (a floor after a
-    Redis loss)   ARGV[7] grant to take from first ('' = none)   ARGV[8] reference id
-    ARGV[9] reason   ARGV[10] metadata JSON
+    KEYS[1] wallet   KEYS[2] clawed (taken-so-far record)   KEYS[3] journal (bucket)
+    KEYS[4] events (bucket channel)
+    ARGV[1] now_ms (includes/clock)   ARGV[2] entry_id   ARGV[3] account_id   ARGV[4] credit_type
+    ARGV[5] target (total, credits)   ARGV[6] known (total SQL knows was taken: a floor after
+    a Redis loss)   ARGV[7] grant_id (to take from first; '' = none)   ARGV[8] reference_id
+    ARGV[9] reason   ARGV[10] metadata (JSON)
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
-    {0, entry_id ('' if nothing was due), taken now, total taken, balance, available, held}
+    {0, entry_id ('' if nothing was due), amount (taken now), total (taken so far), balance,
+      available, held}
     {-1} wallet not loaded   {-12, field} bad argument
 ]]
 --- @include "includes/common"

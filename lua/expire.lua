@@ -2,12 +2,12 @@
   expire: the sweep for one wallet found in the bucket's due set: expire its due grants and
   holds (journaled), then keep the due set at its next pending expiry.
   Input:
-    KEYS[1] wallet hash   KEYS[2] bucket journal   KEYS[3] bucket due set
-    KEYS[4] bucket events channel
+    KEYS[1] wallet   KEYS[2] journal (bucket)   KEYS[3] due (bucket due set)
+    KEYS[4] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] account id   ARGV[3] credit type   ARGV[4] due-set member
+    ARGV[2] account_id   ARGV[3] credit_type   ARGV[4] due_member
   Publishes the wallet's new state if anything expired (includes/balance_event).
-  Output: {0, grants expired, holds expired}   {-12, field} bad argument
+  Output: {0, grants_expired, holds_expired}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
 

@@ -1,12 +1,12 @@
 --[[
   extend: heartbeat of a long generation; the hold now expires ttl_s after now_ms.
   Input:
-    KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
-    KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
+    KEYS[1] hold (record)   KEYS[2] wallet   KEYS[3] idempotency (record)
+    KEYS[4] journal (bucket)   KEYS[5] due (bucket due set)   KEYS[6] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
-    ARGV[5] credit type   ARGV[6] ttl_s (1..HOLD_TTL_S_MAX)   ARGV[7] request fingerprint
-    ARGV[8] idempotency key   ARGV[9] due-set member
+    ARGV[2] idempotency_ttl_s   ARGV[3] hold_id   ARGV[4] account_id
+    ARGV[5] credit_type   ARGV[6] ttl_s (1..HOLD_TTL_S_MAX)   ARGV[7] fingerprint
+    ARGV[8] idempotency_key   ARGV[9] due_member
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, expires_ms}

@@ -3,10 +3,12 @@
   what SQL confirmed (never below an entry still pending), and renew or release the
   flusher's bucket lock if it still holds it.
   Input:
-    KEYS[1] bucket journal   KEYS[2] bucket flush lock
-    ARGV[1] consumer group   ARGV[2] lock token   ARGV[3] lock ttl_ms (0 = release the lock)
-    ARGV[4] highest stream id SQL committed ('' = trim nothing)   ARGV[5..] stream ids to ack
-  Output: {0, acked, trimmed, lock still held (1/0)}   {-12, field} bad argument
+    KEYS[1] journal (bucket)   KEYS[2] lock (bucket flush lock)
+    ARGV[1] group (consumer group)   ARGV[2] token (lock token)
+    ARGV[3] lock_ttl_ms (0 = release the lock)
+    ARGV[4] committed (highest stream id SQL committed; '' = trim nothing)
+    ARGV[5 + i] per entry i to ack: stream_id
+  Output: {0, acked, trimmed, lock_held (1/0: still held)}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
 

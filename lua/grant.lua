@@ -1,15 +1,15 @@
 --[[
   grant: add credits to a wallet as a new grant; any debt is paid off first.
   Input:
-    KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] bucket journal
-    KEYS[4] bucket due set   KEYS[5] bucket events channel
+    KEYS[1] wallet   KEYS[2] idempotency (record)   KEYS[3] journal (bucket)
+    KEYS[4] due (bucket due set)   KEYS[5] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] entry id   ARGV[4] grant id
-    ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount (1..CREDITS_MAX)
+    ARGV[2] idempotency_ttl_s   ARGV[3] entry_id   ARGV[4] grant_id
+    ARGV[5] account_id   ARGV[6] credit_type   ARGV[7] amount (1..CREDITS_MAX)
     ARGV[8] category (paid | promotional)   ARGV[9] priority (0..100, lower burns first)
-    ARGV[10] expires_ms (0 = never; else after now_ms)   ARGV[11] source   ARGV[12] reference id
-    ARGV[13] request fingerprint   ARGV[14] idempotency key   ARGV[15] description
-    ARGV[16] metadata JSON   ARGV[17] due-set member
+    ARGV[10] expires_ms (0 = never; else after now_ms)   ARGV[11] source
+    ARGV[12] reference_id   ARGV[13] fingerprint   ARGV[14] idempotency_key
+    ARGV[15] description   ARGV[16] metadata (JSON)   ARGV[17] due_member
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, grant_id, amount, balance, available, held}

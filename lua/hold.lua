@@ -1,14 +1,14 @@
 --[[
   hold: reserve credits for a long generation; available = balance - held.
   Input:
-    KEYS[1] wallet hash   KEYS[2] idempotency record   KEYS[3] hold record
-    KEYS[4] bucket catalog replica   KEYS[5] bucket journal   KEYS[6] bucket due set
-    KEYS[7] bucket events channel
+    KEYS[1] wallet   KEYS[2] idempotency (record)   KEYS[3] hold (record)
+    KEYS[4] catalog (bucket replica)   KEYS[5] journal (bucket)   KEYS[6] due (bucket due set)
+    KEYS[7] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
-    ARGV[5] credit type the client expects   ARGV[6] tool   ARGV[7] quantity
+    ARGV[2] idempotency_ttl_s   ARGV[3] hold_id   ARGV[4] account_id
+    ARGV[5] credit_type (the client expects)   ARGV[6] tool   ARGV[7] quantity
     ARGV[8] amount ('' = tool cost x quantity)   ARGV[9] ttl_s (1..HOLD_TTL_S_MAX)
-    ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] due-set member
+    ARGV[10] fingerprint   ARGV[11] idempotency_key   ARGV[12] due_member
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, hold_id, amount, expires_ms, balance, available, held}

@@ -2,13 +2,15 @@
   hydrate: write a wallet loaded from SQL, only if Redis does not have it (a racing request
   or an earlier hydration wins; nothing is overwritten). Holds come with their records.
   Input:
-    KEYS[1] wallet hash   KEYS[2] bucket due set   KEYS[3 + i] hold record of hold i
-    ARGV[1] account id   ARGV[2] credit type   ARGV[3] overdraft limit   ARGV[4] debt
-    ARGV[5] number of grants G; ARGV[6 .. 5 + 5G]: per grant id, remaining, priority,
+    KEYS[1] wallet   KEYS[2] due (bucket due set)   KEYS[3 + i] per hold i: hold (record)
+    ARGV[1] account_id   ARGV[2] credit_type   ARGV[3] overdraft_limit   ARGV[4] debt
+    ARGV[5] grants (their number G)
+    ARGV[6 + 5i .. 10 + 5i] per grant i: grant_id, remaining, priority,
       expires_ms (0 = never), category (paid | promotional)
-    ARGV[6 + 5G] number of holds H; then per hold: id, amount, expires_ms, tool
-    ARGV[#ARGV] due-set member
-  Output: {0, 1} written   {0, 0} already present   {-12, field} bad argument
+    ARGV[6 + 5G] holds (their number H)
+    ARGV[7 + 5G + 4i .. 10 + 5G + 4i] per hold i: hold_id, amount, expires_ms, tool
+    ARGV[#ARGV] due_member
+  Output: {0, written (1, or 0: already present)}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
 

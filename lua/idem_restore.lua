@@ -5,8 +5,8 @@
   Runs before the account's wallet is hydrated; a record already present (a request that
   ran after the loss) is kept.
   Input:
-    KEYS[1 .. n] idempotency records
-    ARGV[1] now_ms   ARGV[1 + i] expires_at_ms of record i (the original use + the TTL)
+    KEYS[i] per record i: idempotency (record)
+    ARGV[1] now_ms   ARGV[1 + i] per record i: expires_at_ms (the original use + the TTL)
   Output: {0, written}   {-12, field} bad argument
 ]]
 --- @include "includes/parse_uint"

@@ -4,14 +4,15 @@
   new never-expiring grant per category. A part that went into debt pays debt back; refunded
   credits, like every credit, pay debt first. Total refunded never exceeds the charge.
   Input:
-    KEYS[1] charge record   KEYS[2] wallet hash   KEYS[3] idempotency record
-    KEYS[4] bucket journal   KEYS[5] bucket due set   KEYS[6] bucket events channel
+    KEYS[1] record (charge record)   KEYS[2] wallet   KEYS[3] idempotency (record)
+    KEYS[4] journal (bucket)   KEYS[5] due (bucket due set)   KEYS[6] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] refund entry id   ARGV[4] charge id
-    ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = what is left)
-    ARGV[8] successor grant id for paid credits   ARGV[9] successor grant id for promotional
-    ARGV[10] request fingerprint   ARGV[11] idempotency key   ARGV[12] reason   ARGV[13] metadata
-    ARGV[14] due-set member
+    ARGV[2] idempotency_ttl_s   ARGV[3] entry_id (of the refund)   ARGV[4] charge_id
+    ARGV[5] account_id   ARGV[6] credit_type   ARGV[7] amount ('' = what is left)
+    ARGV[8] successor_paid (grant id for paid credits)
+    ARGV[9] successor_promotional (grant id for promotional credits)
+    ARGV[10] fingerprint   ARGV[11] idempotency_key   ARGV[12] reason   ARGV[13] metadata
+    ARGV[14] due_member
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, amount, balance, available, held, refunded_total, breakdown}

@@ -1,11 +1,11 @@
 --[[
   release: end a hold without charging; its credits are available again.
   Input:
-    KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record   KEYS[4] bucket journal
-    KEYS[5] bucket events channel
+    KEYS[1] hold (record)   KEYS[2] wallet   KEYS[3] idempotency (record)
+    KEYS[4] journal (bucket)   KEYS[5] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] account id
-    ARGV[5] credit type   ARGV[6] request fingerprint   ARGV[7] idempotency key
+    ARGV[2] idempotency_ttl_s   ARGV[3] hold_id   ARGV[4] account_id
+    ARGV[5] credit_type   ARGV[6] fingerprint   ARGV[7] idempotency_key
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, released, balance, available, held}

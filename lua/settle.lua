@@ -2,14 +2,14 @@
   settle: end a hold by charging any amount; below the hold the rest is released, above it
   only if the account covers the difference (else nothing changes and the hold stays).
   Input:
-    KEYS[1] hold record   KEYS[2] wallet hash   KEYS[3] idempotency record
-    KEYS[4] bucket journal   KEYS[5] charge record (for refunds of the settled charge)
-    KEYS[6] bucket events channel
+    KEYS[1] hold (record)   KEYS[2] wallet   KEYS[3] idempotency (record)
+    KEYS[4] journal (bucket)   KEYS[5] record (charge record, for refunds of the charge)
+    KEYS[6] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
-    ARGV[2] idempotency ttl_s   ARGV[3] hold id   ARGV[4] entry id (= charge id)
-    ARGV[5] account id   ARGV[6] credit type   ARGV[7] amount ('' = the hold's amount)
-    ARGV[8] request fingerprint   ARGV[9] idempotency key   ARGV[10] description
-    ARGV[11] metadata JSON
+    ARGV[2] idempotency_ttl_s   ARGV[3] hold_id   ARGV[4] entry_id (= charge id)
+    ARGV[5] account_id   ARGV[6] credit_type   ARGV[7] amount ('' = the hold's amount)
+    ARGV[8] fingerprint   ARGV[9] idempotency_key   ARGV[10] description
+    ARGV[11] metadata (JSON)
   Publishes the wallet's new state on the events channel (includes/balance_event).
   Output:
     {0|1 replayed, entry_id, charged, released, balance, available, held}

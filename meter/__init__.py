@@ -4,7 +4,8 @@ from meter import Meter, AsyncMeter, InsufficientCredits
 """
 
 from meter.aclient import AsyncMeter
-from meter.base import Hold
+from meter.api_async import AsyncHold
+from meter.api_sync import Hold
 from meter.client import Meter
 from meter.errors import (
     AmountOverflow,
@@ -30,6 +31,7 @@ from meter.models import Tool
 
 __all__ = [
     "AmountOverflow",
+    "AsyncHold",
     "AsyncMeter",
     "CatalogNotLoaded",
     "ChargeNotFound",

@@ -6,30 +6,31 @@ of a round goes in one pipeline, and the next round starts as soon as a pipeline
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.exceptions
 
-from meter import bounds, ops, scripts
-from meter.base import Hold, MeterBase
+from meter import bounds, ops, runner, signatures
+from meter.api_async import AsyncHold, AsyncMeterAPI
 from meter.connect import checked_redis_url, keys_from
-from meter.errors import CatalogNotLoaded, HoldNotActive, WalletNotLoaded
+from meter.errors import CatalogNotLoaded, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import HoldResult
 from meter.redis_conn import async_client
 from meter.settings import MeterSettings, get_meter_settings
+from meter.signatures import CHARGE
 
+R = TypeVar("R")
 PIPELINES_IN_FLIGHT_MAX = 2  # one being answered by Redis while the next one is built
 ROUND_CALLS_MAX = 4096  # requests taken into one pipeline round; bounds the reply size
 
 
-class AsyncMeter(MeterBase):
+class AsyncMeter(AsyncMeterAPI):
     def __init__(
         self,
         client: redis.asyncio.Redis,
@@ -58,27 +59,37 @@ class AsyncMeter(MeterBase):
     async def aclose(self) -> None:
         await self.redis.aclose()
 
-    def _run(self, op: ops.Op[Any]) -> Any:
-        return self._drive(op)
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> PendingHold:
+        """Reserves credits: `async with m.hold(...) as h: ... await h.settle(cost)`, or
+        `h = await m.hold(...)`."""
+        op = ops.hold(
+            self._env,
+            account_id,
+            tool,
+            quantity=quantity,
+            amount=amount,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+        )
+        return PendingHold(self, op)
 
-    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
-        async def then() -> Any:
-            result = await outcome
-            callback()
-            return result
-
-        return then()
-
-    def _open_hold(self, op: ops.Op[HoldResult]) -> _PendingHold:
-        return _PendingHold(self, op)
-
-    async def _drive(self, op: ops.Op[Any]) -> Any:
+    async def _drive(self, op: ops.Op[R]) -> R:
         try:
             request = next(op)
             while True:
                 request = op.send(await self._perform(request))
         except StopIteration as stop:
-            return stop.value
+            result: R = stop.value  # the generator's return value: the operation's result
+            return result
 
     async def _perform(self, request: ops.Request) -> Any:
         if isinstance(request, ops.Eval):
@@ -116,21 +127,23 @@ class AsyncMeter(MeterBase):
         return await asyncio.to_thread(loader.account_credit_types, request.account_id)
 
 
-class _PendingHold:
+class PendingHold:
+    """A hold being opened: await it for the AsyncHold, or use it in `async with`."""
+
     def __init__(self, meter: AsyncMeter, op: ops.Op[HoldResult]) -> None:
         self._meter = meter
         self._op = op
-        self._hold: Hold | None = None
+        self._hold: AsyncHold | None = None
 
-    async def _open(self) -> Hold:
+    async def _open(self) -> AsyncHold:
         result = await self._meter._drive(self._op)
-        self._hold = Hold(self._meter, result)
+        self._hold = AsyncHold(self._meter, result)
         return self._hold
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncHold]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> Hold:
+    async def __aenter__(self) -> AsyncHold:
         return await self._open()
 
     async def __aexit__(
@@ -139,10 +152,8 @@ class _PendingHold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        hold = self._hold
-        if hold is not None and not hold.done:
-            with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
-                await hold.release()
+        if self._hold is not None:
+            await self._hold.__aexit__(exc_type, exc, tb)
 
 
 class _Batcher:
@@ -194,24 +205,19 @@ class _Batcher:
                 self._start_rounds()
 
     async def _execute(self, evals: list[ops.Eval]) -> list[Any]:
-        replies = await self._pipeline(evals)
-        missing = [
-            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
-        ]
-        if missing:
-            # The script cache was flushed; those calls did not run, so re-sending is safe.
-            # EVAL with the source (which also caches it again) cannot meet another flush.
-            again = await self._pipeline([evals[i] for i in missing], with_source=True)
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
+        rounds = runner.send([runner.Call(ev.script, ev.keys, ev.args) for ev in evals])
+        try:
+            commands = next(rounds)
+            while True:
+                commands = rounds.send(await self._pipeline(commands))
+        except StopIteration as stop:
+            replies: list[Any] = stop.value
         return replies
 
-    async def _pipeline(self, evals: list[ops.Eval], with_source: bool = False) -> list[Any]:
+    async def _pipeline(self, commands: list[runner.CommandArgs]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for ev in evals:
-            script = scripts.get(ev.script)
-            cmd, body = ("EVAL", script.source) if with_source else ("EVALSHA", script.sha)
-            pipe.execute_command(cmd, body, len(ev.keys), *ev.keys, *ev.args)
+        for command in commands:
+            pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -223,20 +229,22 @@ def _merge(batch: list[tuple[ops.Eval, asyncio.Future[Any]]]) -> list[tuple[ops.
     out: list[tuple[ops.Eval, _Targets]] = []
     charges: dict[int, list[tuple[ops.Eval, asyncio.Future[Any]]]] = defaultdict(list)
     for ev, future in batch:
-        if ev.script == "charge":
+        if ev.script == CHARGE.script:
             charges[ev.bucket].append((ev, future))
         else:
             out.append((ev, [future]))
+    key_head, arg_head = CHARGE.key_head, CHARGE.arg_head
     for bucket, items in charges.items():
         for start in range(0, len(items), bounds.BATCH_CHARGES_MAX):
             chunk = items[start : start + bounds.BATCH_CHARGES_MAX]
             first = chunk[0][0]
-            keys = first.keys[:2]
-            args = first.args[:2]
+            # The shared KEYS and ARGV once, then each call's group of one charge.
+            keys = first.keys[:key_head]
+            args = first.args[:arg_head]
             for ev, _ in chunk:
-                keys += ev.keys[2:]
-                args += ev.args[2:]
-            out.append((ops.Eval("charge", keys, args, bucket), [f for _, f in chunk]))
+                keys += ev.keys[key_head:]
+                args += ev.args[arg_head:]
+            out.append((ops.Eval(CHARGE.script, keys, args, bucket), [f for _, f in chunk]))
     return out
 
 
@@ -246,11 +254,11 @@ def _deliver(ev: ops.Eval, targets: _Targets, reply: Any) -> None:
             if not future.done():
                 future.set_exception(reply)
         return
-    if ev.script != "charge":
+    if not signatures.ALL[ev.script].batched:
         targets[0].set_result(reply)
         return
-    # A charge call answers one reply per charge; each caller gets its own as a batch of one.
+    # A batched call answers one reply per merged request; each caller gets its own.
     assert len(reply) == len(targets), "charge batch answered a different count"
     for future, one in zip(targets, reply, strict=True):
         if not future.done():
-            future.set_result([one])
+            future.set_result(one)

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
-from meter import ops, scripts
-from meter.base import Hold, MeterBase
+from meter import bounds, ops, runner
+from meter.api_sync import Hold, MeterAPI
 from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, WalletNotLoaded
 from meter.keys import Keys
 from meter.loaders import Loader
-from meter.models import HoldResult
 from meter.redis_conn import sync_client
 from meter.settings import MeterSettings, get_meter_settings
 
+R = TypeVar("R")
 
-class Meter(MeterBase):
+
+class Meter(MeterAPI):
     def __init__(
         self,
         client: redis.Redis,
@@ -43,13 +44,14 @@ class Meter(MeterBase):
     def from_url(cls, url: str, **kwargs: Any) -> Meter:
         return cls(sync_client(url), **kwargs)
 
-    def _run(self, op: ops.Op[Any]) -> Any:
+    def _drive(self, op: ops.Op[R]) -> R:
         try:
             request = next(op)
             while True:
                 request = op.send(self._perform(request))
         except StopIteration as stop:
-            return stop.value
+            result: R = stop.value  # the generator's return value: the operation's result
+            return result
 
     def _perform(self, request: ops.Request) -> Any:
         if isinstance(request, ops.Eval):
@@ -78,17 +80,26 @@ class Meter(MeterBase):
         return [] if self.loader is None else self.loader.account_credit_types(request.account_id)
 
     def _eval(self, ev: ops.Eval) -> Any:
-        script = scripts.get(ev.script)
-        try:
-            return self.redis.evalsha(script.sha, len(ev.keys), *ev.keys, *ev.args)
-        except redis.exceptions.NoScriptError:
-            # The script cache was flushed; the call did not run, so sending it again is safe.
-            # EVAL with the source (which also caches it again) cannot meet another flush.
-            return self.redis.eval(script.source, len(ev.keys), *ev.keys, *ev.args)
+        return runner.only_reply(ev.script, runner.run(self.redis, ev.script, ev.keys, ev.args))
 
-    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
-        callback()
-        return outcome
-
-    def _open_hold(self, op: ops.Op[HoldResult]) -> Hold:
-        return Hold(self, self._run(op))
+    def hold(
+        self,
+        account_id: str,
+        tool: str,
+        *,
+        quantity: int = 1,
+        amount: int | None = None,
+        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
+        idempotency_key: str | None = None,
+    ) -> Hold:
+        """Reserves credits: `with m.hold(...) as h: ... h.settle(cost)`."""
+        op = ops.hold(
+            self._env,
+            account_id,
+            tool,
+            quantity=quantity,
+            amount=amount,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+        )
+        return Hold(self, self._drive(op))

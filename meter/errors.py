@@ -192,3 +192,9 @@ def _int(x: object) -> int:
 
 def _str(x: object) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def mismatched_credit_type(reply: Sequence[object]) -> str:
+    """The credit type the tool really uses, as a CREDIT_TYPE_MISMATCH reply names it."""
+    assert Code(_int(reply[0])) is Code.CREDIT_TYPE_MISMATCH, reply
+    return _str(reply[1])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from meter import bounds, validate
+from meter import bounds, validate, wire
 from meter.errors import (
     ChargeNotFound,
     Code,
@@ -21,6 +21,7 @@ from meter.errors import (
     IdempotencyConflict,
     InvalidArgument,
     ScriptContractError,
+    mismatched_credit_type,
     raise_for_reply,
 )
 from meter.ids import bucket_of, new_id
@@ -28,13 +29,11 @@ from meter.keys import Keys, due_member
 from meter.models import (
     AccountBalance,
     AdjustResult,
-    ChargeRecord,
     ChargeResult,
     ClawbackResult,
     ExpireResult,
     ExtendResult,
     GrantInfo,
-    GrantPart,
     GrantResult,
     HoldResult,
     RefundResult,
@@ -45,22 +44,50 @@ from meter.models import (
     WalletBalance,
     WalletSnapshot,
 )
+from meter.signatures import (
+    ADJUST,
+    BALANCE,
+    BALANCE_GRANT,
+    CATALOG_SET,
+    CHARGE,
+    CLAWBACK,
+    EXPIRE,
+    EXTEND,
+    GRANT,
+    HOLD,
+    HYDRATE,
+    IDEM_RESTORE,
+    REFUND,
+    RELEASE,
+    SETTLE,
+    Reply,
+    Signature,
+)
 from meter.times import now_ms
 
 R = TypeVar("R")
 DEFAULT_CREDIT_TYPE = "credits"  # first guess for a tool not seen yet; corrected by the script
-CATEGORY_CODES = {"paid": "p", "promotional": "r"}
-CATEGORY_NAMES = {v: k for k, v in CATEGORY_CODES.items()}
 
 
 @dataclass(slots=True)
 class Eval:
-    """EVALSHA of a registered script; `bucket` lets the async client batch charges."""
+    """A call of a registered script; `bucket` lets the async client batch charges."""
 
     script: str
     keys: list[str]
     args: list[str]
     bucket: int
+
+    @classmethod
+    def of(
+        cls,
+        sig: Signature,
+        bucket: int,
+        keys: dict[str, str | list[dict[str, str]]],
+        args: dict[str, str | list[dict[str, str]]],
+    ) -> Eval:
+        """The call with its KEYS and ARGV given by their declared names."""
+        return cls(sig.script, sig.key_list(**keys), sig.arg_list(**args), bucket)
 
 
 @dataclass(slots=True)
@@ -147,17 +174,6 @@ def as_text(reply: object) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def _parts(text: object) -> tuple[GrantPart, ...]:
-    raw = as_text(text)
-    if not raw:
-        return ()
-    out = []
-    for item in raw.split(";"):
-        gid, delta, after = item.split(":")
-        out.append(GrantPart(gid, int(delta), int(after)))
-    return tuple(out)
-
-
 def _code(reply: list[Any]) -> int:
     return int(reply[0])
 
@@ -168,25 +184,40 @@ def _code(reply: list[Any]) -> int:
 def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnapshot) -> Eval:
     bucket = keys.bucket(account_id)
     assert len(snap.grants) <= bounds.GRANTS_PER_WALLET_MAX, "loader returned too many grants"
-    args = [
-        account_id,
-        credit_type,
-        str(snap.overdraft_limit),
-        str(snap.debt),
-        str(len(snap.grants)),
-    ]
-    for g in snap.grants:
-        args += [g.id, str(g.remaining), str(g.priority), str(g.expires_at_ms), g.category]
-    args.append(str(len(snap.holds)))
-    for h in snap.holds:
-        args += [h.id, str(h.amount), str(h.expires_at_ms), h.tool]
-    args.append(due_member(account_id, credit_type))
-    hold_keys = [keys.hold(bucket, h.id) for h in snap.holds]
-    return Eval(
-        "hydrate",
-        [keys.wallet(account_id, credit_type), keys.due(bucket), *hold_keys],
-        args,
+    return Eval.of(
+        HYDRATE,
         bucket,
+        keys={
+            "wallet": keys.wallet(account_id, credit_type),
+            "due": keys.due(bucket),
+            "holds": [{"hold": keys.hold(bucket, h.id)} for h in snap.holds],
+        },
+        args={
+            "account_id": account_id,
+            "credit_type": credit_type,
+            "overdraft_limit": str(snap.overdraft_limit),
+            "debt": str(snap.debt),
+            "grants": [
+                {
+                    "grant_id": g.id,
+                    "remaining": str(g.remaining),
+                    "priority": str(g.priority),
+                    "expires_ms": str(g.expires_at_ms),
+                    "category": g.category,
+                }
+                for g in snap.grants
+            ],
+            "holds": [
+                {
+                    "hold_id": h.id,
+                    "amount": str(h.amount),
+                    "expires_ms": str(h.expires_at_ms),
+                    "tool": h.tool,
+                }
+                for h in snap.holds
+            ],
+            "due_member": due_member(account_id, credit_type),
+        },
     )
 
 
@@ -200,11 +231,16 @@ def idem_restore_evals(
     for start in range(0, len(used), bounds.IDEM_RESTORE_BATCH_MAX):
         chunk = used[start : start + bounds.IDEM_RESTORE_BATCH_MAX]
         out.append(
-            Eval(
-                "idem_restore",
-                [keys.idempotency(account_id, key) for key, _ in chunk],
-                [str(now), *(str(expires_ms) for _, expires_ms in chunk)],
+            Eval.of(
+                IDEM_RESTORE,
                 bucket,
+                keys={
+                    "records": [{"idempotency": keys.idempotency(account_id, k)} for k, _ in chunk]
+                },
+                args={
+                    "now_ms": str(now),
+                    "records": [{"expires_at_ms": str(ms)} for _, ms in chunk],
+                },
             )
         )
     return out
@@ -220,7 +256,7 @@ def restore_idempotency(env: Env, account_id: str, used: tuple[tuple[str, int], 
     for ev in idem_restore_evals(env.keys, account_id, used, env.clock_ms()):
         reply = yield ev
         raise_for_reply(reply, f"idempotency restore {account_id}", "")
-        written += int(reply[1])
+        written += IDEM_RESTORE.read(reply).int("written")
     return written
 
 
@@ -237,10 +273,22 @@ def _hydrate(env: Env, account_id: str, credit_type: str, *, create: bool = True
 
 
 def catalog_evals(keys: Keys, tools: list[Tool], mode: str) -> list[Eval]:
-    args = [mode]
-    for t in tools:
-        args += [t.name, str(t.cost), t.credit_type, "1" if t.active else "0"]
-    return [Eval("catalog_set", [keys.catalog(b)], args, b) for b in keys.all_buckets()]
+    args: dict[str, str | list[dict[str, str]]] = {
+        "mode": mode,
+        "tools": [
+            {
+                "tool": t.name,
+                "cost": str(t.cost),
+                "credit_type": t.credit_type,
+                "active": "1" if t.active else "0",
+            }
+            for t in tools
+        ],
+    }
+    return [
+        Eval.of(CATALOG_SET, b, keys={"catalog": keys.catalog(b)}, args=args)
+        for b in keys.all_buckets()
+    ]
 
 
 def _restore_catalog(env: Env) -> Op[None]:
@@ -252,6 +300,7 @@ def _restore_catalog(env: Env) -> Op[None]:
 
 def _with_loading(
     env: Env,
+    sig: Signature,
     build: Callable[[str], Eval],
     account_id: str,
     tool: str | None,
@@ -260,7 +309,7 @@ def _with_loading(
     *,
     idem: str = "",
     from_sql: FromSql | None = None,
-) -> Op[tuple[list[Any], str]]:
+) -> Op[tuple[Reply, str]]:
     """Runs a wallet script; hydrates, restores the catalog or learns a tool's credit type
     when the script asks, then retries. Returns the final reply and the credit type used.
 
@@ -269,26 +318,25 @@ def _with_loading(
     for _ in range(bounds.HYDRATE_ATTEMPTS_MAX + 1):
         ct = credit_type or env.tool_credit_types.get(tool or "", DEFAULT_CREDIT_TYPE)
         ev = build(ct)
+        assert ev.script == sig.script, (ev.script, sig.script)
         reply = yield ev
-        if ev.script == "charge":
-            reply = reply[0]
         code = _code(reply)
         if code == Code.IDEMPOTENCY_IN_SQL:
             assert from_sql is not None, f"{subject}: no idempotency record to answer from SQL"
             stored = yield LoadStoredResult(account_id, idem)
             if stored is None:
                 raise ScriptContractError(f"{subject}: key {idem!r} marked as in SQL, not found")
-            return from_sql(stored), stored.credit_type
+            return sig.read(from_sql(stored)), stored.credit_type
         if code == Code.NOT_LOADED:
             yield from _hydrate(env, account_id, ct)
         elif code == Code.CATALOG_NOT_LOADED:
             yield from _restore_catalog(env)
         elif code == Code.CREDIT_TYPE_MISMATCH:
             assert tool is not None
-            env.tool_credit_types[tool] = as_text(reply[1])
+            env.tool_credit_types[tool] = mismatched_credit_type(reply)
         else:
             raise_for_reply(reply, subject, ct)
-            return reply, ct
+            return sig.read(reply), ct
     raise ScriptContractError(
         f"{subject}: still not loaded after {bounds.HYDRATE_ATTEMPTS_MAX} loads"
     )
@@ -345,30 +393,38 @@ def charge(
     fp = fingerprint("charge", account_id, tool, quantity, desc, meta)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "charge",
-            [
-                keys.catalog(bucket),
-                keys.journal(bucket),
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.charge(bucket, entry_id),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                entry_id,
-                account_id,
-                ct,
-                tool,
-                str(quantity),
-                fp,
-                idem,
-                desc,
-                meta,
-            ],
+        return Eval.of(
+            CHARGE,
             bucket,
+            keys={
+                "catalog": keys.catalog(bucket),
+                "journal": keys.journal(bucket),
+                "charges": [
+                    {
+                        "wallet": keys.wallet(account_id, ct),
+                        "idempotency": keys.idempotency(account_id, idem),
+                        "record": keys.charge(bucket, entry_id),
+                        "events": keys.events(bucket),
+                    }
+                ],
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "charges": [
+                    {
+                        "entry_id": entry_id,
+                        "account_id": account_id,
+                        "credit_type": ct,
+                        "tool": tool,
+                        "quantity": str(quantity),
+                        "fingerprint": fp,
+                        "idempotency_key": idem,
+                        "description": desc,
+                        "metadata": meta,
+                    }
+                ],
+            },
         )
 
     def from_sql(stored: StoredResult) -> list[Any]:
@@ -378,22 +434,30 @@ def charge(
                 f"idempotency key reused with other parameters (charge {tool})"
             )
         balance = stored.balance_after
-        return [Code.REPLAYED, stored.id, -stored.amount, balance, balance, 0, stored.breakdown]
+        return CHARGE.reply_of(
+            Code.REPLAYED,
+            entry_id=stored.id,
+            amount=-stored.amount,
+            balance=balance,
+            available=balance,
+            held=0,
+            breakdown=stored.breakdown,
+        )
 
     reply, ct = yield from _with_loading(
-        env, build, account_id, tool, None, f"charge {tool}", idem=idem, from_sql=from_sql
+        env, CHARGE, build, account_id, tool, None, f"charge {tool}", idem=idem, from_sql=from_sql
     )
     return ChargeResult(
-        id=as_text(reply[1]),
+        id=reply.text("entry_id"),
         account_id=account_id,
         tool=tool,
         credit_type=ct,
-        amount=int(reply[2]),
-        balance=int(reply[3]),
-        available=int(reply[4]),
-        held=int(reply[5]),
-        breakdown=_parts(reply[6]),
-        replayed=_code(reply) == Code.REPLAYED,
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        breakdown=wire.parse_breakdown(reply.text("breakdown")),
+        replayed=reply.replayed,
     )
 
 
@@ -419,32 +483,32 @@ def hold(
     fp = fingerprint("hold", account_id, tool, quantity, fixed, ttl_s)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "hold",
-            [
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.hold(bucket, hold_id),
-                keys.catalog(bucket),
-                keys.journal(bucket),
-                keys.due(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                hold_id,
-                account_id,
-                ct,
-                tool,
-                str(quantity),
-                fixed,
-                str(ttl_s),
-                fp,
-                idem,
-                due_member(account_id, ct),
-            ],
+        return Eval.of(
+            HOLD,
             bucket,
+            keys={
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "hold": keys.hold(bucket, hold_id),
+                "catalog": keys.catalog(bucket),
+                "journal": keys.journal(bucket),
+                "due": keys.due(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "hold_id": hold_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "tool": tool,
+                "quantity": str(quantity),
+                "amount": fixed,
+                "ttl_s": str(ttl_s),
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "due_member": due_member(account_id, ct),
+            },
         )
 
     def from_sql(stored: StoredResult) -> list[Any]:
@@ -452,23 +516,34 @@ def hold(
         if stored.tool != tool:
             raise IdempotencyConflict(f"idempotency key reused with other parameters (hold {tool})")
         held, balance = stored.amount, stored.balance_after
-        return [Code.REPLAYED, stored.id, held, stored.expires_at_ms, balance, balance - held, held]
+        return HOLD.reply_of(
+            Code.REPLAYED,
+            hold_id=stored.id,
+            amount=held,
+            expires_ms=stored.expires_at_ms,
+            balance=balance,
+            available=balance - held,
+            held=held,
+        )
 
     reply, ct = yield from _with_loading(
-        env, build, account_id, tool, None, f"hold {tool}", idem=idem, from_sql=from_sql
+        env, HOLD, build, account_id, tool, None, f"hold {tool}", idem=idem, from_sql=from_sql
     )
     return HoldResult(
-        id=as_text(reply[1]),
+        id=reply.text("hold_id"),
         account_id=account_id,
         tool=tool,
         credit_type=ct,
-        amount=int(reply[2]),
-        expires_at_ms=int(reply[3]),
-        balance=int(reply[4]),
-        available=int(reply[5]),
-        held=int(reply[6]),
-        replayed=_code(reply) == Code.REPLAYED,
+        amount=reply.int("amount"),
+        expires_at_ms=reply.int("expires_ms"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        replayed=reply.replayed,
     )
+
+
+_HOLD_OWNER = (wire.HoldField.ACCOUNT.value, wire.HoldField.CREDIT_TYPE.value)
 
 
 def _record_owner(
@@ -484,7 +559,7 @@ def _record_owner(
         return bucket, owner[0], owner[1]
     if kind == "hold":
         key = env.keys.hold(bucket, record_id)
-        raw = yield Command(("HMGET", key, "a", "t"))
+        raw = yield Command(("HMGET", key, *_HOLD_OWNER))
         if raw[0] is None:
             # Redis lost the hold with its wallet: loading the wallet restores the records
             # of its active holds (a hold no longer active stays not found).
@@ -492,7 +567,7 @@ def _record_owner(
             if owner_known is None:
                 raise HoldNotFound(record_id)
             yield from _hydrate(env, owner_known[0], owner_known[1])
-            raw = yield Command(("HMGET", key, "a", "t"))
+            raw = yield Command(("HMGET", key, *_HOLD_OWNER))
             if raw[0] is None:
                 raise HoldNotFound(record_id)
         return bucket, as_text(raw[0]), as_text(raw[1])
@@ -504,24 +579,13 @@ def _record_owner(
         rec = yield LoadCharge(record_id)
         if rec is None:
             raise ChargeNotFound(record_id)
-        value = charge_record_value(rec)
+        value = wire.charge_record_value(rec)
         yield Command(("SET", key, value, "NX", "EX", str(bounds.CHARGE_RECORD_TTL_S)))
         raw = yield Command(("GET", key))
         if raw is None:
             raise ChargeNotFound(record_id)
-    fields = as_text(raw).split("\x1f")
-    return bucket, fields[0], fields[1]
-
-
-def charge_record_value(rec: ChargeRecord) -> str:
-    """The Redis charge record (see lua/includes/charge_record.lua) of a loaded charge."""
-    parts = ";".join(
-        f"{p.grant_id}:{p.refundable}:{p.priority}:{p.expires_at_ms}:{p.category}"
-        for p in rec.parts
-    )
-    return "\x1f".join(
-        [rec.account_id, rec.credit_type, rec.tool, str(rec.charged), str(rec.refunded), parts]
-    )
+    account_id, credit_type = wire.charge_record_owner(as_text(raw))
+    return bucket, account_id, credit_type
 
 
 def settle(
@@ -545,44 +609,44 @@ def settle(
     fp = fingerprint("settle", hold_id, wanted, desc, meta)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "settle",
-            [
-                keys.hold(bucket, hold_id),
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.charge(bucket, entry_id),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                hold_id,
-                entry_id,
-                account_id,
-                ct,
-                wanted,
-                fp,
-                idem,
-                desc,
-                meta,
-            ],
+        return Eval.of(
+            SETTLE,
             bucket,
+            keys={
+                "hold": keys.hold(bucket, hold_id),
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "record": keys.charge(bucket, entry_id),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "hold_id": hold_id,
+                "entry_id": entry_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "amount": wanted,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "description": desc,
+                "metadata": meta,
+            },
         )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+        env, SETTLE, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
     )
     return SettleResult(
-        entry_id=as_text(reply[1]),
+        entry_id=reply.text("entry_id"),
         hold_id=hold_id,
-        charged=int(reply[2]),
-        released=int(reply[3]),
-        balance=int(reply[4]),
-        available=int(reply[5]),
-        held=int(reply[6]),
-        replayed=_code(reply) == Code.REPLAYED,
+        charged=reply.int("charged"),
+        released=reply.int("released"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        replayed=reply.replayed,
     )
 
 
@@ -600,29 +664,37 @@ def release(
     fp = fingerprint("release", hold_id)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "release",
-            [
-                keys.hold(bucket, hold_id),
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.events(bucket),
-            ],
-            [env.now_arg(), str(env.idempotency_ttl_s), hold_id, account_id, ct, fp, idem],
+        return Eval.of(
+            RELEASE,
             bucket,
+            keys={
+                "hold": keys.hold(bucket, hold_id),
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "hold_id": hold_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+            },
         )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+        env, RELEASE, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
     )
     return ReleaseResult(
         hold_id=hold_id,
-        released=int(reply[1]),
-        balance=int(reply[2]),
-        available=int(reply[3]),
-        held=int(reply[4]),
-        replayed=_code(reply) == Code.REPLAYED,
+        released=reply.int("released"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        replayed=reply.replayed,
     )
 
 
@@ -642,35 +714,35 @@ def extend(
     fp = fingerprint("extend", hold_id, ttl_s)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "extend",
-            [
-                keys.hold(bucket, hold_id),
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.due(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                hold_id,
-                account_id,
-                ct,
-                str(ttl_s),
-                fp,
-                idem,
-                due_member(account_id, ct),
-            ],
+        return Eval.of(
+            EXTEND,
             bucket,
+            keys={
+                "hold": keys.hold(bucket, hold_id),
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "due": keys.due(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "hold_id": hold_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "ttl_s": str(ttl_s),
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "due_member": due_member(account_id, ct),
+            },
         )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
+        env, EXTEND, build, account_id, None, ct, hold_id, idem=idem, from_sql=_hold_done(hold_id)
     )
     return ExtendResult(
-        hold_id=hold_id, expires_at_ms=int(reply[1]), replayed=_code(reply) == Code.REPLAYED
+        hold_id=hold_id, expires_at_ms=reply.int("expires_ms"), replayed=reply.replayed
     )
 
 
@@ -695,33 +767,33 @@ def refund(
     successor_paid, successor_promo = new_id(bucket), new_id(bucket)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "refund",
-            [
-                keys.charge(bucket, charge_id),
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.due(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                entry_id,
-                charge_id,
-                account_id,
-                ct,
-                wanted,
-                successor_paid,
-                successor_promo,
-                fp,
-                idem,
-                why,
-                meta,
-                due_member(account_id, ct),
-            ],
+        return Eval.of(
+            REFUND,
             bucket,
+            keys={
+                "record": keys.charge(bucket, charge_id),
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "due": keys.due(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "entry_id": entry_id,
+                "charge_id": charge_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "amount": wanted,
+                "successor_paid": successor_paid,
+                "successor_promotional": successor_promo,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "reason": why,
+                "metadata": meta,
+                "due_member": due_member(account_id, ct),
+            },
         )
 
     def from_sql(stored: StoredResult) -> list[Any]:
@@ -729,30 +801,30 @@ def refund(
         if stored.reference_id != charge_id:
             raise IdempotencyConflict(f"idempotency key reused with other parameters ({charge_id})")
         balance = stored.balance_after
-        return [
+        return REFUND.reply_of(
             Code.REPLAYED,
-            stored.id,
-            stored.amount,
-            balance,
-            balance,
-            0,
-            stored.refunded_total,
-            stored.breakdown,
-        ]
+            entry_id=stored.id,
+            amount=stored.amount,
+            balance=balance,
+            available=balance,
+            held=0,
+            refunded_total=stored.refunded_total,
+            breakdown=stored.breakdown,
+        )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, ct, charge_id, idem=idem, from_sql=from_sql
+        env, REFUND, build, account_id, None, ct, charge_id, idem=idem, from_sql=from_sql
     )
     return RefundResult(
-        id=as_text(reply[1]),
+        id=reply.text("entry_id"),
         charge_id=charge_id,
-        amount=int(reply[2]),
-        balance=int(reply[3]),
-        available=int(reply[4]),
-        held=int(reply[5]),
-        refunded_total=int(reply[6]),
-        breakdown=_parts(reply[7]),
-        replayed=_code(reply) == Code.REPLAYED,
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        refunded_total=reply.int("refunded_total"),
+        breakdown=wire.parse_breakdown(reply.text("breakdown")),
+        replayed=reply.replayed,
     )
 
 
@@ -803,35 +875,35 @@ def grant(
     )
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "grant",
-            [
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.due(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                entry_id,
-                gid,
-                account_id,
-                ct,
-                str(amount),
-                category,
-                str(priority),
-                str(expires),
-                source,
-                ref,
-                fp,
-                idem,
-                desc,
-                meta,
-                due_member(account_id, ct),
-            ],
+        return Eval.of(
+            GRANT,
             bucket,
+            keys={
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "due": keys.due(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "entry_id": entry_id,
+                "grant_id": gid,
+                "account_id": account_id,
+                "credit_type": ct,
+                "amount": str(amount),
+                "category": category,
+                "priority": str(priority),
+                "expires_ms": str(expires),
+                "source": source,
+                "reference_id": ref,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "description": desc,
+                "metadata": meta,
+                "due_member": due_member(account_id, ct),
+            },
         )
 
     def from_sql(stored: StoredResult) -> list[Any]:
@@ -839,21 +911,30 @@ def grant(
         _same_change(stored, credit_type, amount, "grant")
         balance = stored.balance_after
         new_grant = next(
-            (p.grant_id for p in _parts(stored.breakdown) if p.grant_id != "debt"), gid
+            (p.grant_id for p in wire.parse_breakdown(stored.breakdown) if p.grant_id != wire.DEBT),
+            gid,
         )
-        return [Code.REPLAYED, stored.id, new_grant, stored.amount, balance, balance, 0]
+        return GRANT.reply_of(
+            Code.REPLAYED,
+            entry_id=stored.id,
+            grant_id=new_grant,
+            amount=stored.amount,
+            balance=balance,
+            available=balance,
+            held=0,
+        )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, credit_type, "grant", idem=idem, from_sql=from_sql
+        env, GRANT, build, account_id, None, credit_type, "grant", idem=idem, from_sql=from_sql
     )
     return GrantResult(
-        id=as_text(reply[1]),
-        grant_id=as_text(reply[2]),
-        amount=int(reply[3]),
-        balance=int(reply[4]),
-        available=int(reply[5]),
-        held=int(reply[6]),
-        replayed=_code(reply) == Code.REPLAYED,
+        id=reply.text("entry_id"),
+        grant_id=reply.text("grant_id"),
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        replayed=reply.replayed,
     )
 
 
@@ -883,47 +964,54 @@ def adjust(
     fp = fingerprint("adjust", account_id, credit_type, amount, category, why, meta)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "adjust",
-            [
-                keys.wallet(account_id, ct),
-                keys.idempotency(account_id, idem),
-                keys.journal(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                str(env.idempotency_ttl_s),
-                entry_id,
-                entry_id,
-                account_id,
-                ct,
-                str(amount),
-                category,
-                fp,
-                idem,
-                why,
-                meta,
-            ],
+        return Eval.of(
+            ADJUST,
             bucket,
+            keys={
+                "wallet": keys.wallet(account_id, ct),
+                "idempotency": keys.idempotency(account_id, idem),
+                "journal": keys.journal(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "idempotency_ttl_s": str(env.idempotency_ttl_s),
+                "entry_id": entry_id,
+                "grant_id": entry_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "amount": str(amount),
+                "category": category,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "reason": why,
+                "metadata": meta,
+            },
         )
 
     def from_sql(stored: StoredResult) -> list[Any]:
         _expect(stored, "adjustment", subject="adjust")
         _same_change(stored, credit_type, amount, "adjust")
         balance = stored.balance_after
-        return [Code.REPLAYED, stored.id, stored.amount, balance, balance, 0]
+        return ADJUST.reply_of(
+            Code.REPLAYED,
+            entry_id=stored.id,
+            amount=stored.amount,
+            balance=balance,
+            available=balance,
+            held=0,
+        )
 
     reply, _ = yield from _with_loading(
-        env, build, account_id, None, credit_type, "adjust", idem=idem, from_sql=from_sql
+        env, ADJUST, build, account_id, None, credit_type, "adjust", idem=idem, from_sql=from_sql
     )
     return AdjustResult(
-        id=as_text(reply[1]),
-        amount=int(reply[2]),
-        balance=int(reply[3]),
-        available=int(reply[4]),
-        held=int(reply[5]),
-        replayed=_code(reply) == Code.REPLAYED,
+        id=reply.text("entry_id"),
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        replayed=reply.replayed,
     )
 
 
@@ -955,37 +1043,39 @@ def clawback(
     entry_id = new_id(bucket)
 
     def build(ct: str) -> Eval:
-        return Eval(
-            "clawback",
-            [
-                keys.wallet(account_id, ct),
-                keys.clawed(account_id, ref),
-                keys.journal(bucket),
-                keys.events(bucket),
-            ],
-            [
-                env.now_arg(),
-                entry_id,
-                account_id,
-                ct,
-                str(total),
-                str(known_total),
-                gid,
-                ref,
-                why,
-                meta,
-            ],
+        return Eval.of(
+            CLAWBACK,
             bucket,
+            keys={
+                "wallet": keys.wallet(account_id, ct),
+                "clawed": keys.clawed(account_id, ref),
+                "journal": keys.journal(bucket),
+                "events": keys.events(bucket),
+            },
+            args={
+                "now_ms": env.now_arg(),
+                "entry_id": entry_id,
+                "account_id": account_id,
+                "credit_type": ct,
+                "target": str(total),
+                "known": str(known_total),
+                "grant_id": gid,
+                "reference_id": ref,
+                "reason": why,
+                "metadata": meta,
+            },
         )
 
-    reply, _ = yield from _with_loading(env, build, account_id, None, credit_type, "clawback")
+    reply, _ = yield from _with_loading(
+        env, CLAWBACK, build, account_id, None, credit_type, "clawback"
+    )
     return ClawbackResult(
-        id=as_text(reply[1]) or None,
-        amount=int(reply[2]),
-        total=int(reply[3]),
-        balance=int(reply[4]),
-        available=int(reply[5]),
-        held=int(reply[6]),
+        id=reply.text("entry_id") or None,
+        amount=reply.int("amount"),
+        total=reply.int("total"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
     )
 
 
@@ -1005,11 +1095,11 @@ def balance(env: Env, account_id: str, credit_types: list[str] | None = None) ->
         loaded = [ct for ct in types if ct not in unknown]
         replies = []
         if loaded:
-            replies = yield Eval(
-                "balance",
-                [keys.wallet(account_id, ct) for ct in loaded],
-                [str(env.clock_ms())],
+            replies = yield Eval.of(
+                BALANCE,
                 bucket,
+                keys={"wallets": [{"wallet": keys.wallet(account_id, ct)} for ct in loaded]},
+                args={"now_ms": str(env.clock_ms())},
             )
         found = dict(zip(loaded, replies, strict=True))
         missing = [ct for ct, r in found.items() if _code(r) == Code.NOT_LOADED]
@@ -1031,25 +1121,29 @@ def balance(env: Env, account_id: str, credit_types: list[str] | None = None) ->
 
 def _wallet_balance(credit_type: str, r: list[Any]) -> WalletBalance:
     raise_for_reply(r, "balance", credit_type)
-    flat = r[6]
-    grants = tuple(
-        GrantInfo(
-            id=as_text(flat[i]),
-            remaining=int(flat[i + 1]),
-            priority=int(flat[i + 2]),
-            expires_at_ms=int(flat[i + 3]),
-            category=CATEGORY_NAMES[as_text(flat[i + 4])],
+    reply = BALANCE.read(r)
+    flat = reply.raw("grants")
+    width = len(BALANCE_GRANT)
+    grants = []
+    for start in range(0, len(flat), width):
+        g = dict(zip(BALANCE_GRANT, flat[start : start + width], strict=True))
+        grants.append(
+            GrantInfo(
+                id=as_text(g["grant_id"]),
+                remaining=int(g["remaining"]),
+                priority=int(g["priority"]),
+                expires_at_ms=int(g["expires_ms"]),
+                category=wire.CATEGORY_NAMES[as_text(g["category"])],
+            )
         )
-        for i in range(0, len(flat), 5)
-    )
     return WalletBalance(
         credit_type=credit_type,
-        balance=int(r[1]),
-        available=int(r[2]),
-        held=int(r[3]),
-        debt=int(r[4]),
-        overdraft_limit=int(r[5]),
-        grants=grants,
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        debt=reply.int("debt"),
+        overdraft_limit=reply.int("overdraft_limit"),
+        grants=tuple(grants),
     )
 
 
@@ -1072,23 +1166,35 @@ def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:
     for _ in range(2):
         raw = yield Command(("HGETALL", env.keys.catalog(bucket)))
         if raw:
-            return sorted({as_text(v).split("|")[1] for k, v in raw.items() if as_text(k) != "~"})
+            return sorted(
+                {
+                    wire.catalog_credit_type(as_text(v))
+                    for k, v in raw.items()
+                    if as_text(k) != wire.CATALOG_LOADED_FIELD
+                }
+            )
         yield from _restore_catalog(env)
     return []
 
 
 def expire_wallet(env: Env, bucket: int, account_id: str, credit_type: str) -> Op[ExpireResult]:
     keys = env.keys
-    reply = yield Eval(
-        "expire",
-        [
-            keys.wallet(account_id, credit_type),
-            keys.journal(bucket),
-            keys.due(bucket),
-            keys.events(bucket),
-        ],
-        [env.now_arg(), account_id, credit_type, due_member(account_id, credit_type)],
+    reply = yield Eval.of(
+        EXPIRE,
         bucket,
+        keys={
+            "wallet": keys.wallet(account_id, credit_type),
+            "journal": keys.journal(bucket),
+            "due": keys.due(bucket),
+            "events": keys.events(bucket),
+        },
+        args={
+            "now_ms": env.now_arg(),
+            "account_id": account_id,
+            "credit_type": credit_type,
+            "due_member": due_member(account_id, credit_type),
+        },
     )
     raise_for_reply(reply, "expire", credit_type)
-    return ExpireResult(int(reply[1]), int(reply[2]))
+    done = EXPIRE.read(reply)
+    return ExpireResult(done.int("grants_expired"), done.int("holds_expired"))

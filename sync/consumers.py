@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from meter import scripts
+from meter import runner
 from meter.keys import Keys
 from meter.ops import as_text
 from sync.flush import GROUP
@@ -48,15 +48,11 @@ def prune_idle_consumers(
     client: redis.Redis, keys: Keys, idle_ms_min: int = CONSUMER_IDLE_MS_MIN
 ) -> Pruned:
     """Deletes the flush group's consumers idle at least idle_ms_min with nothing pending."""
-    script = scripts.get("consumer_prune")
     out = Pruned()
     for bucket in keys.all_buckets():
         journal = keys.journal(bucket)
         for name in _idle_consumers(client, journal, idle_ms_min):
-            try:
-                reply = client.evalsha(script.sha, 1, journal, GROUP, name)
-            except redis.exceptions.NoScriptError:  # script cache flushed: EVAL cannot miss
-                reply = client.eval(script.source, 1, journal, GROUP, name)
+            reply = runner.run(client, "consumer_prune", [journal], [GROUP, name])
             if int(reply[1]):
                 out.deleted += 1
             else:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from meter.keys import Keys
 from meter.times import now_ms
+from meter.wire import JournalField as F
 from sync import limits
 from sync.db import write_transaction
 from sync.journal import LEDGER_KINDS, MalformedEntry, parse, unsortable
@@ -65,11 +66,11 @@ def _dead_letter(row: dict[str, object]) -> DeadLetter:
         id=int(str(row["id"])),
         journal=str(row["journal"]),
         stream_id=unsortable(str(row["stream_id"])),
-        entry_id=fields.get("id"),
-        account_id=fields.get("a"),
-        credit_type=fields.get("t"),
-        kind=fields.get("k"),
-        amount=_int_or_none(fields.get("m")),
+        entry_id=fields.get(F.ID),
+        account_id=fields.get(F.ACCOUNT),
+        credit_type=fields.get(F.CREDIT_TYPE),
+        kind=fields.get(F.KIND),
+        amount=_int_or_none(fields.get(F.AMOUNT)),
         error=str(row["error"]),
         created_at_ms=int(str(row["created_at_ms"])),
         fields=fields,

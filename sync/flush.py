@@ -46,10 +46,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from meter import Meter, scripts
+from meter import Meter, runner
 from meter.keys import Keys
 from meter.ops import as_text
 from meter.times import now_ms
+from meter.wire import OPTIONAL_TEXT_FIELDS
+from meter.wire import JournalField as F
 from sync import limits
 from sync.db import write_transaction
 from sync.idempotency import restore_lost_keys
@@ -67,7 +69,7 @@ GROUP = "flush"  # the one consumer group every flusher reads the journals throu
 # The optional text fields of a journal entry (description, metadata, reference, idempotency
 # key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
 # entry of its kind has.
-CANARY_DROPPED_FIELDS = frozenset({"desc", "meta", "ref", "ik", "src", "tool", "hold", "e"})
+CANARY_DROPPED_FIELDS = OPTIONAL_TEXT_FIELDS
 # Test hook, unset in production (tests/sync/faults/test_worker_kills.py): a flusher that has
 # committed a batch writes its bucket to this file and waits there, before the XACK, until the
 # test kills it: the kill lands mid-flush every time instead of by luck.
@@ -343,12 +345,8 @@ class Flusher:
         *,
         release: bool = False,
     ) -> list[int]:
-        script = scripts.get("flush_ack")
         args = [GROUP, token, "0" if release else str(self.lock_ttl_ms), committed, *ids]
-        try:
-            reply = self.redis.evalsha(script.sha, 2, journal, lock, *args)
-        except redis.exceptions.NoScriptError:  # script cache flushed: EVAL cannot miss
-            reply = self.redis.eval(script.source, 2, journal, lock, *args)
+        reply = runner.run(self.redis, "flush_ack", [journal, lock], args)
         assert int(reply[0]) == 0, reply
         return [int(x) for x in reply]
 
@@ -516,5 +514,5 @@ def neutral_copy(entry: Entry) -> Entry:
     """The entry with a fresh id (nothing SQL already holds can conflict) and without its
     optional text fields: what every entry of its kind writes, nothing this one chose."""
     fields = {k: v for k, v in entry.fields.items() if k not in CANARY_DROPPED_FIELDS}
-    fields["id"] = "canary-" + uuid.uuid4().hex[:16]
-    return replace(entry, id=fields["id"], fields=fields)
+    fields[F.ID] = "canary-" + uuid.uuid4().hex[:16]
+    return replace(entry, id=fields[F.ID], fields=fields)

@@ -10,32 +10,18 @@ import json
 from dataclasses import dataclass
 
 from meter import bounds
+from meter.models import GrantPart
+from meter.wire import JournalField as F
+from meter.wire import NewGrant, WireFormatError, parse_breakdown, parse_new_grants
 
 LEDGER_KINDS = frozenset({"grant", "charge", "refund", "adjustment", "expire", "clawback"})
 HOLD_KINDS = frozenset(
     {"hold_open", "hold_settle", "hold_release", "hold_expire", "hold_extend", "hold_reduce"}
 )
-CATEGORY_NAMES = {"p": "paid", "r": "promotional"}
-DEBT = "debt"  # the breakdown's pseudo-grant for a wallet's debt
 
 
 class MalformedEntry(ValueError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class NewGrant:
-    grant_id: str
-    category: str
-    priority: int
-    expires_at_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    grant_id: str
-    delta: int
-    remaining_after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +35,7 @@ class Entry:
     balance_after: int
     ts_ms: int
     fields: dict[str, str]
-    parts: tuple[Part, ...]
+    parts: tuple[GrantPart, ...]
     new_grants: tuple[NewGrant, ...]
 
     @property
@@ -60,10 +46,10 @@ class Entry:
     def sort_id(self) -> str:
         return sortable(self.stream_id)
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: F) -> str | None:
         return self.fields.get(name) or None
 
-    def int_field(self, name: str) -> int | None:
+    def int_field(self, name: F) -> int | None:
         v = self.fields.get(name)
         return None if v in (None, "") else int(v)
 
@@ -90,76 +76,52 @@ def _text(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
 
 
-def _int(fields: dict[str, str], name: str, low: int, high: int) -> int:
+def _int(fields: dict[str, str], name: F, low: int, high: int) -> int:
     raw = fields.get(name)
     if raw is None:
-        raise MalformedEntry(f"field {name!r} missing")
+        raise MalformedEntry(f"field {name.value!r} missing")
     try:
         value = int(raw)
     except ValueError:
-        raise MalformedEntry(f"field {name!r} is not an integer: {raw[:40]!r}") from None
+        raise MalformedEntry(f"field {name.value!r} is not an integer: {raw[:40]!r}") from None
     if not low <= value <= high:
-        raise MalformedEntry(f"field {name!r} out of range: {value}")
+        raise MalformedEntry(f"field {name.value!r} out of range: {value}")
     return value
 
 
-def _parts(text: str | None) -> tuple[Part, ...]:
-    if not text:
-        return ()
-    out = []
-    for item in text.split(";"):
-        bits = item.split(":")
-        if len(bits) != 3 or not bits[0]:
-            raise MalformedEntry(f"bad breakdown part {item[:60]!r}")
-        try:
-            out.append(Part(bits[0], int(bits[1]), int(bits[2])))
-        except ValueError:
-            raise MalformedEntry(f"bad breakdown part {item[:60]!r}") from None
-    return tuple(out)
-
-
-def _new_grants(text: str | None) -> tuple[NewGrant, ...]:
-    if not text:
-        return ()
-    out = []
-    for item in text.split(";"):
-        bits = item.split(":")
-        if len(bits) != 4 or not bits[0] or bits[1] not in CATEGORY_NAMES:
-            raise MalformedEntry(f"bad new grant {item[:60]!r}")
-        try:
-            prio, exp = int(bits[2]), int(bits[3])
-        except ValueError:
-            raise MalformedEntry(f"bad new grant {item[:60]!r}") from None
-        out.append(NewGrant(bits[0], CATEGORY_NAMES[bits[1]], prio, exp or None))
-    return tuple(out)
+def _text_field(fields: dict[str, str], name: F, len_max: int) -> str:
+    value = fields.get(name)
+    if not value or len(value) > len_max:
+        raise MalformedEntry(f"field {name.value!r} missing or too long")
+    return value
 
 
 def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
     """One stream entry, checked; raises MalformedEntry with the reason."""
     fields = _text(raw)
-    kind = fields.get("k", "")
+    kind = fields.get(F.KIND, "")
     if kind not in LEDGER_KINDS and kind not in HOLD_KINDS:
         raise MalformedEntry(f"unknown kind {kind[:40]!r}")
-    entry_id, account, credit_type = fields.get("id"), fields.get("a"), fields.get("t")
-    if not entry_id or len(entry_id) > bounds.ID_LEN_MAX:
-        raise MalformedEntry("field 'id' missing or too long")
-    if not account or len(account) > bounds.ACCOUNT_ID_LEN_MAX:
-        raise MalformedEntry("field 'a' missing or too long")
-    if not credit_type or len(credit_type) > bounds.CREDIT_TYPE_LEN_MAX:
-        raise MalformedEntry("field 't' missing or too long")
-    amount = _int(fields, "m", -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
-    balance_after = _int(fields, "b", -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
-    ts_ms = _int(fields, "ts", 0, bounds.CREDITS_MAX)
-    for name in ("q", "x"):
+    entry_id = _text_field(fields, F.ID, bounds.ID_LEN_MAX)
+    account = _text_field(fields, F.ACCOUNT, bounds.ACCOUNT_ID_LEN_MAX)
+    credit_type = _text_field(fields, F.CREDIT_TYPE, bounds.CREDIT_TYPE_LEN_MAX)
+    amount = _int(fields, F.AMOUNT, -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
+    balance_after = _int(fields, F.BALANCE_AFTER, -bounds.CREDITS_MAX, bounds.CREDITS_MAX)
+    ts_ms = _int(fields, F.TS_MS, 0, bounds.CREDITS_MAX)
+    for name in (F.QUANTITY, F.EXPIRES_AT_MS):
         if fields.get(name):
             _int(fields, name, 0, bounds.CREDITS_MAX)
-    meta = fields.get("meta")
+    meta = fields.get(F.METADATA)
     if meta:
         try:
             json.loads(meta)
         except ValueError:
-            raise MalformedEntry("field 'meta' is not JSON") from None
-    parts = _parts(fields.get("g"))
+            raise MalformedEntry(f"field {F.METADATA.value!r} is not JSON") from None
+    try:
+        parts = parse_breakdown(fields.get(F.BREAKDOWN))
+        new_grants = parse_new_grants(fields.get(F.NEW_GRANTS))
+    except WireFormatError as exc:
+        raise MalformedEntry(str(exc)) from None
     if kind in LEDGER_KINDS and parts and sum(p.delta for p in parts) != amount:
         raise MalformedEntry("breakdown does not add up to the amount")
     return Entry(
@@ -173,5 +135,5 @@ def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
         ts_ms=ts_ms,
         fields=fields,
         parts=parts,
-        new_grants=_new_grants(fields.get("ng")),
+        new_grants=new_grants,
     )

@@ -16,13 +16,14 @@ from sqlalchemy import Engine, and_, func, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from meter import bounds
+from meter import bounds, wire
 from meter.ids import new_id
 from meter.keys import Keys
 from meter.models import (
     ChargePart,
     ChargeRecord,
     GrantInfo,
+    GrantPart,
     HoldSnapshot,
     StoredResult,
     Tool,
@@ -221,10 +222,7 @@ def charge_record(conn: Connection, charge_id: str) -> ChargeRecord | None:
             T_LEDGER.c.kind == "refund", T_LEDGER.c.reference_id == charge_id
         )
     ).scalar_one()
-    taken = []
-    for item in (charge["breakdown"] or "").split(";") if charge["breakdown"] else []:
-        gid, delta, _after = item.split(":")
-        taken.append((gid, -int(delta)))
+    taken = [(p.grant_id, -p.delta) for p in wire.parse_breakdown(charge["breakdown"])]
     grants = {
         g["id"]: g
         for g in conn.execute(
@@ -241,9 +239,9 @@ def charge_record(conn: Connection, charge_id: str) -> ChargeRecord | None:
     for (gid, _), amount in zip(taken, refundable, strict=True):
         g = grants.get(gid)
         if g is None:  # the debt part
-            parts.append(ChargePart(gid, amount, 0, 0, "d"))
+            parts.append(ChargePart(gid, amount, 0, 0, wire.charge_part_category(None)))
         else:
-            cat = "p" if g["category"] == "paid" else "r"
+            cat = wire.charge_part_category(g["category"])
             parts.append(ChargePart(gid, amount, g["priority"], g["expires_at_ms"] or 0, cat))
     return ChargeRecord(
         account_id=charge["account_id"],
@@ -321,7 +319,7 @@ def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None
                 "kind": "grant",
                 "amount": amount,
                 "balance_after": amount,
-                "breakdown": f"{grant_id}:{amount}:{amount}",
+                "breakdown": wire.format_breakdown([GrantPart(grant_id, amount, amount)]),
                 "source": "welcome",
                 "metadata": json.dumps({"welcome": True}),
                 "created_at_ms": now_ms,

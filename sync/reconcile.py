@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, func, or_, select
 
-from meter import Meter, ops, scripts
+from meter import Meter, ops, scripts, wire
 from meter.keys import Keys
 from meter.ops import as_text
 from meter.times import now_ms
@@ -115,16 +115,16 @@ def parse_wallet(raw: dict[Any, Any], now_ms: int) -> WalletState:
     debt, held, grants = 0, 0, {}
     for k, v in raw.items():
         name, value = as_text(k), as_text(v)
-        if name == "d":
+        if name == wire.WalletField.DEBT:
             debt = int(value)
-        elif name.startswith("g:"):
-            rem, _prio, exp, _cat = value.split("|")
-            if int(exp) == 0 or int(exp) > now_ms:
-                grants[name[2:]] = int(rem)
-        elif name.startswith("h:"):
-            amount, exp = value.split("|")
-            if int(exp) > now_ms:
-                held += int(amount)
+        elif name.startswith(wire.GRANT_PREFIX):
+            g = wire.parse_grant_value(value)
+            if g.expires_at_ms == 0 or g.expires_at_ms > now_ms:
+                grants[name.removeprefix(wire.GRANT_PREFIX)] = g.remaining
+        elif name.startswith(wire.HOLD_PREFIX):
+            h = wire.parse_hold_value(value)
+            if h.expires_at_ms > now_ms:
+                held += h.amount
     return WalletState(sum(grants.values()) - debt, debt, held, grants)
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from meter.wire import DEBT
+from meter.wire import JournalField as F
 from sync.bulk import insert_new
-from sync.journal import DEBT, Entry
+from sync.journal import Entry
 from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
 
@@ -65,15 +67,15 @@ def _ledger_row(bucket: int, e: Entry) -> dict[str, object]:
         "kind": e.kind,
         "amount": e.amount,
         "balance_after": e.balance_after,
-        "tool": e.get("tool"),
-        "quantity": e.int_field("q"),
-        "hold_id": e.get("hold"),
-        "breakdown": e.get("g"),
-        "idempotency_key": e.get("ik"),
-        "reference_id": e.get("ref"),
-        "source": e.get("src"),
-        "description": e.get("desc"),
-        "metadata": e.get("meta"),
+        "tool": e.get(F.TOOL),
+        "quantity": e.int_field(F.QUANTITY),
+        "hold_id": e.get(F.HOLD),
+        "breakdown": e.get(F.BREAKDOWN),
+        "idempotency_key": e.get(F.IDEMPOTENCY_KEY),
+        "reference_id": e.get(F.REFERENCE),
+        "source": e.get(F.SOURCE),
+        "description": e.get(F.DESCRIPTION),
+        "metadata": e.get(F.METADATA),
         "created_at_ms": e.ts_ms,
     }
 
@@ -81,7 +83,7 @@ def _ledger_row(bucket: int, e: Entry) -> dict[str, object]:
 def _grant_source(e: Entry) -> str:
     if e.kind == "refund":
         return "refund"
-    return e.get("src") or ("admin" if e.kind == "adjustment" else "grant")
+    return e.get(F.SOURCE) or ("admin" if e.kind == "adjustment" else "grant")
 
 
 def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: int) -> WriteResult:
@@ -127,7 +129,7 @@ def _write_ledger(
                     "priority": g.priority,
                     "expires_at_ms": g.expires_at_ms,
                     "source": _grant_source(e),
-                    "reference_id": e.get("ref") if e.kind != "refund" else e.id,
+                    "reference_id": e.get(F.REFERENCE) if e.kind != "refund" else e.id,
                     "entry_id": e.id,
                     "created_at_ms": e.ts_ms,
                 }
@@ -205,7 +207,7 @@ def _write_holds(
             "bucket": bucket,
             "kind": e.kind,
             "amount": e.amount,
-            "expires_at_ms": e.int_field("x"),
+            "expires_at_ms": e.int_field(F.EXPIRES_AT_MS),
             "created_at_ms": e.ts_ms,
         }
         for e in events
@@ -223,12 +225,12 @@ def _write_holds(
                     "id": e.id,
                     "account_id": e.account_id,
                     "credit_type": e.credit_type,
-                    "tool": e.get("tool") or "",
-                    "quantity": e.int_field("q"),
+                    "tool": e.get(F.TOOL) or "",
+                    "quantity": e.int_field(F.QUANTITY),
                     "amount": e.amount,
                     "status": "active",
-                    "expires_at_ms": e.int_field("x") or 0,
-                    "idempotency_key": e.get("ik"),
+                    "expires_at_ms": e.int_field(F.EXPIRES_AT_MS) or 0,
+                    "idempotency_key": e.get(F.IDEMPOTENCY_KEY),
                     "created_at_ms": e.ts_ms,
                     "updated_at_ms": e.ts_ms,
                 },
@@ -239,9 +241,9 @@ def _write_holds(
             values["status"] = HOLD_STATUS[e.kind]
         if e.kind == "hold_settle":
             values["charged"] = e.amount
-            values["charge_entry_id"] = e.get("e")
+            values["charge_entry_id"] = e.get(F.CHARGE_ENTRY)
         elif e.kind == "hold_extend":
-            values["expires_at_ms"] = e.int_field("x")
+            values["expires_at_ms"] = e.int_field(F.EXPIRES_AT_MS)
         elif e.kind == "hold_reduce":
             values["amount"] = e.amount
         conn.execute(update(T_HOLDS).where(T_HOLDS.c.id == e.id).values(**values))

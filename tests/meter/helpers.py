@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from meter import AsyncMeter, Keys, Meter, NewAccountLoader, scripts
+from meter import AsyncMeter, Keys, Meter, NewAccountLoader, runner
 from meter.loaders import Loader
 from meter.redis_conn import async_client, sync_client
 
@@ -71,13 +71,8 @@ def make_async_meter(
 
 
 def evalsha(r: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    """Runs the registered script `name` directly (loading it first if the cache lacks it)."""
-    script = scripts.get(name)
-    try:
-        return r.evalsha(script.sha, len(keys), *keys, *args)
-    except redis.exceptions.NoScriptError:
-        r.script_load(script.source)
-        return r.evalsha(script.sha, len(keys), *keys, *args)
+    """Runs the registered script `name` directly, as the clients do (meter.runner)."""
+    return runner.run(r, name, keys, args)
 
 
 def _content(r: redis.Redis, key: bytes) -> tuple[str, Any]:

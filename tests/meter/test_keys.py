@@ -9,7 +9,7 @@ import zlib
 import pytest
 from redis.crc import key_slot
 
-from meter import Keys, Tool, ids, ops, scripts
+from meter import Keys, Tool, ids, ops, scripts, signatures
 from meter.models import GrantInfo, HoldSnapshot, WalletSnapshot
 from sync.flush import GROUP
 
@@ -80,8 +80,24 @@ def _flush_evals(bucket: int) -> list[ops.Eval]:
     (consumer_prune) pass them."""
     journal, lock = KEYS.journal(bucket), KEYS.flush_lock(bucket)
     return [
-        ops.Eval("flush_ack", [journal, lock], [GROUP, "token", "0", "", "1-0"], bucket),
-        ops.Eval("consumer_prune", [journal], [GROUP, "host:1"], bucket),
+        ops.Eval.of(
+            signatures.FLUSH_ACK,
+            bucket,
+            keys={"journal": journal, "lock": lock},
+            args={
+                "group": GROUP,
+                "token": "token",
+                "lock_ttl_ms": "0",
+                "committed": "",
+                "ids": [{"stream_id": "1-0"}],
+            },
+        ),
+        ops.Eval.of(
+            signatures.CONSUMER_PRUNE,
+            bucket,
+            keys={"journal": journal},
+            args={"group": GROUP, "consumer": "host:1"},
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from meter import Keys, ids, scripts
+from meter import signatures as sig
 from meter.bounds import CREDITS_MAX, HOLD_TTL_S_MAX, IDEM_RESTORE_BATCH_MAX
 from meter.errors import Code
 from meter.keys import due_member
@@ -50,26 +51,7 @@ class World:
         self.b = self.k.bucket(ACCT)
         self.hold_id, self.hold2_id, self.charge_id = self.id(), self.id(), self.id()
         self.ok(self.call("catalog_set", *self.catalog_args("replace")))
-        self.ok(
-            self.call(
-                "hydrate",
-                [self.k.wallet(ACCT, CT), self.k.due(self.b)],
-                [
-                    ACCT,
-                    CT,
-                    "0",
-                    "0",
-                    "1",
-                    "g1",
-                    "100",
-                    "50",
-                    "0",
-                    "paid",
-                    "0",
-                    due_member(ACCT, CT),
-                ],
-            )
-        )
+        self.ok(self.call("hydrate", *self.hydrate_wallet_args(ACCT, "g1", "100", "paid")))
         self.ok(self.call("hold", *self.hold_args()))
         self.ok(self.call("hold", *self.hold_args(hold_id=self.hold2_id, idem="h2")))
         self.ok(self.call("release", *self.release_args(hold_id=self.hold2_id, idem="r2")))
@@ -91,28 +73,44 @@ class World:
         self.touched.update(more_keys)
         return snapshot_keys(self.r, self.touched)
 
-    # --- argument builders: valid by default; `patch` replaces ARGV[i] (1-based, as in Lua)
+    # --- argument builders: valid by default, each slot given by its declared name
+    # (meter.signatures); `_patched` replaces one ARGV by name
 
     def catalog_args(self, mode: str = "merge", bucket: int | None = None) -> tuple[list, list]:
         tools = [
-            "GPT",
-            "10",
-            CT,
-            "1",
-            "OFF",
-            "10",
-            CT,
-            "0",
-            "GEM",
-            "1",
-            "gems",
-            "1",
-            "HUGE",
-            str(CREDITS_MAX),
-            CT,
-            "1",
+            ("GPT", "10", CT, "1"),
+            ("OFF", "10", CT, "0"),
+            ("GEM", "1", "gems", "1"),
+            ("HUGE", str(CREDITS_MAX), CT, "1"),
         ]
-        return [self.k.catalog(self.b if bucket is None else bucket)], [mode, *tools]
+        return _call(
+            sig.CATALOG_SET,
+            keys={"catalog": self.k.catalog(self.b if bucket is None else bucket)},
+            args={
+                "mode": mode,
+                "tools": [
+                    {"tool": t, "cost": c, "credit_type": ct, "active": a} for t, c, ct, a in tools
+                ],
+            },
+        )
+
+    def hydrate_wallet_args(
+        self, account: str, grant_id: str, remaining: str, category: str
+    ) -> tuple[list, list]:
+        grant = {"grant_id": grant_id, "remaining": remaining, "priority": "50"}
+        return _call(
+            sig.HYDRATE,
+            keys={"wallet": self.k.wallet(account, CT), "due": self.k.due(self.b), "holds": []},
+            args={
+                "account_id": account,
+                "credit_type": CT,
+                "overdraft_limit": "0",
+                "debt": "0",
+                "grants": [{**grant, "expires_ms": "0", "category": category}],
+                "holds": [],
+                "due_member": due_member(account, CT),
+            },
+        )
 
     def charge_args(
         self,
@@ -127,16 +125,37 @@ class World:
         entry = entry or self.id()
         idem = idem or entry
         k = self.k
-        return (
-            [
-                k.catalog(self.b if catalog is None else catalog),
-                k.journal(self.b),
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.charge(self.b, entry),
-                k.events(self.b),
-            ],
-            [NOW, IDEM_TTL, entry, ACCT, ct, tool, qty, fp, idem, "", ""],
+        return _call(
+            sig.CHARGE,
+            keys={
+                "catalog": k.catalog(self.b if catalog is None else catalog),
+                "journal": k.journal(self.b),
+                "charges": [
+                    {
+                        "wallet": k.wallet(ACCT, ct),
+                        "idempotency": k.idempotency(ACCT, idem),
+                        "record": k.charge(self.b, entry),
+                        "events": k.events(self.b),
+                    }
+                ],
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "charges": [
+                    {
+                        "entry_id": entry,
+                        "account_id": ACCT,
+                        "credit_type": ct,
+                        "tool": tool,
+                        "quantity": qty,
+                        "fingerprint": fp,
+                        "idempotency_key": idem,
+                        "description": "",
+                        "metadata": "",
+                    }
+                ],
+            },
         )
 
     def hold_args(
@@ -153,30 +172,31 @@ class World:
         hold_id = hold_id or self.hold_id
         idem = idem or hold_id
         k = self.k
-        return (
-            [
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.hold(self.b, hold_id),
-                k.catalog(self.b if catalog is None else catalog),
-                k.journal(self.b),
-                k.due(self.b),
-                k.events(self.b),
-            ],
-            [
-                NOW,
-                IDEM_TTL,
-                hold_id,
-                ACCT,
-                ct,
-                tool,
-                qty,
-                amount,
-                "300",
-                fp,
-                idem,
-                due_member(ACCT, ct),
-            ],
+        return _call(
+            sig.HOLD,
+            keys={
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "hold": k.hold(self.b, hold_id),
+                "catalog": k.catalog(self.b if catalog is None else catalog),
+                "journal": k.journal(self.b),
+                "due": k.due(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "hold_id": hold_id,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "tool": tool,
+                "quantity": qty,
+                "amount": amount,
+                "ttl_s": "300",
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "due_member": due_member(ACCT, ct),
+            },
         )
 
     def settle_args(
@@ -188,31 +208,53 @@ class World:
         fp: str = "fp-settle",
     ) -> tuple[list, list]:
         hold_id, entry, k = hold_id or self.hold_id, self.id(), self.k
-        return (
-            [
-                k.hold(self.b, hold_id),
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.journal(self.b),
-                k.charge(self.b, entry),
-                k.events(self.b),
-            ],
-            [NOW, IDEM_TTL, hold_id, entry, ACCT, ct, amount, fp, idem, "", ""],
+        return _call(
+            sig.SETTLE,
+            keys={
+                "hold": k.hold(self.b, hold_id),
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "record": k.charge(self.b, entry),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "hold_id": hold_id,
+                "entry_id": entry,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "amount": amount,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "description": "",
+                "metadata": "",
+            },
         )
 
     def release_args(
         self, hold_id: str | None = None, ct: str = CT, idem: str = "r1", fp: str = "fp-release"
     ) -> tuple[list, list]:
         hold_id, k = hold_id or self.hold_id, self.k
-        return (
-            [
-                k.hold(self.b, hold_id),
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.journal(self.b),
-                k.events(self.b),
-            ],
-            [NOW, IDEM_TTL, hold_id, ACCT, ct, fp, idem],
+        return _call(
+            sig.RELEASE,
+            keys={
+                "hold": k.hold(self.b, hold_id),
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "hold_id": hold_id,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+            },
         )
 
     def extend_args(
@@ -224,16 +266,27 @@ class World:
         ttl_s: str = "600",
     ) -> tuple[list, list]:
         hold_id, k = hold_id or self.hold_id, self.k
-        return (
-            [
-                k.hold(self.b, hold_id),
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.journal(self.b),
-                k.due(self.b),
-                k.events(self.b),
-            ],
-            [NOW, IDEM_TTL, hold_id, ACCT, ct, ttl_s, fp, idem, due_member(ACCT, ct)],
+        return _call(
+            sig.EXTEND,
+            keys={
+                "hold": k.hold(self.b, hold_id),
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "due": k.due(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "hold_id": hold_id,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "ttl_s": ttl_s,
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "due_member": due_member(ACCT, ct),
+            },
         )
 
     def refund_args(
@@ -245,31 +298,32 @@ class World:
         fp: str = "fp-refund",
     ) -> tuple[list, list]:
         charge_id, entry, k = charge_id or self.charge_id, self.id(), self.k
-        return (
-            [
-                k.charge(self.b, charge_id),
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.journal(self.b),
-                k.due(self.b),
-                k.events(self.b),
-            ],
-            [
-                NOW,
-                IDEM_TTL,
-                entry,
-                charge_id,
-                ACCT,
-                ct,
-                amount,
-                self.id(),
-                self.id(),
-                fp,
-                idem,
-                "",
-                "",
-                due_member(ACCT, ct),
-            ],
+        return _call(
+            sig.REFUND,
+            keys={
+                "record": k.charge(self.b, charge_id),
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "due": k.due(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "entry_id": entry,
+                "charge_id": charge_id,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "amount": amount,
+                "successor_paid": self.id(),
+                "successor_promotional": self.id(),
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "reason": "",
+                "metadata": "",
+                "due_member": due_member(ACCT, ct),
+            },
         )
 
     def grant_args(
@@ -281,70 +335,84 @@ class World:
         fp: str = "fp-grant",
     ) -> tuple[list, list]:
         entry, k = self.id(), self.k
-        return (
-            [
-                k.wallet(ACCT, ct),
-                k.idempotency(ACCT, idem),
-                k.journal(self.b),
-                k.due(self.b),
-                k.events(self.b),
-            ],
-            [
-                NOW,
-                IDEM_TTL,
-                entry,
-                grant_id or entry,
-                ACCT,
-                ct,
-                amount,
-                "paid",
-                "50",
-                "0",
-                "admin",
-                "",
-                fp,
-                idem,
-                "",
-                "",
-                due_member(ACCT, ct),
-            ],
+        return _call(
+            sig.GRANT,
+            keys={
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "due": k.due(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "entry_id": entry,
+                "grant_id": grant_id or entry,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "amount": amount,
+                "category": "paid",
+                "priority": "50",
+                "expires_ms": "0",
+                "source": "admin",
+                "reference_id": "",
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "description": "",
+                "metadata": "",
+                "due_member": due_member(ACCT, ct),
+            },
         )
 
     def adjust_args(
         self, amount: str = "-5", ct: str = CT, idem: str = "a1", fp: str = "fp-adjust"
     ) -> tuple[list, list]:
         entry, k = self.id(), self.k
-        return (
-            [k.wallet(ACCT, ct), k.idempotency(ACCT, idem), k.journal(self.b), k.events(self.b)],
-            [NOW, IDEM_TTL, entry, entry, ACCT, ct, amount, "promotional", fp, idem, "fix", ""],
+        return _call(
+            sig.ADJUST,
+            keys={
+                "wallet": k.wallet(ACCT, ct),
+                "idempotency": k.idempotency(ACCT, idem),
+                "journal": k.journal(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "idempotency_ttl_s": IDEM_TTL,
+                "entry_id": entry,
+                "grant_id": entry,
+                "account_id": ACCT,
+                "credit_type": ct,
+                "amount": amount,
+                "category": "promotional",
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "reason": "fix",
+                "metadata": "",
+            },
         )
 
     def expire_args(self) -> tuple[list, list]:
         k = self.k
-        return (
-            [k.wallet(ACCT, CT), k.journal(self.b), k.due(self.b), k.events(self.b)],
-            [NOW, ACCT, CT, due_member(ACCT, CT)],
+        return _call(
+            sig.EXPIRE,
+            keys={
+                "wallet": k.wallet(ACCT, CT),
+                "journal": k.journal(self.b),
+                "due": k.due(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "account_id": ACCT,
+                "credit_type": CT,
+                "due_member": due_member(ACCT, CT),
+            },
         )
 
     def hydrate_args(self, account: str = "other") -> tuple[list, list]:
-        k = self.k
-        return (
-            [k.wallet(account, CT), k.due(self.b)],
-            [
-                account,
-                CT,
-                "0",
-                "0",
-                "1",
-                "g9",
-                "7",
-                "50",
-                "0",
-                "promotional",
-                "0",
-                due_member(account, CT),
-            ],
-        )
+        return self.hydrate_wallet_args(account, "g9", "7", "promotional")
 
     def clawback_args(
         self,
@@ -355,9 +423,26 @@ class World:
         ref: str = "pi_1",
     ) -> tuple[list, list]:
         k = self.k
-        return (
-            [k.wallet(ACCT, ct), k.clawed(ACCT, ref), k.journal(self.b), k.events(self.b)],
-            [NOW, self.id(), ACCT, ct, target, known, grant_id, ref, "refund", ""],
+        return _call(
+            sig.CLAWBACK,
+            keys={
+                "wallet": k.wallet(ACCT, ct),
+                "clawed": k.clawed(ACCT, ref),
+                "journal": k.journal(self.b),
+                "events": k.events(self.b),
+            },
+            args={
+                "now_ms": NOW,
+                "entry_id": self.id(),
+                "account_id": ACCT,
+                "credit_type": ct,
+                "target": target,
+                "known": known,
+                "grant_id": grant_id,
+                "reference_id": ref,
+                "reason": "refund",
+                "metadata": "",
+            },
         )
 
     def args(self, script: str, **kw: Any) -> tuple[list, list]:
@@ -388,10 +473,41 @@ def expect_unchanged(
     return reply[0] if script_is_batch(reply) else reply
 
 
-def _patched(args: list[str], index: int, value: str) -> list[str]:
+def _call(
+    signature: sig.Signature,
+    keys: dict[str, str | list[dict[str, str]]],
+    args: dict[str, str | list[dict[str, str]]],
+) -> tuple[list, list]:
+    return signature.key_list(**keys), signature.arg_list(**args)
+
+
+def _index(script: str, name: str, item: int = 0) -> int:
+    """0-based ARGV position of `name` (of the item-th entry of its group) in a call."""
+    args = sig.ALL[script].args
+    pos = 0
+    for slot in args:
+        if isinstance(slot, sig.Group):
+            if slot.counted and name == slot.name:
+                return pos
+            pos += slot.counted
+            if name in slot.fields:
+                return pos + item * len(slot.fields) + slot.fields.index(name)
+            pos += len(slot.fields)  # calls here carry one item of a group before `name`
+        elif slot == name:
+            return pos
+        else:
+            pos += 1
+    raise KeyError(name)
+
+
+def _patched(script: str, args: list[str], name: str, value: str, item: int = 0) -> list[str]:
     out = list(args)
-    out[index - 1] = value
+    out[_index(script, name, item)] = value
     return out
+
+
+def _key(script: str, keys: list[str], name: str) -> str:
+    return keys[sig.flat_names(sig.ALL[script].keys).index(name)]
 
 
 # --- BAD_ARGUMENT: malformed ARGV ---------------------------------------------------------
@@ -400,126 +516,128 @@ NUMBERS = ["10.0", "1e3", "-1", "", " 1", "0x10", BIG, HUGE, "1\n"]
 ACCOUNTS = ["", "a b", "x" * 129, "ü", "a/b"]
 CREDIT_TYPES = ["", "Credits", "c" * 33, "a-b"]
 IDS = ["", "a b", "x" * 65, "ü"]
-COMMON = {  # script: (now, idempotency ttl, account, credit type, fingerprint, idempotency key)
-    "charge": (1, 2, 4, 5, 8, 9),
-    "hold": (1, 2, 4, 5, 10, 11),
-    "settle": (1, 2, 5, 6, 8, 9),
-    "release": (1, 2, 4, 5, 6, 7),
-    "extend": (1, 2, 4, 5, 7, 8),
-    "refund": (1, 2, 5, 6, 10, 11),
-    "grant": (1, 2, 5, 6, 13, 14),
-    "adjust": (1, 2, 5, 6, 9, 10),
-}
+COMMON = ALL_WRITES  # each has now, idempotency ttl, account, credit type, fingerprint, key
 
 
 def _common_cases() -> list[Any]:
     out = []
-    for script, (now, ttl, acct, ct, fp, idem) in COMMON.items():
-        bad = [(now, v, "now_ms") for v in NUMBERS]
-        bad += [(ttl, v, "idempotency_ttl_s") for v in [*NUMBERS, "86399", "2592001"]]
-        bad += [(acct, v, "account_id") for v in ACCOUNTS]
-        bad += [(ct, v, "credit_type") for v in CREDIT_TYPES]
-        bad += [(fp, v, "fingerprint") for v in ["", "1234567", "f" * 65]]
-        bad += [(idem, v, "idempotency_key") for v in ["", "k" * 256]]
-        out += [pytest.param(script, i, v, f, id=f"{script}-{i}-{v!r:.12}") for i, v, f in bad]
+    for script in COMMON:
+        bad = [("now_ms", v, "now_ms") for v in NUMBERS]
+        bad += [
+            ("idempotency_ttl_s", v, "idempotency_ttl_s") for v in [*NUMBERS, "86399", "2592001"]
+        ]
+        bad += [("account_id", v, "account_id") for v in ACCOUNTS]
+        bad += [("credit_type", v, "credit_type") for v in CREDIT_TYPES]
+        bad += [("fingerprint", v, "fingerprint") for v in ["", "1234567", "f" * 65]]
+        bad += [("idempotency_key", v, "idempotency_key") for v in ["", "k" * 256]]
+        out += [pytest.param(script, n, v, f, id=f"{script}-{n}-{v!r:.12}") for n, v, f in bad]
     return out
 
 
-SPECIFIC = [  # (script, ARGV index, bad value, field)
-    *[("charge", 3, v, "entry_id") for v in IDS],
-    *[("charge", 6, v, "tool") for v in ["", "gpt", "G" * 65, "GPT-4"]],
-    *[("charge", 7, v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
-    ("charge", 10, "d" * 1025, "description"),
-    ("charge", 11, "m" * 4097, "metadata"),
-    ("charge", 11, "\u20ac" * 1366, "metadata"),
-    *[("hold", 3, v, "hold_id") for v in IDS],
-    ("hold", 6, "gpt", "tool"),
-    *[("hold", 7, v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
-    *[("hold", 8, v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
-    *[("hold", 9, v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
-    *[("settle", 3, v, "hold_id") for v in IDS],
-    *[("settle", 4, v, "entry_id") for v in IDS],
-    *[("settle", 7, v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
-    ("settle", 10, "d" * 1025, "description"),
-    ("settle", 11, "m" * 4097, "metadata"),
-    ("settle", 11, "\u20ac" * 1366, "metadata"),
-    *[("release", 3, v, "hold_id") for v in IDS],
-    *[("extend", 3, v, "hold_id") for v in IDS],
-    *[("extend", 6, v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
-    *[("refund", i, v, "id") for i in (3, 4, 8, 9) for v in IDS],
-    *[("refund", 7, v, "amount") for v in ["10.0", "1e3", "-1", "0", BIG, HUGE]],
-    ("refund", 12, "r" * 1025, "reason"),
-    ("refund", 13, "m" * 4097, "metadata"),
-    ("refund", 13, "\u20ac" * 1366, "metadata"),
-    *[("grant", 3, v, "entry_id") for v in IDS],
-    *[("grant", 4, v, "grant_id") for v in [*IDS, "debt"]],
-    *[("grant", 7, v, "amount") for v in [*NUMBERS, "0"]],
-    *[("grant", 8, v, "category") for v in ["", "p", "Paid", "gift"]],
-    *[("grant", 9, v, "priority") for v in [*NUMBERS, "101"]],
-    *[("grant", 10, v, "expires_at") for v in [*NUMBERS, "1", NOW]],
-    *[("grant", 11, v, "source") for v in ["", "s" * 33]],
-    ("grant", 12, "r" * 256, "reference_id"),
-    ("grant", 15, "d" * 1025, "description"),
-    ("grant", 16, "m" * 4097, "metadata"),
-    ("grant", 16, "\u20ac" * 1366, "metadata"),
-    *[("adjust", 3, v, "entry_id") for v in IDS],
-    *[("adjust", 4, v, "grant_id") for v in [*IDS, "debt"]],
+SPECIFIC = [  # (script, ARGV name, bad value, field)
+    *[("charge", "entry_id", v, "entry_id") for v in IDS],
+    *[("charge", "tool", v, "tool") for v in ["", "gpt", "G" * 65, "GPT-4"]],
+    *[("charge", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
+    ("charge", "description", "d" * 1025, "description"),
+    ("charge", "metadata", "m" * 4097, "metadata"),
+    ("charge", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("hold", "hold_id", v, "hold_id") for v in IDS],
+    ("hold", "tool", "gpt", "tool"),
+    *[("hold", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
+    *[("hold", "amount", v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
+    *[("hold", "ttl_s", v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
+    *[("settle", "hold_id", v, "hold_id") for v in IDS],
+    *[("settle", "entry_id", v, "entry_id") for v in IDS],
+    *[("settle", "amount", v, "amount") for v in ["10.0", "1e3", "-1", BIG, HUGE]],
+    ("settle", "description", "d" * 1025, "description"),
+    ("settle", "metadata", "m" * 4097, "metadata"),
+    ("settle", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("release", "hold_id", v, "hold_id") for v in IDS],
+    *[("extend", "hold_id", v, "hold_id") for v in IDS],
+    *[("extend", "ttl_s", v, "ttl_seconds") for v in [*NUMBERS, "0", "86401"]],
     *[
-        ("adjust", 7, v, "amount")
+        ("refund", n, v, "id")
+        for n in ("entry_id", "charge_id", "successor_paid", "successor_promotional")
+        for v in IDS
+    ],
+    *[("refund", "amount", v, "amount") for v in ["10.0", "1e3", "-1", "0", BIG, HUGE]],
+    ("refund", "reason", "r" * 1025, "reason"),
+    ("refund", "metadata", "m" * 4097, "metadata"),
+    ("refund", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("grant", "entry_id", v, "entry_id") for v in IDS],
+    *[("grant", "grant_id", v, "grant_id") for v in [*IDS, "debt"]],
+    *[("grant", "amount", v, "amount") for v in [*NUMBERS, "0"]],
+    *[("grant", "category", v, "category") for v in ["", "p", "Paid", "gift"]],
+    *[("grant", "priority", v, "priority") for v in [*NUMBERS, "101"]],
+    *[("grant", "expires_ms", v, "expires_at") for v in [*NUMBERS, "1", NOW]],
+    *[("grant", "source", v, "source") for v in ["", "s" * 33]],
+    ("grant", "reference_id", "r" * 256, "reference_id"),
+    ("grant", "description", "d" * 1025, "description"),
+    ("grant", "metadata", "m" * 4097, "metadata"),
+    ("grant", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("adjust", "entry_id", v, "entry_id") for v in IDS],
+    *[("adjust", "grant_id", v, "grant_id") for v in [*IDS, "debt"]],
+    *[
+        ("adjust", "amount", v, "amount")
         for v in ["10.0", "1e3", "", "0", "-0", "--1", "-", BIG, "-" + BIG, HUGE]
     ],
-    *[("adjust", 8, v, "category") for v in ["", "gift"]],
-    *[("adjust", 11, v, "reason") for v in ["", "r" * 1025]],
-    ("adjust", 12, "m" * 4097, "metadata"),
-    ("adjust", 12, "\u20ac" * 1366, "metadata"),
-    *[("expire", 1, v, "now_ms") for v in NUMBERS],
-    *[("expire", 2, v, "account_id") for v in ACCOUNTS],
-    *[("expire", 3, v, "credit_type") for v in CREDIT_TYPES],
-    *[("hydrate", 1, v, "account_id") for v in ACCOUNTS],
-    *[("hydrate", 2, v, "credit_type") for v in CREDIT_TYPES],
-    *[("hydrate", i, v, "wallet") for i in (3, 4) for v in NUMBERS],
-    *[("hydrate", 5, v, "wallet") for v in [*NUMBERS, "1001"]],
-    *[("hydrate", 6, v, "grant") for v in IDS],
-    *[("hydrate", 7, v, "grant") for v in [*NUMBERS, "0"]],
-    *[("hydrate", 8, v, "grant") for v in [*NUMBERS, "101"]],
-    *[("hydrate", 9, v, "grant") for v in NUMBERS],
-    *[("hydrate", 10, v, "grant") for v in ["", "p", "gift"]],
-    *[("hydrate", 11, v, "holds") for v in [*NUMBERS, "1", "1001"]],
-    *[("clawback", 1, v, "now_ms") for v in NUMBERS],
-    *[("clawback", 2, v, "entry_id") for v in IDS],
-    *[("clawback", 3, v, "account_id") for v in ACCOUNTS],
-    *[("clawback", 4, v, "credit_type") for v in CREDIT_TYPES],
-    *[("clawback", 5, v, "target") for v in NUMBERS],
-    *[("clawback", 6, v, "known") for v in NUMBERS],
-    *[("clawback", 7, v, "grant_id") for v in IDS[1:]],  # '' is "no grant first"
-    *[("clawback", 8, v, "reference_id") for v in ["", "r" * 256]],
-    ("clawback", 9, "r" * 1025, "reason"),
-    ("clawback", 10, "m" * 4097, "metadata"),
-    ("clawback", 10, "\u20ac" * 1366, "metadata"),
+    *[("adjust", "category", v, "category") for v in ["", "gift"]],
+    *[("adjust", "reason", v, "reason") for v in ["", "r" * 1025]],
+    ("adjust", "metadata", "m" * 4097, "metadata"),
+    ("adjust", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("expire", "now_ms", v, "now_ms") for v in NUMBERS],
+    *[("expire", "account_id", v, "account_id") for v in ACCOUNTS],
+    *[("expire", "credit_type", v, "credit_type") for v in CREDIT_TYPES],
+    *[("hydrate", "account_id", v, "account_id") for v in ACCOUNTS],
+    *[("hydrate", "credit_type", v, "credit_type") for v in CREDIT_TYPES],
+    *[("hydrate", n, v, "wallet") for n in ("overdraft_limit", "debt") for v in NUMBERS],
+    *[("hydrate", "grants", v, "wallet") for v in [*NUMBERS, "1001"]],
+    *[("hydrate", "grant_id", v, "grant") for v in IDS],
+    *[("hydrate", "remaining", v, "grant") for v in [*NUMBERS, "0"]],
+    *[("hydrate", "priority", v, "grant") for v in [*NUMBERS, "101"]],
+    *[("hydrate", "expires_ms", v, "grant") for v in NUMBERS],
+    *[("hydrate", "category", v, "grant") for v in ["", "p", "gift"]],
+    *[("hydrate", "holds", v, "holds") for v in [*NUMBERS, "1", "1001"]],
+    *[("clawback", "now_ms", v, "now_ms") for v in NUMBERS],
+    *[("clawback", "entry_id", v, "entry_id") for v in IDS],
+    *[("clawback", "account_id", v, "account_id") for v in ACCOUNTS],
+    *[("clawback", "credit_type", v, "credit_type") for v in CREDIT_TYPES],
+    *[("clawback", "target", v, "target") for v in NUMBERS],
+    *[("clawback", "known", v, "known") for v in NUMBERS],
+    *[("clawback", "grant_id", v, "grant_id") for v in IDS[1:]],  # '' is "no grant first"
+    *[("clawback", "reference_id", v, "reference_id") for v in ["", "r" * 256]],
+    ("clawback", "reason", "r" * 1025, "reason"),
+    ("clawback", "metadata", "m" * 4097, "metadata"),
+    ("clawback", "metadata", "\u20ac" * 1366, "metadata"),
 ]
 
 
 @covers(sorted({*COMMON, *(case[0] for case in SPECIFIC)}), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize(
-    ("script", "index", "value", "field"),
+    ("script", "name", "value", "field"),
     [
         *_common_cases(),
         *[pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]!r:.12}") for case in SPECIFIC],
     ],
 )
 def test_malformed_argv_is_bad_argument_and_changes_nothing(
-    w: World, script: str, index: int, value: str, field: str
+    w: World, script: str, name: str, value: str, field: str
 ) -> None:
     keys, args = w.hydrate_args() if script == "hydrate" else w.args(script)
-    reply = expect_unchanged(w, script, keys, _patched(args, index, value), Code.BAD_ARGUMENT)
+    reply = expect_unchanged(
+        w, script, keys, _patched(script, args, name, value), Code.BAD_ARGUMENT
+    )
     assert reply[1] == field.encode()
 
 
 def _hydrate_with_hold(w: World, hold: list[str], n_hold_keys: int = 1) -> tuple[list, list]:
+    """hydrate_args with one hold given as raw ARGV (malformed on purpose) and n record keys."""
     keys, args = w.hydrate_args()
+    count = _index("hydrate", "holds")
+    assert args[count:] == ["0", due_member("other", CT)]
     return (
         [*keys, *[w.k.hold(w.b, w.id()) for _ in range(n_hold_keys)]],
-        [*args[:-2], "1", *hold, args[-1]],
+        [*args[:count], "1", *hold, *args[count + 1 :]],
     )
 
 
@@ -544,27 +662,27 @@ def test_hydrate_rejects_malformed_holds(
 
 @covers(("catalog_set",), Code.BAD_ARGUMENT)
 @pytest.mark.parametrize(
-    ("index", "value", "field"),
+    ("name", "item", "value", "field"),
     [
-        (1, "upsert", "mode"),
-        (1, "", "mode"),
-        (2, "gpt", "tool"),
-        (3, "1.5", "cost"),
-        (3, "-1", "cost"),
-        (3, BIG, "cost"),
-        (3, "", "cost"),
-        (4, "Gems", "credit_type"),
-        (5, "yes", "active"),
-        (5, "", "active"),
-        (14, "huge", "tool"),  # the 4th tool
+        ("mode", 0, "upsert", "mode"),
+        ("mode", 0, "", "mode"),
+        ("tool", 0, "gpt", "tool"),
+        ("cost", 0, "1.5", "cost"),
+        ("cost", 0, "-1", "cost"),
+        ("cost", 0, BIG, "cost"),
+        ("cost", 0, "", "cost"),
+        ("credit_type", 0, "Gems", "credit_type"),
+        ("active", 0, "yes", "active"),
+        ("active", 0, "", "active"),
+        ("tool", 3, "huge", "tool"),  # the 4th tool
     ],
 )
 def test_catalog_set_rejects_malformed_tools_and_writes_nothing(
-    w: World, index: int, value: str, field: str
+    w: World, name: str, item: int, value: str, field: str
 ) -> None:
     keys, args = w.catalog_args("replace")
     reply = expect_unchanged(
-        w, "catalog_set", keys, _patched(args, index, value), Code.BAD_ARGUMENT
+        w, "catalog_set", keys, _patched("catalog_set", args, name, value, item), Code.BAD_ARGUMENT
     )
     assert reply[1] == field.encode()
 
@@ -582,12 +700,15 @@ def test_balance_rejects_a_malformed_clock(w: World, now: str) -> None:
     assert reply == [Code.BAD_ARGUMENT, b"now_ms"]
 
 
+KEY_HEAD, ARG_HEAD = sig.CHARGE.key_head, sig.CHARGE.arg_head  # shared by a batch's charges
+
+
 def _batch(w: World, n: int) -> tuple[list, list]:
     keys, args = w.charge_args()
     for _ in range(n - 1):
         more_keys, more_args = w.charge_args()
-        keys += more_keys[2:]
-        args += more_args[2:]
+        keys += more_keys[KEY_HEAD:]
+        args += more_args[ARG_HEAD:]
     return keys, args
 
 
@@ -607,8 +728,8 @@ def test_charge_batch_of_wrong_shape_is_refused_whole(w: World, shape: str) -> N
     one_keys, one_args = w.charge_args()
     two_keys, _ = _batch(w, 2)
     keys, args = {
-        "no charge": (one_keys[:2], one_args[:2]),
-        "keys not 4 per charge": (one_keys[:5], one_args),
+        "no charge": (one_keys[:KEY_HEAD], one_args[:ARG_HEAD]),
+        "keys not 4 per charge": (one_keys[:-1], one_args),
         "argv one short": (one_keys, one_args[:-1]),
         "argv one long": (one_keys, [*one_args, ""]),
         "keys for 2 argv for 1": (two_keys, one_args),
@@ -626,7 +747,7 @@ def test_a_batch_of_256_charges_is_accepted(w: World) -> None:
 
 def test_each_charge_of_a_batch_fails_alone(w: World) -> None:
     keys, args = _batch(w, 3)
-    args[2 + 9 + 3] = "NOPE"  # the second charge's tool
+    args[_index("charge", "tool", item=1)] = "NOPE"  # the second charge's tool
     replies = w.call("charge", keys, args)
     assert [r[0] for r in replies] == [Code.OK, Code.UNKNOWN_TOOL, Code.OK]
     assert replies[2][3] == 70  # 90 - 10 - 10
@@ -644,7 +765,9 @@ def test_hold_of_another_account_or_credit_type_is_bad_argument(w: World) -> Non
 
 def test_refund_of_a_charge_of_another_credit_type_is_bad_argument(w: World) -> None:
     keys, args = w.refund_args()
-    reply = expect_unchanged(w, "refund", keys, _patched(args, 6, "gems"), Code.BAD_ARGUMENT)
+    reply = expect_unchanged(
+        w, "refund", keys, _patched("refund", args, "credit_type", "gems"), Code.BAD_ARGUMENT
+    )
     assert reply[1] == b"charge_id"
 
 
@@ -844,11 +967,11 @@ def test_ended_hold_is_hold_not_active(w: World, script: str, status: str) -> No
 @pytest.mark.parametrize("script", ["settle", "release", "extend"])
 def test_hold_past_its_expiry_is_not_active_and_expires_then(w: World, script: str) -> None:
     keys, args = w.args(script)
-    reply = w.call(script, keys, _patched(args, 1, str(T0_MS + 300_000)))
+    reply = w.call(script, keys, _patched(script, args, "now_ms", str(T0_MS + 300_000)))
     assert reply == [Code.HOLD_NOT_ACTIVE, b"expired"]
     assert w.r.hget(w.k.hold(w.b, w.hold_id), "s") == b"expired"
     assert not w.r.hexists(w.k.wallet(ACCT, CT), f"h:{w.hold_id}")
-    assert not w.r.exists(keys[2])  # no idempotency record for an error
+    assert not w.r.exists(_key(script, keys, "idempotency"))  # no record for an error
 
 
 @covers(("refund",), Code.CHARGE_NOT_FOUND)
@@ -919,7 +1042,7 @@ def test_hydrate_writes_once_and_then_reports_present(w: World) -> None:
     keys, args = w.hydrate_args()
     assert w.call("hydrate", keys, args) == [Code.OK, 1]
     before = w.snap()
-    assert w.call("hydrate", keys, _patched(args, 7, "999")) == [Code.OK, 0]
+    assert w.call("hydrate", keys, _patched("hydrate", args, "remaining", "999")) == [Code.OK, 0]
     assert w.snap() == before
 
 
@@ -950,7 +1073,11 @@ def test_a_clock_far_from_redis_time_is_clock_skew_and_changes_nothing(
     keys, args = w.args(script)
     caller_ms = _server_ms(w.r) + offset_ms
     reply = expect_unchanged(
-        w, script, keys, _patched(args, 1, f"{caller_ms}:{SKEW_MS_MAX}"), Code.CLOCK_SKEW
+        w,
+        script,
+        keys,
+        _patched(script, args, "now_ms", f"{caller_ms}:{SKEW_MS_MAX}"),
+        Code.CLOCK_SKEW,
     )
     assert int(reply[1]) == caller_ms
     assert abs(int(reply[2]) - (caller_ms - offset_ms)) < 60_000
@@ -966,16 +1093,18 @@ def test_a_clock_within_the_bound_is_accepted(w: World, script: str) -> None:
         hold = {"hold_id": w.id()}
         if script != "hold":
             keys, args = w.hold_args(idem="clock-hold", **hold)
-            w.ok(w.call("hold", keys, _patched(args, 1, now)))
+            w.ok(w.call("hold", keys, _patched("hold", args, "now_ms", now)))
     keys, args = w.args(script, **hold)
-    reply = w.call(script, keys, _patched(args, 1, now))
+    reply = w.call(script, keys, _patched(script, args, "now_ms", now))
     assert _code(reply) == Code.OK, reply
 
 
 @pytest.mark.parametrize("now", ["1:", ":5000", "1:-5", "1:5:5", f"{BIG}:5000", f"1:{BIG}"])
 def test_a_malformed_clock_bound_is_bad_argument(w: World, now: str) -> None:
     keys, args = w.args("expire")
-    reply = expect_unchanged(w, "expire", keys, _patched(args, 1, now), Code.BAD_ARGUMENT)
+    reply = expect_unchanged(
+        w, "expire", keys, _patched("expire", args, "now_ms", now), Code.BAD_ARGUMENT
+    )
     assert reply == [Code.BAD_ARGUMENT, b"now_ms"]
 
 
@@ -983,7 +1112,7 @@ def test_a_bare_now_is_the_callers_own_clock_and_not_bounded(w: World) -> None:
     """Tests and simulations drive time themselves: without a bound nothing is compared."""
     keys, args = w.args("grant")
     far = str(_server_ms(w.r) - TWO_HOURS_MS)
-    assert _code(w.call("grant", keys, _patched(args, 1, far))) == Code.OK
+    assert _code(w.call("grant", keys, _patched("grant", args, "now_ms", far))) == Code.OK
 
 
 # --- clawback ------------------------------------------------------------------------------
@@ -993,7 +1122,8 @@ def test_a_bare_now_is_the_callers_own_clock_and_not_bounded(w: World) -> None:
 def test_clawback_takes_the_difference_from_its_grant_first_and_nothing_twice(w: World) -> None:
     keys, args = w.clawback_args(target="5")
     reply = w.call("clawback", keys, args)
-    assert reply == [Code.OK, args[1].encode(), 5, 5, 85, 75, 10]
+    entry = args[_index("clawback", "entry_id")].encode()
+    assert reply == [Code.OK, entry, 5, 5, 85, 75, 10]
     assert w.r.hget(w.k.wallet(ACCT, CT), "g:g1") is not None
     before = w.snap()
     assert w.call("clawback", *w.clawback_args(target="5")) == [Code.OK, b"", 0, 5, 85, 75, 10]
@@ -1004,10 +1134,11 @@ def test_clawback_takes_the_difference_from_its_grant_first_and_nothing_twice(w:
 @covers(("clawback",), Code.OK)
 def test_clawback_trusts_the_total_sql_knows_when_its_record_is_gone(w: World) -> None:
     keys, args = w.clawback_args(target="8", known="7")
-    assert not w.r.exists(keys[1])
+    clawed = _key("clawback", keys, "clawed")
+    assert not w.r.exists(clawed)
     reply = w.call("clawback", keys, args)
-    assert reply[:5] == [Code.OK, args[1].encode(), 1, 8, 89]
-    assert w.r.get(keys[1]) == b"8"
+    assert reply[:5] == [Code.OK, args[_index("clawback", "entry_id")].encode(), 1, 8, 89]
+    assert w.r.get(clawed) == b"8"
 
 
 # --- flush_ack -----------------------------------------------------------------------------
@@ -1027,7 +1158,15 @@ class Flushing:
 
     def ack(self, ids: list[str], committed: str, token: str = "tok", ttl_ms: str = "15000") -> Any:
         return self.w.call(
-            "flush_ack", [self.journal, self.lock], [GROUP, token, ttl_ms, committed, *ids]
+            "flush_ack",
+            sig.FLUSH_ACK.key_list(journal=self.journal, lock=self.lock),
+            sig.FLUSH_ACK.arg_list(
+                group=GROUP,
+                token=token,
+                lock_ttl_ms=ttl_ms,
+                committed=committed,
+                ids=[{"stream_id": i} for i in ids],
+            ),
         )
 
     def pending(self) -> int:

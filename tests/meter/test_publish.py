@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.client
 
-from meter import HoldNotActive, InsufficientCredits, Meter, ops
+from meter import HoldNotActive, InsufficientCredits, Meter, ops, signatures
 from meter.bounds import CREDITS_MAX
 from tests.meter.helpers import Clock, evalsha, make_async_meter, make_meter
 
@@ -250,13 +250,16 @@ def test_one_charge_script_call_of_many_charges_publishes_one_event_each(
     meter.grant(ACCT, CT, 25)
     events.take(1)
     evals = [_first_eval(ops.charge(meter._env, ACCT, TOOL, q)) for q in (1, 2, 1, 1)]
-    keys, args = evals[0].keys[:2], evals[0].args[:2]
+    key_head, arg_head = signatures.CHARGE.key_head, signatures.CHARGE.arg_head
+    keys, args = evals[0].keys[:key_head], evals[0].args[:arg_head]
     for ev in evals:
-        keys += ev.keys[2:]
-        args += ev.args[2:]
+        keys += ev.keys[key_head:]
+        args += ev.args[arg_head:]
     replies = evalsha(meter.redis, "charge", keys, args)
     assert [r[0] for r in replies] == [0, -6, 0, -6]  # 25 -> 15, (20 > 15), 5, (10 > 5)
-    ids = [ev.args[2] for ev in evals]
+    group = signatures.CHARGE.args[arg_head]
+    assert isinstance(group, signatures.Group)
+    ids = [ev.args[arg_head + group.fields.index("entry_id")] for ev in evals]
     assert events.take(2) == [state(15, 0, ids[0], "charge"), state(5, 0, ids[2], "charge")]
 
 

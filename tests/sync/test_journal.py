@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from meter import bounds
-from sync.journal import MalformedEntry, NewGrant, Part, parse, sortable, stream_ms, unsortable
+from meter.models import GrantPart
+from meter.wire import NewGrant
+from sync.journal import MalformedEntry, parse, sortable, stream_ms, unsortable
 
 CHARGE = {
     "id": "c1",
@@ -32,7 +34,7 @@ def test_a_charge_parses_with_its_breakdown_and_optional_fields() -> None:
     e = parse("1700000000000-3", CHARGE)
     assert (e.id, e.kind, e.account_id, e.credit_type) == ("c1", "charge", "acct-1", "credits")
     assert (e.amount, e.balance_after, e.ts_ms) == (-5, 95, 1_700_000_000_000)
-    assert e.parts == (Part("g1", -3, 7), Part("debt", -2, -2))
+    assert e.parts == (GrantPart("g1", -3, 7), GrantPart("debt", -2, -2))
     assert e.new_grants == ()
     assert e.is_ledger
     assert e.get("tool") == "GPT" and e.int_field("q") == 5

@@ -1,8 +1,9 @@
-"""The public methods of Meter and AsyncMeter, written once.
+"""The public methods of AsyncMeter and of its open holds, each typed with its result.
 
-Each method builds a sans-IO operation (meter.ops) and hands it to `_run`, which the sync
-client drives to a result and the async client to an awaitable of it. `_then` runs a callback
-after such an outcome, so the one `Hold` handle serves both clients.
+Each method builds a sans-IO operation (meter.ops) and awaits `_drive`, which AsyncMeter
+implements. meter/api_sync.py, the same methods for Meter, is generated from this file by
+meter/unasync.py (as httpcore does): edit this one and run `python -m meter.unasync`;
+tests/meter/test_unasync.py fails while the generated file is not current.
 """
 
 from __future__ import annotations
@@ -10,19 +11,38 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from meter import bounds, ops
 from meter.errors import HoldNotActive
 from meter.keys import Keys
 from meter.loaders import Loader
-from meter.models import HoldResult, Tool
+from meter.models import (
+    AccountBalance,
+    AdjustResult,
+    ChargeResult,
+    ClawbackResult,
+    ExpireResult,
+    ExtendResult,
+    GrantResult,
+    HoldResult,
+    RefundResult,
+    ReleaseResult,
+    SettleResult,
+    Tool,
+)
 from meter.times import now_ms
 
+R = TypeVar("R")
 
-class MeterBase:
+
+class AsyncMeterAPI:
     def __init__(
-        self, keys: Keys, loader: Loader | None, clock_ms: Any = None, check_clock: Any = None
+        self,
+        keys: Keys,
+        loader: Loader | None,
+        clock_ms: Callable[[], int] | None = None,
+        check_clock: bool | None = None,
     ) -> None:
         """check_clock: refuse (ClockSkew) a clock further than bounds.CLOCK_SKEW_MS_MAX from
         Redis TIME in every wallet-changing script. None (default) checks the wall clock and
@@ -36,44 +56,17 @@ class MeterBase:
             clock_skew_ms_max=bounds.CLOCK_SKEW_MS_MAX if checked else None,
         )
 
-    def _run(self, op: ops.Op[Any]) -> Any:
+    async def _drive(self, op: ops.Op[R]) -> R:
+        """Performs the operation's requests until it returns its result."""
         raise NotImplementedError
 
-    def _then(self, outcome: Any, callback: Callable[[], None]) -> Any:
-        """Calls callback once outcome (a result, or an awaitable of it) has succeeded."""
-        raise NotImplementedError
-
-    def _open_hold(self, op: ops.Op[HoldResult]) -> Any:
-        raise NotImplementedError
-
-    def balance(self, account_id: str, credit_types: list[str] | None = None) -> Any:
+    async def balance(
+        self, account_id: str, credit_types: list[str] | None = None
+    ) -> AccountBalance:
         """Balances of the account's wallets (default: every credit type it may have)."""
-        return self._run(ops.balance(self._env, account_id, credit_types))
+        return await self._drive(ops.balance(self._env, account_id, credit_types))
 
-    def hold(
-        self,
-        account_id: str,
-        tool: str,
-        *,
-        quantity: int = 1,
-        amount: int | None = None,
-        ttl_s: int = bounds.HOLD_TTL_S_DEFAULT,
-        idempotency_key: str | None = None,
-    ) -> Any:
-        """Reserves credits -> a Hold: `with m.hold(...) as h: ... h.settle(cost)` (sync), or
-        `async with m.hold(...) as h: ... await h.settle(cost)` (async)."""
-        op = ops.hold(
-            self._env,
-            account_id,
-            tool,
-            quantity=quantity,
-            amount=amount,
-            ttl_s=ttl_s,
-            idempotency_key=idempotency_key,
-        )
-        return self._open_hold(op)
-
-    def charge(
+    async def charge(
         self,
         account_id: str,
         tool: str,
@@ -82,9 +75,9 @@ class MeterBase:
         idempotency_key: str | None = None,
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """Takes tool cost x quantity, atomically, or raises InsufficientCredits -> ChargeResult."""
-        return self._run(
+    ) -> ChargeResult:
+        """Takes tool cost x quantity, atomically, or raises InsufficientCredits."""
+        return await self._drive(
             ops.charge(
                 self._env,
                 account_id,
@@ -96,7 +89,7 @@ class MeterBase:
             )
         )
 
-    def settle(
+    async def settle(
         self,
         hold_id: str,
         amount: int | None = None,
@@ -105,9 +98,9 @@ class MeterBase:
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
         owner: tuple[str, str] | None = None,
-    ) -> Any:
-        """Charges a hold (default: its amount) and releases the rest -> SettleResult."""
-        return self._run(
+    ) -> SettleResult:
+        """Charges a hold (default: its amount) and releases the rest."""
+        return await self._drive(
             ops.settle(
                 self._env,
                 hold_id,
@@ -119,32 +112,32 @@ class MeterBase:
             )
         )
 
-    def release(
+    async def release(
         self,
         hold_id: str,
         *,
         idempotency_key: str | None = None,
         owner: tuple[str, str] | None = None,
-    ) -> Any:
-        """Ends a hold without charging -> ReleaseResult."""
-        return self._run(
+    ) -> ReleaseResult:
+        """Ends a hold without charging."""
+        return await self._drive(
             ops.release(self._env, hold_id, idempotency_key=idempotency_key, owner=owner)
         )
 
-    def extend(
+    async def extend(
         self,
         hold_id: str,
         ttl_s: int,
         *,
         idempotency_key: str | None = None,
         owner: tuple[str, str] | None = None,
-    ) -> Any:
-        """Heartbeat: the hold now expires ttl_s from now -> ExtendResult."""
-        return self._run(
+    ) -> ExtendResult:
+        """Heartbeat: the hold now expires ttl_s from now."""
+        return await self._drive(
             ops.extend(self._env, hold_id, ttl_s, idempotency_key=idempotency_key, owner=owner)
         )
 
-    def refund(
+    async def refund(
         self,
         charge_id: str,
         amount: int | None = None,
@@ -152,9 +145,9 @@ class MeterBase:
         reason: str | None = None,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """Returns all (default) or part of a charge to its grants -> RefundResult."""
-        return self._run(
+    ) -> RefundResult:
+        """Returns all (default) or part of a charge to its grants."""
+        return await self._drive(
             ops.refund(
                 self._env,
                 charge_id,
@@ -165,7 +158,7 @@ class MeterBase:
             )
         )
 
-    def grant(
+    async def grant(
         self,
         account_id: str,
         credit_type: str,
@@ -180,9 +173,9 @@ class MeterBase:
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
         grant_id: str | None = None,
-    ) -> Any:
-        """Adds credits as a new grant; debt is paid first -> GrantResult."""
-        return self._run(
+    ) -> GrantResult:
+        """Adds credits as a new grant; debt is paid first."""
+        return await self._drive(
             ops.grant(
                 self._env,
                 account_id,
@@ -200,7 +193,7 @@ class MeterBase:
             )
         )
 
-    def adjust(
+    async def adjust(
         self,
         account_id: str,
         credit_type: str,
@@ -210,9 +203,9 @@ class MeterBase:
         category: str = "promotional",
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """An admin's signed change with a reason -> AdjustResult."""
-        return self._run(
+    ) -> AdjustResult:
+        """An admin's signed change with a reason."""
+        return await self._drive(
             ops.adjust(
                 self._env,
                 account_id,
@@ -225,7 +218,7 @@ class MeterBase:
             )
         )
 
-    def clawback(
+    async def clawback(
         self,
         account_id: str,
         credit_type: str,
@@ -236,9 +229,9 @@ class MeterBase:
         grant_id: str | None = None,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """Takes back credits up to a running total per reference -> ClawbackResult."""
-        return self._run(
+    ) -> ClawbackResult:
+        """Takes back credits up to a running total per reference."""
+        return await self._drive(
             ops.clawback(
                 self._env,
                 account_id,
@@ -252,32 +245,31 @@ class MeterBase:
             )
         )
 
-    def set_tools(self, tools: list[Tool], *, replace: bool = False) -> Any:
+    async def set_tools(self, tools: list[Tool], *, replace: bool = False) -> None:
         """Writes tools into every bucket's catalog replica; effective for the next charge."""
-        return self._run(ops.set_tools(self._env, tools, replace=replace))
+        await self._drive(ops.set_tools(self._env, tools, replace=replace))
 
-    def set_tool(
+    async def set_tool(
         self, name: str, cost: int, credit_type: str = "credits", active: bool = True
-    ) -> Any:
-        return self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
+    ) -> None:
+        await self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
 
-    def restore_idempotency(self, account_id: str, used: tuple[tuple[str, int], ...]) -> Any:
+    async def restore_idempotency(self, account_id: str, used: tuple[tuple[str, int], ...]) -> int:
         """Marks (key, expires_at_ms) pairs SQL holds as answered from SQL -> count written."""
-        return self._run(ops.restore_idempotency(self._env, account_id, used))
+        return await self._drive(ops.restore_idempotency(self._env, account_id, used))
 
-    def expire_wallet(self, account_id: str, credit_type: str) -> Any:
+    async def expire_wallet(self, account_id: str, credit_type: str) -> ExpireResult:
         """Expires the wallet's due grants and holds now (the sweep's unit of work)."""
-        return self._run(
+        return await self._drive(
             ops.expire_wallet(self._env, self.keys.bucket(account_id), account_id, credit_type)
         )
 
 
-class Hold:
-    """An open hold. Its methods answer like its meter's (a result, or an awaitable of it).
-    Leaving its `with` / `async with` block without settle() releases it: credits are only
-    charged by an explicit settle."""
+class AsyncHold:
+    """An open hold. Leaving its block without settle() releases it: credits are only charged
+    by an explicit settle."""
 
-    def __init__(self, meter: MeterBase, result: HoldResult) -> None:
+    def __init__(self, meter: AsyncMeterAPI, result: HoldResult) -> None:
         self.meter = meter
         self.result = result
         self.id = result.id
@@ -287,24 +279,39 @@ class Hold:
     def _owner(self) -> tuple[str, str]:
         return self.result.account_id, self.result.credit_type
 
-    def _mark_done(self) -> None:
+    async def settle(
+        self,
+        amount: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SettleResult:
+        out = await self.meter.settle(
+            self.id,
+            amount,
+            idempotency_key=idempotency_key,
+            description=description,
+            metadata=metadata,
+            owner=self._owner,
+        )
         self.done = True
+        return out
 
-    def settle(self, amount: int | None = None, **kwargs: Any) -> Any:
-        out = self.meter.settle(self.id, amount, owner=self._owner, **kwargs)
-        return self.meter._then(out, self._mark_done)
+    async def release(self, *, idempotency_key: str | None = None) -> ReleaseResult:
+        out = await self.meter.release(self.id, idempotency_key=idempotency_key, owner=self._owner)
+        self.done = True
+        return out
 
-    def release(self, **kwargs: Any) -> Any:
-        out = self.meter.release(self.id, owner=self._owner, **kwargs)
-        return self.meter._then(out, self._mark_done)
+    async def extend(self, ttl_s: int, *, idempotency_key: str | None = None) -> ExtendResult:
+        return await self.meter.extend(
+            self.id, ttl_s, idempotency_key=idempotency_key, owner=self._owner
+        )
 
-    def extend(self, ttl_s: int, **kwargs: Any) -> Any:
-        return self.meter.extend(self.id, ttl_s, owner=self._owner, **kwargs)
-
-    def __enter__(self) -> Hold:
+    async def __aenter__(self) -> AsyncHold:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -312,4 +319,4 @@ class Hold:
     ) -> None:
         if not self.done:
             with contextlib.suppress(HoldNotActive):  # expired meanwhile: nothing is reserved
-                self.release()
+                await self.release()

@@ -1,0 +1,223 @@
+"""The value formats Lua and Python exchange, each declared once: journal entry fields, the
+breakdown and new-grant strings, the charge record, the wallet hash, the hold record, the
+catalog replica and the category codes. The scripts write these (lua/includes/journal_add,
+charge_record, wallet_load...); tests/meter/test_wire_declarations.py checks they use exactly
+the names declared here.
+
+Parsers raise WireFormatError with the reason: a value that does not parse never will.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from meter.models import ChargeRecord, GrantPart
+
+CATEGORY_CODES = {"paid": "p", "promotional": "r"}
+CATEGORY_NAMES = {code: name for name, code in CATEGORY_CODES.items()}
+DEBT = "debt"  # the breakdown's pseudo-grant for a wallet's debt (remaining_after = -debt)
+DEBT_CATEGORY = "d"  # a charge record part that went into debt
+
+PART_SEP = ";"  # between the parts of a breakdown, a new-grant list, a charge record's parts
+FIELD_SEP = ":"  # between the fields of one part
+RECORD_SEP = "\x1f"  # between the fields of a charge record
+VALUE_SEP = "|"  # between the fields of a wallet hash value and a catalog replica value
+
+
+class WireFormatError(ValueError):
+    pass
+
+
+class JournalField(StrEnum):
+    """Field names of a journal stream entry (lua/includes/journal_add.lua)."""
+
+    ID = "id"
+    KIND = "k"
+    ACCOUNT = "a"
+    CREDIT_TYPE = "t"
+    AMOUNT = "m"
+    BALANCE_AFTER = "b"
+    TS_MS = "ts"
+    TOOL = "tool"
+    QUANTITY = "q"
+    BREAKDOWN = "g"
+    NEW_GRANTS = "ng"
+    IDEMPOTENCY_KEY = "ik"
+    DESCRIPTION = "desc"
+    METADATA = "meta"
+    SOURCE = "src"
+    REFERENCE = "ref"
+    HOLD = "hold"
+    EXPIRES_AT_MS = "x"
+    CHARGE_ENTRY = "e"  # hold_settle: the charge entry it made
+
+
+# Written by journal_add itself for every entry; the others only when a script gives them.
+JOURNAL_BASE_FIELDS = (
+    JournalField.ID,
+    JournalField.KIND,
+    JournalField.ACCOUNT,
+    JournalField.CREDIT_TYPE,
+    JournalField.AMOUNT,
+    JournalField.BALANCE_AFTER,
+    JournalField.TS_MS,
+)
+
+# The optional text fields (description, metadata, reference, idempotency key, source, tool,
+# hold and charge ids): present when the request carried them, not by the entry's kind.
+OPTIONAL_TEXT_FIELDS = frozenset(
+    {
+        JournalField.DESCRIPTION,
+        JournalField.METADATA,
+        JournalField.REFERENCE,
+        JournalField.IDEMPOTENCY_KEY,
+        JournalField.SOURCE,
+        JournalField.TOOL,
+        JournalField.HOLD,
+        JournalField.CHARGE_ENTRY,
+    }
+)
+
+
+class HoldField(StrEnum):
+    """Field names of a hold record hash (lua/hold.lua, hydrate.lua, includes/hold_open)."""
+
+    ACCOUNT = "a"
+    CREDIT_TYPE = "t"
+    TOOL = "tool"
+    AMOUNT = "m"
+    EXPIRES_AT_MS = "x"
+    STATUS = "s"
+    CHARGED = "c"
+    CHARGE_ENTRY = "e"
+
+
+class WalletField(StrEnum):
+    """Fields of a wallet hash (lua/includes/wallet_load.lua); grants and holds are
+    GRANT_PREFIX<id> and HOLD_PREFIX<id>."""
+
+    OVERDRAFT = "o"
+    DEBT = "d"
+
+
+GRANT_PREFIX = "g:"  # value "remaining|priority|expires_ms|category code"
+HOLD_PREFIX = "h:"  # value "amount|expires_ms"
+CATALOG_LOADED_FIELD = "~"  # marks a catalog replica as loaded (lua/catalog_set.lua)
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrant:
+    """A grant an entry created: "<id>:<category code>:<priority>:<expires_ms>"."""
+
+    grant_id: str
+    category: str  # paid | promotional
+    priority: int
+    expires_at_ms: int | None  # None: never expires
+
+
+@dataclass(frozen=True, slots=True)
+class WalletGrant:
+    remaining: int
+    priority: int
+    expires_at_ms: int  # 0 = never expires
+    category: str  # paid | promotional
+
+
+@dataclass(frozen=True, slots=True)
+class WalletHold:
+    amount: int
+    expires_at_ms: int
+
+
+def _ints(bits: list[str], what: str, item: str) -> list[int]:
+    try:
+        return [int(b) for b in bits]
+    except ValueError:
+        raise WireFormatError(f"bad {what} {item[:60]!r}") from None
+
+
+def _items(text: str | None) -> list[str]:
+    return text.split(PART_SEP) if text else []
+
+
+def format_breakdown(parts: Iterable[GrantPart]) -> str:
+    """ "<grant id>:<delta>:<remaining after>;..." (lua/includes/wallet_math breakdown_str)."""
+    return PART_SEP.join(
+        f"{p.grant_id}{FIELD_SEP}{p.delta}{FIELD_SEP}{p.remaining_after}" for p in parts
+    )
+
+
+def parse_breakdown(text: str | None) -> tuple[GrantPart, ...]:
+    out = []
+    for item in _items(text):
+        bits = item.split(FIELD_SEP)
+        if len(bits) != 3 or not bits[0]:
+            raise WireFormatError(f"bad breakdown part {item[:60]!r}")
+        delta, after = _ints(bits[1:], "breakdown part", item)
+        out.append(GrantPart(bits[0], delta, after))
+    return tuple(out)
+
+
+def parse_new_grants(text: str | None) -> tuple[NewGrant, ...]:
+    out = []
+    for item in _items(text):
+        bits = item.split(FIELD_SEP)
+        if len(bits) != 4 or not bits[0] or bits[1] not in CATEGORY_NAMES:
+            raise WireFormatError(f"bad new grant {item[:60]!r}")
+        prio, exp = _ints(bits[2:], "new grant", item)
+        out.append(NewGrant(bits[0], CATEGORY_NAMES[bits[1]], prio, exp or None))
+    return tuple(out)
+
+
+def charge_record_value(rec: ChargeRecord) -> str:
+    """The Redis charge record (lua/includes/charge_record.lua):
+    "account\\x1fcredit_type\\x1ftool\\x1fcharged\\x1frefunded\\x1fparts", parts
+    "<grant id>:<refundable>:<priority>:<expires_ms>:<category code>;..." in burn order."""
+    parts = PART_SEP.join(
+        FIELD_SEP.join(
+            [p.grant_id, str(p.refundable), str(p.priority), str(p.expires_at_ms), p.category]
+        )
+        for p in rec.parts
+    )
+    return RECORD_SEP.join(
+        [rec.account_id, rec.credit_type, rec.tool, str(rec.charged), str(rec.refunded), parts]
+    )
+
+
+def charge_record_owner(value: str) -> tuple[str, str]:
+    """(account_id, credit_type) of a Redis charge record."""
+    fields = value.split(RECORD_SEP)
+    if len(fields) != 6:
+        raise WireFormatError(f"bad charge record {value[:60]!r}")
+    return fields[0], fields[1]
+
+
+def parse_grant_value(value: str) -> WalletGrant:
+    bits = value.split(VALUE_SEP)
+    if len(bits) != 4 or bits[3] not in CATEGORY_NAMES:
+        raise WireFormatError(f"bad wallet grant {value[:60]!r}")
+    rem, prio, exp = _ints(bits[:3], "wallet grant", value)
+    return WalletGrant(rem, prio, exp, CATEGORY_NAMES[bits[3]])
+
+
+def parse_hold_value(value: str) -> WalletHold:
+    bits = value.split(VALUE_SEP)
+    if len(bits) != 2:
+        raise WireFormatError(f"bad wallet hold {value[:60]!r}")
+    amount, exp = _ints(bits, "wallet hold", value)
+    return WalletHold(amount, exp)
+
+
+def catalog_credit_type(value: str) -> str:
+    """The credit type of a catalog replica value "cost|credit_type|active"."""
+    bits = value.split(VALUE_SEP)
+    if len(bits) != 3:
+        raise WireFormatError(f"bad catalog value {value[:60]!r}")
+    return bits[1]
+
+
+def charge_part_category(category: str | None) -> str:
+    """A charge record part's category code: a grant's, or DEBT_CATEGORY without a grant."""
+    return DEBT_CATEGORY if category is None else CATEGORY_CODES[category]
