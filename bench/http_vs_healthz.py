@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from bench import http, workload
-from bench.server import PrivateRedis
+from bench.server import PrivateRedis, cpu_seconds, redis_pid
 
 CONNECTIONS = 32
 ACCOUNTS = 64
@@ -58,6 +58,8 @@ class Comparison:
     sent: dict[str, int] = field(default_factory=dict)  # MONITOR: commands clients sent
     sent_charges: int = 0  # charges applied during the MONITOR run
     profile: str = ""
+    cpu_us: dict[str, float] = field(default_factory=dict)  # server CPU per request, by path
+    redis_cpu_us: float = 0.0  # Redis CPU per charge during the measured charge run
 
     @property
     def ratio(self) -> float:
@@ -74,7 +76,10 @@ class Comparison:
             f"workers={self.workers}: charge {c.rate:,.0f} req/s (p50 {c.p50_ms:.1f} ms, "
             f"p99 {c.p99_ms:.1f} ms, errors {c.errors or 'none'}) vs healthz {h.rate:,.0f} "
             f"req/s (p99 {h.p99_ms:.1f} ms) = {self.ratio:.2f}x",
-            f"  charges applied {self.charges:,} for {c.ok:,} answered 2xx",
+            f"  charges applied {self.charges:,} for {c.ok:,} answered 2xx; API CPU per request "
+            f"{self.cpu_us.get(CHARGE_PATH, 0):,.0f} us charge vs "
+            f"{self.cpu_us.get(HEALTHZ_PATH, 0):,.0f} us healthz; Redis CPU "
+            f"{self.redis_cpu_us:,.0f} us per charge",
             "  commandstats per charge (script calls included): "
             + ", ".join(f"{k} {v:.2f}" for k, v in stats.items())
             + f"; total {sum(stats.values()):.2f}",
@@ -153,14 +158,24 @@ def compare(
             s.load(server.base, CHARGE_PATH, warmup_s)
             s.load(server.base, HEALTHZ_PATH, warmup_s, method="GET")
             time.sleep(http.SETTLE_S)
+            cpu0 = server.cpu_s()
             healthz = s.load(server.base, HEALTHZ_PATH, seconds, method="GET")
+            cpu1 = server.cpu_s()
             spent0 = workload.spent(meter, s.names)
             client.config_resetstat()
+            rpid = redis_pid(redis_url)
+            redis0 = cpu_seconds(rpid)
             charge = s.load(server.base, CHARGE_PATH, seconds)
+            cpu2, redis1 = server.cpu_s(), cpu_seconds(rpid)
             time.sleep(http.SETTLE_S)
             stats = commandstats(client)
             charges = (workload.spent(meter, s.names) - spent0) // workload.COST
             result = Comparison(workers, healthz, charge, charges, stats)
+            result.cpu_us = {
+                HEALTHZ_PATH: (cpu1 - cpu0) / max(1, healthz.requests) * 1e6,
+                CHARGE_PATH: (cpu2 - cpu1) / max(1, charge.requests) * 1e6,
+            }
+            result.redis_cpu_us = (redis1 - redis0) / max(1, charges) * 1e6
             result.sent, result.sent_charges = _monitored(
                 s, server.base, meter, s.dir / "monitor.txt"
             )
