@@ -60,6 +60,7 @@ class Comparison:
     profile: str = ""
     cpu_us: dict[str, float] = field(default_factory=dict)  # server CPU per request, by path
     redis_cpu_us: float = 0.0  # Redis CPU per charge during the measured charge run
+    reads: int = 0  # Redis read events (INFO total_reads_processed) during the charge run
 
     @property
     def ratio(self) -> float:
@@ -79,7 +80,8 @@ class Comparison:
             f"  charges applied {self.charges:,} for {c.ok:,} answered 2xx; API CPU per request "
             f"{self.cpu_us.get(CHARGE_PATH, 0):,.0f} us charge vs "
             f"{self.cpu_us.get(HEALTHZ_PATH, 0):,.0f} us healthz; Redis CPU "
-            f"{self.redis_cpu_us:,.0f} us per charge",
+            f"{self.redis_cpu_us:,.0f} us per charge; Redis socket reads per charge "
+            f"{self.reads / max(1, self.charges):.2f} (pipelined rounds: fewer is better)",
             "  commandstats per charge (script calls included): "
             + ", ".join(f"{k} {v:.2f}" for k, v in stats.items())
             + f"; total {sum(stats.values()):.2f}",
@@ -95,6 +97,12 @@ class Comparison:
 def commandstats(client: redis.Redis) -> dict[str, int]:
     info: dict[str, Any] = client.info("commandstats")
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def reads_processed(client: redis.Redis) -> int:
+    """Read events Redis handled so far: one per batch of commands a client sent at once."""
+    info: dict[str, Any] = client.info("stats")
+    return int(info["total_reads_processed"])
 
 
 def sent_commands(monitor_text: str) -> dict[str, int]:
@@ -164,9 +172,9 @@ def compare(
             spent0 = workload.spent(meter, s.names)
             client.config_resetstat()
             rpid = redis_pid(redis_url)
-            redis0 = cpu_seconds(rpid)
+            redis0, reads0 = cpu_seconds(rpid), reads_processed(client)
             charge = s.load(server.base, CHARGE_PATH, seconds)
-            cpu2, redis1 = server.cpu_s(), cpu_seconds(rpid)
+            cpu2, redis1, reads1 = server.cpu_s(), cpu_seconds(rpid), reads_processed(client)
             time.sleep(http.SETTLE_S)
             stats = commandstats(client)
             charges = (workload.spent(meter, s.names) - spent0) // workload.COST
@@ -176,6 +184,7 @@ def compare(
                 CHARGE_PATH: (cpu2 - cpu1) / max(1, charge.requests) * 1e6,
             }
             result.redis_cpu_us = (redis1 - redis0) / max(1, charges) * 1e6
+            result.reads = reads1 - reads0
             result.sent, result.sent_charges = _monitored(
                 s, server.base, meter, s.dir / "monitor.txt"
             )
