@@ -206,6 +206,7 @@ def run_wrk(wrk: str, t: Target, seconds: int, connections: int, threads: int, n
 
 def run_python(t: Target, seconds: float, connections: int, nonce: str) -> Load:
     """The fallback generator: `connections` httpx keep-alive loops (slow: ~1-2k req/s)."""
+    assert t.method == "POST", "the fallback sends charge bodies only"
     loop, _ = new_loop()
     try:
         return loop.run_until_complete(_python_load(t, seconds, connections, nonce))
