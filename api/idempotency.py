@@ -4,7 +4,9 @@ Two layers. The Lua scripts store each applied result under (account, key) with 
 of the operation, so a replay returns the stored result and concurrent duplicates apply once.
 That store lives in the account's slot, so it cannot see the same key used for another
 account, hold or route. This module adds the deployment-wide check: one Redis key per
-Idempotency-Key holds a fingerprint of method, path and body (`SET NX GET`, one round trip).
+Idempotency-Key holds a fingerprint of method, path and body (`SET NX GET`). The claims of
+requests in flight together go to Redis in one pipeline (`ClaimBatcher`): one write and one
+read for all of them, not a pooled connection and a round trip each.
 
 - missing header: 400; the header outside 1-255 printable ASCII: 422;
 - same key, other method/path/body: 422 (nothing runs);
@@ -21,14 +23,16 @@ Idempotency-Key holds a fingerprint of method, path and body (`SET NX GET`, one 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import redis.asyncio
 import redis.exceptions
-from fastapi import Header, Request, Response
+from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -85,6 +89,62 @@ def fingerprint(request: Request, body: BaseModel | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class ClaimBatcher:
+    """Sends the claims made while the event loop runs other ready work as one pipeline.
+
+    A claim waits for the loop's next turn (call_soon), so the requests parsed in the same
+    turn claim together; the claims of one round do not depend on each other."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.redis = client
+        self._pending: list[tuple[str, str, asyncio.Future[Any]]] = []
+
+    def claim(self, redis_key: str, fp: str) -> asyncio.Future[Any]:
+        """-> the value the key held before (None: this request now owns it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._start_round)
+        self._pending.append((redis_key, fp, future))
+        return future
+
+    def _start_round(self) -> None:
+        batch, self._pending = self._pending, []
+        asyncio.get_running_loop().create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[str, str, asyncio.Future[Any]]]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for redis_key, fp, _ in batch:
+                # get=True: redis-py answers the previous value, not whether SET wrote.
+                pipe.execute_command(
+                    "SET", redis_key, fp, "NX", "GET", "EX", bounds.IDEMPOTENCY_TTL_S, get=True
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:  # every waiting request must hear about a failed round
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # the request was cancelled (client gone)
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+def claims(app: FastAPI, client: redis.asyncio.Redis) -> ClaimBatcher:
+    """The app's claim batcher over `client` (the balance Redis), made on first use."""
+    batcher: ClaimBatcher | None = getattr(app.state, "idempotency_claims", None)
+    if batcher is None or batcher.redis is not client:
+        batcher = app.state.idempotency_claims = ClaimBatcher(client)
+    return batcher
+
+
 async def run_idempotent(
     state: AppState,
     request: Request,
@@ -96,7 +156,7 @@ async def run_idempotent(
     """Runs `operation` (-> (answer, replayed)) under the deployment-wide key check."""
     fp = fingerprint(request, body)
     redis_key = state.keys.http_idempotency(key)
-    previous = await state.redis.set(redis_key, fp, nx=True, get=True, ex=bounds.IDEMPOTENCY_TTL_S)
+    previous = await claims(request.app, state.redis).claim(redis_key, fp)
     if previous is not None:
         stored = previous.decode() if isinstance(previous, bytes) else str(previous)
         stored_fp, _, stored_error = stored.partition(_SEP)

@@ -157,6 +157,7 @@ class Target:
     accounts: int
     tool: str = workload.TOOL
     tag: str = ACCOUNT_TAG
+    method: str = "POST"
 
 
 def run_wrk(wrk: str, t: Target, seconds: int, connections: int, threads: int, nonce: str) -> Load:
@@ -177,6 +178,7 @@ def run_wrk(wrk: str, t: Target, seconds: int, connections: int, threads: int, n
         t.tool,
         nonce,
         str(threads),
+        t.method,
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
@@ -204,6 +206,7 @@ def run_wrk(wrk: str, t: Target, seconds: int, connections: int, threads: int, n
 
 def run_python(t: Target, seconds: float, connections: int, nonce: str) -> Load:
     """The fallback generator: `connections` httpx keep-alive loops (slow: ~1-2k req/s)."""
+    assert t.method == "POST", "the fallback sends charge bodies only"
     loop, _ = new_loop()
     try:
         return loop.run_until_complete(_python_load(t, seconds, connections, nonce))
@@ -358,8 +361,8 @@ class Setup:
     env: dict[str, str] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
 
-    def load(self, base: str, path: str, seconds: float) -> Load:
-        t = Target(base, path, self.key, self.accounts)
+    def load(self, base: str, path: str, seconds: float, method: str = "POST") -> Load:
+        t = Target(base, path, self.key, self.accounts, method=method)
         nonce = secrets.token_hex(4)
         if self.wrk is not None:
             return run_wrk(self.wrk, t, int(seconds), self.connections, self.threads, nonce)

@@ -8,6 +8,7 @@
 --   5 tool           the tool to charge, quantity 1
 --   6 nonce          unique per run, so no Idempotency-Key repeats across runs
 --   7 threads        wrk's -t, so the threads spread over the accounts without overlap
+--   8 method         POST (default), or GET: the same headers without a body (/healthz)
 -- Each request: Idempotency-Key "<nonce>-<thread>-<counter>", unique within the run;
 -- thread t's n-th request charges account (n * threads + t) % accounts.
 -- Output: done() prints one line `WRK_JSON {...}`: requests, duration_us, the error counts
@@ -27,6 +28,7 @@ function init(args)
    tool = args[5]
    nonce = args[6]
    nthreads = tonumber(args[7]) or 1
+   method = args[8] or "POST"
    assert(path and accounts and accounts >= 1 and tag and tool and nonce, "bad arguments")
    headers = {
       ["Content-Type"] = "application/json",
@@ -39,6 +41,9 @@ function request()
    counter = counter + 1
    local account = string.format("%s-%05d", tag, (counter * nthreads + id) % accounts)
    headers["Idempotency-Key"] = nonce .. "-" .. id .. "-" .. counter
+   if method == "GET" then
+      return wrk.format("GET", path, headers)
+   end
    local body = '{"account_id":"' .. account .. '","tool":"' .. tool .. '","quantity":1}'
    return wrk.format("POST", path, headers, body)
 end

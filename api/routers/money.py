@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from api import metrics
 from api.auth import Principal, require
@@ -29,11 +30,12 @@ from api.schemas import (
     SettleIn,
     SettleOut,
 )
-from api.state import AppState, app_state
+from api.state import AppState, app_state, get_state
 from meter import errors as me
 from meter.times import rfc3339
 
 router = APIRouter(prefix="/v1", tags=["charging"])
+JSON = "application/json"
 State = Annotated[AppState, Depends(app_state)]
 Key = Annotated[str, Depends(idempotency_key)]
 Meter = Annotated[Principal, Depends(require("meter"))]
@@ -61,8 +63,12 @@ _CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
 
 @router.post("/charges", status_code=201, response_model=ChargeOut)
 async def create_charge(
-    body: ChargeIn, request: Request, response: Response, state: State, key: Key, _: Meter
+    body: ChargeIn, request: Request, response: Response, key: Key, _: Meter
 ) -> Any:
+    # The hot route: the state straight from the app (a dependency costs a resolution per
+    # request) and the answer rendered here, once (see _rendered).
+    state = get_state(request)
+
     async def run() -> tuple[ChargeOut, bool]:
         try:
             r = await state.meter.charge(
@@ -88,7 +94,21 @@ async def create_charge(
         )
         return out, r.replayed
 
-    return await run_idempotent(state, request, response, key, body, run)
+    answer = await run_idempotent(state, request, response, key, body, run)
+    return _rendered(answer, response, 201)
+
+
+def _rendered(answer: Any, response: Response, status: int) -> Response:
+    """The route's model as JSON bytes, serialized once by pydantic's core. Returned as a
+    model, FastAPI would validate it again against response_model before dumping it; the
+    OpenAPI document still comes from response_model. A stored answer (a replayed refusal)
+    is already a response."""
+    if isinstance(answer, Response):
+        return answer
+    assert isinstance(answer, BaseModel), answer
+    rendered = Response(answer.model_dump_json(), status_code=status, media_type=JSON)
+    rendered.headers.raw.extend(response.headers.raw)  # as FastAPI merges them
+    return rendered
 
 
 @router.post("/holds", status_code=201, response_model=HoldOut)
