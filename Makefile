@@ -6,10 +6,11 @@ PYTEST_ARGS ?=
 
 .PHONY: run test bench lint install install-dev browser clean wheel-check web web-test
 
-# The dashboard's browser tests drive Debian's Chromium through its chromedriver; installed
-# here when missing (root, or sudo). A stale package list is refreshed once and retried.
+# The dashboard's browser tests drive Debian's Chromium through its chromedriver, and the
+# HTTP bench's test drives wrk; installed here when missing (root, or sudo). A stale package
+# list is refreshed once and retried.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver wrk
 
 # The stamps make install rerun only when pyproject.toml changes.
 $(BIN)/python:
@@ -31,7 +32,7 @@ run: install
 	$(BIN)/creditmeter up
 
 browser:
-	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || $(APT_INSTALL) || \
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/bin/wrk || $(APT_INSTALL) || \
 	  ($(SUDO) apt-get update -q && $(APT_INSTALL))
 
 test: install-dev browser web web-test

@@ -3,8 +3,6 @@ charge read from commandstats and from MONITOR (scripts' own calls left out)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from bench import http_vs_healthz as hv
@@ -25,7 +23,6 @@ def test_monitor_counts_only_what_clients_sent() -> None:
     assert hv.sent_commands(MONITOR_TEXT) == {"set": 2, "evalsha": 1}
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 @pytest.mark.timeout(600)  # a server starts and imports for seconds on a busy machine
 def test_one_run_measures_both_paths_on_one_server(redis_url: str, key_prefix: str) -> None:
     c = hv.compare(
