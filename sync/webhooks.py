@@ -1,0 +1,298 @@
+"""Outgoing webhooks, the outbox: endpoints, events and their deliveries in SQL.
+
+A producer calls `emit` inside the SQL transaction that records the fact it announces, so
+the event commits (or rolls back) with the fact. Each event has a `dedupe_key` naming the
+fact ("<entry id>:balance.low", "<stripe event id>:purchase.completed", "<grant id>:
+expiring"); emitting it again, from a replayed flush or a redelivered Stripe event, adds
+nothing. `emit` also writes one pending delivery per active endpoint subscribed to the
+type; the worker's due sweep sends them (sync/webhooks_send.py), signed per Standard
+Webhooks, with retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, Row, select
+from sqlalchemy.engine import Connection
+
+from meter.ids import new_id
+from meter.times import now_ms as clock_ms
+from sync import audit
+from sync.db import write_transaction
+from sync.models import T_WEBHOOK_DELIVERIES, T_WEBHOOK_ENDPOINTS, T_WEBHOOK_EVENTS
+from sync.sqlops import insert_ignore
+
+EVENT_TYPES: Final = (
+    "balance.low",
+    "balance.depleted",
+    "grant.expiring",
+    "purchase.completed",
+    "refund.applied",
+    "hold.expired",
+)
+STATUSES: Final = ("pending", "succeeded", "failed")
+SECRET_PREFIX: Final = "whsec_"  # Standard Webhooks: whsec_ then the base64 key
+SECRET_BYTES: Final = 32  # an HMAC-SHA256 key as long as its output (the spec asks 24-64)
+URL_LEN_MAX: Final = 2_048  # the url column; longer URLs are refused, never cut
+ENDPOINTS_MAX: Final = 100  # active endpoints: bounds the deliveries one emit writes
+DELIVERIES_PAGE_MAX: Final = 500  # rows one listing returns, newest first
+DEDUPE_KEY_LEN_MAX: Final = 255  # the dedupe_key column
+
+
+class WebhookError(ValueError):
+    """A bad endpoint or delivery request; `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    url: str
+    events: tuple[str, ...]
+    active: bool
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    event_id: str
+    event_type: str
+    account_id: str | None
+    endpoint_id: str
+    url: str
+    status: str
+    attempts: int
+    last_response_code: int | None
+    last_error: str | None
+    next_attempt_at_ms: int | None
+    delivered_at_ms: int | None
+    created_at_ms: int
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookError("url", "must be an http:// or https:// URL with a host")
+    if len(url) > URL_LEN_MAX or any(c.isspace() for c in url):
+        raise WebhookError("url", f"must be at most {URL_LEN_MAX} characters, no spaces")
+    return url
+
+
+def check_events(events: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(events))  # order kept, duplicates dropped
+    unknown = [e for e in chosen if e not in EVENT_TYPES]
+    if unknown or not chosen:
+        raise WebhookError("events", f"must be one or more of {', '.join(EVENT_TYPES)}")
+    return chosen
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _endpoint(row: Row[Any]) -> Endpoint:
+    return Endpoint(
+        id=row.id,
+        url=row.url,
+        events=tuple(json.loads(row.events)),
+        active=bool(row.active),
+        created_at_ms=row.created_at_ms,
+    )
+
+
+def create_endpoint(
+    engine: Engine, actor: str, url: str, events: Sequence[str]
+) -> tuple[Endpoint, str]:
+    """The new endpoint and its signing secret: the only time the secret is handed out."""
+    endpoint = Endpoint(
+        id="ep_" + new_id(0),
+        url=check_url(url),
+        events=check_events(events),
+        active=True,
+        created_at_ms=clock_ms(),
+    )
+    secret = new_secret()
+
+    def write(conn: Connection) -> None:
+        active = conn.execute(
+            select(T_WEBHOOK_ENDPOINTS.c.id)
+            .where(T_WEBHOOK_ENDPOINTS.c.active)
+            .limit(ENDPOINTS_MAX)
+        ).all()
+        if len(active) >= ENDPOINTS_MAX:
+            raise WebhookError("url", f"at most {ENDPOINTS_MAX} active endpoints; delete one")
+        conn.execute(
+            T_WEBHOOK_ENDPOINTS.insert(),
+            {
+                "id": endpoint.id,
+                "url": endpoint.url,
+                "events": json.dumps(list(endpoint.events)),
+                "secret": secret,
+                "active": True,
+                "created_at_ms": endpoint.created_at_ms,
+            },
+        )
+        detail = {"url": endpoint.url, "events": list(endpoint.events)}
+        audit.record_in(conn, actor, "webhook_endpoint.create", endpoint.id, detail)
+
+    write_transaction(engine, write)
+    return endpoint, secret
+
+
+def list_endpoints(engine: Engine) -> list[Endpoint]:
+    """The active endpoints, oldest first (a deleted one keeps its deliveries' history)."""
+    t = T_WEBHOOK_ENDPOINTS
+    with engine.connect() as conn:
+        rows = conn.execute(select(t).where(t.c.active).order_by(t.c.created_at_ms, t.c.id))
+        return [_endpoint(r) for r in rows]
+
+
+def delete_endpoint(engine: Engine, actor: str, endpoint_id: str) -> bool:
+    """Deactivates it and fails its pending deliveries; False when no active one has the id."""
+    t, d = T_WEBHOOK_ENDPOINTS, T_WEBHOOK_DELIVERIES
+
+    def write(conn: Connection) -> bool:
+        done = conn.execute(
+            t.update().where(t.c.id == endpoint_id, t.c.active).values(active=False)
+        )
+        if done.rowcount != 1:
+            return False
+        conn.execute(
+            d.update()
+            .where(d.c.endpoint_id == endpoint_id, d.c.status == "pending")
+            .values(status="failed", last_error="endpoint deleted", next_attempt_at_ms=None)
+        )
+        audit.record_in(conn, actor, "webhook_endpoint.delete", endpoint_id, {})
+        return True
+
+    return write_transaction(engine, write)
+
+
+def emit(
+    conn: Connection,
+    type: str,
+    account_id: str | None,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    *,
+    now_ms: int | None = None,
+) -> str | None:
+    """Records one event in the caller's transaction; returns its id, or None when an event
+    with this dedupe_key exists already (nothing is written then).
+
+    `type` is one of EVENT_TYPES; `payload` is JSON-serialisable and becomes the event's
+    `data` (with `account_id` added); `dedupe_key` names the fact, unique across types, so
+    the same fact emitted twice sends once. One pending delivery is written for every
+    active endpoint subscribed to `type`, due at once: the worker's sweep (every
+    WEBHOOK_SWEEP_INTERVAL_S) sends it. Commit or roll back the transaction as usual: the
+    event goes with it."""
+    if type not in EVENT_TYPES:
+        raise WebhookError("type", f"unknown webhook event type {type!r}")
+    if not 0 < len(dedupe_key) <= DEDUPE_KEY_LEN_MAX:
+        raise WebhookError("dedupe_key", f"must be 1-{DEDUPE_KEY_LEN_MAX} characters")
+    at_ms = clock_ms() if now_ms is None else now_ms
+    event_id = "msg_" + new_id(0, at_ms)
+    inserted = conn.execute(
+        insert_ignore(conn, T_WEBHOOK_EVENTS),
+        {
+            "id": event_id,
+            "type": type,
+            "account_id": account_id,
+            "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
+            "dedupe_key": dedupe_key,
+            "created_at_ms": at_ms,
+        },
+    )
+    if inserted.rowcount != 1:
+        return None
+    t = T_WEBHOOK_ENDPOINTS
+    endpoints = conn.execute(
+        select(t.c.id, t.c.events).where(t.c.active).limit(ENDPOINTS_MAX)
+    ).all()
+    rows = [
+        {
+            "id": "dlv_" + new_id(0, at_ms),
+            "event_id": event_id,
+            "endpoint_id": ep.id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at_ms": at_ms,
+            "created_at_ms": at_ms,
+        }
+        for ep in endpoints
+        if type in json.loads(ep.events)
+    ]
+    if rows:
+        conn.execute(T_WEBHOOK_DELIVERIES.insert(), rows)
+    return event_id
+
+
+def _deliveries_query() -> Any:
+    d, e, t = T_WEBHOOK_DELIVERIES, T_WEBHOOK_EVENTS, T_WEBHOOK_ENDPOINTS
+    return select(
+        d, e.c.type.label("event_type"), e.c.account_id, t.c.url.label("url")
+    ).select_from(d.join(e, d.c.event_id == e.c.id).join(t, d.c.endpoint_id == t.c.id))
+
+
+def _delivery(row: Row[Any]) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        account_id=row.account_id,
+        endpoint_id=row.endpoint_id,
+        url=row.url,
+        status=row.status,
+        attempts=row.attempts,
+        last_response_code=row.last_response_code,
+        last_error=row.last_error,
+        next_attempt_at_ms=row.next_attempt_at_ms,
+        delivered_at_ms=row.delivered_at_ms,
+        created_at_ms=row.created_at_ms,
+    )
+
+
+def list_deliveries(
+    engine: Engine,
+    *,
+    endpoint_id: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    """The newest deliveries first, of one endpoint and/or status when given."""
+    d = T_WEBHOOK_DELIVERIES
+    q = _deliveries_query()
+    if endpoint_id is not None:
+        q = q.where(d.c.endpoint_id == endpoint_id)
+    if status is not None:
+        q = q.where(d.c.status == status)
+    q = q.order_by(d.c.created_at_ms.desc(), d.c.id.desc()).limit(
+        max(1, min(limit, DELIVERIES_PAGE_MAX))
+    )
+    with engine.connect() as conn:
+        return [_delivery(r) for r in conn.execute(q)]
+
+
+def get_delivery(engine: Engine, delivery_id: str) -> Delivery | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            _deliveries_query().where(T_WEBHOOK_DELIVERIES.c.id == delivery_id)
+        ).first()
+    return None if row is None else _delivery(row)
+
+
+def endpoint_exists(engine: Engine, endpoint_id: str) -> bool:
+    t = T_WEBHOOK_ENDPOINTS
+    with engine.connect() as conn:
+        return conn.execute(select(t.c.id).where(t.c.id == endpoint_id)).first() is not None
