@@ -55,10 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=API_TITLE, version=API_VERSION, lifespan=lifespan)
     errors.install(app)
     metrics.install(app)
-    from api.admin import actions, pages
-    from api.routers import accounts, catalog, money, purchases, reports, service, tools
+    from api.admin import actions, pages, webhooks_admin
+    from api.routers import accounts, catalog, money, purchases, reports, service, tools, webhooks
 
-    for module in (tools, money, accounts, service, catalog, purchases, reports, pages, actions):
+    routers = (tools, money, accounts, service, catalog, purchases, reports, webhooks)
+    for module in (*routers, pages, actions, webhooks_admin):
         app.include_router(module.router)
     install_dashboard(app)
     openapi_doc.install(app)

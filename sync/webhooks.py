@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from meter.ids import new_id
 from meter.times import now_ms as clock_ms
+from meter.times import rfc3339
 from sync import audit
 from sync.db import write_transaction
 from sync.models import T_WEBHOOK_DELIVERIES, T_WEBHOOK_ENDPOINTS, T_WEBHOOK_EVENTS
@@ -62,6 +63,16 @@ class Endpoint:
     active: bool
     created_at_ms: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """The API's and the CLI's JSON of an endpoint (never its secret)."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "events": list(self.events),
+            "active": self.active,
+            "created_at": rfc3339(self.created_at_ms),
+        }
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -78,6 +89,28 @@ class Delivery:
     next_attempt_at_ms: int | None
     delivered_at_ms: int | None
     created_at_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API's and the CLI's JSON of a delivery."""
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "account_id": self.account_id,
+            "endpoint_id": self.endpoint_id,
+            "url": self.url,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_response_code": self.last_response_code,
+            "last_error": self.last_error,
+            "next_attempt_at": _time(self.next_attempt_at_ms),
+            "delivered_at": _time(self.delivered_at_ms),
+            "created_at": rfc3339(self.created_at_ms),
+        }
+
+
+def _time(ms: int | None) -> str | None:
+    return None if ms is None else rfc3339(ms)
 
 
 def check_url(url: str) -> str:

@@ -291,14 +291,3 @@ def test_grant_expiring_is_emitted_once_per_grant_within_the_notice(
     assert got.verified
     assert got.json()["data"]["grant_id"] == soon
     assert got.json()["data"]["remaining"] == 40
-
-
-def test_no_endpoint_listening_means_no_grant_expiring_scan(engine: Engine) -> None:
-    acct = account()
-    grant_id = _grant(engine, acct, now_ms() + DAY_MS, 5)
-    emit_expiring_grants(engine, now_ms())
-    with engine.connect() as conn:
-        n = conn.scalar(
-            select(func.count()).where(T_WEBHOOK_EVENTS.c.dedupe_key == dedupe_key(grant_id))
-        )
-    assert n == 0
