@@ -15,10 +15,10 @@ from api.schemas import (
     WebhookDeliveryList,
     WebhookDeliveryOut,
     WebhookEndpointCreated,
-    WebhookId,
     WebhookEndpointIn,
     WebhookEndpointList,
     WebhookEndpointOut,
+    WebhookId,
     WebhookStatus,
 )
 from api.state import AppState, app_state

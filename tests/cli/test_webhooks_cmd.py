@@ -16,12 +16,13 @@ from sync.db import write_transaction
 from sync.webhooks import create_endpoint, delete_endpoint, emit, list_deliveries
 from sync.webhooks_send import deliver
 from tests.sync.conftest import account
-from tests.sync.webhook_receiver import Receiver, free_port
+from tests.sync.webhook_receiver import Receiver, delete_all_endpoints, free_port
 
 
 @pytest.fixture
 def down_endpoint(engine: Engine) -> Iterator[tuple[str, Receiver]]:
     """An endpoint whose receiver is not listening yet (start() brings it up, same port)."""
+    delete_all_endpoints(engine)
     receiver = Receiver(port=free_port())
     endpoint, receiver.secret = create_endpoint(engine, "test", receiver.url, ["hold.expired"])
     yield endpoint.id, receiver

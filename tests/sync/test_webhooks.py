@@ -26,7 +26,7 @@ from sync.webhooks import (
 from sync.webhooks_grants import DAY_MS, dedupe_key, emit_expiring_grants
 from sync.webhooks_send import RETRY_DELAYS_S, deliver, due, make_due
 from tests.sync.conftest import account
-from tests.sync.webhook_receiver import Receiver, free_port
+from tests.sync.webhook_receiver import Receiver, delete_all_endpoints, free_port
 
 MakeEndpoint = Callable[..., tuple[str, Receiver]]
 
@@ -42,6 +42,7 @@ def receiver() -> Iterator[Receiver]:
 def make_endpoint(engine: Engine) -> Iterator[MakeEndpoint]:
     """Registers an endpoint for a receiver; deleted after the test, since the SQL (and so
     every emit's fan-out) is shared by the session's tests."""
+    delete_all_endpoints(engine)
     made: list[str] = []
 
     def make(r: Receiver, events: tuple[str, ...] = ("balance.low",)) -> tuple[str, Receiver]:

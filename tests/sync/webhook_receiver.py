@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sqlalchemy import Engine
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from sync.webhooks import delete_endpoint, list_endpoints
 
 
 @dataclass
@@ -74,3 +77,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def delete_all_endpoints(engine: Engine) -> None:
+    """The test SQL is shared by the session: endpoints other tests left (the schemathesis
+    run registers random ones) would get this test's events and slow its sends down."""
+    for endpoint in list_endpoints(engine):
+        delete_endpoint(engine, "test", endpoint.id)
