@@ -139,7 +139,8 @@ def resend(
         _fail(RuntimeError(f"delivery {delivery_id} is being sent by the worker right now"))
     code = "no answer" if done.last_response_code is None else f"HTTP {done.last_response_code}"
     out = console()
-    out.print(f"{done.id} to {escape(done.url)}: {code}, attempt {done.attempts}, {done.status}")
+    line = f"{done.id} to {escape(done.url)}: {code}, attempt {done.attempts}, {done.status}"
+    out.print(line, soft_wrap=True)  # one line whatever the terminal's width, for grep
     if done.status != "succeeded":
-        out.print(f"last error: {escape(done.last_error or '')}")
+        out.print(f"last error: {escape(done.last_error or '')}", soft_wrap=True)
         raise SystemExit(1)
