@@ -20,7 +20,7 @@ from cli.usage import usage_error
 from sync.settings import get_settings
 
 if typing.TYPE_CHECKING:
-    from sync.webhooks import Delivery
+    from sync.webhooks_deliveries import Delivery
 
 webhooks_app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="List and resend outgoing webhooks."
@@ -71,7 +71,7 @@ def deliveries(
     as_json: JsonFlag = False,
 ) -> None:
     """Deliveries, newest first: status, attempts, the receiver's last answer."""
-    from sync.webhooks import list_deliveries
+    from sync.webhooks_deliveries import list_deliveries
 
     if status is not None and status not in STATUSES:
         usage_error("--status", f"is {status!r}; give one of {', '.join(STATUSES)}")

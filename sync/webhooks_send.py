@@ -24,7 +24,8 @@ from standardwebhooks.webhooks import Webhook
 from meter.times import rfc3339
 from sync.db import write_transaction
 from sync.models import T_WEBHOOK_DELIVERIES, T_WEBHOOK_ENDPOINTS, T_WEBHOOK_EVENTS
-from sync.webhooks import Delivery, WebhookError, get_delivery
+from sync.webhooks import WebhookError
+from sync.webhooks_deliveries import Delivery, get_delivery
 
 # Delays before the 2nd, 3rd, ... attempt: the Standard Webhooks / Svix schedule. A blip is
 # retried within seconds, a deploy within the hour, a receiver down for a day still gets

@@ -17,7 +17,7 @@ from api.admin.session import PageSession, PostedForm
 from api.schemas import WebhookId, WebhookStatus
 from api.state import AppState, app_state, queue_redis
 from meter.times import now_ms
-from sync import audit, webhooks
+from sync import audit, webhooks, webhooks_deliveries
 from sync.queues import enqueue_webhook_delivery
 from sync.webhooks_send import make_due
 
@@ -30,7 +30,9 @@ DELIVERIES_SHOWN: Final = 50  # the newest; the CLI and the API list more
 def _page_data(state: AppState, status: str | None) -> dict[str, Any]:
     return {
         "endpoints": webhooks.list_endpoints(state.engine),
-        "deliveries": webhooks.list_deliveries(state.engine, status=status, limit=DELIVERIES_SHOWN),
+        "deliveries": webhooks_deliveries.list_deliveries(
+            state.engine, status=status, limit=DELIVERIES_SHOWN
+        ),
     }
 
 

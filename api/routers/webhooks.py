@@ -22,7 +22,7 @@ from api.schemas import (
     WebhookStatus,
 )
 from api.state import AppState, app_state
-from sync import webhooks
+from sync import webhooks, webhooks_deliveries
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
 State = Annotated[AppState, Depends(app_state)]
@@ -73,13 +73,13 @@ async def list_deliveries(
     state: State,
     _: Admin,
     status: WebhookStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=webhooks.DELIVERIES_PAGE_MAX)] = 100,
+    limit: Annotated[int, Query(ge=1, le=webhooks_deliveries.DELIVERIES_PAGE_MAX)] = 100,
 ) -> WebhookDeliveryList:
     """The endpoint's deliveries, newest first (a deleted endpoint's too: its history)."""
     if not await run_in_threadpool(webhooks.endpoint_exists, state.engine, endpoint_id):
         raise _not_found(endpoint_id)
     deliveries = await run_in_threadpool(
-        lambda: webhooks.list_deliveries(
+        lambda: webhooks_deliveries.list_deliveries(
             state.engine, endpoint_id=endpoint_id, status=status, limit=limit
         )
     )

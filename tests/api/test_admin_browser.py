@@ -342,7 +342,8 @@ def test_webhooks_page_lays_out_and_resends(
     """A failed delivery is listed with its error; Resend (a real form post) answers with
     the page saying it is being resent, and the delivery is pending again."""
     from sync.db import write_transaction
-    from sync.webhooks import create_endpoint, delete_endpoint, emit, list_deliveries
+    from sync.webhooks import create_endpoint, delete_endpoint, emit
+    from sync.webhooks_deliveries import list_deliveries
     from sync.webhooks_send import deliver
 
     endpoint, _ = create_endpoint(api_engine, "test", "http://127.0.0.1:9/hooks", ["hold.expired"])

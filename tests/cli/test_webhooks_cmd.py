@@ -13,7 +13,8 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from meter.times import now_ms
 from sync.db import write_transaction
-from sync.webhooks import create_endpoint, delete_endpoint, emit, list_deliveries
+from sync.webhooks import create_endpoint, delete_endpoint, emit
+from sync.webhooks_deliveries import list_deliveries
 from sync.webhooks_send import deliver
 from tests.sync.conftest import account
 from tests.sync.webhook_receiver import Receiver, delete_all_endpoints, free_port

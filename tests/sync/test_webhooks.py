@@ -15,14 +15,13 @@ from meter.times import now_ms
 from sync.db import write_transaction
 from sync.models import T_GRANTS, T_WEBHOOK_EVENTS
 from sync.webhooks import (
-    Delivery,
     WebhookError,
     create_endpoint,
     delete_endpoint,
     emit,
-    list_deliveries,
     list_endpoints,
 )
+from sync.webhooks_deliveries import Delivery, list_deliveries
 from sync.webhooks_grants import DAY_MS, dedupe_key, emit_expiring_grants
 from sync.webhooks_send import RETRY_DELAYS_S, deliver, due, make_due
 from tests.sync.conftest import account

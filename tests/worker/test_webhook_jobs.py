@@ -17,7 +17,8 @@ from sync.context import context
 from sync.db import write_transaction
 from sync.queues import WEBHOOKS, queue_name
 from sync.settings import get_settings
-from sync.webhooks import create_endpoint, delete_endpoint, emit, list_deliveries
+from sync.webhooks import create_endpoint, delete_endpoint, emit
+from sync.webhooks_deliveries import list_deliveries
 from tests.sync.conftest import account
 from tests.sync.webhook_receiver import Receiver, delete_all_endpoints
 from worker import webhook_jobs
