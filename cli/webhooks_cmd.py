@@ -25,7 +25,6 @@ if typing.TYPE_CHECKING:
 webhooks_app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="List and resend outgoing webhooks."
 )
-STATUSES = ("pending", "succeeded", "failed")  # sync.webhooks.STATUSES, without importing it
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -71,6 +70,7 @@ def deliveries(
     as_json: JsonFlag = False,
 ) -> None:
     """Deliveries, newest first: status, attempts, the receiver's last answer."""
+    from sync.webhooks import STATUSES
     from sync.webhooks_deliveries import list_deliveries
 
     if status is not None and status not in STATUSES:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import Engine, Row, select
 from sqlalchemy.engine import Connection
 
@@ -74,9 +75,17 @@ class Endpoint:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  raises on a port that is not a number in 0-65535
+    except ValueError as exc:  # "http://]x": an unclosed IPv6 bracket, or a bad port
+        raise WebhookError("url", f"is not a valid URL ({exc})") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookError("url", "must be an http:// or https:// URL with a host")
+    try:
+        httpx.URL(url)  # what the sender will parse: refused now, not on every attempt
+    except httpx.InvalidURL as exc:
+        raise WebhookError("url", f"is not a valid URL ({exc})") from exc
     if len(url) > URL_LEN_MAX or any(c.isspace() for c in url):
         raise WebhookError("url", f"must be at most {URL_LEN_MAX} characters, no spaces")
     return url

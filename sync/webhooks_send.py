@@ -139,7 +139,7 @@ def _post(message: Message, http: httpx.Client) -> tuple[int | None, str | None]
     headers = signed_headers(message.secret, message.event_id, int(time.time()), message.body)
     try:
         response = http.post(message.url, content=message.body.encode(), headers=headers)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         return None, f"{type(exc).__name__}: {exc}"
     if 200 <= response.status_code < 300:
         return response.status_code, None
