@@ -56,10 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     metrics.install(app)
     access_log.install(app)  # after metrics: outermost, its duration covers the whole request
-    from api.admin import actions, pages
-    from api.routers import accounts, catalog, money, purchases, reports, service, tools
+    from api.admin import actions, pages, webhooks_admin
+    from api.routers import accounts, catalog, money, purchases, reports, service, tools, webhooks
 
-    for module in (tools, money, accounts, service, catalog, purchases, reports, pages, actions):
+    routers = (tools, money, accounts, service, catalog, purchases, reports, webhooks)
+    for module in (*routers, pages, actions, webhooks_admin):
         app.include_router(module.router)
     install_dashboard(app)
     openapi_doc.install(app)

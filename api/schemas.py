@@ -424,3 +424,59 @@ class CheckoutOut(BaseModel):
 class WebhookOut(BaseModel):
     received: bool
     duplicate: bool
+
+
+# --- outgoing webhooks -----------------------------------------------------------------------
+
+# The same names as sync.webhooks.EVENT_TYPES (tests/api/test_webhook_routes.py checks it).
+WebhookEventType = Literal[
+    "balance.low",
+    "balance.depleted",
+    "grant.expiring",
+    "purchase.completed",
+    "refund.applied",
+    "hold.expired",
+]
+WebhookStatus = Literal["pending", "succeeded", "failed"]
+WebhookId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class WebhookEndpointIn(Strict):
+    url: Url
+    events: list[WebhookEventType] = Field(min_length=1, max_length=6)
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: str
+
+
+class WebhookEndpointCreated(WebhookEndpointOut):
+    secret: str = Field(description="whsec_<base64>: shown in this answer only")
+
+
+class WebhookEndpointList(BaseModel):
+    data: list[WebhookEndpointOut]
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    account_id: str | None
+    endpoint_id: str
+    url: str
+    status: str
+    attempts: int
+    last_response_code: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+    created_at: str
+
+
+class WebhookDeliveryList(BaseModel):
+    data: list[WebhookDeliveryOut]

@@ -20,6 +20,7 @@ from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
 from cli.tools_cmd import tools_app
+from cli.webhooks_cmd import webhooks_app
 from sync.settings import Settings, get_settings
 
 # uvicorn kills a worker that has not answered its health check in time (default 5 s); a
@@ -35,6 +36,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(stripe_app, name="stripe")
 app.add_typer(report_app, name="report")
 app.add_typer(deadletters_app, name="deadletters")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _fail(exc: Exception) -> None:

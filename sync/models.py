@@ -420,6 +420,54 @@ class GapEntry(Base):
     entry_id: Mapped[str] = mapped_column(ID, primary_key=True)
 
 
+class WebhookEndpoint(Base):
+    """A receiver of outgoing webhooks (sync/webhooks.py). Its signing secret is written once
+    and never read back out through the API or the CLI: only the sender reads it."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events_json: Mapped[str] = mapped_column("events", Text)  # JSON list of event types
+    secret: Mapped[str] = mapped_column(String(128))  # whsec_<base64>
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per fact, written in the producer's transaction; a fact emitted
+    twice (a replayed flush, a redelivered Stripe event) hits `dedupe_key` and adds nothing."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # the webhook-id header
+    type: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str | None] = mapped_column(ACCOUNT)
+    payload_json: Mapped[str] = mapped_column("payload", Text)
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: what the sender did with it so far."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_response_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    delivered_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id"),
+        # The due sweep reads pending rows by time; the others are history.
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at_ms"),
+        Index(None, "endpoint_id", "created_at_ms"),
+    )
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -454,3 +502,6 @@ T_STRIPE_REFUNDS = _table(StripeRefund)
 T_STRIPE_DISPUTES = _table(StripeDispute)
 T_STRIPE_INVOICE_PAYMENTS = _table(StripeInvoicePayment)
 T_AUDIT = _table(AuditLog)
+T_WEBHOOK_ENDPOINTS = _table(WebhookEndpoint)
+T_WEBHOOK_EVENTS = _table(WebhookEvent)
+T_WEBHOOK_DELIVERIES = _table(WebhookDelivery)

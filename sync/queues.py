@@ -19,10 +19,15 @@ from sync.status import SyncStatus, sync_status
 
 SYNC = "sync"  # journal flushes and expiry sweeps
 STRIPE = "stripe"  # Stripe events (purchases)
+WEBHOOKS = "webhooks"  # outgoing webhook deliveries (sync/webhooks_send.py)
 FLUSH_JOB = "worker.jobs.flush_journal"
 SWEEP_JOB = "worker.jobs.sweep_expiry"
 STRIPE_EVENT_JOB = "worker.stripe_jobs.process_event"
 ROLLOVER_JOB = "worker.stripe_jobs.apply_rollover"
+WEBHOOK_DELIVERY_JOB = "worker.webhook_jobs.deliver"
+WEBHOOK_SWEEP_JOB = "worker.webhook_jobs.sweep_due"
+WEBHOOK_JOB_TIMEOUT_S = 60  # one POST (10 s timeout) and two short SQL transactions
+WEBHOOK_JOB_RESULT_TTL_S = 600  # a finished job's id blocks a duplicate of that attempt
 # Kept while a flush job is queued (deleted when it starts); also set longer as a back-off
 # when SQL is down, so traffic re-triggers about once per back-off instead of per entry.
 TRIGGER_TTL_MS = 30_000  # a queued job lost with its queue frees the trigger after this
@@ -35,7 +40,7 @@ def queue_name(keys: Keys, kind: str) -> str:
 
 
 def queue_names(keys: Keys) -> list[str]:
-    return [queue_name(keys, SYNC), queue_name(keys, STRIPE)]
+    return [queue_name(keys, SYNC), queue_name(keys, STRIPE), queue_name(keys, WEBHOOKS)]
 
 
 def sync_queue(queue_redis: redis.Redis, keys: Keys) -> Queue:
@@ -93,6 +98,34 @@ def schedule_rollover(queue_redis: redis.Redis, keys: Keys, purchase_id: str, at
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )
+
+
+def webhooks_queue(queue_redis: redis.Redis, keys: Keys) -> Queue:
+    return Queue(queue_name(keys, WEBHOOKS), connection=queue_redis)
+
+
+def enqueue_webhook_delivery(
+    queue_redis: redis.Redis, keys: Keys, delivery_id: str, attempts: int
+) -> bool:
+    """One job per attempt of a delivery (the id names both), so a sweep that runs again
+    before the job did adds nothing; False when that job is waiting or running. A job that
+    ended without recording the attempt (it raised, its worker died) is replaced: the job
+    claims the delivery in SQL before sending, so a replacement never sends twice."""
+    job_id = f"webhook-{keys.prefix}-{delivery_id}-{attempts}"
+    if Job.exists(job_id, connection=queue_redis):
+        job = Job.fetch(job_id, connection=queue_redis)
+        if not (job.is_finished or job.is_failed or job.is_stopped or job.is_canceled):
+            return False
+        job.delete()
+    webhooks_queue(queue_redis, keys).enqueue(
+        WEBHOOK_DELIVERY_JOB,
+        delivery_id,
+        job_id=job_id,
+        job_timeout=WEBHOOK_JOB_TIMEOUT_S,
+        result_ttl=WEBHOOK_JOB_RESULT_TTL_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    return True
 
 
 def queue_depths(queue_redis: redis.Redis, keys: Keys) -> dict[str, int]:

@@ -26,9 +26,16 @@ from rq.scheduler import RQScheduler
 
 from sync import limits
 from sync.context import context
-from sync.queues import SWEEP_JOB, queue_names, request_flush, sync_queue
+from sync.queues import (
+    SWEEP_JOB,
+    WEBHOOK_SWEEP_JOB,
+    queue_names,
+    request_flush,
+    sync_queue,
+    webhooks_queue,
+)
 from sync.settings import Settings, get_settings
-from worker import jobs, logs, stripe_jobs, trigger  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
+from worker import jobs, logs, stripe_jobs, trigger, webhook_jobs  # noqa: F401  jobs: imported before forking, so each work-horse starts warm
 from worker.supervisor import (
     CHILD_HEALTHY_S,
     REDIS_RETRY_DELAY_FIRST_S,
@@ -164,6 +171,9 @@ def run(settings: Settings | None = None, *, burst: bool = False) -> bool:
         ctx.redis.delete(ctx.keys.flush_trigger())
         request_flush(ctx.queue_redis, ctx.redis, ctx.keys)
         sync_queue(ctx.queue_redis, ctx.keys).enqueue(SWEEP_JOB, job_timeout=limits.JOB_TIMEOUT_S)
+        webhooks_queue(ctx.queue_redis, ctx.keys).enqueue(
+            WEBHOOK_SWEEP_JOB, job_timeout=limits.JOB_TIMEOUT_S
+        )
         return bool(Worker(queues, connection=ctx.queue_redis).work(burst=True))
     logs.configure()
     supervise(

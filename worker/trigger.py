@@ -20,9 +20,10 @@ from meter.keys import Keys
 from meter.ops import as_text
 from sync import limits
 from sync.context import SyncContext, context
-from sync.queues import SYNC, queue_name, request_flush
+from sync.queues import SYNC, WEBHOOKS, queue_name, request_flush
 from sync.settings import Settings
-from worker import jobs
+from sync.webhooks_grants import GRANT_EXPIRING_SCAN_INTERVAL_S
+from worker import jobs, webhook_jobs
 from worker.supervisor import REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S, Backoff
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:
         jobs.prune_consumers,
         queue_name(keys, SYNC),
         interval=CONSUMER_PRUNE_INTERVAL_S,
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    cron.register(
+        webhook_jobs.sweep_due,
+        queue_name(keys, WEBHOOKS),
+        interval=webhook_jobs.WEBHOOK_SWEEP_INTERVAL_S,
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    cron.register(
+        webhook_jobs.scan_expiring_grants,
+        queue_name(keys, WEBHOOKS),
+        interval=GRANT_EXPIRING_SCAN_INTERVAL_S,
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )

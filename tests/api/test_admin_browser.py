@@ -334,3 +334,36 @@ def test_sync_health_lays_out(browser: webdriver.Chrome, api_url: str) -> None:
     browser.get(api_url + "/admin/sync")
     WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "buckets")))
     check_layout(browser, "sync")
+
+
+def test_webhooks_page_lays_out_and_resends(
+    browser: webdriver.Chrome, api_url: str, api_engine: Engine
+) -> None:
+    """A failed delivery is listed with its error; Resend (a real form post) answers with
+    the page saying it is being resent, and the delivery is pending again."""
+    from sync.db import write_transaction
+    from sync.webhooks import create_endpoint, delete_endpoint, emit
+    from sync.webhooks_deliveries import list_deliveries
+    from sync.webhooks_send import deliver
+
+    endpoint, _ = create_endpoint(api_engine, "test", "http://127.0.0.1:9/hooks", ["hold.expired"])
+    who = f"browser-{uuid.uuid4().hex[:8]}"
+    write_transaction(
+        api_engine, lambda conn: emit(conn, "hold.expired", who, {}, f"{who}:hold.expired")
+    )
+    (d,) = list_deliveries(api_engine, endpoint_id=endpoint.id)
+    deliver(api_engine, d.id, now_ms(), delays_s=())  # port 9 (discard) refuses: failed
+    try:
+        browser.get(api_url + "/admin/webhooks?status=failed")
+        row = WebDriverWait(browser, WAIT_S).until(
+            ec.presence_of_element_located((By.ID, f"delivery-{d.id}"))
+        )
+        assert "ConnectError" in row.text and "failed" in row.text
+        check_layout(browser, "webhooks", ("#endpoints",))  # a delivery row holds a button
+        row.find_element(By.CSS_SELECTOR, "button.resend").click()
+        WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "saved")))
+        assert d.id in browser.find_element(By.ID, "saved").text
+        (again,) = list_deliveries(api_engine, endpoint_id=endpoint.id)
+        assert again.status == "pending" or again.attempts == 2
+    finally:
+        delete_endpoint(api_engine, "test", endpoint.id)
