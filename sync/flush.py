@@ -47,8 +47,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from meter import Meter, runner
+from meter.errors import Code
 from meter.keys import Keys
 from meter.ops import as_text
+from meter.signatures import FLUSH_ACK, Reply
 from meter.times import now_ms
 from meter.wire import OPTIONAL_TEXT_FIELDS
 from meter.wire import JournalField as F
@@ -264,7 +266,7 @@ class Flusher:
         result.ledger_inserted += written.ledger_inserted
         result.hold_events_inserted += written.hold_events_inserted
         result.dead_lettered += len(dead)
-        if acked[3] != 1:
+        if acked.int("lock_held") != 1:
             raise LockLost(f"bucket {bucket}: lock lost while flushing")
         self._progress_ok()
 
@@ -344,11 +346,18 @@ class Flusher:
         committed: str,
         *,
         release: bool = False,
-    ) -> list[int]:
-        args = [GROUP, token, "0" if release else str(self.lock_ttl_ms), committed, *ids]
-        reply = runner.run(self.redis, "flush_ack", [journal, lock], args)
-        assert int(reply[0]) == 0, reply
-        return [int(x) for x in reply]
+    ) -> Reply:
+        keys = FLUSH_ACK.key_list(journal=journal, lock=lock)
+        args = FLUSH_ACK.arg_list(
+            group=GROUP,
+            token=token,
+            lock_ttl_ms="0" if release else str(self.lock_ttl_ms),
+            committed=committed,
+            ids=[{"stream_id": sid} for sid in ids],
+        )
+        reply = FLUSH_ACK.read(runner.run(self.redis, FLUSH_ACK.script, keys, args))
+        assert reply.code == Code.OK, reply
+        return reply
 
     def _release(self, bucket: int, token: str) -> None:
         """Frees the bucket if this flusher still holds it; after an error, even a Redis one.
