@@ -142,12 +142,19 @@ def up_output_block() -> Block:
 # --- comparing ----------------------------------------------------------------------------
 
 PATTERNS = [
-    ("id", re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")),
+    # A uuid alone or after a prefix (ep_, dlv_, evt_...): "_" is a word character, so no \b.
+    (
+        "id",
+        re.compile(
+            r"(?<![0-9a-f-])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f])"
+        ),
+    ),
     ("key-id", re.compile(r"\bkey_[0-9a-f]{16}\b")),
     ("key", re.compile(r"\bcm_live_[A-Za-z0-9]+…?")),  # whole or shortened (`up`'s banner)
     ("redis", re.compile(r"redis://127\.0\.0\.1:\d+/0")),  # the embedded server's free port
     ("run", re.compile(r"\b(?:grant|charge)-[0-9a-f]{8}\b")),  # `up`'s per-run Idempotency-Keys
     ("token", re.compile(r"\bcmt_[A-Za-z0-9._-]+")),
+    ("webhook-secret", re.compile(r"\bwhsec_[A-Za-z0-9+/=]+")),  # a fresh one per endpoint
     ("time", re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")),
     ("day", re.compile(r"\b\d{4}-\d\d-\d\d\b")),
     ("request-id", re.compile(r'(?<="request_id":")[0-9a-f]{32}(?=")')),  # a fresh one
