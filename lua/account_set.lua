@@ -12,7 +12,7 @@
 --- @include "includes/common"
 
 if not valid_account(ARGV[1]) then return {E_BAD_ARGUMENT, 'account_id'} end
-local od = parse_uint(ARGV[2], CREDITS_MAX)
+local od = parse_uint(ARGV[2], OVERDRAFT_LIMIT_MAX)
 if not od then return {E_BAD_ARGUMENT, 'overdraft_limit'} end
 local status = ARGV[3]
 if status ~= 'active' and status ~= 'suspended' then return {E_BAD_ARGUMENT, 'status'} end

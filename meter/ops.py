@@ -1168,7 +1168,7 @@ def set_account(env: Env, account_id: str, *, overdraft_limit: int, suspended: b
     (each credit type the durable store or the catalog knows for it) -> wallets updated.
     The durable store must hold them first: a wallet loaded later hydrates them from it."""
     account_id = validate.account_id(account_id)
-    validate.credits("overdraft_limit", overdraft_limit)
+    validate.integer("overdraft_limit", overdraft_limit, 0, bounds.OVERDRAFT_LIMIT_MAX)
     known = yield LoadAccountTypes(account_id)
     types = sorted(set(known) | set((yield from catalog_credit_types(env, account_id))))
     keys = env.keys
