@@ -370,12 +370,17 @@ Email = Annotated[str, Field(min_length=3, max_length=EMAIL_LEN_MAX, pattern=EMA
 OverdraftLimit = Annotated[int, Field(ge=0, le=bounds.OVERDRAFT_LIMIT_MAX)]
 
 
+# The default of a field that refuses null: left out, it is not in model_fields_set (typed
+# Any so the field keeps its own type; pydantic never validates a default).
+NOT_GIVEN: Any = None
+
+
 class AccountPatchIn(Strict):
     """Only the fields given change; `email` or `metadata` null clears it. status and
     overdraft_limit are never null (None below means "not given")."""
 
-    status: AccountStatus = Field(default=None)
-    overdraft_limit: OverdraftLimit = Field(default=None)
+    status: AccountStatus = NOT_GIVEN
+    overdraft_limit: OverdraftLimit = NOT_GIVEN
     email: Email | None = None
     metadata: Metadata | None = None
 
