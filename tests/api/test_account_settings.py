@@ -183,7 +183,7 @@ def test_a_negative_adjustment_stays_within_the_overdraft_limit(
     assert adjust(-15).json()["balance"] == -5
 
 
-def test_new_wallets_hydrate_the_settings_from_sql(
+def test_a_wallet_loaded_after_the_suspension_is_refused_too(
     http: httpx.Client, admin_key: str, meter_key: str, funded: Callable[[int], str], tool: str
 ) -> None:
     """A credit type the account had no wallet of when suspended is refused too."""
