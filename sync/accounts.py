@@ -118,9 +118,9 @@ def update_settings(
     def txn(conn: Connection) -> AccountSettings | None:
         if _read(conn, account_id) is None:
             return None
-        if values:
+        if values:  # an empty PATCH changes nothing and is not audited
             conn.execute(T_ACCOUNTS.update().where(T_ACCOUNTS.c.id == account_id).values(values))
-        audit.record_in(conn, actor, "account.patch", account_id, changes)
+            audit.record_in(conn, actor, "account.patch", account_id, changes)
         return _read(conn, account_id)
 
     return write_transaction(engine, txn)
