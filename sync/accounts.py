@@ -31,6 +31,7 @@ class AccountRow:
     id: str
     created_at_ms: int
     flagged: bool
+    suspended: bool
     wallets: list[WalletRow] = field(default_factory=list)
 
 
@@ -55,7 +56,13 @@ def search_accounts(engine: Engine, text: str, limit: int = SEARCH_RESULTS_MAX) 
             WalletRow(w.credit_type, w.balance, w.debt, w.held)
         )
     return [
-        AccountRow(a.id, a.created_at_ms, bool(a.flagged), by_account.get(a.id, []))
+        AccountRow(
+            a.id,
+            a.created_at_ms,
+            bool(a.flagged),
+            a.status == "suspended",
+            by_account.get(a.id, []),
+        )
         for a in accounts
     ]
 

@@ -382,6 +382,8 @@ def test_settings_form_suspends_sets_overdraft_email_metadata_and_is_audited(
     assert 'id="overdraft-limit">25<' in shown and "blue" in shown
     got = http.get(f"/v1/accounts/{who}", headers=bearer(read_key)).json()
     assert got["status"] == "suspended" and got["metadata"] == {"team": "blue"}
+    listed = admin.get("/admin/accounts", params={"q": who}).text
+    assert '<span class="flag">suspended</span>' in listed
     charged = http.post(
         "/v1/charges",
         json={"account_id": who, "tool": tool_name},
