@@ -74,7 +74,6 @@ def account_exists(engine: Engine, account_id: str) -> bool:
     return found is not None
 
 
-STATUSES: Final = ("active", "suspended")
 SETTINGS_FIELDS: Final = ("status", "overdraft_limit", "email", "metadata")
 
 
