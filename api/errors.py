@@ -119,6 +119,8 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         )
     if isinstance(exc, me.ToolDisabled):
         return Problem(403, str(exc), slug="tool-disabled", tool=exc.tool)
+    if isinstance(exc, me.AccountSuspended):
+        return Problem(403, str(exc), slug="account-suspended", account_id=exc.account_id)
     if isinstance(exc, me.UnknownTool):
         return Problem(404, str(exc), slug="unknown-tool", tool=exc.tool)
     if isinstance(exc, me.HoldNotFound):

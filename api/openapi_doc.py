@@ -82,8 +82,9 @@ STATUS_TEXT = {
     400: "Bad request: a missing Idempotency-Key, a body that cannot be parsed",
     401: "Missing, unknown or expired credentials",
     402: "Insufficient credits",
-    403: "The key's scope does not allow this, or the tool is switched off",
-    404: "No such tool, hold, charge or catalog entry",
+    403: "The key's scope does not allow this, the tool is switched off or the account is "
+    "suspended",
+    404: "No such tool, hold, charge, account or catalog entry",
     409: "Conflict: the hold is no longer active, a refund above the charge, a limit",
     422: "Invalid request, or an Idempotency-Key reused with another request",
     429: "Too many failed authentications from this client (see Retry-After)",

@@ -359,6 +359,41 @@ class EntryPage(BaseModel):
     next_cursor: str | None
 
 
+# --- account settings --------------------------------------------------------------------
+
+AccountStatus = Literal["active", "suspended"]
+EMAIL_LEN_MAX = 254  # RFC 5321: the longest address a mail server (and Stripe) takes
+# One @, a dot in the domain, no spaces or NUL: the shape, not deliverability (Stripe and
+# the mail server judge that); every backend stores what passes.
+EMAIL_PATTERN = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
+Email = Annotated[str, Field(min_length=3, max_length=EMAIL_LEN_MAX, pattern=EMAIL_PATTERN)]
+OverdraftLimit = Annotated[int, Field(ge=0, le=bounds.OVERDRAFT_LIMIT_MAX)]
+
+
+# The default of a field that refuses null: left out, it is not in model_fields_set (typed
+# Any so the field keeps its own type; pydantic never validates a default).
+NOT_GIVEN: Any = None
+
+
+class AccountPatchIn(Strict):
+    """Only the fields given change; `email` or `metadata` null clears it. status and
+    overdraft_limit are never null (None below means "not given")."""
+
+    status: AccountStatus = NOT_GIVEN
+    overdraft_limit: OverdraftLimit = NOT_GIVEN
+    email: Email | None = None
+    metadata: Metadata | None = None
+
+
+class AccountOut(BaseModel):
+    id: str
+    status: AccountStatus
+    overdraft_limit: int
+    email: str | None
+    metadata: dict[str, Any] | None
+    created_at: str
+
+
 class TokenIn(Strict):
     ttl_seconds: Annotated[int, Field(ge=1)] | None = None
 

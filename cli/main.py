@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.accounts_cmd import accounts_app
 from cli.catalog_cmd import catalog_app
 from cli.database import refuse_missing_sqlite, schema_checked_url
 from cli.deadletters_cmd import deadletters_app
@@ -32,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tools_app, name="tools")
+app.add_typer(accounts_app, name="accounts")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(stripe_app, name="stripe")
 app.add_typer(report_app, name="report")

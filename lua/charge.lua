@@ -18,6 +18,7 @@
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
     {-12, field} bad argument   {-13, amount} amount above CREDITS_MAX
     {-21, now_ms, server_ms} the caller's clock is too far from the server's (every charge)
+    {-23, account_id} the account is suspended (includes/account_status)
 ]]
 --- @include "includes/common"
 --- @include "includes/charge_one"

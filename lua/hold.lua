@@ -15,6 +15,7 @@
     {-1} wallet not loaded   {-2} catalog not loaded   {-3, tool}   {-4, tool}   {-5, credit_type}
     {-6, balance, available, required}   {-7} idempotency key reused   {-12, field} bad argument
     {-13, amount} amount above CREDITS_MAX   {-14} too many open holds on the wallet
+    {-23, account_id} the account is suspended (includes/account_status)
 ]]
 --- @include "includes/common"
 
@@ -44,6 +45,8 @@ if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', am
 if redis.call('EXISTS', KEYS[3]) == 1 then return {E_BAD_ARGUMENT, 'hold_id'} end
 local w = wallet_load(KEYS[1])
 if not w then return {E_NOT_LOADED} end
+local refused = account_refusal(w, account)
+if refused then return refused end
 
 local ctx = {journal = KEYS[5], events = KEYS[7], account = account, credit_type = credit_type,
   now = tonumber(now)}

@@ -1,14 +1,17 @@
 --[[
   hydrate: write a wallet loaded from SQL, only if Redis does not have it (a racing request
   or an earlier hydration wins; nothing is overwritten). Holds come with their records.
+  The account's overdraft limit and status come from SQL, unless account_set wrote newer
+  ones to the account key since (a PATCH that landed between the SQL read and this call).
   Input:
-    KEYS[1] wallet   KEYS[2] due (bucket due set)   KEYS[3 + i] per hold i: hold (record)
-    ARGV[1] account_id   ARGV[2] credit_type   ARGV[3] overdraft_limit   ARGV[4] debt
-    ARGV[5] grants (their number G)
-    ARGV[6 + 5i .. 10 + 5i] per grant i: grant_id, remaining, priority,
+    KEYS[1] wallet   KEYS[2] account (settings)   KEYS[3] due (bucket due set)
+    KEYS[4 + i] per hold i: hold (record)
+    ARGV[1] account_id   ARGV[2] credit_type   ARGV[3] overdraft_limit
+    ARGV[4] status (active | suspended)   ARGV[5] debt   ARGV[6] grants (their number G)
+    ARGV[7 + 5i .. 11 + 5i] per grant i: grant_id, remaining, priority,
       expires_ms (0 = never), category (paid | promotional)
-    ARGV[6 + 5G] holds (their number H)
-    ARGV[7 + 5G + 4i .. 10 + 5G + 4i] per hold i: hold_id, amount, expires_ms, tool
+    ARGV[7 + 5G] holds (their number H)
+    ARGV[8 + 5G + 4i .. 11 + 5G + 4i] per hold i: hold_id, amount, expires_ms, tool
     ARGV[#ARGV] due_member
   Output: {0, written (1, or 0: already present)}   {-12, field} bad argument
 ]]
@@ -18,10 +21,20 @@ local account, credit_type = ARGV[1], ARGV[2]
 if not valid_account(account) then return {E_BAD_ARGUMENT, 'account_id'} end
 if not valid_credit_type(credit_type) then return {E_BAD_ARGUMENT, 'credit_type'} end
 local od = parse_uint(ARGV[3], CREDITS_MAX)
-local debt = parse_uint(ARGV[4], CREDITS_MAX)
-local n_grants = parse_uint(ARGV[5], GRANTS_PER_WALLET_MAX)
+local status = ARGV[4]
+local debt = parse_uint(ARGV[5], CREDITS_MAX)
+local n_grants = parse_uint(ARGV[6], GRANTS_PER_WALLET_MAX)
 if not od or not debt or not n_grants then return {E_BAD_ARGUMENT, 'wallet'} end
+if status ~= 'active' and status ~= 'suspended' then return {E_BAD_ARGUMENT, 'status'} end
+local newer = redis.call('HMGET', KEYS[2], 'o', 's')
+if newer[1] then
+  od, status = tonumber(newer[1]), newer[2]
+end
 local fields = {'o', int_str(od)}
+if status == 'suspended' then
+  fields[#fields + 1] = 's'
+  fields[#fields + 1] = '1'
+end
 if debt > 0 then
   fields[#fields + 1] = 'd'
   fields[#fields + 1] = int_str(debt)
@@ -29,7 +42,7 @@ end
 local cats = {paid = 'p', promotional = 'r'}
 local next_due = 0
 for i = 0, n_grants - 1 do
-  local b = 6 + 5 * i
+  local b = 7 + 5 * i
   local rem, prio = parse_uint(ARGV[b + 1], CREDITS_MAX), parse_uint(ARGV[b + 2], PRIORITY_MAX)
   local exp, cat = parse_uint(ARGV[b + 3], CREDITS_MAX), cats[ARGV[b + 4]]
   if not valid_id(ARGV[b]) or not rem or rem < 1 or not prio or not exp or not cat then
@@ -39,9 +52,9 @@ for i = 0, n_grants - 1 do
   fields[#fields + 1] = int_str(rem) .. '|' .. int_str(prio) .. '|' .. int_str(exp) .. '|' .. cat
   if exp > 0 and (next_due == 0 or exp < next_due) then next_due = exp end
 end
-local hb = 6 + 5 * n_grants
+local hb = 7 + 5 * n_grants
 local n_holds = parse_uint(ARGV[hb], HOLDS_PER_WALLET_MAX)
-if not n_holds or #KEYS ~= 2 + n_holds or #ARGV ~= hb + 4 * n_holds + 1 then
+if not n_holds or #KEYS ~= 3 + n_holds or #ARGV ~= hb + 4 * n_holds + 1 then
   return {E_BAD_ARGUMENT, 'holds'}
 end
 for i = 0, n_holds - 1 do
@@ -59,11 +72,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {E_OK, 0} end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 0, n_holds - 1 do
   local b = hb + 1 + 4 * i
-  if redis.call('EXISTS', KEYS[3 + i]) == 0 then
-    redis.call('HSET', KEYS[3 + i], 'a', account, 't', credit_type, 'tool', ARGV[b + 3],
+  if redis.call('EXISTS', KEYS[4 + i]) == 0 then
+    redis.call('HSET', KEYS[4 + i], 'a', account, 't', credit_type, 'tool', ARGV[b + 3],
       'm', ARGV[b + 1], 'x', ARGV[b + 2], 's', 'active')
-    redis.call('EXPIRE', KEYS[3 + i], HOLD_TTL_S_MAX + HOLD_RECORD_TTL_S)  -- outlives any hold
+    redis.call('EXPIRE', KEYS[4 + i], HOLD_TTL_S_MAX + HOLD_RECORD_TTL_S)  -- outlives any hold
   end
 end
-due_mark(KEYS[2], ARGV[#ARGV], next_due)
+due_mark(KEYS[3], ARGV[#ARGV], next_due)
 return {E_OK, 1}

@@ -8,6 +8,7 @@ from meter.api_async import AsyncHold
 from meter.api_sync import Hold
 from meter.client import Meter
 from meter.errors import (
+    AccountSuspended,
     AmountOverflow,
     CatalogNotLoaded,
     ChargeNotFound,
@@ -30,6 +31,7 @@ from meter.loaders import Loader, NewAccountLoader
 from meter.models import Tool
 
 __all__ = [
+    "AccountSuspended",
     "AmountOverflow",
     "AsyncHold",
     "AsyncMeter",

@@ -250,6 +250,15 @@ class MeterAPI:
     ) -> None:
         self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
 
+    def set_account(self, account_id: str, *, overdraft_limit: int, suspended: bool) -> int:
+        """Puts the account's overdraft limit and status (saved in SQL first) in force for
+        its next charge or hold, on every wallet Redis has -> how many were updated."""
+        return self._drive(
+            ops.set_account(
+                self._env, account_id, overdraft_limit=overdraft_limit, suspended=suspended
+            )
+        )
+
     def restore_idempotency(self, account_id: str, used: tuple[tuple[str, int], ...]) -> int:
         """Marks (key, expires_at_ms) pairs SQL holds as answered from SQL -> count written."""
         return self._drive(ops.restore_idempotency(self._env, account_id, used))

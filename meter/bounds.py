@@ -19,6 +19,9 @@ IDEMPOTENCY_KEY_LEN_MAX: Final = 255  # SPEC §4: 1-255 printable ASCII.
 CHARGE_RECORD_TTL_S: Final = 90_000  # Refunds of older charges load the record from SQL.
 HOLD_RECORD_TTL_S: Final = 7 * 86_400  # A settled hold answers 409 (not 404) for a week.
 ACCOUNT_ID_LEN_MAX: Final = 128  # SPEC §4.
+# An account may go this far below zero: a debt ~9 000x smaller than CREDITS_MAX keeps
+# balance - overdraft - any charge exact in Lua's doubles; larger is a typo, not a policy.
+OVERDRAFT_LIMIT_MAX: Final = 10**12
 CREDIT_TYPE_LEN_MAX: Final = 32  # SPEC §4.
 TOOL_LEN_MAX: Final = 64  # SPEC §4.
 ID_LEN_MAX: Final = 64  # Entry, hold and grant ids are UUIDs (36); room for external ids.
@@ -48,6 +51,7 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "CHARGE_RECORD_TTL_S": CHARGE_RECORD_TTL_S,
     "HOLD_RECORD_TTL_S": HOLD_RECORD_TTL_S,
     "ACCOUNT_ID_LEN_MAX": ACCOUNT_ID_LEN_MAX,
+    "OVERDRAFT_LIMIT_MAX": OVERDRAFT_LIMIT_MAX,
     "CREDIT_TYPE_LEN_MAX": CREDIT_TYPE_LEN_MAX,
     "TOOL_LEN_MAX": TOOL_LEN_MAX,
     "ID_LEN_MAX": ID_LEN_MAX,

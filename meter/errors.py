@@ -30,6 +30,8 @@ class Code(IntEnum):
     # now_ms is further from Redis TIME than the caller's bound (includes/clock.lua).
     CLOCK_SKEW = -21
     GRANT_EXISTS = -22
+    # The account is suspended (PATCH /v1/accounts/{id}): charges and holds are refused.
+    ACCOUNT_SUSPENDED = -23
 
 
 class MeterError(Exception):
@@ -113,6 +115,14 @@ class GrantExists(MeterError):
         super().__init__(f"{subject}: a grant with this id exists")
 
 
+class AccountSuspended(MeterError):
+    """The account is suspended: its charges and holds are refused, nothing changed."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id!r} is suspended")
+        self.account_id = account_id
+
+
 class ClockSkew(MeterError):
     """This process's clock is too far from Redis's: nothing was changed (a clock that is
     wrong would expire grants and holds early or late). Fix the host's time (NTP)."""
@@ -182,6 +192,8 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         raise ClockSkew(_int(reply[1]), _int(reply[2]))
     if code is Code.GRANT_EXISTS:
         raise GrantExists(subject)
+    if code is Code.ACCOUNT_SUSPENDED:
+        raise AccountSuspended(detail[0])
     raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
 
 

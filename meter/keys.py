@@ -30,6 +30,11 @@ class Keys:
     def wallet(self, account_id: str, credit_type: str) -> str:
         return f"{self._tag(self.bucket(account_id))}:w:{credit_type}:{account_id}"
 
+    def account(self, account_id: str) -> str:
+        """The account's settings as last set in Redis (lua/account_set.lua): a hydration
+        racing a PATCH takes them over the SQL it read before the change."""
+        return f"{self._tag(self.bucket(account_id))}:acct:{account_id}"
+
     def idempotency(self, account_id: str, key: str) -> str:
         # Scoped by account: the record must live in the account's slot.
         return f"{self._tag(self.bucket(account_id))}:i:{account_id}:{key}"

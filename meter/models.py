@@ -170,6 +170,7 @@ class WalletSnapshot:
     """A wallet as the durable store knows it, for hydration into Redis."""
 
     overdraft_limit: int = 0
+    suspended: bool = False  # the account's status (SQL accounts.status)
     debt: int = 0
     grants: tuple[GrantInfo, ...] = field(default_factory=tuple)
     holds: tuple[HoldSnapshot, ...] = field(default_factory=tuple)

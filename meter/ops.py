@@ -45,6 +45,7 @@ from meter.models import (
     WalletSnapshot,
 )
 from meter.signatures import (
+    ACCOUNT_SET,
     ADJUST,
     BALANCE,
     BALANCE_GRANT,
@@ -189,6 +190,7 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
         bucket,
         keys={
             "wallet": keys.wallet(account_id, credit_type),
+            "account": keys.account(account_id),
             "due": keys.due(bucket),
             "holds": [{"hold": keys.hold(bucket, h.id)} for h in snap.holds],
         },
@@ -196,6 +198,7 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
             "account_id": account_id,
             "credit_type": credit_type,
             "overdraft_limit": str(snap.overdraft_limit),
+            "status": "suspended" if snap.suspended else "active",
             "debt": str(snap.debt),
             "grants": [
                 {
@@ -1158,6 +1161,32 @@ def set_tools(env: Env, tools: list[Tool], *, replace: bool = False) -> Op[None]
         raise_for_reply(reply, "catalog", "")
     for t in tools:
         env.tool_credit_types[t.name] = t.credit_type
+
+
+def set_account(env: Env, account_id: str, *, overdraft_limit: int, suspended: bool) -> Op[int]:
+    """Puts an account's overdraft limit and status in force on every wallet it has in Redis
+    (each credit type the durable store or the catalog knows for it) -> wallets updated.
+    The durable store must hold them first: a wallet loaded later hydrates them from it."""
+    account_id = validate.account_id(account_id)
+    validate.integer("overdraft_limit", overdraft_limit, 0, bounds.OVERDRAFT_LIMIT_MAX)
+    known = yield LoadAccountTypes(account_id)
+    types = sorted(set(known) | set((yield from catalog_credit_types(env, account_id))))
+    keys = env.keys
+    reply = yield Eval.of(
+        ACCOUNT_SET,
+        keys.bucket(account_id),
+        keys={
+            "account": keys.account(account_id),
+            "wallets": [{"wallet": keys.wallet(account_id, ct)} for ct in types],
+        },
+        args={
+            "account_id": account_id,
+            "overdraft_limit": str(overdraft_limit),
+            "status": "suspended" if suspended else "active",
+        },
+    )
+    raise_for_reply(reply, f"account {account_id}", "")
+    return ACCOUNT_SET.read(reply).int("wallets")
 
 
 def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:

@@ -307,11 +307,12 @@ BALANCE = Signature(
 BALANCE_GRANT = ("grant_id", "remaining", "priority", "expires_ms", "category")
 HYDRATE = Signature(
     "hydrate",
-    keys=("wallet", "due", Group("holds", ("hold",))),
+    keys=("wallet", "account", "due", Group("holds", ("hold",))),
     args=(
         "account_id",
         "credit_type",
         "overdraft_limit",
+        "status",
         "debt",
         Group(
             "grants",
@@ -322,6 +323,12 @@ HYDRATE = Signature(
         "due_member",
     ),
     reply=("written",),
+)
+ACCOUNT_SET = Signature(
+    "account_set",
+    keys=("account", Group("wallets", ("wallet",))),
+    args=("account_id", "overdraft_limit", "status"),
+    reply=("wallets",),
 )
 IDEM_RESTORE = Signature(
     "idem_restore",
@@ -363,6 +370,7 @@ ALL = {
         EXPIRE,
         BALANCE,
         HYDRATE,
+        ACCOUNT_SET,
         IDEM_RESTORE,
         CATALOG_SET,
         FLUSH_ACK,

@@ -100,6 +100,7 @@ class WalletField(StrEnum):
 
     OVERDRAFT = "o"
     DEBT = "d"
+    SUSPENDED = "s"  # "1" while the account is suspended; absent when active
 
 
 GRANT_PREFIX = "g:"  # value "remaining|priority|expires_ms|category code"

@@ -1,12 +1,17 @@
-"""Finding accounts in the synced SQL, for the admin dashboard."""
+"""Finding accounts in the synced SQL, for the admin dashboard, and their settings
+(status, overdraft limit, email, metadata: PATCH /v1/accounts/{id})."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
 
+from sync import audit
+from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_WALLETS
 
 SEARCH_RESULTS_MAX: Final = 50  # one screen; a narrower search finds the rest
@@ -26,6 +31,7 @@ class AccountRow:
     id: str
     created_at_ms: int
     flagged: bool
+    suspended: bool
     wallets: list[WalletRow] = field(default_factory=list)
 
 
@@ -50,7 +56,13 @@ def search_accounts(engine: Engine, text: str, limit: int = SEARCH_RESULTS_MAX) 
             WalletRow(w.credit_type, w.balance, w.debt, w.held)
         )
     return [
-        AccountRow(a.id, a.created_at_ms, bool(a.flagged), by_account.get(a.id, []))
+        AccountRow(
+            a.id,
+            a.created_at_ms,
+            bool(a.flagged),
+            a.status == "suspended",
+            by_account.get(a.id, []),
+        )
         for a in accounts
     ]
 
@@ -60,3 +72,61 @@ def account_exists(engine: Engine, account_id: str) -> bool:
     with engine.connect() as conn:
         found = conn.execute(select(T_ACCOUNTS.c.id).where(T_ACCOUNTS.c.id == account_id)).first()
     return found is not None
+
+
+SETTINGS_FIELDS: Final = ("status", "overdraft_limit", "email", "metadata")
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    id: str
+    status: str  # active | suspended
+    overdraft_limit: int
+    email: str | None
+    metadata: dict[str, Any] | None
+    created_at_ms: int
+
+
+def _settings(row: Any) -> AccountSettings:
+    return AccountSettings(
+        id=row.id,
+        status=row.status,
+        overdraft_limit=row.overdraft_limit,
+        email=row.email,
+        metadata=json.loads(row.metadata) if row.metadata else None,
+        created_at_ms=row.created_at_ms,
+    )
+
+
+def _read(conn: Connection, account_id: str) -> AccountSettings | None:
+    row = conn.execute(select(T_ACCOUNTS).where(T_ACCOUNTS.c.id == account_id)).first()
+    return None if row is None else _settings(row)
+
+
+def get_settings(engine: Engine, account_id: str) -> AccountSettings | None:
+    """The account's settings; None for an account never touched (a read creates nothing)."""
+    with engine.connect() as conn:
+        return _read(conn, account_id)
+
+
+def update_settings(
+    engine: Engine, actor: str, account_id: str, changes: dict[str, Any]
+) -> AccountSettings | None:
+    """Saves `changes` (validated by the caller; a None email or metadata clears it) with
+    their audit row in one transaction -> the new settings; None for an unknown account,
+    which is never created here."""
+    assert set(changes) <= set(SETTINGS_FIELDS), changes
+    values = {k: v for k, v in changes.items() if k != "metadata"}
+    if "metadata" in changes:
+        meta = changes["metadata"]
+        values["metadata"] = None if meta is None else json.dumps(meta, separators=(",", ":"))
+
+    def txn(conn: Connection) -> AccountSettings | None:
+        if _read(conn, account_id) is None:
+            return None
+        if values:  # an empty PATCH changes nothing and is not audited
+            conn.execute(T_ACCOUNTS.update().where(T_ACCOUNTS.c.id == account_id).values(values))
+            audit.record_in(conn, actor, "account.patch", account_id, changes)
+        return _read(conn, account_id)
+
+    return write_transaction(engine, txn)

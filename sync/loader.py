@@ -330,9 +330,11 @@ def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None
 def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> WalletSnapshot:
     """Grants with credits left and active holds, expired ones included: the scripts expire
     them on the next touch and journal it, so SQL learns of the expiry too."""
-    overdraft = conn.execute(
-        select(T_ACCOUNTS.c.overdraft_limit).where(T_ACCOUNTS.c.id == account_id)
-    ).scalar_one()
+    overdraft, status = conn.execute(
+        select(T_ACCOUNTS.c.overdraft_limit, T_ACCOUNTS.c.status).where(
+            T_ACCOUNTS.c.id == account_id
+        )
+    ).one()
     debt = conn.execute(
         select(T_WALLETS.c.debt).where(
             T_WALLETS.c.account_id == account_id, T_WALLETS.c.credit_type == credit_type
@@ -360,6 +362,7 @@ def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> Wall
     ).mappings()
     return WalletSnapshot(
         overdraft_limit=overdraft,
+        suspended=status == "suspended",
         debt=debt,
         grants=tuple(
             GrantInfo(

@@ -44,6 +44,10 @@ class Account(Base):
     overdraft_limit: Mapped[int] = mapped_column(BigInteger, default=0)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # a dispute was opened
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # active | suspended (charges and holds refused); set by PATCH /v1/accounts/{id}
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    email: Mapped[str | None] = mapped_column(String(254))  # RFC 5321's path limit
+    metadata_json: Mapped[str | None] = mapped_column("metadata", Text)
 
 
 class Wallet(Base):

@@ -1,10 +1,11 @@
 """The dashboard's forms (POST): login, logout, a tool's cost and switch, an account's
-adjustment. Each checks the session and its CSRF token before anything is written, goes
+adjustment and settings. Each checks the session and its CSRF token before anything is written, goes
 through the same code as the JSON API (api/changes.py), lands in the audit log with the
 admin's key id, and answers a redirect (post/redirect/get) or the page with the error."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 
 from api import changes
 from api.admin.pages import login_form, render_account, render_tools
+from api.admin.render import page
 from api.admin.session import (
     LOGIN_COOKIE,
     PostedForm,
@@ -25,10 +27,10 @@ from api.admin.session import (
     read_form,
 )
 from api.auth import count_failure
-from api.schemas import AccountId, AdjustmentIn, ToolName, ToolPatch
+from api.schemas import AccountId, AccountPatchIn, AdjustmentIn, ToolName, ToolPatch
 from api.state import AppState, app_state
 from meter import errors as me
-from sync import audit
+from sync import accounts, audit
 from sync.apikeys import scope_allows, verify_key
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -149,4 +151,62 @@ async def adjust_account(
     pending = "" if in_ledger else "&pending=1"
     return _see_other(
         f"/admin/accounts/{quote(account_id, safe='')}?adjusted={quote(r.id)}{pending}"
+    )
+
+
+def _settings_changes(form: dict[str, str], now: accounts.AccountSettings) -> dict[str, Any]:
+    """The fields the admin changed, typed; AccountPatchIn then checks them as on PATCH
+    /v1/accounts/{id}. An empty email or metadata clears it."""
+    given: dict[str, Any] = {}
+    if "status" in form:
+        given["status"] = form["status"]
+    if "overdraft_limit" in form:
+        try:
+            given["overdraft_limit"] = int(form["overdraft_limit"])
+        except ValueError as exc:
+            raise ValueError("overdraft_limit: must be a whole number of credits") from exc
+    if "email" in form:
+        given["email"] = form["email"].strip() or None
+    if "metadata" in form:
+        text = form["metadata"].strip()
+        try:
+            given["metadata"] = json.loads(text) if text else None
+        except ValueError as exc:
+            raise ValueError("metadata: must be a JSON object, or empty") from exc
+    checked = AccountPatchIn.model_validate(given).model_dump(exclude_unset=True)
+    current = {
+        "status": now.status,
+        "overdraft_limit": now.overdraft_limit,
+        "email": now.email,
+        "metadata": now.metadata,
+    }
+    return {k: v for k, v in checked.items() if v != current[k]}
+
+
+@router.post("/accounts/{account_id}/settings")
+async def change_account_settings(
+    account_id: AccountId, request: Request, state: State, posted: PostedForm
+) -> Response:
+    now = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
+    if now is None:
+        return page(
+            request, "admin/missing.html", posted.session, status_code=404, account_id=account_id
+        )
+    try:
+        fields = _settings_changes(posted.form, now)
+    except ValidationError as exc:
+        error = _first_error(exc)
+    except ValueError as exc:
+        error = str(exc)
+    else:
+        if fields:
+            await changes.patch_account(state, posted.session.actor, account_id, fields)
+        return _see_other(f"/admin/accounts/{quote(account_id, safe='')}?saved=1")
+    return await render_account(
+        request,
+        state,
+        posted.session,
+        account_id,
+        settings_error=error,
+        settings_form=posted.form,
     )

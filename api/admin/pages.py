@@ -3,6 +3,7 @@ Each reads through sync/ and the meter, then renders a template; forms post to a
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, Final
 
@@ -129,11 +130,14 @@ async def account_page(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     adjusted: Annotated[str | None, Query(max_length=64)] = None,
     pending: bool = False,
+    saved: bool = False,
 ) -> Response:
     if not await run_in_threadpool(accounts.account_exists, state.engine, account_id):
         # Reading must not create: the money routes' first touch would grant welcome credits.
         return page(request, "admin/missing.html", session, status_code=404, account_id=account_id)
-    return await render_account(request, state, session, account_id, cursor, adjusted, pending)
+    return await render_account(
+        request, state, session, account_id, cursor, adjusted, pending, saved=saved
+    )
 
 
 async def render_account(
@@ -146,10 +150,16 @@ async def render_account(
     pending: bool = False,
     error: str | None = None,
     form: dict[str, str] | None = None,
+    settings_error: str | None = None,
+    settings_form: dict[str, str] | None = None,
+    saved: bool = False,
 ) -> Response:
-    """The account page; actions.py renders it again with the error of a refused adjustment."""
+    """The account page; actions.py renders it again with the error of a refused adjustment
+    or settings change, the admin's input kept in the form."""
     # The balance lists every credit type of the catalog and of the account's wallets.
     balance = await state.meter.balance(account_id)
+    settings = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
+    assert settings is not None, "the page is only rendered for a known account"
 
     def read_ledger() -> entries.Page:
         try:
@@ -164,8 +174,12 @@ async def render_account(
         request,
         "admin/account.html",
         session,
-        status_code=422 if error else 200,
+        status_code=422 if error or settings_error else 200,
         account_id=account_id,
+        settings=settings,
+        settings_form=settings_form or settings_fields(settings),
+        settings_error=settings_error,
+        saved=saved,
         wallets=balance.wallets,
         credit_types=[w.credit_type for w in balance.wallets],
         ledger=ledger,
@@ -176,6 +190,16 @@ async def render_account(
         # One key per rendered form: a double submit adjusts once (the meter's idempotency).
         idempotency_key=str(uuid.uuid4()),
     )
+
+
+def settings_fields(a: accounts.AccountSettings) -> dict[str, str]:
+    """The settings form's fields as the page shows them (metadata as indented JSON)."""
+    return {
+        "status": a.status,
+        "overdraft_limit": str(a.overdraft_limit),
+        "email": a.email or "",
+        "metadata": json.dumps(a.metadata, indent=2, sort_keys=True) if a.metadata else "",
+    }
 
 
 def _default_credit_type(wallets: Any) -> str | None:

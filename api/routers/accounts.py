@@ -1,5 +1,6 @@
-"""Account routes (SPEC §7): grants and adjustments (admin), balance, ledger entries from
-SQL, short-lived account tokens and the live balance stream (SSE)."""
+"""Account routes (SPEC §7): settings (status, overdraft limit, email, metadata), grants and
+adjustments (admin), balance, ledger entries from SQL, short-lived account tokens and the
+live balance stream (SSE)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from starlette.responses import StreamingResponse
 
 from api import changes, sse, tokens
 from api.auth import Principal, account_reader, require
-from api.errors import invalid
+from api.errors import Problem, invalid
 from api.idempotency import idempotency_key, run_idempotent
 from api.schemas import (
     AccountId,
+    AccountOut,
+    AccountPatchIn,
     AdjustmentIn,
     AdjustmentOut,
     BalanceOut,
@@ -31,12 +34,53 @@ from api.schemas import (
 )
 from api.state import AppState, app_state
 from meter.times import now_ms, parse_rfc3339_ms, rfc3339
-from sync import entries
+from sync import accounts, entries
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["accounts"])
 State = Annotated[AppState, Depends(app_state)]
 Key = Annotated[str, Depends(idempotency_key)]
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def _account_out(a: accounts.AccountSettings) -> AccountOut:
+    return AccountOut(
+        id=a.id,
+        status="suspended" if a.status == "suspended" else "active",
+        overdraft_limit=a.overdraft_limit,
+        email=a.email,
+        metadata=a.metadata,
+        created_at=rfc3339(a.created_at_ms),
+    )
+
+
+def _not_found(account_id: str) -> Problem:
+    return Problem(404, f"account {account_id!r} not found", slug="account-not-found")
+
+
+@router.get("", response_model=AccountOut, responses={404: {"description": "unknown account"}})
+async def get_account(
+    account_id: AccountId, state: State, _: Annotated[Principal, Depends(require("read"))]
+) -> AccountOut:
+    """The account's settings from SQL; an account never touched is 404 (not created)."""
+    found = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
+    if found is None:
+        raise _not_found(account_id)
+    return _account_out(found)
+
+
+@router.patch("", response_model=AccountOut, responses={404: {"description": "unknown account"}})
+async def patch_account(
+    account_id: AccountId, body: AccountPatchIn, state: State, who: Admin
+) -> AccountOut:
+    """Changes the fields given; status and overdraft_limit are in force for the account's
+    next charge or hold when this answers. Suspended: charges and holds are 403
+    account-suspended; refunds, grants, adjustments, settling or releasing holds opened
+    before, and reads go on (money owed to or by the account still moves)."""
+    fields = body.model_dump(exclude_unset=True)
+    saved = await changes.patch_account(state, who.actor, account_id, fields)
+    if saved is None:
+        raise _not_found(account_id)
+    return _account_out(saved)
 
 
 @router.post("/grants", status_code=201, response_model=GrantOut)

@@ -36,6 +36,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     if not w then return {E_NOT_LOADED} end
     cache.wallets[k.wallet] = w
   end
+  local refused = account_refusal(w, a.account)
+  if refused then return refused end
 
   local ctx = {journal = k.journal, events = k.events, account = a.account,
     credit_type = a.credit_type, now = tonumber(now)}

@@ -9,6 +9,7 @@
 --- @include "includes/idem"
 --- @include "includes/journal_add"
 --- @include "includes/wallet_load"
+--- @include "includes/account_status"
 --- @include "includes/wallet_math"
 --- @include "includes/wallet_expire"
 --- @include "includes/tool_lookup"

@@ -1,6 +1,7 @@
 -- Reads a wallet hash into a table, or nil when the wallet is not loaded (never zero).
 -- Fields: o = overdraft limit (always present), d = debt, g:<id> = "rem|prio|exp_ms|cat",
--- h:<hold id> = "amount|exp_ms". exp_ms 0 = never expires; cat p = paid, r = promotional.
+-- h:<hold id> = "amount|exp_ms", s = "1" while the account is suspended (includes/account_status).
+-- exp_ms 0 = never expires; cat p = paid, r = promotional.
 local function wallet_load(key)
   local raw = redis.call('HGETALL', key)
   if #raw == 0 then
@@ -23,6 +24,8 @@ local function wallet_load(key)
       w.od = tonumber(v)
     elseif f == 'd' then
       w.debt = tonumber(v)
+    elseif f == 's' then
+      w.suspended = v == '1'
     end
   end
   return w

@@ -330,6 +330,41 @@ def test_adjusting_an_account_shows_its_ledger_row(
     check_layout(browser, "account", ("#ledger", "#grants"))
 
 
+def test_suspending_an_account_on_its_page_refuses_its_next_charge(
+    browser: webdriver.Chrome, api_url: str, admin_key: str, meter_key: str, seeded: dict[str, str]
+) -> None:
+    who = account("browser-suspended-customer")
+    with httpx.Client(base_url=api_url, timeout=10.0) as http:
+        r = http.post(
+            f"/v1/accounts/{who}/grants",
+            json={"credit_type": "credits", "amount": 100, "category": "paid"},
+            headers={**bearer(admin_key), "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert r.status_code == 201, r.text
+    browser.get(f"{api_url}/admin/accounts/{who}")
+    WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "settings-form")))
+    assert browser.find_element(By.ID, "status").text == "active"
+    Select(browser.find_element(By.ID, "status-select")).select_by_value("suspended")
+    limit = browser.find_element(By.ID, "overdraft_limit")
+    limit.clear()
+    limit.send_keys("30")
+    browser.find_element(By.ID, "email-input").send_keys("billing@example.com")
+    browser.find_element(By.ID, "metadata-input").send_keys('{"tier": "gold"}')
+    browser.find_element(By.ID, "save-settings").click()
+    WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "settings-saved")))
+    assert browser.find_element(By.ID, "status").text == "suspended"
+    assert browser.find_element(By.ID, "overdraft-limit").text == "30"
+    assert browser.find_element(By.ID, "email").text == "billing@example.com"
+    check_layout(browser, "account-settings", ("#balances",))
+
+    r = httpx.post(
+        api_url + "/v1/charges",
+        json={"account_id": who, "tool": seeded["tool"]},
+        headers={**bearer(meter_key), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 403 and r.json()["type"].endswith(":account-suspended"), r.text
+
+
 def test_sync_health_lays_out(browser: webdriver.Chrome, api_url: str) -> None:
     browser.get(api_url + "/admin/sync")
     WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "buckets")))

@@ -346,3 +346,61 @@ def test_repeated_failed_logins_get_429_and_a_live_key_still_logs_in(
     ]
     assert set(codes[:-1]) <= {401, 429} and codes[-1] == 429
     assert login(browserless, admin_key).status_code == 303
+
+
+def test_settings_form_suspends_sets_overdraft_email_metadata_and_is_audited(
+    admin: httpx.Client,
+    http: httpx.Client,
+    admin_key: str,
+    meter_key: str,
+    read_key: str,
+    tool_name: str,
+    api_engine: Engine,
+) -> None:
+    who, token, _ = _funded_account_page(admin, http, admin_key)
+    url = f"/admin/accounts/{who}/settings"
+    form = {
+        "status": "suspended",
+        "overdraft_limit": "25",
+        "email": "ops@example.com",
+        "metadata": '{"team": "blue"}',
+    }
+    assert admin.post(url, data=form).status_code == 403  # no CSRF token
+    bad = admin.post(url, data={**form, "csrf_token": token, "overdraft_limit": "-1"})
+    assert bad.status_code == 422 and "overdraft_limit" in bad.text
+    assert 'value="-1"' in bad.text  # the admin's input is kept
+    bad_json = admin.post(url, data={**form, "csrf_token": token, "metadata": "{team"})
+    assert bad_json.status_code == 422 and "metadata: must be a JSON object" in bad_json.text
+    unchanged = http.get(f"/v1/accounts/{who}", headers=bearer(read_key)).json()
+    assert (unchanged["status"], unchanged["overdraft_limit"]) == ("active", 0)
+    assert audit_rows(api_engine, "account.patch", who) == []
+
+    done = admin.post(url, data={**form, "csrf_token": token})
+    assert done.status_code == 303 and done.headers["location"].endswith("?saved=1")
+    shown = admin.get(done.headers["location"]).text
+    assert "<strong>suspended</strong>" in shown and "ops@example.com" in shown
+    assert 'id="overdraft-limit">25<' in shown and "blue" in shown
+    got = http.get(f"/v1/accounts/{who}", headers=bearer(read_key)).json()
+    assert got["status"] == "suspended" and got["metadata"] == {"team": "blue"}
+    listed = admin.get("/admin/accounts", params={"q": who}).text
+    assert '<span class="flag">suspended</span>' in listed
+    charged = http.post(
+        "/v1/charges",
+        json={"account_id": who, "tool": tool_name},
+        headers={**bearer(meter_key), "Idempotency-Key": account("k")},
+    )
+    assert charged.status_code == 403 and "account-suspended" in charged.json()["type"]
+
+    again = admin.post(url, data={**form, "csrf_token": token, "status": "active"})
+    assert again.status_code == 303
+    audits = audit_rows(api_engine, "account.patch", who)
+    assert [json.loads(d) for _, d in audits] == [
+        {
+            "status": "suspended",
+            "overdraft_limit": 25,
+            "email": "ops@example.com",
+            "metadata": {"team": "blue"},
+        },
+        {"status": "active"},  # only what changed
+    ]
+    assert {a for a, _ in audits} == {key_id_of(api_engine, admin_key)}

@@ -38,6 +38,17 @@ def _first_eval(op: ops.Op[object], reply: object = None) -> ops.Eval:
     return request
 
 
+def _account_set_eval(account: str) -> ops.Eval:
+    """set_account's script call, after the account's credit types (SQL, then catalog)."""
+    op = ops.set_account(_env(), account, overdraft_limit=5, suspended=True)
+    assert isinstance(next(op), ops.LoadAccountTypes)
+    assert isinstance(op.send(["credits"]), ops.Command)
+    request = op.send({b"GPT": b"1|gems|1"})
+    assert isinstance(request, ops.Eval)
+    assert len(request.keys) == 3  # the account key and both wallets
+    return request
+
+
 def _hold_id(account: str) -> str:
     return ids.new_id(KEYS.bucket(account))
 
@@ -66,6 +77,7 @@ def test_every_account_operation_uses_one_slot(account: str) -> None:
         _first_eval(ops.clawback(env, account, ct, 10, reference_id="pi_1", grant_id=hold_id)),
         _first_eval(ops.restore_idempotency(env, account, (("k1", 2 * 10**12), ("k2", 1)))),
         ops.hydrate_eval(KEYS, account, ct, _snapshot_with_holds(account)),
+        _account_set_eval(account),
         *_flush_evals(KEYS.bucket(account)),
     ]
     for ev in evals:
@@ -113,7 +125,7 @@ def _snapshot_with_holds(account: str) -> WalletSnapshot:
 @pytest.mark.parametrize("account", ACCOUNTS)
 def test_hydrate_with_holds_uses_one_slot(account: str) -> None:
     ev = ops.hydrate_eval(KEYS, account, "credits", _snapshot_with_holds(account))
-    assert len(ev.keys) == 5
+    assert len(ev.keys) == 6  # wallet, account, due and three holds
     _assert_one_slot(ev)
 
 

@@ -100,11 +100,17 @@ class World:
         grant = {"grant_id": grant_id, "remaining": remaining, "priority": "50"}
         return _call(
             sig.HYDRATE,
-            keys={"wallet": self.k.wallet(account, CT), "due": self.k.due(self.b), "holds": []},
+            keys={
+                "wallet": self.k.wallet(account, CT),
+                "account": self.k.account(account),
+                "due": self.k.due(self.b),
+                "holds": [],
+            },
             args={
                 "account_id": account,
                 "credit_type": CT,
                 "overdraft_limit": "0",
+                "status": "active",
                 "debt": "0",
                 "grants": [{**grant, "expires_ms": "0", "category": category}],
                 "holds": [],
@@ -414,6 +420,18 @@ class World:
     def hydrate_args(self, account: str = "other") -> tuple[list, list]:
         return self.hydrate_wallet_args(account, "g9", "7", "promotional")
 
+    def account_set_args(
+        self, status: str = "suspended", overdraft_limit: str = "0"
+    ) -> tuple[list, list]:
+        return _call(
+            sig.ACCOUNT_SET,
+            keys={
+                "account": self.k.account(ACCT),
+                "wallets": [{"wallet": self.k.wallet(ACCT, ct)} for ct in (CT, "gems")],
+            },
+            args={"account_id": ACCT, "overdraft_limit": overdraft_limit, "status": status},
+        )
+
     def clawback_args(
         self,
         target: str = "5",
@@ -592,6 +610,10 @@ SPECIFIC = [  # (script, ARGV name, bad value, field)
     *[("hydrate", "credit_type", v, "credit_type") for v in CREDIT_TYPES],
     *[("hydrate", n, v, "wallet") for n in ("overdraft_limit", "debt") for v in NUMBERS],
     *[("hydrate", "grants", v, "wallet") for v in [*NUMBERS, "1001"]],
+    *[("hydrate", "status", v, "status") for v in ["", "Active", "closed"]],
+    *[("account_set", "account_id", v, "account_id") for v in ACCOUNTS],
+    *[("account_set", "overdraft_limit", v, "overdraft_limit") for v in NUMBERS],
+    *[("account_set", "status", v, "status") for v in ["", "Suspended", "closed"]],
     *[("hydrate", "grant_id", v, "grant") for v in IDS],
     *[("hydrate", "remaining", v, "grant") for v in [*NUMBERS, "0"]],
     *[("hydrate", "priority", v, "grant") for v in [*NUMBERS, "101"]],
@@ -854,6 +876,37 @@ def test_an_empty_catalog_is_loaded_and_the_tool_unknown(w: World) -> None:
 def test_tool_codes(w: World, script: str, tool: str, code: Code, detail: bytes) -> None:
     keys, args = w.args(script, tool=tool, **({"hold_id": w.id()} if script == "hold" else {}))
     assert expect_unchanged(w, script, keys, args, code) == [code, detail]
+
+
+# --- account codes -------------------------------------------------------------------------
+
+
+@covers(("account_set",), Code.OK)
+def test_account_set_updates_every_loaded_wallet_and_the_account_key(w: World) -> None:
+    keys, args = w.account_set_args("suspended", "25")
+    assert w.call("account_set", keys, args) == [Code.OK, 1]  # no gems wallet is loaded
+    assert w.r.hmget(w.k.wallet(ACCT, CT), "o", "s") == [b"25", b"1"]
+    assert not w.r.exists(w.k.wallet(ACCT, "gems"))
+    assert w.r.hgetall(w.k.account(ACCT)) == {b"o": b"25", b"s": b"suspended"}
+    assert w.call("account_set", *w.account_set_args("active", "0")) == [Code.OK, 1]
+    assert w.r.hmget(w.k.wallet(ACCT, CT), "o", "s") == [b"0", None]
+
+
+@covers(("charge", "hold"), Code.ACCOUNT_SUSPENDED)
+@pytest.mark.parametrize("script", ["charge", "hold"])
+def test_a_suspended_account_is_refused_and_nothing_changes(w: World, script: str) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("suspended")))
+    keys, args = w.args(script, **({"hold_id": w.id()} if script == "hold" else {}))
+    assert expect_unchanged(w, script, keys, args, Code.ACCOUNT_SUSPENDED) == [
+        Code.ACCOUNT_SUSPENDED,
+        ACCT.encode(),
+    ]
+
+
+def test_hydrate_takes_settings_set_after_its_sql_read(w: World) -> None:
+    w.r.hset(w.k.account("other"), mapping={"o": "40", "s": "suspended"})
+    assert w.call("hydrate", *w.hydrate_args("other")) == [Code.OK, 1]
+    assert w.r.hmget(w.k.wallet("other", CT), "o", "s") == [b"40", b"1"]
 
 
 # --- money codes ---------------------------------------------------------------------------

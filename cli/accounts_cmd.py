@@ -1,0 +1,152 @@
+"""`creditmeter accounts set|show`: an account's status, overdraft limit, email and metadata.
+
+`set` checks the fields as PATCH /v1/accounts/{id} does, saves them in SQL with their audit
+row (actor "cli"), then puts status and overdraft limit in force on every wallet Redis has,
+so the account's next charge sees them. It never creates an account.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+
+import typer
+from rich.markup import escape
+
+from cli.database import schema_checked_url
+from cli.tables import JsonFlag, console, print_json
+from meter.times import rfc3339
+from sync.accounts import AccountSettings
+from sync.settings import get_settings
+
+accounts_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Account settings: status, overdraft."
+)
+
+AUDIT_ACTOR = "cli"
+# Rounds of "write Redis, re-read SQL" at most (api/changes.ACCOUNT_SYNC_ROUNDS_MAX's reason).
+SYNC_ROUNDS_MAX = 5
+
+
+def _fail(exc: Exception) -> typing.NoReturn:
+    from cli.main import _fail as fail  # here, not at the top: cli.main imports this module
+
+    fail(exc)
+    raise SystemExit(1)  # fail exits; this line only tells type checkers so
+
+
+def _json(a: AccountSettings) -> dict[str, object]:
+    """The shape of GET /v1/accounts/{id}."""
+    return {
+        "id": a.id,
+        "status": a.status,
+        "overdraft_limit": a.overdraft_limit,
+        "email": a.email,
+        "metadata": a.metadata,
+        "created_at": rfc3339(a.created_at_ms),
+    }
+
+
+def _show(a: AccountSettings, as_json: bool) -> None:
+    if as_json:
+        print_json(_json(a))
+        return
+    meta = json.dumps(a.metadata, sort_keys=True) if a.metadata else "none"
+    console().print(
+        escape(
+            f"account {a.id}: {a.status}, overdraft limit {a.overdraft_limit}, "
+            f"email {a.email or 'none'}, metadata {meta}"
+        )
+    )
+
+
+def _given(
+    status: str | None, overdraft_limit: int | None, email: str | None, metadata: str | None
+) -> dict[str, typing.Any]:
+    """The options given, checked as the PATCH body is ("" clears email or metadata)."""
+    from pydantic import ValidationError
+
+    from api.schemas import AccountPatchIn
+
+    fields: dict[str, typing.Any] = {}
+    if status is not None:
+        fields["status"] = status
+    if overdraft_limit is not None:
+        fields["overdraft_limit"] = overdraft_limit
+    if email is not None:
+        fields["email"] = email or None
+    if metadata is not None:
+        try:
+            fields["metadata"] = json.loads(metadata) if metadata else None
+        except ValueError as exc:
+            raise typer.BadParameter(
+                "must be a JSON object, or ''", param_hint="--metadata"
+            ) from exc
+    if not fields:
+        raise typer.BadParameter(
+            "give at least one of --status, --overdraft-limit, --email, --metadata"
+        )
+    try:
+        return AccountPatchIn.model_validate(fields).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "--" + str(err["loc"][0]).replace("_", "-")
+        raise typer.BadParameter(err["msg"], param_hint=name) from exc
+
+
+@accounts_app.command("set")
+def set_(
+    account_id: str = typer.Argument(..., help="an account that exists (never created here)"),
+    status: str | None = typer.Option(None, "--status", help="active | suspended"),
+    overdraft_limit: int | None = typer.Option(
+        None, "--overdraft-limit", help="credits the balance may go below zero"
+    ),
+    email: str | None = typer.Option(None, "--email", help="'' clears it"),
+    metadata: str | None = typer.Option(None, "--metadata", help="a JSON object; '' clears it"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Change an account's settings; a suspended account's charges and holds are refused."""
+    from meter import validate
+    from sync import accounts
+    from sync.context import context
+
+    fields = _given(status, overdraft_limit, email, metadata)
+    try:
+        validate.account_id(account_id)
+        settings = get_settings()
+        schema_checked_url(settings)
+        ctx = context(settings)
+        saved = accounts.update_settings(ctx.engine, AUDIT_ACTOR, account_id, fields)
+        if saved is None:
+            raise LookupError(f"no account {account_id!r}: accounts are made by their first use")
+        meter = ctx.meter()
+        for _ in range(SYNC_ROUNDS_MAX):
+            meter.set_account(
+                account_id,
+                overdraft_limit=saved.overdraft_limit,
+                suspended=saved.status == "suspended",
+            )
+            now = accounts.get_settings(ctx.engine, account_id)
+            assert now is not None, "accounts are never deleted"
+            agreed = (now.overdraft_limit, now.status) == (saved.overdraft_limit, saved.status)
+            saved = now
+            if agreed:
+                break
+    except Exception as exc:
+        _fail(exc)
+    _show(saved, as_json)
+
+
+@accounts_app.command("show")
+def show(account_id: str = typer.Argument(...), as_json: JsonFlag = False) -> None:
+    """An account's settings as SQL holds them."""
+    from sync import accounts
+    from sync.db import engine_for
+
+    try:
+        found = accounts.get_settings(engine_for(schema_checked_url(get_settings())), account_id)
+        if found is None:
+            raise LookupError(f"no account {account_id!r}")
+    except Exception as exc:
+        _fail(exc)
+    _show(found, as_json)

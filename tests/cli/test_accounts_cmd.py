@@ -1,0 +1,107 @@
+"""`creditmeter accounts set|show` over real SQL and Redis: the settings land in SQL with an
+audit row, the account's wallets in Redis refuse charges at once, and an unknown account is
+an error, never created."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis
+from sqlalchemy import Engine, select
+from typer.testing import CliRunner, Result
+
+from cli.main import app
+from meter import AccountSuspended, InsufficientCredits, Meter
+from meter.keys import Keys
+from sync.accounts import get_settings
+from sync.loader import SqlLoader
+from sync.models import T_AUDIT
+
+
+def _run(cli: CliRunner, *args: str) -> Result:
+    return cli.invoke(app, ["accounts", *args])
+
+
+@pytest.fixture
+def meter(client: redis.Redis, keys: Keys, engine: Engine) -> Meter:
+    meter = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    meter.set_tool("CLI_TOOL", 10)
+    return meter
+
+
+def _funded(meter: Meter, amount: int) -> str:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    meter.grant(account, "credits", amount, category="paid")
+    return account
+
+
+def test_set_suspends_at_once_and_reactivates(cli: CliRunner, meter: Meter, engine: Engine) -> None:
+    account = _funded(meter, 100)
+    r = _run(cli, "set", account, "--status", "suspended", "--email", "a@example.com")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == (
+        f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none"
+    )
+    with pytest.raises(AccountSuspended):
+        meter.charge(account, "CLI_TOOL")
+    assert _run(cli, "set", account, "--status", "active").exit_code == 0
+    assert meter.charge(account, "CLI_TOOL").balance == 90
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T_AUDIT.c.actor, T_AUDIT.c.detail).where(T_AUDIT.c.target == account)
+        ).all()
+    assert [(a, json.loads(d)) for a, d in rows] == [
+        ("cli", {"status": "suspended", "email": "a@example.com"}),
+        ("cli", {"status": "active"}),
+    ]
+
+
+def test_set_overdraft_json_prints_the_api_shape(
+    cli: CliRunner, meter: Meter, engine: Engine
+) -> None:
+    account = _funded(meter, 10)
+    r = _run(cli, "set", account, "--overdraft-limit", "10", "--metadata", '{"a": 1}', "--json")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert {k: shown[k] for k in ("id", "status", "overdraft_limit", "email", "metadata")} == {
+        "id": account,
+        "status": "active",
+        "overdraft_limit": 10,
+        "email": None,
+        "metadata": {"a": 1},
+    }
+    assert meter.charge(account, "CLI_TOOL").balance == 0
+    assert meter.charge(account, "CLI_TOOL").balance == -10
+    with pytest.raises(InsufficientCredits):
+        meter.charge(account, "CLI_TOOL")
+    assert json.loads(_run(cli, "show", account, "--json").stdout) == shown
+
+
+def test_unknown_account_is_an_error_and_is_not_created(cli: CliRunner, engine: Engine) -> None:
+    account = f"never-{uuid.uuid4().hex[:8]}"
+    r = _run(cli, "set", account, "--status", "suspended")
+    assert r.exit_code == 1 and r.stderr.startswith("error: ") and "no account" in r.stderr
+    assert get_settings(engine, account) is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--status", "closed"],
+        ["--overdraft-limit", "-1"],
+        ["--email", "nope"],
+        ["--metadata", "[1]"],
+        ["--metadata", "{bad"],
+        [],
+    ],
+)
+def test_bad_options_exit_2_and_change_nothing(
+    cli: CliRunner, meter: Meter, engine: Engine, args: list[str]
+) -> None:
+    account = _funded(meter, 10)
+    r = _run(cli, "set", account, *args)
+    assert r.exit_code == 2, r.output
+    now = get_settings(engine, account)
+    assert now is not None and now.status == "active"
