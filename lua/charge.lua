@@ -7,12 +7,14 @@
     KEYS[3 + 4i .. 6 + 4i] per charge i: wallet, idempotency (record), record (charge record),
       events (bucket channel, per charge so the async client merges calls by concatenation)
     ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency_ttl_s
-    ARGV[3 + 9i .. 11 + 9i] per charge i: entry_id (= charge id), account_id, credit_type (the
-      client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
-      idempotency_key, description, metadata (JSON)
+    ARGV[3 + 10i .. 12 + 10i] per charge i: entry_id (= charge id), account_id, credit_type
+      (the client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
+      idempotency_key, description, metadata (JSON), dry_run ('1': check only, includes/
+      charge_dry; '0': charge)
   Publishes one balance event per charge that changed a wallet (see includes/balance_event).
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown}
+    {2, '', amount, balance, available, held, ''} a dry run that would succeed (the state now)
     {-1} wallet not loaded   {-2} catalog not loaded   {-3, tool} unknown tool
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
@@ -20,10 +22,11 @@
     {-21, now_ms, server_ms} the caller's clock is too far from the server's (every charge)
 ]]
 --- @include "includes/common"
+--- @include "includes/charge_dry"
 --- @include "includes/charge_one"
 
 local n = (#KEYS - 2) / 4
-if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n then
+if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 10 * n then
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
 local now_arg, clock_err = clock_arg(ARGV[1])
@@ -35,12 +38,13 @@ end
 local replies = {}
 local cache = {tools = {}, wallets = {}, events = {}}
 for i = 0, n - 1 do
-  local kb, ab = 3 + 4 * i, 3 + 9 * i
+  local kb, ab = 3 + 4 * i, 3 + 10 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
     idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, now_arg, ARGV[2],
     {entry_id = ARGV[ab], account = ARGV[ab + 1], credit_type = ARGV[ab + 2],
     tool = ARGV[ab + 3], quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5],
-    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8]}, cache)
+    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8],
+    dry_run = ARGV[ab + 9]}, cache)
 end
 charge_flush(cache)
 return replies

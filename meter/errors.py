@@ -11,6 +11,7 @@ class Code(IntEnum):
 
     OK = 0
     REPLAYED = 1
+    DRY_RUN = 2  # a dry run of a charge that would succeed; nothing changed
     NOT_LOADED = -1
     CATALOG_NOT_LOADED = -2
     UNKNOWN_TOOL = -3
@@ -147,13 +148,13 @@ class ScriptContractError(AssertionError):
 
 
 def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> None:
-    """Raises the exception for an error reply; returns for OK and REPLAYED.
+    """Raises the exception for an error reply; returns for OK, REPLAYED and DRY_RUN.
 
     Load-and-retry codes (NOT_LOADED, CATALOG_NOT_LOADED, CREDIT_TYPE_MISMATCH) are handled by
     the client before this is called; reaching here with them is a contract error.
     """
     code = Code(_int(reply[0]))
-    if code in (Code.OK, Code.REPLAYED):
+    if code in (Code.OK, Code.REPLAYED, Code.DRY_RUN):
         return
     detail = [_str(x) for x in reply[1:]]
     if code is Code.INSUFFICIENT:

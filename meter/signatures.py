@@ -137,6 +137,7 @@ CHARGE = Signature(
                 "idempotency_key",
                 "description",
                 "metadata",
+                "dry_run",  # "1": check only, change nothing (lua/includes/charge_dry)
             ),
         ),
     ),

@@ -7,10 +7,12 @@ end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
 -- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
--- tool, quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
+-- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
 -- once, and the caller saves every cached wallet once at the end, then publishes the queued
--- balance events, one per charge (charge_flush). Returns the reply.
+-- balance events, one per charge (charge_flush). Returns the reply. A dry run (dry_run '1')
+-- passes the same checks, then answers charge_dry's reply and writes nothing: no idempotency
+-- record is read or stored (a dry run has nothing to replay) and its wallet is left as read.
 local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
     idem_ttl_s)
@@ -23,8 +25,10 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     return {E_BAD_ARGUMENT, 'description'}
   end
   if not valid_metadata(a.metadata) then return {E_BAD_ARGUMENT, 'metadata'} end
+  if a.dry_run ~= '0' and a.dry_run ~= '1' then return {E_BAD_ARGUMENT, 'dry_run'} end
+  local dry = a.dry_run == '1'
 
-  local replay = idem_check(k.idem, a.fingerprint)
+  local replay = not dry and idem_check(k.idem, a.fingerprint)
   if replay then return replay end
   local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
@@ -36,6 +40,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     if not w then return {E_NOT_LOADED} end
     cache.wallets[k.wallet] = w
   end
+  if dry then return charge_dry(w, amount, tonumber(now)) end
 
   local ctx = {journal = k.journal, events = k.events, account = a.account,
     credit_type = a.credit_type, now = tonumber(now)}

@@ -121,6 +121,7 @@ class World:
         entry: str | None = None,
         fp: str = "fp-charge",
         catalog: int | None = None,
+        dry_run: str = "0",
     ) -> tuple[list, list]:
         entry = entry or self.id()
         idem = idem or entry
@@ -153,6 +154,7 @@ class World:
                         "idempotency_key": idem,
                         "description": "",
                         "metadata": "",
+                        "dry_run": dry_run,
                     }
                 ],
             },
@@ -541,6 +543,7 @@ SPECIFIC = [  # (script, ARGV name, bad value, field)
     ("charge", "description", "d" * 1025, "description"),
     ("charge", "metadata", "m" * 4097, "metadata"),
     ("charge", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("charge", "dry_run", v, "dry_run") for v in ["", "2", "true", "01"]],
     *[("hold", "hold_id", v, "hold_id") for v in IDS],
     ("hold", "tool", "gpt", "tool"),
     *[("hold", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
@@ -870,6 +873,23 @@ def test_insufficient_credits_report_balance_available_required(w: World) -> Non
     for script, (keys, args), detail in cases:
         reply = expect_unchanged(w, script, keys, args, Code.INSUFFICIENT)
         assert reply[1:] == detail, script
+
+
+@covers(("charge",), Code.DRY_RUN)
+def test_dry_run_that_would_succeed_answers_the_price_and_changes_nothing(w: World) -> None:
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="8", dry_run="1"), Code.DRY_RUN)
+    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b""]
+
+
+def test_dry_run_that_would_fail_answers_insufficient_and_changes_nothing(w: World) -> None:
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="9", dry_run="1"), Code.INSUFFICIENT)
+    assert reply[1:] == [90, 80, 90]
+
+
+def test_dry_run_ignores_a_stored_idempotency_key(w: World) -> None:
+    # K1 is the charge C's key: a charge with another fingerprint would get IDEMPOTENCY_MISMATCH
+    keys, args = w.charge_args(idem="K1", fp="fp-another", dry_run="1")
+    expect_unchanged(w, "charge", keys, args, Code.DRY_RUN)
 
 
 def test_the_whole_available_amount_can_be_spent(w: World) -> None:
