@@ -31,6 +31,8 @@ class Code(IntEnum):
     # now_ms is further from Redis TIME than the caller's bound (includes/clock.lua).
     CLOCK_SKEW = -21
     GRANT_EXISTS = -22
+    # The tool's rate limit for this account is used up (lua/includes/rate_limit.lua).
+    RATE_LIMITED = -23
 
 
 class MeterError(Exception):
@@ -127,6 +129,18 @@ class ClockSkew(MeterError):
         self.server_ms = server_ms
 
 
+class RateLimited(MeterError):
+    """The tool's rate limit (calls per period, per account) is used up; nothing changed.
+    retry_after_ms: when the next call may pass; reset_ms: when the whole limit is back."""
+
+    def __init__(self, tool: str, limit: int, retry_after_ms: int, reset_ms: int) -> None:
+        super().__init__(f"rate limit of {tool!r} reached: retry in {retry_after_ms} ms")
+        self.tool = tool
+        self.limit = limit
+        self.retry_after_ms = retry_after_ms
+        self.reset_ms = reset_ms
+
+
 class WalletNotLoaded(MeterError):
     """Redis has no such wallet and no loader is configured to load it (never read as zero)."""
 
@@ -183,6 +197,8 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         raise ClockSkew(_int(reply[1]), _int(reply[2]))
     if code is Code.GRANT_EXISTS:
         raise GrantExists(subject)
+    if code is Code.RATE_LIMITED:
+        raise RateLimited(detail[0], _int(reply[2]), _int(reply[3]), _int(reply[4]))
     raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
 
 

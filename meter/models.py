@@ -171,6 +171,7 @@ class Tool:
     active: bool = True
     display_name: str = ""
     description: str = ""
+    rate_limit: str = ""  # "N/second|minute|hour" per (account, tool), "" none (meter.rate_limits)
 
 
 @dataclass(frozen=True, slots=True)

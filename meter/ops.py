@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from meter import bounds, validate, wire
+from meter import bounds, rate_limits, validate, wire
 from meter.errors import (
     ChargeNotFound,
     Code,
@@ -284,6 +284,7 @@ def catalog_evals(keys: Keys, tools: list[Tool], mode: str) -> list[Eval]:
                 "cost": str(t.cost),
                 "credit_type": t.credit_type,
                 "active": "1" if t.active else "0",
+                "rate_limit": rate_limits.replica_arg(t.rate_limit),
             }
             for t in tools
         ],
@@ -476,6 +477,7 @@ def _charge_call(
                         "idempotency": keys.idempotency(account_id, idem),
                         "record": keys.charge(bucket, entry_id),
                         "events": keys.events(bucket),
+                        "rate": keys.rate(account_id, tool),
                     }
                 ],
             },

@@ -59,6 +59,7 @@ _CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
     me.InsufficientCredits: "insufficient",
     me.UnknownTool: "unknown_tool",
     me.ToolDisabled: "tool_disabled",
+    me.RateLimited: "rate_limited",
 }
 
 

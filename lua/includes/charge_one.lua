@@ -6,7 +6,7 @@ local function charge_event(cache, ctx, balance, held, entry_id, kind)
 end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
--- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
+-- k = {wallet, idem, catalog, journal, record, events, rate}; a = {entry_id, account, credit_type,
 -- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
 -- once, and the caller saves every cached wallet once at the end, then publishes the queued
@@ -30,8 +30,10 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
 
   local replay = not dry and idem_check(k.idem, a.fingerprint)
   if replay then return replay end
-  local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
+  local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
+  local limited, rate_tat = rate_check(k.rate, a.tool, tool_fields, tonumber(now))
+  if limited then return limited end
   local amount = cost * qty
   if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
   local w = cache.wallets[k.wallet]
@@ -62,6 +64,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     CHARGE_RECORD_TTL_S)
   charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
+  rate_count(k.rate, rate_tat, ctx.now)
   return idem_store(k.idem, a.fingerprint, idem_ttl_s,
     {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
 end

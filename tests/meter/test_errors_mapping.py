@@ -231,7 +231,7 @@ def test_every_code_is_mapped_or_returns() -> None:
         assert raise_for_reply([int(code)], "s", "credits") is None
     for code in set(Code) - {Code.OK, Code.REPLAYED, Code.DRY_RUN}:
         with pytest.raises((MeterError, ScriptContractError)):
-            raise_for_reply([int(code), b"1", b"2", b"3"], "s", "credits")
+            raise_for_reply([int(code), b"1", b"2", b"3", b"4"], "s", "credits")
 
 
 def test_user_errors_are_meter_errors() -> None:
