@@ -152,3 +152,12 @@ def test_a_rate_limit_reads_count_and_period(text: str, limit: RateLimit) -> Non
 def test_a_malformed_rate_limit_is_refused(text: str) -> None:
     with pytest.raises(InvalidArgument):
         parse(text)
+
+
+def test_a_balance_read_knows_the_credit_type_of_a_limited_tool(
+    redis_url: str, key_prefix: str
+) -> None:
+    m = make_meter(redis_url, key_prefix)
+    m.set_tools([Tool(name="LIMV", cost=1, credit_type="video", rate_limit="5/second")])
+    m.grant("a", "video", 7)
+    assert m.balance("a").wallet("video").balance == 7  # type: ignore[union-attr]
