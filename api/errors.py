@@ -132,7 +132,6 @@ def from_meter_error(exc: me.MeterError) -> Problem:
             },
             tool=exc.tool,
             limit=exc.limit,
-            retry_after_ms=exc.retry_after_ms,
         )
     if isinstance(exc, me.ToolDisabled):
         return Problem(403, str(exc), slug="tool-disabled", tool=exc.tool)

@@ -134,7 +134,10 @@ class RateLimited(MeterError):
     retry_after_ms: when the next call may pass; reset_ms: when the whole limit is back."""
 
     def __init__(self, tool: str, limit: int, retry_after_ms: int, reset_ms: int) -> None:
-        super().__init__(f"rate limit of {tool!r} reached: retry in {retry_after_ms} ms")
+        retry_s = -(-retry_after_ms // 1000)
+        super().__init__(
+            f"rate limit of {tool!r} reached ({limit} per period): retry in {retry_s} s"
+        )
         self.tool = tool
         self.limit = limit
         self.retry_after_ms = retry_after_ms

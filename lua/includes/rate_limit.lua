@@ -1,6 +1,5 @@
--- Rate limit per (account, tool): GCRA, the generic cell rate algorithm (as redis-cell and
--- the `limits` library's token semantics): `count` calls per `period_ms`, all of them at once
--- after a quiet period. The key holds the theoretical arrival time (TAT, ms, fractional):
+-- Rate limit per (account, tool): GCRA, the generic cell rate algorithm (as redis-cell): a
+-- rate of `count` calls per `period_ms`, all of them at once after a quiet period. The key holds the theoretical arrival time (TAT, ms, fractional):
 -- each counted call moves it one interval (period / count) on; a call passes while TAT stays
 -- within one period of now. One key per (account, tool), gone when the limit is whole again.
 -- The catalog replica's value "cost|credit_type|active|count|period_ms" names the limit.
