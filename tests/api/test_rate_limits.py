@@ -4,6 +4,7 @@ IETF draft RateLimit-* headers, costs nothing, and is counted in /metrics."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -112,3 +113,26 @@ def test_a_dry_run_over_the_limit_is_the_same_429(
     )
     assert r.status_code == 429, r.text
     assert r.headers["RateLimit-Limit"] == "2"
+
+
+def test_after_retry_after_the_same_request_and_key_go_through(
+    http: httpx.Client,
+    meter_key: str,
+    api_engine: Engine,
+    redis_url: str,
+    api_prefix: str,
+    funded: Callable[[], str],
+) -> None:
+    name = f"RLS_{api_prefix.upper()}"
+    keys = Keys(prefix=api_prefix)
+    meter = Meter(sync_client(redis_url), keys=keys, loader=SqlLoader(api_engine, keys))
+    text = f'[[tools]]\nname = "{name}"\ncost = 1\ncredit_type = "credits"\n'
+    apply_catalog(api_engine, meter, parse_catalog(text + 'rate_limit = "1/second"\n'))
+    acct = funded()
+    assert _charged(http, meter_key, acct, name).status_code == 201
+    again = {**bearer(meter_key), "Idempotency-Key": uuid.uuid4().hex}
+    body = {"account_id": acct, "tool": name}
+    refused = http.post("/v1/charges", json=body, headers=again)
+    assert refused.status_code == 429, refused.text
+    time.sleep(int(refused.headers["Retry-After"]))
+    assert http.post("/v1/charges", json=body, headers=again).status_code == 201
