@@ -117,6 +117,22 @@ def from_meter_error(exc: me.MeterError) -> Problem:
             required=exc.required,
             credit_type=exc.credit_type,
         )
+    if isinstance(exc, me.RateLimited):
+        reset_s = _ceil_s(exc.reset_ms)
+        return Problem(
+            429,
+            str(exc),
+            slug="rate-limited",
+            headers={
+                "Retry-After": str(_ceil_s(exc.retry_after_ms)),
+                # IETF draft-ietf-httpapi-ratelimit-headers (the -07 field names)
+                "RateLimit-Limit": str(exc.limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(reset_s),
+            },
+            tool=exc.tool,
+            limit=exc.limit,
+        )
     if isinstance(exc, me.ToolDisabled):
         return Problem(403, str(exc), slug="tool-disabled", tool=exc.tool)
     if isinstance(exc, me.AccountSuspended):
@@ -152,6 +168,11 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         )
     log.error("meter error without an HTTP mapping: %r", exc)
     return Problem(503, "the meter cannot answer this request now", slug="meter-unavailable")
+
+
+def _ceil_s(ms: int) -> int:
+    """Whole seconds for a header, rounded up: a client that waits that long is let through."""
+    return max(1, -(-ms // 1000))
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -49,7 +49,15 @@ log = logging.getLogger("creditmeter.api")
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 OUTCOMES = frozenset(
-    ("charged", "insufficient", "unknown_tool", "tool_disabled", "replayed", "error")
+    (
+        "charged",
+        "insufficient",
+        "unknown_tool",
+        "tool_disabled",
+        "rate_limited",  # refused by the tool's rate limit (429), before any credit moved
+        "replayed",
+        "error",
+    )
 )
 # The service answers in ~1-50 ms; finer steps there, a few coarse ones for the outliers.
 LATENCY_BUCKETS_S = (

@@ -87,7 +87,8 @@ STATUS_TEXT = {
     404: "No such tool, hold, charge, account or catalog entry",
     409: "Conflict: the hold is no longer active, a refund above the charge, a limit",
     422: "Invalid request, or an Idempotency-Key reused with another request",
-    429: "Too many failed authentications from this client (see Retry-After)",
+    429: "Too many failed authentications from this client, or a charge over its tool's "
+    "rate limit (see Retry-After)",
     502: "Stripe could not be reached",
     503: "The balance store or the database is unavailable (see Retry-After when sent)",
 }

@@ -158,6 +158,8 @@ class ChargeIn(Strict):
     quantity: Quantity = 1
     description: Description | None = None
     metadata: Metadata | None = None
+    # true: answer whether this charge would succeed now and change nothing (200 ChargeCheckOut)
+    dry_run: bool = False
 
 
 class ChargeOut(BaseModel):
@@ -168,6 +170,23 @@ class ChargeOut(BaseModel):
     amount: int
     balance: int
     available: int
+
+
+class ChargeCheckOut(BaseModel):
+    """A dry run's answer (Autumn's `check`): the price and the wallet as it is now."""
+
+    would_succeed: bool
+    account_id: str
+    tool: str
+    credit_type: str
+    amount: int = Field(description="what the charge would take")
+    balance: int = Field(description="the wallet's balance now (expired grants left out)")
+    available: int = Field(
+        description="balance - held now; the charge needs available - amount >= -overdraft_limit"
+    )
+    reason: str | None = Field(
+        None, description="when would_succeed is false: the problem slug the charge would get"
+    )
 
 
 def _present(*names: str, kind: str = "integer") -> dict[str, Any]:

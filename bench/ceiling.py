@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from bench import workload
 from meter import bounds, ops, scripts
+from meter.signatures import CHARGE
 
 BINARY = "redis-benchmark"
 RAND = "__rand_int__"
@@ -43,27 +44,37 @@ def command(meter: object, account: str) -> list[str]:
     uniq = f"{nonce}-{RAND}-{RAND}"
     idem = f"rb-{nonce}-{RAND}{RAND}"
     fp = ops.fingerprint("charge", account, workload.TOOL, 1, "", "")
-    call_keys = [
-        keys.catalog(bucket),
-        keys.journal(bucket),
-        keys.wallet(account, workload.CREDIT_TYPE),
-        keys.idempotency(account, idem),
-        keys.charge(bucket, uniq),
-        keys.events(bucket),
-    ]
-    args = [
-        str(int(time.time() * 1000)),
-        str(bounds.IDEMPOTENCY_TTL_S),
-        uniq,
-        account,
-        workload.CREDIT_TYPE,
-        workload.TOOL,
-        "1",
-        fp,
-        idem,
-        "",
-        "",
-    ]
+    call_keys = CHARGE.key_list(
+        catalog=keys.catalog(bucket),
+        journal=keys.journal(bucket),
+        charges=[
+            {
+                "wallet": keys.wallet(account, workload.CREDIT_TYPE),
+                "idempotency": keys.idempotency(account, idem),
+                "record": keys.charge(bucket, uniq),
+                "events": keys.events(bucket),
+                "rate": keys.rate(account, workload.TOOL),
+            }
+        ],
+    )
+    args = CHARGE.arg_list(
+        now_ms=str(int(time.time() * 1000)),
+        idempotency_ttl_s=str(bounds.IDEMPOTENCY_TTL_S),
+        charges=[
+            {
+                "entry_id": uniq,
+                "account_id": account,
+                "credit_type": workload.CREDIT_TYPE,
+                "tool": workload.TOOL,
+                "quantity": "1",
+                "fingerprint": fp,
+                "idempotency_key": idem,
+                "description": "",
+                "metadata": "",
+                "dry_run": "0",
+            }
+        ],
+    )
     return ["EVALSHA", scripts.get("charge").sha, str(len(call_keys)), *call_keys, *args]
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from meter import bounds, ops
-from meter.errors import HoldNotActive
+from meter.errors import HoldNotActive, InvalidArgument
 from meter.keys import Keys
 from meter.loaders import Loader
 from meter.models import (
     AccountBalance,
     AdjustResult,
+    ChargeCheck,
     ChargeResult,
     ClawbackResult,
     ExpireResult,
@@ -62,6 +63,7 @@ class MeterAPI:
         """Balances of the account's wallets (default: every credit type it may have)."""
         return self._drive(ops.balance(self._env, account_id, credit_types))
 
+    @overload
     def charge(
         self,
         account_id: str,
@@ -71,8 +73,52 @@ class MeterAPI:
         idempotency_key: str | None = None,
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> ChargeResult:
-        """Takes tool cost x quantity, atomically, or raises InsufficientCredits."""
+        dry_run: Literal[False] = False,
+    ) -> ChargeResult: ...
+
+    @overload
+    def charge(
+        self,
+        account_id: str,
+        tool: str,
+        quantity: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dry_run: Literal[True],
+    ) -> ChargeCheck: ...
+
+    def charge(
+        self,
+        account_id: str,
+        tool: str,
+        quantity: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> ChargeResult | ChargeCheck:
+        """Takes tool cost x quantity, atomically, or raises InsufficientCredits.
+
+        dry_run=True changes nothing and answers a ChargeCheck: whether the charge would
+        succeed now (the same script and checks), its price and the wallet; it raises what
+        the charge would raise except InsufficientCredits (would_succeed False), and takes
+        no idempotency key: a dry run writes nothing, so there is nothing to replay."""
+        if dry_run:
+            if idempotency_key is not None:
+                raise InvalidArgument("idempotency_key", "a dry run writes nothing to replay")
+            return self._drive(
+                ops.charge_check(
+                    self._env,
+                    account_id,
+                    tool,
+                    quantity,
+                    description=description,
+                    metadata=metadata,
+                )
+            )
         return self._drive(
             ops.charge(
                 self._env,

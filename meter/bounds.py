@@ -39,6 +39,10 @@ HYDRATE_ATTEMPTS_MAX: Final = 3  # Load-then-retry; more means the loader is bro
 IDEM_RESTORE_BATCH_MAX: Final = 1_000  # per script call: ~1 ms of Redis time each.
 IDEM_RESTORE_MAX: Final = 100_000  # per account, newest first: ~8 MB of markers at most.
 
+# A tool's rate limit per (account, tool) and period: more is no limit at all, likely a typo.
+RATE_LIMIT_COUNT_MAX: Final = 1_000_000
+RATE_LIMIT_PERIOD_MS_MAX: Final = 3_600_000  # "N/hour", the longest period the catalog names
+
 LUA_CONSTANTS: Final[dict[str, int]] = {
     "CREDITS_MAX": CREDITS_MAX,
     "QUANTITY_MAX": QUANTITY_MAX,
@@ -64,6 +68,8 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "BATCH_CHARGES_MAX": BATCH_CHARGES_MAX,
     "CLAWBACK_RECORD_TTL_S": CLAWBACK_RECORD_TTL_S,
     "IDEM_RESTORE_BATCH_MAX": IDEM_RESTORE_BATCH_MAX,
+    "RATE_LIMIT_COUNT_MAX": RATE_LIMIT_COUNT_MAX,
+    "RATE_LIMIT_PERIOD_MS_MAX": RATE_LIMIT_PERIOD_MS_MAX,
 }
 # Nesting of a metadata object: deeper JSON only serves to exhaust parsers and serializers
 # (pydantic refuses to serialize past 255 levels, json past ~1,000).

@@ -11,6 +11,7 @@ class Code(IntEnum):
 
     OK = 0
     REPLAYED = 1
+    DRY_RUN = 2  # a dry run of a charge that would succeed; nothing changed
     NOT_LOADED = -1
     CATALOG_NOT_LOADED = -2
     UNKNOWN_TOOL = -3
@@ -32,6 +33,8 @@ class Code(IntEnum):
     GRANT_EXISTS = -22
     # The account is suspended (PATCH /v1/accounts/{id}): charges and holds are refused.
     ACCOUNT_SUSPENDED = -23
+    # The tool's rate limit for this account is used up (lua/includes/rate_limit.lua).
+    RATE_LIMITED = -24
 
 
 class MeterError(Exception):
@@ -136,6 +139,21 @@ class ClockSkew(MeterError):
         self.server_ms = server_ms
 
 
+class RateLimited(MeterError):
+    """The tool's rate limit (calls per period, per account) is used up; nothing changed.
+    retry_after_ms: when the next call may pass; reset_ms: when the whole limit is back."""
+
+    def __init__(self, tool: str, limit: int, retry_after_ms: int, reset_ms: int) -> None:
+        retry_s = -(-retry_after_ms // 1000)
+        super().__init__(
+            f"rate limit of {tool!r} reached ({limit} per period): retry in {retry_s} s"
+        )
+        self.tool = tool
+        self.limit = limit
+        self.retry_after_ms = retry_after_ms
+        self.reset_ms = reset_ms
+
+
 class WalletNotLoaded(MeterError):
     """Redis has no such wallet and no loader is configured to load it (never read as zero)."""
 
@@ -157,13 +175,13 @@ class ScriptContractError(AssertionError):
 
 
 def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> None:
-    """Raises the exception for an error reply; returns for OK and REPLAYED.
+    """Raises the exception for an error reply; returns for OK, REPLAYED and DRY_RUN.
 
     Load-and-retry codes (NOT_LOADED, CATALOG_NOT_LOADED, CREDIT_TYPE_MISMATCH) are handled by
     the client before this is called; reaching here with them is a contract error.
     """
     code = Code(_int(reply[0]))
-    if code in (Code.OK, Code.REPLAYED):
+    if code in (Code.OK, Code.REPLAYED, Code.DRY_RUN):
         return
     detail = [_str(x) for x in reply[1:]]
     if code is Code.INSUFFICIENT:
@@ -194,6 +212,8 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
         raise GrantExists(subject)
     if code is Code.ACCOUNT_SUSPENDED:
         raise AccountSuspended(detail[0])
+    if code is Code.RATE_LIMITED:
+        raise RateLimited(detail[0], _int(reply[2]), _int(reply[3]), _int(reply[4]))
     raise ScriptContractError(f"unexpected reply {code.name} for {subject}")
 
 

@@ -32,6 +32,22 @@ class ChargeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeCheck:
+    """A dry run of a charge (Autumn's `check`): whether it would succeed now, its price and
+    the wallet as it is; nothing changed. reason is None when it would succeed, else the
+    slug of the error the charge would get ("insufficient-credits")."""
+
+    account_id: str
+    tool: str
+    credit_type: str
+    would_succeed: bool
+    amount: int
+    balance: int
+    available: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HoldResult:
     id: str
     account_id: str
@@ -155,6 +171,7 @@ class Tool:
     active: bool = True
     display_name: str = ""
     description: str = ""
+    rate_limit: str = ""  # "N/second|minute|hour" per (account, tool), "" none (meter.rate_limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,14 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from meter import bounds, validate, wire
+from meter import bounds, rate_limits, validate, wire
 from meter.errors import (
     ChargeNotFound,
     Code,
     HoldNotActive,
     HoldNotFound,
     IdempotencyConflict,
+    InsufficientCredits,
     InvalidArgument,
     ScriptContractError,
     mismatched_credit_type,
@@ -29,6 +30,7 @@ from meter.keys import Keys, due_member
 from meter.models import (
     AccountBalance,
     AdjustResult,
+    ChargeCheck,
     ChargeResult,
     ClawbackResult,
     ExpireResult,
@@ -68,6 +70,7 @@ from meter.times import now_ms
 
 R = TypeVar("R")
 DEFAULT_CREDIT_TYPE = "credits"  # first guess for a tool not seen yet; corrected by the script
+INSUFFICIENT_REASON = "insufficient-credits"  # ChargeCheck.reason: the charge's problem slug
 
 
 @dataclass(slots=True)
@@ -284,6 +287,7 @@ def catalog_evals(keys: Keys, tools: list[Tool], mode: str) -> list[Eval]:
                 "cost": str(t.cost),
                 "credit_type": t.credit_type,
                 "active": "1" if t.active else "0",
+                "rate_limit": rate_limits.replica_arg(t.rate_limit),
             }
             for t in tools
         ],
@@ -384,6 +388,74 @@ def charge(
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Op[ChargeResult]:
+    reply, ct = yield from _charge_call(
+        env, account_id, tool, quantity, idempotency_key, description, metadata, dry_run=False
+    )
+    return ChargeResult(
+        id=reply.text("entry_id"),
+        account_id=account_id,
+        tool=tool,
+        credit_type=ct,
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+        held=reply.int("held"),
+        breakdown=wire.parse_breakdown(reply.text("breakdown")),
+        replayed=reply.replayed,
+    )
+
+
+def charge_check(
+    env: Env,
+    account_id: str,
+    tool: str,
+    quantity: int = 1,
+    *,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Op[ChargeCheck]:
+    """The charge's dry run: the same script and checks, nothing written. Errors a charge
+    raises are raised the same (UnknownTool, ToolDisabled...), except InsufficientCredits,
+    which is the answer "would not succeed"."""
+    try:
+        reply, ct = yield from _charge_call(
+            env, account_id, tool, quantity, None, description, metadata, dry_run=True
+        )
+    except InsufficientCredits as exc:
+        return ChargeCheck(
+            account_id=account_id,
+            tool=tool,
+            credit_type=exc.credit_type,
+            would_succeed=False,
+            amount=exc.required,
+            balance=exc.balance,
+            available=exc.available,
+            reason=INSUFFICIENT_REASON,
+        )
+    if reply.code != Code.DRY_RUN:
+        raise ScriptContractError(f"charge {tool}: dry run answered {reply.code}")
+    return ChargeCheck(
+        account_id=account_id,
+        tool=tool,
+        credit_type=ct,
+        would_succeed=True,
+        amount=reply.int("amount"),
+        balance=reply.int("balance"),
+        available=reply.int("available"),
+    )
+
+
+def _charge_call(
+    env: Env,
+    account_id: str,
+    tool: str,
+    quantity: int,
+    idempotency_key: str | None,
+    description: str | None,
+    metadata: dict[str, Any] | None,
+    *,
+    dry_run: bool,
+) -> Op[tuple[Reply, str]]:
     account_id = validate.account_id(account_id)
     tool = validate.tool(tool)
     quantity = validate.quantity(quantity)
@@ -408,6 +480,7 @@ def charge(
                         "idempotency": keys.idempotency(account_id, idem),
                         "record": keys.charge(bucket, entry_id),
                         "events": keys.events(bucket),
+                        "rate": keys.rate(account_id, tool),
                     }
                 ],
             },
@@ -425,6 +498,7 @@ def charge(
                         "idempotency_key": idem,
                         "description": desc,
                         "metadata": meta,
+                        "dry_run": "1" if dry_run else "0",
                     }
                 ],
             },
@@ -447,20 +521,18 @@ def charge(
             breakdown=stored.breakdown,
         )
 
-    reply, ct = yield from _with_loading(
-        env, CHARGE, build, account_id, tool, None, f"charge {tool}", idem=idem, from_sql=from_sql
-    )
-    return ChargeResult(
-        id=reply.text("entry_id"),
-        account_id=account_id,
-        tool=tool,
-        credit_type=ct,
-        amount=reply.int("amount"),
-        balance=reply.int("balance"),
-        available=reply.int("available"),
-        held=reply.int("held"),
-        breakdown=wire.parse_breakdown(reply.text("breakdown")),
-        replayed=reply.replayed,
+    return (
+        yield from _with_loading(
+            env,
+            CHARGE,
+            build,
+            account_id,
+            tool,
+            None,
+            f"charge {tool}",
+            idem=idem,
+            from_sql=from_sql,
+        )
     )
 
 

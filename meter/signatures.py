@@ -121,7 +121,11 @@ _IDEM_TTL = "idempotency_ttl_s"
 
 CHARGE = Signature(
     "charge",
-    keys=("catalog", "journal", Group("charges", ("wallet", "idempotency", "record", "events"))),
+    keys=(
+        "catalog",
+        "journal",
+        Group("charges", ("wallet", "idempotency", "record", "events", "rate")),
+    ),
     args=(
         _CLOCK,
         _IDEM_TTL,
@@ -137,6 +141,7 @@ CHARGE = Signature(
                 "idempotency_key",
                 "description",
                 "metadata",
+                "dry_run",  # "1": check only, change nothing (lua/includes/charge_dry)
             ),
         ),
     ),
@@ -339,7 +344,7 @@ IDEM_RESTORE = Signature(
 CATALOG_SET = Signature(
     "catalog_set",
     keys=("catalog",),
-    args=("mode", Group("tools", ("tool", "cost", "credit_type", "active"))),
+    args=("mode", Group("tools", ("tool", "cost", "credit_type", "active", "rate_limit"))),
     reply=("written",),
 )
 FLUSH_ACK = Signature(

@@ -212,9 +212,10 @@ def parse_hold_value(value: str) -> WalletHold:
 
 
 def catalog_credit_type(value: str) -> str:
-    """The credit type of a catalog replica value "cost|credit_type|active"."""
+    """The credit type of a catalog replica value "cost|credit_type|active", followed by
+    "|count|period_ms" for a tool with a rate limit (lua/includes/rate_limit)."""
     bits = value.split(VALUE_SEP)
-    if len(bits) != 3:
+    if len(bits) not in (3, 5):
         raise WireFormatError(f"bad catalog value {value[:60]!r}")
     return bits[1]
 

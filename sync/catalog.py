@@ -25,6 +25,7 @@ def save_tools(engine: Engine, tools: list[Tool]) -> None:
                 cost=t.cost,
                 credit_type=t.credit_type,
                 active=t.active,
+                rate_limit=t.rate_limit,
                 updated_at_ms=now,
             )
             conn.execute(
@@ -38,6 +39,7 @@ def save_tools(engine: Engine, tools: list[Tool]) -> None:
                             "cost",
                             "credit_type",
                             "active",
+                            "rate_limit",
                             "updated_at_ms",
                         )
                     },

@@ -31,7 +31,7 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine, select
 
-from meter import Meter, bounds, validate
+from meter import Meter, bounds, rate_limits, validate
 from meter.errors import InvalidArgument
 from meter.models import Tool
 from sync import audit, pricing
@@ -81,7 +81,7 @@ class Catalog:
 
 # The keys each kind of table takes. A key the file has and these lack is reported as
 # unknown before any missing key, so a typo (`cots`) is named instead of `cost is required`.
-TOOL_KEYS = ("name", "display_name", "description", "cost", "credit_type", "active")
+TOOL_KEYS = ("name", "display_name", "description", "cost", "credit_type", "active", "rate_limit")
 WELCOME_KEYS = ("credit_type", "amount", "category", "priority", "expires_in_days")
 PACK_KEYS = ("id", "display_name", "credits", "credit_type", "amount", "currency", "active")
 PRICE_KEYS = ("currency", "mode", "minimum", "slabs")
@@ -155,6 +155,12 @@ def _boolean(value: object) -> bool:
     return value
 
 
+def _rate_limit(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument("rate_limit", 'must be a string such as "60/minute"')
+    return rate_limits.parse(value).text
+
+
 def _display_name(value: object) -> str:
     return validate.text("display_name", value, DISPLAY_NAME_LEN_MAX)
 
@@ -198,6 +204,7 @@ def _parse_tools(source: str, value: object) -> dict[str, Any]:
                 cost=f.take("cost", lambda v: validate.credits("cost", v)),
                 credit_type=f.take("credit_type", validate.credit_type),
                 active=f.take_or("active", _boolean, True),
+                rate_limit=f.take_or("rate_limit", _rate_limit, ""),
             )
         )
         f.done()
@@ -441,8 +448,10 @@ def _active(active: bool) -> str:
 def tool_change(old: Tool | None, new: Tool) -> str | None:
     """One readable line saying how `new` differs from `old`; None when they are equal."""
     if old is None:
+        limit = f", at most {new.rate_limit} per account" if new.rate_limit else ""
         return (
-            f"tool {new.name}: added, {new.cost} {new.credit_type} per unit, {_active(new.active)}"
+            f"tool {new.name}: added, {new.cost} {new.credit_type} per unit{limit}, "
+            f"{_active(new.active)}"
         )
     diffs = []
     for field in ("cost", "credit_type"):
@@ -453,6 +462,8 @@ def tool_change(old: Tool | None, new: Tool) -> str | None:
     for field in ("display_name", "description"):
         if getattr(old, field) != getattr(new, field):
             diffs.append(f"{field} {getattr(old, field)!r} -> {getattr(new, field)!r}")
+    if old.rate_limit != new.rate_limit:
+        diffs.append(f"rate limit {old.rate_limit or 'none'} -> {new.rate_limit or 'none'}")
     return f"tool {new.name}: " + ", ".join(diffs) if diffs else None
 
 

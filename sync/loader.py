@@ -263,6 +263,7 @@ def load_tools(conn: Connection) -> list[Tool]:
             active=bool(r["active"]),
             display_name=r["display_name"],
             description=r["description"],
+            rate_limit=r["rate_limit"],
         )
         for r in rows
     ]

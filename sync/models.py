@@ -177,6 +177,8 @@ class Tool(Base):
     cost: Mapped[int] = mapped_column(BigInteger)
     credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "N/second|minute|hour" per account (meter.rate_limits), "" none; 32 fits the longest
+    rate_limit: Mapped[str] = mapped_column(String(32), default="", server_default="")
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -30,6 +30,7 @@ def get_tool(engine: Engine, name: str) -> Tool | None:
         active=bool(row["active"]),
         display_name=row["display_name"],
         description=row["description"],
+        rate_limit=row["rate_limit"],
     )
 
 

@@ -1,7 +1,8 @@
 """Charges, holds and refunds (SPEC §7): thin routes over the async meter.
 
 Every route here changes money, so each needs an Idempotency-Key (api.idempotency) that it
-passes to the script as the operation's own idempotency key.
+passes to the script as the operation's own idempotency key. The one exception is a charge's
+dry run ("dry_run": true), which changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from api import metrics
 from api.auth import Principal, require
 from api.idempotency import idempotency_key, optional_idempotency_key, run_idempotent
 from api.schemas import (
+    ChargeCheckOut,
     ChargeIn,
     ChargeOut,
     EntityId,
@@ -38,6 +40,7 @@ router = APIRouter(prefix="/v1", tags=["charging"])
 JSON = "application/json"
 State = Annotated[AppState, Depends(app_state)]
 Key = Annotated[str, Depends(idempotency_key)]
+OptionalKey = Annotated[str | None, Depends(optional_idempotency_key)]
 Meter = Annotated[Principal, Depends(require("meter"))]
 
 
@@ -58,16 +61,27 @@ _CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
     me.InsufficientCredits: "insufficient",
     me.UnknownTool: "unknown_tool",
     me.ToolDisabled: "tool_disabled",
+    me.RateLimited: "rate_limited",
 }
 
 
-@router.post("/charges", status_code=201, response_model=ChargeOut)
+@router.post(
+    "/charges",
+    status_code=201,
+    response_model=ChargeOut | ChargeCheckOut,
+    responses={200: {"model": ChargeCheckOut, "description": "dry_run: the check's answer"}},
+)
 async def create_charge(
-    body: ChargeIn, request: Request, response: Response, key: Key, _: Meter
+    body: ChargeIn, request: Request, response: Response, key: OptionalKey, _: Meter
 ) -> Any:
     # The hot route: the state straight from the app (a dependency costs a resolution per
     # request) and the answer rendered here, once (see _rendered).
     state = get_state(request)
+    if body.dry_run:
+        # Writes nothing, so needs no Idempotency-Key; one sent is neither checked nor stored.
+        response.status_code = 200
+        return await _check_charge(state, body)
+    key = await idempotency_key(key)  # None: the same 400 as every other money route
 
     async def run() -> tuple[ChargeOut, bool]:
         try:
@@ -109,6 +123,27 @@ def _rendered(answer: Any, response: Response, status: int) -> Response:
     rendered = Response(answer.model_dump_json(), status_code=status, media_type=JSON)
     rendered.headers.raw.extend(response.headers.raw)  # as FastAPI merges them
     return rendered
+
+
+async def _check_charge(state: AppState, body: ChargeIn) -> ChargeCheckOut:
+    c = await state.meter.charge(
+        body.account_id,
+        body.tool,
+        body.quantity,
+        description=body.description,
+        metadata=body.metadata,
+        dry_run=True,
+    )
+    return ChargeCheckOut(
+        would_succeed=c.would_succeed,
+        account_id=c.account_id,
+        tool=c.tool,
+        credit_type=c.credit_type,
+        amount=c.amount,
+        balance=c.balance,
+        available=c.available,
+        reason=c.reason,
+    )
 
 
 @router.post("/holds", status_code=201, response_model=HoldOut)

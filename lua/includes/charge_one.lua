@@ -6,11 +6,13 @@ local function charge_event(cache, ctx, balance, held, entry_id, kind)
 end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
--- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
--- tool, quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
+-- k = {wallet, idem, catalog, journal, record, events, rate}; a = {entry_id, account, credit_type,
+-- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
 -- once, and the caller saves every cached wallet once at the end, then publishes the queued
--- balance events, one per charge (charge_flush). Returns the reply.
+-- balance events, one per charge (charge_flush). Returns the reply. A dry run (dry_run '1')
+-- passes the same checks, then answers charge_dry's reply and writes nothing: no idempotency
+-- record is read or stored (a dry run has nothing to replay) and its wallet is left as read.
 local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
     idem_ttl_s)
@@ -23,11 +25,15 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     return {E_BAD_ARGUMENT, 'description'}
   end
   if not valid_metadata(a.metadata) then return {E_BAD_ARGUMENT, 'metadata'} end
+  if a.dry_run ~= '0' and a.dry_run ~= '1' then return {E_BAD_ARGUMENT, 'dry_run'} end
+  local dry = a.dry_run == '1'
 
-  local replay = idem_check(k.idem, a.fingerprint)
+  local replay = not dry and idem_check(k.idem, a.fingerprint)
   if replay then return replay end
-  local cost, err = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
+  local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
+  local limited, rate_tat = rate_check(k.rate, a.tool, tool_fields, tonumber(now))
+  if limited then return limited end
   local amount = cost * qty
   if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
   local w = cache.wallets[k.wallet]
@@ -38,6 +44,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   local refused = account_refusal(w, a.account)
   if refused then return refused end
+  if dry then return charge_dry(w, amount, tonumber(now)) end
 
   local ctx = {journal = k.journal, events = k.events, account = a.account,
     credit_type = a.credit_type, now = tonumber(now)}
@@ -59,6 +66,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     CHARGE_RECORD_TTL_S)
   charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
+  rate_count(k.rate, rate_tat, ctx.now)
   return idem_store(k.idem, a.fingerprint, idem_ttl_s,
     {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
 end

@@ -1,5 +1,6 @@
 -- Reads a tool from the bucket's catalog replica ("cost|credit_type|active").
--- Returns cost, or nil and an error reply. A missing replica is "not loaded", never
+-- Returns cost, nil and the value's fields (cost, credit_type, active, then the rate limit's
+-- count and period_ms when it has one), or nil and an error reply. A missing replica is "not loaded", never
 -- "unknown tool": the client restores it from SQL and retries. cache (optional) keeps the
 -- replies of one script call, so a batch reads each tool once.
 local function tool_lookup(catalog_key, tool, credit_type, cache)
@@ -21,5 +22,5 @@ local function tool_lookup(catalog_key, tool, credit_type, cache)
   if t[2] ~= credit_type then
     return nil, {E_CREDIT_TYPE_MISMATCH, t[2]}
   end
-  return tonumber(t[1]), nil
+  return tonumber(t[1]), nil, t
 end

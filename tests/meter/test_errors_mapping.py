@@ -227,11 +227,11 @@ def test_every_error_code_has_its_exception(reply: list[object], exc: type[Excep
 
 
 def test_every_code_is_mapped_or_returns() -> None:
-    for code in (Code.OK, Code.REPLAYED):
+    for code in (Code.OK, Code.REPLAYED, Code.DRY_RUN):
         assert raise_for_reply([int(code)], "s", "credits") is None
-    for code in set(Code) - {Code.OK, Code.REPLAYED}:
+    for code in set(Code) - {Code.OK, Code.REPLAYED, Code.DRY_RUN}:
         with pytest.raises((MeterError, ScriptContractError)):
-            raise_for_reply([int(code), b"1", b"2", b"3"], "s", "credits")
+            raise_for_reply([int(code), b"1", b"2", b"3", b"4"], "s", "credits")
 
 
 def test_user_errors_are_meter_errors() -> None:

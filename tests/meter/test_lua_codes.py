@@ -78,10 +78,11 @@ class World:
 
     def catalog_args(self, mode: str = "merge", bucket: int | None = None) -> tuple[list, list]:
         tools = [
-            ("GPT", "10", CT, "1"),
-            ("OFF", "10", CT, "0"),
-            ("GEM", "1", "gems", "1"),
-            ("HUGE", str(CREDITS_MAX), CT, "1"),
+            ("GPT", "10", CT, "1", ""),
+            ("OFF", "10", CT, "0", ""),
+            ("GEM", "1", "gems", "1", ""),
+            ("HUGE", str(CREDITS_MAX), CT, "1", ""),
+            ("LIM", "1", CT, "1", "2/60000"),  # 2 a minute per account
         ]
         return _call(
             sig.CATALOG_SET,
@@ -89,7 +90,8 @@ class World:
             args={
                 "mode": mode,
                 "tools": [
-                    {"tool": t, "cost": c, "credit_type": ct, "active": a} for t, c, ct, a in tools
+                    {"tool": t, "cost": c, "credit_type": ct, "active": a, "rate_limit": rl}
+                    for t, c, ct, a, rl in tools
                 ],
             },
         )
@@ -127,6 +129,7 @@ class World:
         entry: str | None = None,
         fp: str = "fp-charge",
         catalog: int | None = None,
+        dry_run: str = "0",
     ) -> tuple[list, list]:
         entry = entry or self.id()
         idem = idem or entry
@@ -142,6 +145,7 @@ class World:
                         "idempotency": k.idempotency(ACCT, idem),
                         "record": k.charge(self.b, entry),
                         "events": k.events(self.b),
+                        "rate": k.rate(ACCT, tool),
                     }
                 ],
             },
@@ -159,6 +163,7 @@ class World:
                         "idempotency_key": idem,
                         "description": "",
                         "metadata": "",
+                        "dry_run": dry_run,
                     }
                 ],
             },
@@ -559,6 +564,7 @@ SPECIFIC = [  # (script, ARGV name, bad value, field)
     ("charge", "description", "d" * 1025, "description"),
     ("charge", "metadata", "m" * 4097, "metadata"),
     ("charge", "metadata", "\u20ac" * 1366, "metadata"),
+    *[("charge", "dry_run", v, "dry_run") for v in ["", "2", "true", "01"]],
     *[("hold", "hold_id", v, "hold_id") for v in IDS],
     ("hold", "tool", "gpt", "tool"),
     *[("hold", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
@@ -697,6 +703,11 @@ def test_hydrate_rejects_malformed_holds(
         ("active", 0, "yes", "active"),
         ("active", 0, "", "active"),
         ("tool", 3, "huge", "tool"),  # the 4th tool
+        *[
+            ("rate_limit", 0, v, "rate_limit")
+            for v in ["60/minute", "60", "0/1000", "1/0", "1/1000/1", "/1000", "1/", "1/3600001"]
+        ],
+        ("rate_limit", 0, "1000001/1000", "rate_limit"),
     ],
 )
 def test_catalog_set_rejects_malformed_tools_and_writes_nothing(
@@ -739,7 +750,7 @@ def _batch(w: World, n: int) -> tuple[list, list]:
     "shape",
     [
         "no charge",
-        "keys not 4 per charge",
+        "keys not 5 per charge",
         "argv one short",
         "argv one long",
         "keys for 2 argv for 1",
@@ -751,7 +762,7 @@ def test_charge_batch_of_wrong_shape_is_refused_whole(w: World, shape: str) -> N
     two_keys, _ = _batch(w, 2)
     keys, args = {
         "no charge": (one_keys[:KEY_HEAD], one_args[:ARG_HEAD]),
-        "keys not 4 per charge": (one_keys[:-1], one_args),
+        "keys not 5 per charge": (one_keys[:-1], one_args),
         "argv one short": (one_keys, one_args[:-1]),
         "argv one long": (one_keys, [*one_args, ""]),
         "keys for 2 argv for 1": (two_keys, one_args),
@@ -923,6 +934,49 @@ def test_insufficient_credits_report_balance_available_required(w: World) -> Non
     for script, (keys, args), detail in cases:
         reply = expect_unchanged(w, script, keys, args, Code.INSUFFICIENT)
         assert reply[1:] == detail, script
+
+
+@covers(("charge",), Code.DRY_RUN)
+def test_dry_run_that_would_succeed_answers_the_price_and_changes_nothing(w: World) -> None:
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="8", dry_run="1"), Code.DRY_RUN)
+    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b""]
+
+
+def test_dry_run_that_would_fail_answers_insufficient_and_changes_nothing(w: World) -> None:
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="9", dry_run="1"), Code.INSUFFICIENT)
+    assert reply[1:] == [90, 80, 90]
+
+
+def test_dry_run_ignores_a_stored_idempotency_key(w: World) -> None:
+    # K1 is the charge C's key: a charge with another fingerprint would get IDEMPOTENCY_MISMATCH
+    keys, args = w.charge_args(idem="K1", fp="fp-another", dry_run="1")
+    expect_unchanged(w, "charge", keys, args, Code.DRY_RUN)
+
+
+@covers(("charge",), Code.RATE_LIMITED)
+def test_a_rate_limited_charge_is_refused_and_changes_nothing(w: World) -> None:
+    for _ in range(2):
+        assert w.call("charge", *w.charge_args(tool="LIM"))[0][0] == Code.OK
+    reply = expect_unchanged(w, "charge", *w.charge_args(tool="LIM"), Code.RATE_LIMITED)
+    # one call per 30 s: the next passes 30 s after the first, the whole limit is back at 60 s
+    assert reply == [Code.RATE_LIMITED, b"LIM", 2, 30_000, 60_000]
+
+
+def test_a_refused_charge_is_not_counted_by_the_rate_limit(w: World) -> None:
+    for _ in range(3):
+        keys, args = w.charge_args(tool="LIM", qty="1000")  # more than the wallet holds
+        assert w.call("charge", keys, args)[0][0] == Code.INSUFFICIENT
+    for _ in range(2):
+        assert w.call("charge", *w.charge_args(tool="LIM"))[0][0] == Code.OK
+
+
+def test_a_dry_run_is_refused_by_a_used_up_limit_but_never_counted(w: World) -> None:
+    for _ in range(5):
+        assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][0] == Code.DRY_RUN
+    for _ in range(2):
+        assert w.call("charge", *w.charge_args(tool="LIM"))[0][0] == Code.OK
+    keys, args = w.charge_args(tool="LIM", dry_run="1")
+    expect_unchanged(w, "charge", keys, args, Code.RATE_LIMITED)
 
 
 def test_the_whole_available_amount_can_be_spent(w: World) -> None:
@@ -1360,8 +1414,8 @@ def test_a_key_restored_from_sql_is_idempotency_in_sql_and_changes_nothing(
 def test_catalog_set_answers_how_many_tools_it_wrote(w: World) -> None:
     other = (w.b + 1) % w.k.buckets
     keys, args = w.catalog_args("replace", bucket=other)
-    assert w.call("catalog_set", keys, args) == [Code.OK, 4]
-    assert w.call("catalog_set", keys, ["merge", "NEW", "2", CT, "1"]) == [Code.OK, 1]
+    assert w.call("catalog_set", keys, args) == [Code.OK, 5]
+    assert w.call("catalog_set", keys, ["merge", "NEW", "2", CT, "1", ""]) == [Code.OK, 1]
     assert set(w.r.hkeys(keys[0])) >= {b"GPT", b"NEW", b"~"}
 
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from meter import Meter, ToolDisabled
+from meter import Meter, RateLimited, ToolDisabled
 from meter.keys import Keys
 from sync import pricing
 from sync.catalog_file import CatalogError, apply_catalog, load_catalog, parse_catalog
@@ -105,6 +105,10 @@ def test_defaults_and_both_welcome_shapes() -> None:
         (TOOL.replace("10", "9007199254740992"), "tools[IMAGE_GEN].cost", "integer"),
         (TOOL + "colour = 1\n", "tools[IMAGE_GEN].colour", "unknown key"),
         (TOOL + 'active = "yes"\n', "tools[IMAGE_GEN].active", "true or false"),
+        (TOOL + 'rate_limit = "60/min"\n', "tools[IMAGE_GEN].rate_limit", "N/minute"),
+        (TOOL + 'rate_limit = "0/minute"\n', "tools[IMAGE_GEN].rate_limit", "N/minute"),
+        (TOOL + "rate_limit = 60\n", "tools[IMAGE_GEN].rate_limit", "a string"),
+        (TOOL + 'rate_limit = "2000000/hour"\n', "tools[IMAGE_GEN].rate_limit", "at most"),
         (TOOL.replace("IMAGE_GEN", "image_gen"), "tools[0].name", "A-Z0-9_"),
         (TOOL.replace('credit_type = "credits"', ""), "tools[IMAGE_GEN].credit_type", "required"),
         (TOOL.replace('"credits"', '"Credits"'), "tools[IMAGE_GEN].credit_type", "a-z0-9_"),
@@ -168,6 +172,30 @@ def test_apply_writes_sql_then_every_replica_and_is_idempotent(
     with pytest.raises(ToolDisabled):
         meter.charge(f"acct-{uuid.uuid4().hex[:8]}", tool, idempotency_key=uuid.uuid4().hex)
     assert apply_catalog(own_engine, meter, changed) == []
+
+
+def test_a_rate_limit_reaches_sql_and_every_replica_and_limits_charges(
+    own_engine: Engine, meter: Meter, client: redis.Redis, keys: Keys
+) -> None:
+    tool, ct = _names()
+    limited = parse_catalog(_catalog(tool, ct, cost=0) + 'rate_limit = "2/hour"\n')
+    assert apply_catalog(own_engine, meter, limited) == [
+        f"tool {tool}: added, 0 {ct} per unit, at most 2/hour per account, active"
+    ]
+    saved = get_tool(own_engine, tool)
+    assert saved is not None and saved.rate_limit == "2/hour"
+    assert _replicas(client, keys, tool) == {f"0|{ct}|1|2|3600000".encode()}
+    acct = f"acct-{uuid.uuid4().hex[:8]}"
+    meter.charge(acct, tool)
+    meter.charge(acct, tool)
+    with pytest.raises(RateLimited):
+        meter.charge(acct, tool)
+    client.delete(*(keys.catalog(b) for b in keys.all_buckets()))  # restored from SQL
+    with pytest.raises(RateLimited):
+        meter.charge(acct, tool)
+    lifted = parse_catalog(_catalog(tool, ct, cost=0))
+    assert apply_catalog(own_engine, meter, lifted) == [f"tool {tool}: rate limit 2/hour -> none"]
+    meter.charge(acct, tool)
 
 
 def test_apply_restores_missing_replicas_with_every_sql_tool(
