@@ -331,10 +331,17 @@ def test_adjusting_an_account_shows_its_ledger_row(
 
 
 def test_suspending_an_account_on_its_page_refuses_its_next_charge(
-    browser: webdriver.Chrome, api_url: str, admin_key: str, meter_key: str, seeded: dict[str, str]
+    browser: webdriver.Chrome, api_url: str, admin_key: str, meter_key: str
 ) -> None:
     who = account("browser-suspended-customer")
+    tool = "BROWSER_SUSPEND_" + uuid.uuid4().hex[:8].upper()  # the seeded one is switched off
     with httpx.Client(base_url=api_url, timeout=10.0) as http:
+        put = http.put(
+            f"/v1/tools/{tool}",
+            json={"display_name": "Browser test", "cost": TOOL_COST, "credit_type": "credits"},
+            headers=bearer(admin_key),
+        )
+        assert put.status_code == 200, put.text
         r = http.post(
             f"/v1/accounts/{who}/grants",
             json={"credit_type": "credits", "amount": 100, "category": "paid"},
@@ -359,7 +366,7 @@ def test_suspending_an_account_on_its_page_refuses_its_next_charge(
 
     r = httpx.post(
         api_url + "/v1/charges",
-        json={"account_id": who, "tool": seeded["tool"]},
+        json={"account_id": who, "tool": tool},
         headers={**bearer(meter_key), "Idempotency-Key": uuid.uuid4().hex},
     )
     assert r.status_code == 403 and r.json()["type"].endswith(":account-suspended"), r.text
