@@ -55,6 +55,7 @@ OUTCOMES = frozenset(
         "unknown_tool",
         "tool_disabled",
         "rate_limited",  # refused by the tool's rate limit (429), before any credit moved
+        "account_suspended",  # refused because the account is suspended (403)
         "replayed",
         "error",
     )

@@ -62,6 +62,7 @@ _CHARGE_OUTCOMES: dict[type[me.MeterError], str] = {
     me.UnknownTool: "unknown_tool",
     me.ToolDisabled: "tool_disabled",
     me.RateLimited: "rate_limited",
+    me.AccountSuspended: "account_suspended",
 }
 
 

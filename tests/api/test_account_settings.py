@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select
 
 from meter.bounds import OVERDRAFT_LIMIT_MAX
@@ -101,6 +102,17 @@ def keys(api_prefix: str) -> Keys:
     return Keys(prefix=api_prefix)
 
 
+def suspended_count(http: httpx.Client, tool: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for s in family.samples
+        if s.name == "creditmeter_charges_total"
+        and s.labels.get("tool") == tool
+        and s.labels.get("outcome") == "account_suspended"
+    )
+
+
 def test_suspended_account_charge_and_hold_are_403_and_nothing_is_journaled(
     http: httpx.Client,
     admin_key: str,
@@ -117,8 +129,10 @@ def test_suspended_account_charge_and_hold_are_403_and_nothing_is_journaled(
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "suspended"
     before, journaled = balance(http, read_key, acct), journal_length(redis_sync, keys, acct)
+    refused_before = suspended_count(http, tool)
     body = assert_problem(charge(http, meter_key, acct, tool), 403, "account-suspended")
     assert body["account_id"] == acct
+    assert suspended_count(http, tool) == refused_before + 1  # counted apart in /metrics
     assert_problem(hold(http, meter_key, acct, tool), 403, "account-suspended")
     assert balance(http, read_key, acct) == before
     assert journal_length(redis_sync, keys, acct) == journaled
