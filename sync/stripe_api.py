@@ -23,7 +23,7 @@ from meter.times import now_ms
 from sync import limits
 from sync.checkout_quotes import store_quote
 from sync.db import write_transaction
-from sync.models import T_STRIPE_CUSTOMERS
+from sync.models import T_ACCOUNTS, T_STRIPE_CUSTOMERS
 from sync.pricing import Quote, UnknownPlan, get_plan
 from sync.settings import Settings
 from sync.sqlops import insert_ignore
@@ -116,11 +116,18 @@ def customer_for(engine: Engine, client: stripe.StripeClient, account_id: str) -
 def _new_customer(
     engine: Engine, client: stripe.StripeClient, account_id: str, key_digest: str
 ) -> str:
+    params: dict[str, Any] = {"metadata": {"account_id": account_id}}
+    key = f"creditmeter-customer-{key_digest}"
+    email = _account_email(engine, account_id)
+    if email:
+        # Stripe refuses a key sent again with other parameters: the email is part of it.
+        params["email"] = email
+        key = f"{key}-{_digest(email)}"
     customer = _call(
         "customer create",
         client.v1.customers.create,
-        params={"metadata": {"account_id": account_id}},
-        options={"idempotency_key": f"creditmeter-customer-{key_digest}"},
+        params=params,
+        options={"idempotency_key": key},
     )
     write_transaction(
         engine,
@@ -152,6 +159,16 @@ def _replace_customer(
         ),
     )
     return _new_customer(engine, client, account_id, _digest(account_id, stale))
+
+
+def _account_email(engine: Engine, account_id: str) -> str | None:
+    """The email an admin set on the account (PATCH /v1/accounts/{id}), given to Stripe when
+    the customer is made; a later change is not sent to an existing customer."""
+    with engine.connect() as conn:
+        email: str | None = conn.execute(
+            select(T_ACCOUNTS.c.email).where(T_ACCOUNTS.c.id == account_id)
+        ).scalar_one_or_none()
+    return email
 
 
 def _stored_customer(engine: Engine, account_id: str) -> str | None:

@@ -158,6 +158,36 @@ def test_checkout_of_a_pack_creates_one_customer_and_a_session_with_the_quote(
     assert {c.params["customer"] for c in sessions} == {linked}
 
 
+def test_the_accounts_email_is_given_to_its_new_stripe_customer(
+    http: httpx.Client, meter_key: str, admin_key: str, fake_stripe: sf.FakeStripe
+) -> None:
+    acct = account("mailed")
+    made = http.post(
+        f"/v1/accounts/{acct}/grants",
+        json={"credit_type": "credits", "amount": 1, "category": "promotional"},
+        headers={**bearer(admin_key), "Idempotency-Key": account("k")},
+    )
+    assert made.status_code == 201, made.text
+    patched = http.patch(
+        f"/v1/accounts/{acct}", json={"email": "ada@example.com"}, headers=bearer(admin_key)
+    )
+    assert patched.status_code == 200, patched.text
+    body = {
+        "account_id": acct,
+        "pack_id": "credits-small",
+        "success_url": "https://app.example/ok",
+        "cancel_url": "https://app.example/cancel",
+    }
+    r = http.post("/v1/checkout/sessions", json=body, headers=bearer(meter_key))
+    assert r.status_code == 201, r.text
+    (created,) = [
+        c
+        for c in fake_stripe.calls("POST", "/v1/customers")
+        if c.params["metadata"]["account_id"] == acct
+    ]
+    assert created.params["email"] == "ada@example.com"
+
+
 def test_checkout_below_the_minimum_is_422_and_stripe_down_is_502(
     http: httpx.Client, meter_key: str, fake_stripe: sf.FakeStripe
 ) -> None:
