@@ -16,7 +16,7 @@
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown}
     {2, '', amount, balance, available, held, ''} a dry run that would succeed (the state now)
-    {-1} wallet not loaded   {-2} catalog not loaded   {-3, tool} unknown tool
+    {-1} wallet not loaded ({-1, amount} for a dry run)   {-2} catalog not loaded   {-3, tool} unknown tool
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
     {-12, field} bad argument   {-13, amount} amount above CREDITS_MAX

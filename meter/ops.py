@@ -305,6 +305,15 @@ def _restore_catalog(env: Env) -> Op[None]:
         raise_for_reply(reply, "catalog restore", "")
 
 
+class _UnknownAccount(Exception):
+    """The account is unknown to the store and the operation may not create it."""
+
+    def __init__(self, reply: list[Any], credit_type: str) -> None:
+        super().__init__("unknown account")
+        self.reply = reply
+        self.credit_type = credit_type
+
+
 def _with_loading(
     env: Env,
     sig: Signature,
@@ -316,9 +325,12 @@ def _with_loading(
     *,
     idem: str = "",
     from_sql: FromSql | None = None,
+    create: bool = True,
 ) -> Op[tuple[Reply, str]]:
     """Runs a wallet script; hydrates, restores the catalog or learns a tool's credit type
     when the script asks, then retries. Returns the final reply and the credit type used.
+    With `create` off, an account the store does not know is not created: _UnknownAccount
+    carries the script's NOT_LOADED reply.
 
     A key that ran before Redis lost its data is answered from SQL: `from_sql` turns what
     SQL kept into the reply the script would have replayed."""
@@ -335,7 +347,8 @@ def _with_loading(
                 raise ScriptContractError(f"{subject}: key {idem!r} marked as in SQL, not found")
             return sig.read(from_sql(stored)), stored.credit_type
         if code == Code.NOT_LOADED:
-            yield from _hydrate(env, account_id, ct)
+            if not (yield from _hydrate(env, account_id, ct, create=create)):
+                raise _UnknownAccount(reply, ct)
         elif code == Code.CATALOG_NOT_LOADED:
             yield from _restore_catalog(env)
         elif code == Code.CREDIT_TYPE_MISMATCH:
@@ -420,6 +433,21 @@ def charge_check(
     try:
         reply, ct = yield from _charge_call(
             env, account_id, tool, quantity, None, description, metadata, dry_run=True
+        )
+    except _UnknownAccount as unknown:
+        # An account the store has never seen: answered as an empty wallet, as a balance
+        # read answers it. A dry run creates nothing; the welcome grants come with the
+        # account's first real request.
+        amount = int(unknown.reply[1])
+        return ChargeCheck(
+            account_id=account_id,
+            tool=tool,
+            credit_type=unknown.credit_type,
+            would_succeed=amount == 0,
+            amount=amount,
+            balance=0,
+            available=0,
+            reason=None if amount == 0 else INSUFFICIENT_REASON,
         )
     except InsufficientCredits as exc:
         return ChargeCheck(
@@ -532,6 +560,7 @@ def _charge_call(
             f"charge {tool}",
             idem=idem,
             from_sql=from_sql,
+            create=not dry_run,
         )
     )
 

@@ -39,7 +39,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local w = cache.wallets[k.wallet]
   if not w then
     w = wallet_load(k.wallet)
-    if not w then return {E_NOT_LOADED} end
+    if not w then return dry and {E_NOT_LOADED, amount} or {E_NOT_LOADED} end
     cache.wallets[k.wallet] = w
   end
   local refused = account_refusal(w, a.account)

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import Engine, select
 
+from sync.models import T_ACCOUNTS
 from tests.api.conftest import account, bearer, wallet
 from tests.meter.helpers import snapshot
 
@@ -195,3 +197,19 @@ def test_a_burst_of_dry_runs_with_real_charges_never_changes_the_balance(
     assert {a.status_code for a in checks} == {200}
     bal = http.get(f"/v1/accounts/{acct}/balance", headers=bearer(read_key))
     assert wallet(bal.json())["balance"] == 0
+
+
+def test_dry_run_on_an_account_never_seen_creates_nothing(
+    http: httpx.Client, meter_key: str, tools: tuple[str, str], api_engine: Engine
+) -> None:
+    acct = account("drynew")
+    res = dry(http, meter_key, acct, tools[0])
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["would_succeed"], body["balance"], body["reason"]) == (
+        False,
+        0,
+        "insufficient-credits",
+    )
+    with api_engine.connect() as conn:
+        assert conn.execute(select(T_ACCOUNTS).where(T_ACCOUNTS.c.id == acct)).first() is None

@@ -5,13 +5,18 @@ balance event, no wallet write — also when dry runs race real charges in one b
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 import redis
+from sqlalchemy import Engine, select
 
-from meter import InvalidArgument, ToolDisabled, UnknownTool
+from meter import InvalidArgument, Keys, Meter, ToolDisabled, UnknownTool
 from meter.loaders import NewAccountLoader
-from meter.models import ChargeCheck, WalletSnapshot
+from meter.models import ChargeCheck, Tool, WalletSnapshot
+from meter.redis_conn import sync_client
+from sync.loader import SqlLoader
+from sync.models import T_ACCOUNTS
 from tests.meter.helpers import Clock, make_async_meter, make_meter, snapshot
 
 CT = "credits"
@@ -145,3 +150,26 @@ async def test_dry_runs_racing_real_charges_in_one_batch_never_change_the_balanc
     assert all(c.would_succeed == (c.available >= 1) for c in checks if isinstance(c, ChargeCheck))
     journal = redis_sync.xlen(m.keys.journal(m.keys.bucket("acct")))
     assert journal == 11  # the grant and the ten charges
+
+
+def test_dry_run_on_an_account_never_seen_answers_an_empty_wallet_and_creates_nothing(
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str, engine: Engine
+) -> None:
+    keys = Keys(prefix=key_prefix)
+    m = Meter(sync_client(redis_url), keys=keys, loader=SqlLoader(engine, keys))
+    m.set_tools(
+        [Tool(name=TOOL, cost=2, credit_type=CT), Tool(name="FREE", cost=0, credit_type=CT)]
+    )
+    acct = f"new-{uuid.uuid4().hex[:10]}"
+    before = snapshot(redis_sync, key_prefix)
+    check = m.charge(acct, TOOL, dry_run=True)
+    assert (check.would_succeed, check.reason, check.amount, check.balance) == (
+        False,
+        "insufficient-credits",
+        2,
+        0,
+    )
+    assert m.charge(acct, "FREE", dry_run=True).would_succeed
+    assert snapshot(redis_sync, key_prefix) == before
+    with engine.connect() as conn:
+        assert conn.execute(select(T_ACCOUNTS).where(T_ACCOUNTS.c.id == acct)).first() is None
