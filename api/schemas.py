@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from meter import bounds, validate
+from meter import bounds, rate_limits, validate
 from meter.errors import InvalidArgument
 from meter.times import parse_rfc3339_ms
 
@@ -32,6 +32,23 @@ ToolName = Annotated[str, Field(pattern=validate.TOOL_RE.pattern)]
 EntityId = Annotated[str, Field(pattern=validate.ID_RE.pattern)]
 Credits = Annotated[int, Field(ge=1, le=bounds.CREDITS_MAX)]
 Cost = Annotated[int, Field(ge=0, le=bounds.CREDITS_MAX)]
+
+
+def _rate_limit(text: str) -> str:
+    if text:
+        try:
+            rate_limits.parse(text)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+    return text
+
+
+# "N/second|minute|hour" per (account, tool) (meter.rate_limits); "" means none.
+RateLimitText = Annotated[
+    str,
+    Field(pattern=r"^$|^[1-9][0-9]{0,9}/(second|minute|hour)$", examples=["60/minute"]),
+    AfterValidator(_rate_limit),
+]
 Quantity = Annotated[int, Field(ge=1, le=bounds.QUANTITY_MAX)]
 TtlSeconds = Annotated[int, Field(ge=1, le=bounds.HOLD_TTL_S_MAX)]
 Priority = Annotated[int, Field(ge=0, le=bounds.PRIORITY_MAX)]
@@ -119,6 +136,7 @@ class ToolPut(Strict):
     cost: Cost
     credit_type: CreditType
     active: bool = True
+    rate_limit: RateLimitText = ""  # PUT replaces the tool: left out, it has no limit
 
 
 def _optional_not_null() -> Any:
@@ -134,6 +152,7 @@ class ToolPatch(Strict):
     description: Description = _optional_not_null()
     cost: Cost = _optional_not_null()
     active: bool = _optional_not_null()
+    rate_limit: RateLimitText = _optional_not_null()  # "" removes the limit
 
 
 class ToolOut(BaseModel):
@@ -143,6 +162,7 @@ class ToolOut(BaseModel):
     cost: int
     credit_type: str
     active: bool
+    rate_limit: str  # "" when the tool has none
 
 
 class ToolList(BaseModel):

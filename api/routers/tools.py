@@ -28,6 +28,7 @@ def _out(t: Tool) -> ToolOut:
         cost=t.cost,
         credit_type=t.credit_type,
         active=t.active,
+        rate_limit=t.rate_limit,
     )
 
 

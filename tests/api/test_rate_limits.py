@@ -136,3 +136,24 @@ def test_after_retry_after_the_same_request_and_key_go_through(
     assert refused.status_code == 429, refused.text
     time.sleep(int(refused.headers["Retry-After"]))
     assert http.post("/v1/charges", json=body, headers=again).status_code == 201
+
+
+def test_the_tools_api_sets_shows_and_removes_a_limit_and_put_keeps_what_it_sends(
+    http: httpx.Client, admin_key: str, meter_key: str, funded: Callable[[], str], api_prefix: str
+) -> None:
+    name = f"LIMITED_BY_API_{api_prefix.upper()}"
+    put = {"display_name": "L", "cost": 1, "credit_type": "credits", "rate_limit": "1/hour"}
+    r = http.put(f"/v1/tools/{name}", json=put, headers=bearer(admin_key))
+    assert r.status_code == 200 and r.json()["rate_limit"] == "1/hour", r.text
+    acct = funded()
+    assert _charged(http, meter_key, acct, name).status_code == 201
+    assert _charged(http, meter_key, acct, name).status_code == 429
+    # A PATCH of another field keeps the limit; "" removes it.
+    kept = http.patch(f"/v1/tools/{name}", json={"cost": 2}, headers=bearer(admin_key))
+    assert kept.json()["rate_limit"] == "1/hour"
+    assert _charged(http, meter_key, acct, name).status_code == 429
+    gone = http.patch(f"/v1/tools/{name}", json={"rate_limit": ""}, headers=bearer(admin_key))
+    assert gone.json()["rate_limit"] == ""
+    assert _charged(http, meter_key, acct, name).status_code == 201
+    bad = http.patch(f"/v1/tools/{name}", json={"rate_limit": "5/day"}, headers=bearer(admin_key))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.rate_limit"

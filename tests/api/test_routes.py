@@ -78,6 +78,7 @@ def test_put_tool_then_get_and_list(http: httpx.Client, admin_key: str, read_key
         "cost": 10,
         "credit_type": "credits",
         "active": True,
+        "rate_limit": "",
     }
     listed = http.get("/v1/tools", headers=bearer(read_key)).json()["data"]
     assert tool in [t["name"] for t in listed]
