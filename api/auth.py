@@ -72,6 +72,7 @@ from sync.apikeys import (
     REPLICA_SYNCED_FIELD,
     SCOPES,
     KeyReplica,
+    ReplicaBusy,
     ReplicatedKey,
     key_hash,
     looks_like_key,
@@ -189,6 +190,9 @@ def resync_now(state: AppState, upkeep_of: FastAPI) -> None:
         return
     except redis.exceptions.RedisError as exc:
         log.warning("key replica not resynced: Redis unavailable (%s)", type(exc).__name__)
+        return
+    except ReplicaBusy as exc:
+        log.info("key replica not resynced this round: %s", exc)
         return
     if upkeep.sql_down or result.added or result.removed:
         log.info(

@@ -58,6 +58,9 @@ KEY_RESYNC_INTERVAL_S: Final = 5.0  # Bounds how long the replica can disagree w
 # revocation whose replica delete failed, a key made while Redis was down); one small SELECT.
 REPLICA_SYNCED_FIELD: Final = "synced_at_ms"  # Not hex, so never a key's hash: the replica's
 # completeness mark, written only by a full resync.
+# A key created or revoked between a resync's read and its write makes it start over; this
+# many in a row (a burst of key changes) and the next round (KEY_RESYNC_INTERVAL_S) does it.
+RESYNC_ATTEMPTS_MAX: Final = 3
 _REPLICA_SEP: Final = " "  # ids, prefixes and scopes never hold a space
 
 log = logging.getLogger("creditmeter.apikeys")
@@ -186,6 +189,10 @@ class ResyncResult:
     removed: int
 
 
+class ReplicaBusy(RuntimeError):
+    """The key replica kept changing while a resync read SQL: left to the next round."""
+
+
 def replica_value(key_id: str, prefix: str, scope: str) -> str:
     return _REPLICA_SEP.join((key_id, prefix, scope))
 
@@ -223,14 +230,6 @@ def _live_keys(engine: Engine) -> dict[str, str]:
         return {r.key_hash: replica_value(r.id, r.prefix, r.scope) for r in conn.execute(query)}
 
 
-def _revoked_among(engine: Engine, digests: list[str]) -> list[str]:
-    query = select(T_API_KEYS.c.key_hash).where(
-        T_API_KEYS.c.key_hash.in_(digests), T_API_KEYS.c.revoked_at_ms.is_not(None)
-    )
-    with engine.connect() as conn:
-        return list(conn.execute(query).scalars())
-
-
 def resync_replica(
     engine: Engine, replica: KeyReplica, *, now_ms: int | None = None
 ) -> ResyncResult:
@@ -238,31 +237,34 @@ def resync_replica(
 
     Raises SQLAlchemy's error when SQL is down (the replica stays as it is: its entries were
     all live when written, and no key can be revoked while SQL is down) and redis' when Redis
-    is. A revocation racing this resync (committed after the SELECT, its replica delete landing
-    before this HSET) would be undone: so the keys this resync added are looked up again
-    after the write and deleted if SQL has revoked them meanwhile. A revocation committed after
-    that second look deletes its entry itself, after this write.
+    is. The replica is WATCHed before SQL is read: a revocation (or creation) whose replica
+    write lands between that read and this write aborts the write, and the resync starts
+    over, so it never puts back a key revoked meanwhile, not even for a moment. Past
+    RESYNC_ATTEMPTS_MAX such races the replica is left to the next round (ReplicaBusy).
     """
-    live = _live_keys(engine)
-    held = {
-        as_text(field_): as_text(value)
-        for field_, value in replica.client.hgetall(replica.name).items()
-    }
-    held.pop(REPLICA_SYNCED_FIELD, None)
-    added = {digest: value for digest, value in live.items() if held.get(digest) != value}
-    removed = [digest for digest in held if digest not in live]
-    synced_at_ms = wall_ms() if now_ms is None else now_ms
-    with replica.client.pipeline(transaction=True) as pipe:
-        if removed:
-            pipe.hdel(replica.name, *removed)
-        complete: dict[Any, Any] = {**added, REPLICA_SYNCED_FIELD: str(synced_at_ms)}
-        pipe.hset(replica.name, mapping=complete)
-        pipe.execute()
-    if added:
-        revoked_meanwhile = _revoked_among(engine, list(added))
-        if revoked_meanwhile:
-            replica.client.hdel(replica.name, *revoked_meanwhile)
-    return ResyncResult(live=len(live), added=len(added), removed=len(removed))
+    for _ in range(RESYNC_ATTEMPTS_MAX):
+        with replica.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(replica.name)
+                held = {
+                    as_text(field_): as_text(value)
+                    for field_, value in pipe.hgetall(replica.name).items()
+                }
+                live = _live_keys(engine)
+                held.pop(REPLICA_SYNCED_FIELD, None)
+                added = {d: value for d, value in live.items() if held.get(d) != value}
+                removed = [digest for digest in held if digest not in live]
+                synced_at_ms = wall_ms() if now_ms is None else now_ms
+                pipe.multi()
+                if removed:
+                    pipe.hdel(replica.name, *removed)
+                complete: dict[Any, Any] = {**added, REPLICA_SYNCED_FIELD: str(synced_at_ms)}
+                pipe.hset(replica.name, mapping=complete)
+                pipe.execute()
+            except redis.WatchError:
+                continue
+        return ResyncResult(live=len(live), added=len(added), removed=len(removed))
+    raise ReplicaBusy(f"the key replica changed under {RESYNC_ATTEMPTS_MAX} resyncs in a row")
 
 
 def replicate(replica: KeyReplica | None, digest: str, info: ApiKeyInfo) -> None:

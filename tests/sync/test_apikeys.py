@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from meter.keys import Keys
 from sync import apikeys
@@ -297,3 +297,33 @@ def test_last_use_is_recorded_off_the_request_path_once_per_resolution(engine: E
     later = 1_000_000 + apikeys.LAST_USED_RESOLUTION_MS
     apikeys.record_last_use(engine, {created.id: later})
     assert _rows(engine, created.id)[0]["last_used_at_ms"] == later
+
+
+def test_a_revocation_during_a_resync_is_never_undone_even_for_a_moment(
+    engine: Engine, client: redis.Redis, keys: Keys
+) -> None:
+    """The key is revoked (SQL, then its replica delete) just after the resync has read SQL's
+    live keys, which still list it (the revocation runs when that read's connection goes back
+    to the pool). From then on the replica must never hold it again: checked each time a
+    connection goes back to the pool, and at the end."""
+    replica = _replica(client, keys)
+    doomed = create_key(engine, SECRET, name=_name(), scope="meter", replica=replica)
+    digest = apikeys.key_hash(SECRET, doomed.plaintext)
+    seen_after_revoke: list[bool] = []
+    state = {"revoking": False, "revoked": False}
+
+    def on_checkin(*_: Any) -> None:
+        if state["revoked"]:
+            seen_after_revoke.append(bool(client.hexists(keys.api_keys(), digest)))
+        elif not state["revoking"]:  # the revocation's own connections come back meanwhile
+            state["revoking"] = True
+            revoke_key(engine, doomed.id, replica=replica)
+            state["revoked"] = True
+
+    event.listen(engine, "checkin", on_checkin)
+    try:
+        apikeys.resync_replica(engine, replica)
+    finally:
+        event.remove(engine, "checkin", on_checkin)
+    seen_after_revoke.append(bool(client.hexists(keys.api_keys(), digest)))
+    assert state["revoked"] and not any(seen_after_revoke), seen_after_revoke
