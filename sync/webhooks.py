@@ -205,8 +205,9 @@ def emit(
         raise WebhookError("dedupe_key", f"must be 1-{DEDUPE_KEY_LEN_MAX} characters")
     at_ms = clock_ms() if now_ms is None else now_ms
     event_id = "msg_" + new_id(0, at_ms)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
     inserted = conn.execute(
-        insert_ignore(conn, T_WEBHOOK_EVENTS),
+        insert_ignore(conn, T_WEBHOOK_EVENTS).returning(T_WEBHOOK_EVENTS.c.id),
         {
             "id": event_id,
             "type": type,
@@ -216,7 +217,7 @@ def emit(
             "created_at_ms": at_ms,
         },
     )
-    if inserted.rowcount != 1:
+    if inserted.first() is None:
         return None
     t = T_WEBHOOK_ENDPOINTS
     endpoints = conn.execute(
