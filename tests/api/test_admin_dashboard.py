@@ -296,8 +296,9 @@ def test_sync_page_shows_buckets_and_queues(admin: httpx.Client) -> None:
     assert (
         'id="buckets"' in r.text and 'id="failed-jobs"' in r.text and 'id="dead-letters"' in r.text
     )
-    # Other products' Stripe events are counted apart from the failures.
-    assert re.search(r'id="stripe-ignored">Ignored[^<]*<span class="n">0</span>', r.text)
+    # Other products' Stripe events are counted apart from the failures (a count: the SQL
+    # may be shared with other tests' ignored events).
+    assert re.search(r'id="stripe-ignored">Ignored[^<]*<span class="n">\d+</span>', r.text)
 
 
 def test_logout_ends_the_session(admin: httpx.Client, api_engine: Engine) -> None:
