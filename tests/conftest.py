@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis and real SQL (migrated once), never mocks.
 
 Redis: TEST_REDIS_URL if set, else a private embedded server for the session.
-SQL: TEST_DATABASE_URL if set (PostgreSQL in CI), else a SQLite file in a tmp dir.
+SQL: a new database of its own on the PostgreSQL server of TEST_DATABASE_URL if set (CI),
+else a SQLite file in a tmp dir.
 Tests isolate by key prefix, never by FLUSHALL/FLUSHDB, so a shared Redis is safe.
 """
 
@@ -22,6 +23,7 @@ from meter.keys import Keys
 from meter.redis_conn import sync_client
 from sync.db import engine_for
 from sync.migrate import upgrade
+from tests.sql_databases import is_postgres, throwaway_database
 
 SOCKET_TIMEOUT_S = 5  # a hung server fails the test quickly instead of at the 120 s timeout
 
@@ -72,13 +74,17 @@ async def redis_async(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """SQLAlchemy URL of the SQL under test (TEST_DATABASE_URL or a fresh SQLite file)."""
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLAlchemy URL of the SQL under test: a throwaway database on the PostgreSQL server of
+    TEST_DATABASE_URL, else a fresh SQLite file."""
     env_url = os.environ.get("TEST_DATABASE_URL")
     if env_url:
-        return env_url
+        assert is_postgres(env_url), f"TEST_DATABASE_URL names no PostgreSQL: {env_url}"
+        with throwaway_database(env_url, "test") as url:
+            yield url
+        return
     db_path: Path = tmp_path_factory.mktemp("sql") / "creditmeter.db"
-    return f"sqlite:///{db_path}"
+    yield f"sqlite:///{db_path}"
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ text of exactly the limit (counted in characters, as PostgreSQL's varchar(n) cou
 accepted and flushes to PostgreSQL with no dead letter. The Lua scripts refuse the same
 bytes on their own (invalid UTF-8, NUL, CESU-8 surrogates, one character too many).
 
-PostgreSQL: TEST_DATABASE_URL when it names one, else a private cluster; Redis: private.
+PostgreSQL: the suite's when it runs on one, else a private cluster; Redis: private.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from sync.models import T_DEAD, T_LEDGER, T_TOOLS
 from tests.api.server import running_api, server_env
 from tests.api.test_admin_dashboard import login
 from tests.servers import PrivatePostgres, private_redis
+from tests.sql_databases import is_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
 
@@ -60,11 +60,9 @@ def bad_texts(max_chars: int | None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    env_url = os.environ.get("TEST_DATABASE_URL", "")
-    if env_url.startswith("postgresql"):
-        upgrade(env_url)
-        yield env_url
+def pg_url(sql_url: str) -> Iterator[str]:
+    if is_postgres(sql_url):
+        yield sql_url
         return
     with PrivatePostgres() as pg:
         upgrade(pg.url)

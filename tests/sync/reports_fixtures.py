@@ -10,16 +10,16 @@ worked out by hand from these rows, in comments there.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine
 
 from sync.db import engine_for
 from sync.migrate import upgrade
 from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_PURCHASES, T_WALLETS
+from tests.sql_databases import is_postgres, throwaway_database
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -159,28 +159,14 @@ def load(engine: Engine) -> None:
 def private_database(shared_url: str | None, tmp_dir: Path) -> Iterator[Engine]:
     """A migrated database nobody else writes to: a new SQLite file, or (when the suite runs
     on PostgreSQL) a new database on the same server, dropped afterwards."""
-    if not (shared_url and shared_url.startswith("postgresql")):
-        url = f"sqlite:///{tmp_dir / 'reports.db'}"
+    with ExitStack() as stack:
+        if shared_url and is_postgres(shared_url):
+            url = stack.enter_context(throwaway_database(shared_url, "reports"))
+        else:
+            url = f"sqlite:///{tmp_dir / 'reports.db'}"
         upgrade(url)
         engine = engine_for(url)
         try:
             yield engine
         finally:
             engine.dispose()
-        return
-    name = f"cm_reports_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(shared_url, isolation_level="AUTOCOMMIT")
-    url = make_url(shared_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        upgrade(url)
-        engine = engine_for(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
