@@ -24,8 +24,6 @@ accounts_app = typer.Typer(
 )
 
 AUDIT_ACTOR = "cli"
-# Rounds of "write Redis, re-read SQL" at most (api/changes.ACCOUNT_SYNC_ROUNDS_MAX's reason).
-SYNC_ROUNDS_MAX = 5
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -120,18 +118,9 @@ def set_(
         if saved is None:
             raise LookupError(f"no account {account_id!r}: accounts are made by their first use")
         meter = ctx.meter()
-        for _ in range(SYNC_ROUNDS_MAX):
-            meter.set_account(
-                account_id,
-                overdraft_limit=saved.overdraft_limit,
-                suspended=saved.status == "suspended",
-            )
-            now = accounts.get_settings(ctx.engine, account_id)
-            assert now is not None, "accounts are never deleted"
-            agreed = (now.overdraft_limit, now.status) == (saved.overdraft_limit, saved.status)
-            saved = now
-            if agreed:
-                break
+        saved = accounts.put_in_force(
+            ctx.engine, saved, lambda s: meter.set_account(s.id, **s.in_redis)
+        )
     except Exception as exc:
         _fail(exc)
     _show(saved, as_json)
