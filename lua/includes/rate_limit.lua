@@ -24,12 +24,14 @@ end
 
 -- Returns the refusal reply {E_RATE_LIMITED, tool, limit, retry_after_ms, reset_ms}, or nil
 -- and the limit's state r (nil: no limit) for rate_count and rate_reply. Reads only.
--- A limit of 0 refuses every call; its client may ask again in a period.
+-- A limit of 0 refuses every call; its client may ask again in a period. A TAT left by an
+-- earlier, slower limit (the account's own was raised) counts as one period of the limit in
+-- force at most, so a raised limit lets calls through within one of its intervals.
 local function rate_check(key, tool, w, t, now)
   local count, period_ms = rate_limit_of(w, tool, t)
   if not count then return nil, nil end
   if count == 0 then return {E_RATE_LIMITED, tool, 0, period_ms, period_ms}, nil end
-  local tat = math.max(tonumber(redis.call('GET', key) or 0), now)
+  local tat = math.min(math.max(tonumber(redis.call('GET', key) or 0), now), now + period_ms)
   local next_tat = tat + period_ms / count
   if next_tat - period_ms > now then
     return {E_RATE_LIMITED, tool, count, math.ceil(next_tat - period_ms - now),

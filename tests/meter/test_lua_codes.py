@@ -1038,6 +1038,14 @@ def test_a_limit_for_all_tools_limits_the_others_and_a_tools_own_beats_it(w: Wor
         w.ok(w.call("charge", *w.charge_args(tool="LIM")))
 
 
+def test_a_raised_limit_counts_the_slower_ones_calls_as_one_of_its_periods(w: World) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "LIM:1:3600000")))
+    w.ok(w.call("charge", *w.charge_args(tool="LIM")))  # the next one an hour later
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "LIM:2:1000")))
+    reply = expect_unchanged(w, "charge", *w.charge_args(tool="LIM"), Code.RATE_LIMITED)
+    assert reply == [Code.RATE_LIMITED, b"LIM", 2, 500, 1000]  # used up for one 500 ms interval
+
+
 @pytest.mark.parametrize("dry_run", ["0", "1"])
 def test_a_limit_of_zero_refuses_every_call(w: World, dry_run: str) -> None:
     w.ok(w.call("account_set", *w.account_set_args("active", "0", "GPT:0:60000")))
