@@ -29,7 +29,10 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local dry = a.dry_run == '1'
 
   local replay = not dry and idem_check(k.idem, a.fingerprint)
-  if replay then return replay end
+  if replay then
+    -- A replay counted nothing: no rate limit fields (its record never stores them).
+    return replay[1] == E_REPLAYED and rate_reply(replay, nil, false) or replay
+  end
   local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
   local amount = cost * qty
@@ -70,8 +73,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
   rate_count(k.rate, rate)
-  return idem_store(k.idem, a.fingerprint, idem_ttl_s, rate_reply(
-    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown}, rate, true))
+  return rate_reply(idem_store(k.idem, a.fingerprint, idem_ttl_s,
+    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown}), rate, true)
 end
 
 -- Writes back every wallet the charges of this call changed, then publishes their events.

@@ -1014,6 +1014,15 @@ def test_a_charge_answers_the_rate_limit_in_force_after_it(w: World) -> None:
     assert w.call("charge", *w.charge_args(tool="GPT"))[0][7:] == [b"", b"", b""]
 
 
+def test_a_replay_answers_no_rate_limit_and_its_record_stores_none(w: World) -> None:
+    keys, args = w.charge_args(tool="LIM", idem="RL1", entry=w.id())
+    assert w.call("charge", keys, args)[0][7:] == [2, 1, 30_000]
+    replay = w.call("charge", keys, args)[0]
+    assert replay[0] == Code.REPLAYED and replay[7:] == [b"", b"", b""]
+    # the record keeps the reply's first 7 fields, as records stored before these fields did
+    assert len(w.r.get(w.k.idempotency(ACCT, "RL1")).split(b"\x1f")) == 7
+
+
 def test_a_dry_run_answers_the_rate_limit_as_it_is(w: World) -> None:
     assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][7:] == [2, 2, 0]
     w.ok(w.call("charge", *w.charge_args(tool="LIM")))
