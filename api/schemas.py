@@ -411,7 +411,7 @@ OverdraftLimit = Annotated[int, Field(ge=0, le=bounds.OVERDRAFT_LIMIT_MAX)]
 
 def _rate_limit_override(text: str) -> str:
     try:
-        rate_limits.parse(text, blocking=True)
+        rate_limits.parse(text, zero_blocks=True)
     except InvalidArgument as exc:
         raise ValueError(str(exc)) from None
     return text

@@ -146,8 +146,12 @@ class RateLimited(MeterError):
 
     def __init__(self, tool: str, limit: int, retry_after_ms: int, reset_ms: int) -> None:
         retry_s = -(-retry_after_ms // 1000)
-        reason = "blocked for this account" if limit == 0 else f"reached ({limit} per period)"
-        super().__init__(f"rate limit of {tool!r} {reason}: retry in {retry_s} s")
+        what = (
+            f"{tool!r} is blocked for this account (rate limit 0)"
+            if limit == 0
+            else f"rate limit of {tool!r} reached ({limit} per period)"
+        )
+        super().__init__(f"{what}: retry in {retry_s} s")
         self.tool = tool
         self.limit = limit
         self.retry_after_ms = retry_after_ms

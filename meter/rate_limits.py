@@ -40,13 +40,13 @@ class RateLimit:
         return f"{self.count}/{self.period_ms}"
 
 
-def parse(text: str, *, field: str = "rate_limit", blocking: bool = False) -> RateLimit:
-    """ "60/minute" -> RateLimit(60, 60000); anything else is InvalidArgument. blocking: an
+def parse(text: str, *, field: str = "rate_limit", zero_blocks: bool = False) -> RateLimit:
+    """ "60/minute" -> RateLimit(60, 60000); anything else is InvalidArgument. zero_blocks: an
     account's own limit, which may be 0 (every call refused)."""
-    pattern = _OVERRIDE_RE if blocking else _TEXT_RE
+    pattern = _OVERRIDE_RE if zero_blocks else _TEXT_RE
     m = pattern.fullmatch(text) if isinstance(text, str) else None
     if m is None:
-        n = "N (0 blocks)" if blocking else "N"
+        n = "N (0 blocks)" if zero_blocks else "N"
         raise InvalidArgument(field, f'must be "{n}/second", "N/minute" or "N/hour"')
     count = int(m.group(1))
     if count > bounds.RATE_LIMIT_COUNT_MAX:
@@ -63,7 +63,7 @@ def check_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
     for tool, text in overrides.items():
         if tool != ALL_TOOLS:
             validate.tool(tool)
-        parse(text, field=f"rate_limits.{tool}", blocking=True)
+        parse(text, field=f"rate_limits.{tool}", zero_blocks=True)
     return dict(overrides)
 
 
@@ -71,7 +71,7 @@ def overrides_replica(overrides: Mapping[str, str]) -> str:
     """ARGV rate_limits of account_set and hydrate: "TOOL:count:period_ms;..." ("" none)."""
     items = []
     for tool, text in sorted(check_overrides(overrides).items()):
-        limit = parse(text, blocking=True)
+        limit = parse(text, zero_blocks=True)
         items.append(f"{tool}{wire.FIELD_SEP}{limit.count}{wire.FIELD_SEP}{limit.period_ms}")
     return wire.PART_SEP.join(items)
 
