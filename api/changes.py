@@ -4,6 +4,7 @@ key that made it."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -18,9 +19,6 @@ from sync.queues import request_flush
 
 LEDGER_WAIT_S: Final = 2.0  # an admin waits this long at most for their ledger row
 LEDGER_POLL_S: Final = 0.05  # one indexed lookup by primary key per poll
-# Rounds of "write Redis, re-read SQL" a settings change makes at most: another only when a
-# concurrent change committed in between; past this, the later writer's rounds settle it.
-ACCOUNT_SYNC_ROUNDS_MAX: Final = 5
 
 
 async def write_tool_replicas(state: AppState) -> None:
@@ -77,26 +75,19 @@ async def patch_account(
     state: AppState, actor: str, account_id: str, changes: dict[str, Any]
 ) -> accounts.AccountSettings | None:
     """The account's settings saved in SQL with their audit row, then in force on every
-    wallet Redis has (SQL first: a wallet loaded meanwhile hydrates them from it); None for
-    an unknown account, which is not created. Redis gets what SQL holds after its write,
-    re-read until they agree, so of two concurrent changes Redis ends with SQL's."""
+    wallet Redis has (accounts.put_in_force); None for an unknown account, which is not
+    created."""
     saved = await run_in_threadpool(
         accounts.update_settings, state.engine, actor, account_id, changes
     )
     if saved is None:
         return None
-    for _ in range(ACCOUNT_SYNC_ROUNDS_MAX):
-        await state.meter.set_account(
-            account_id,
-            overdraft_limit=saved.overdraft_limit,
-            suspended=saved.status == "suspended",
-        )
-        now = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
-        assert now is not None, "accounts are never deleted"
-        if (now.overdraft_limit, now.status) == (saved.overdraft_limit, saved.status):
-            return now
-        saved = now
-    return saved
+
+    def write(s: accounts.AccountSettings) -> int:
+        # put_in_force runs in a worker thread; the async meter runs on the event loop.
+        return anyio.from_thread.run(partial(state.meter.set_account, s.id, **s.in_redis))
+
+    return await run_in_threadpool(accounts.put_in_force, state.engine, saved, write)
 
 
 def _request_flush(state: AppState) -> None:

@@ -118,17 +118,13 @@ def from_meter_error(exc: me.MeterError) -> Problem:
             credit_type=exc.credit_type,
         )
     if isinstance(exc, me.RateLimited):
-        reset_s = _ceil_s(exc.reset_ms)
         return Problem(
             429,
             str(exc),
             slug="rate-limited",
             headers={
                 "Retry-After": str(_ceil_s(exc.retry_after_ms)),
-                # IETF draft-ietf-httpapi-ratelimit-headers (the -07 field names)
-                "RateLimit-Limit": str(exc.limit),
-                "RateLimit-Remaining": "0",
-                "RateLimit-Reset": str(reset_s),
+                **rate_limit_headers(exc.limit, 0, exc.reset_ms),
             },
             tool=exc.tool,
             limit=exc.limit,
@@ -168,6 +164,16 @@ def from_meter_error(exc: me.MeterError) -> Problem:
         )
     log.error("meter error without an HTTP mapping: %r", exc)
     return Problem(503, "the meter cannot answer this request now", slug="meter-unavailable")
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_ms: int) -> dict[str, str]:
+    """IETF draft-ietf-httpapi-ratelimit-headers (the -07 field names), on a 429 and on every
+    charge a rate limit counted: reset is the seconds until the whole limit is back."""
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(-(-reset_ms // 1000)),
+    }
 
 
 def _ceil_s(ms: int) -> int:

@@ -409,6 +409,29 @@ Email = Annotated[str, Field(min_length=3, max_length=EMAIL_LEN_MAX, pattern=EMA
 OverdraftLimit = Annotated[int, Field(ge=0, le=bounds.OVERDRAFT_LIMIT_MAX)]
 
 
+def _rate_limit_override(text: str) -> str:
+    try:
+        rate_limits.parse(text, zero_blocks=True)
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+# An account's own limit for a tool, or for all its tools ("*"): "0/minute" blocks the tool.
+RateLimitTool = Annotated[
+    str, Field(pattern=rf"^(\{rate_limits.ALL_TOOLS}|{validate.TOOL_RE.pattern[1:-1]})$")
+]
+RateLimitOverride = Annotated[
+    str,
+    Field(pattern=r"^(0|[1-9][0-9]{0,9})/(second|minute|hour)$", examples=["600/minute"]),
+    AfterValidator(_rate_limit_override),
+]
+RateLimitChanges = Annotated[
+    dict[RateLimitTool, RateLimitOverride | None],
+    Field(max_length=bounds.RATE_LIMIT_OVERRIDES_MAX, examples=[{"IMAGE_GEN": "600/minute"}]),
+]
+
+
 # The default of a field that refuses null: left out, it is not in model_fields_set (typed
 # Any so the field keeps its own type; pydantic never validates a default).
 NOT_GIVEN: Any = None
@@ -416,12 +439,15 @@ NOT_GIVEN: Any = None
 
 class AccountPatchIn(Strict):
     """Only the fields given change; `email` or `metadata` null clears it. status and
-    overdraft_limit are never null (None below means "not given")."""
+    overdraft_limit are never null (None below means "not given"). rate_limits changes the
+    tools it names: a limit replaces the catalog's for this account, null gives the
+    catalog's back; "*" is every tool without its own."""
 
     status: AccountStatus = NOT_GIVEN
     overdraft_limit: OverdraftLimit = NOT_GIVEN
     email: Email | None = None
     metadata: Metadata | None = None
+    rate_limits: RateLimitChanges = NOT_GIVEN
 
 
 class AccountOut(BaseModel):
@@ -431,6 +457,7 @@ class AccountOut(BaseModel):
     email: str | None
     metadata: dict[str, Any] | None
     created_at: str
+    rate_limits: dict[str, str]  # the account's own, beating the catalog's ({}: none)
 
 
 class TokenIn(Strict):

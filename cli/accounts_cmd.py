@@ -1,8 +1,10 @@
-"""`creditmeter accounts set|show`: an account's status, overdraft limit, email and metadata.
+"""`creditmeter accounts set|show`: an account's status, overdraft limit, email, metadata and
+own rate limits.
 
 `set` checks the fields as PATCH /v1/accounts/{id} does, saves them in SQL with their audit
-row (actor "cli"), then puts status and overdraft limit in force on every wallet Redis has,
-so the account's next charge sees them. It never creates an account.
+row (actor "cli"), then puts status, overdraft limit and rate limits in force on every wallet
+Redis has (sync.accounts.put_in_force), so the account's next charge sees them. It never
+creates an account.
 """
 
 from __future__ import annotations
@@ -20,12 +22,21 @@ from sync.accounts import AccountSettings
 from sync.settings import get_settings
 
 accounts_app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Account settings: status, overdraft."
+    no_args_is_help=True,
+    add_completion=False,
+    help="Account settings: status, overdraft, rate limits.",
 )
 
 AUDIT_ACTOR = "cli"
-# Rounds of "write Redis, re-read SQL" at most (api/changes.ACCOUNT_SYNC_ROUNDS_MAX's reason).
-SYNC_ROUNDS_MAX = 5
+RateLimitOption = typing.Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rate-limit",
+        metavar="TOOL=N/unit",
+        help="TOOL=600/minute: the account's own limit, beating the catalog's ('*' every "
+        "tool, 0/minute blocks, TOOL= gives the catalog's back); repeatable",
+    ),
+]
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -44,6 +55,7 @@ def _json(a: AccountSettings) -> dict[str, object]:
         "email": a.email,
         "metadata": a.metadata,
         "created_at": rfc3339(a.created_at_ms),
+        "rate_limits": a.rate_limits,
     }
 
 
@@ -52,16 +64,32 @@ def _show(a: AccountSettings, as_json: bool) -> None:
         print_json(_json(a))
         return
     meta = json.dumps(a.metadata, sort_keys=True) if a.metadata else "none"
+    rates = ", ".join(f"{t}={v}" for t, v in sorted(a.rate_limits.items())) or "the catalog's"
     console().print(
         escape(
             f"account {a.id}: {a.status}, overdraft limit {a.overdraft_limit}, "
-            f"email {a.email or 'none'}, metadata {meta}"
+            f"email {a.email or 'none'}, metadata {meta}, rate limits {rates}"
         )
     )
 
 
+def _rate_limits(given: list[str]) -> dict[str, str | None]:
+    """["TOOL=600/minute", "*=10/second", "TOOL="] -> the PATCH's rate_limits ("": removed)."""
+    out: dict[str, str | None] = {}
+    for item in given:
+        tool, sep, text = item.partition("=")
+        if not sep:
+            raise typer.BadParameter("must be TOOL=N/unit", param_hint="--rate-limit")
+        out[tool] = text or None
+    return out
+
+
 def _given(
-    status: str | None, overdraft_limit: int | None, email: str | None, metadata: str | None
+    status: str | None,
+    overdraft_limit: int | None,
+    email: str | None,
+    metadata: str | None,
+    rate_limit: list[str] | None,
 ) -> dict[str, typing.Any]:
     """The options given, checked as the PATCH body is ("" clears email or metadata)."""
     from pydantic import ValidationError
@@ -82,15 +110,18 @@ def _given(
             raise typer.BadParameter(
                 "must be a JSON object, or ''", param_hint="--metadata"
             ) from exc
+    if rate_limit:
+        fields["rate_limits"] = _rate_limits(rate_limit)
     if not fields:
         raise typer.BadParameter(
-            "give at least one of --status, --overdraft-limit, --email, --metadata"
+            "give at least one of --status, --overdraft-limit, --email, --metadata, --rate-limit"
         )
     try:
         return AccountPatchIn.model_validate(fields).model_dump(exclude_unset=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = "--" + str(err["loc"][0]).replace("_", "-")
+        field = str(err["loc"][0])
+        name = "--rate-limit" if field == "rate_limits" else "--" + field.replace("_", "-")
         raise typer.BadParameter(err["msg"], param_hint=name) from exc
 
 
@@ -103,6 +134,7 @@ def set_(
     ),
     email: str | None = typer.Option(None, "--email", help="'' clears it"),
     metadata: str | None = typer.Option(None, "--metadata", help="a JSON object; '' clears it"),
+    rate_limit: RateLimitOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change an account's settings; a suspended account's charges and holds are refused."""
@@ -110,7 +142,7 @@ def set_(
     from sync import accounts
     from sync.context import context
 
-    fields = _given(status, overdraft_limit, email, metadata)
+    fields = _given(status, overdraft_limit, email, metadata, rate_limit)
     try:
         validate.account_id(account_id)
         settings = get_settings()
@@ -120,18 +152,9 @@ def set_(
         if saved is None:
             raise LookupError(f"no account {account_id!r}: accounts are made by their first use")
         meter = ctx.meter()
-        for _ in range(SYNC_ROUNDS_MAX):
-            meter.set_account(
-                account_id,
-                overdraft_limit=saved.overdraft_limit,
-                suspended=saved.status == "suspended",
-            )
-            now = accounts.get_settings(ctx.engine, account_id)
-            assert now is not None, "accounts are never deleted"
-            agreed = (now.overdraft_limit, now.status) == (saved.overdraft_limit, saved.status)
-            saved = now
-            if agreed:
-                break
+        saved = accounts.put_in_force(
+            ctx.engine, saved, lambda s: meter.set_account(s.id, **s.in_redis)
+        )
     except Exception as exc:
         _fail(exc)
     _show(saved, as_json)

@@ -14,13 +14,17 @@
       charge_dry; '0': charge)
   Publishes one balance event per charge that changed a wallet (see includes/balance_event).
   Output: one reply per charge, in order:
-    {0|1 replayed, entry_id, amount, balance, available, held, breakdown}
-    {2, '', amount, balance, available, held, ''} a dry run that would succeed (the state now)
+    {0|1 replayed, entry_id, amount, balance, available, held, breakdown, rate_limit,
+      rate_remaining, rate_reset_ms (the rate limit in force after this charge, includes/
+      rate_limit rate_reply; '' each when the call has none)}
+    {2, '', amount, balance, available, held, '', rate_limit, rate_remaining, rate_reset_ms}
+      a dry run that would succeed (the state now)
     {-1} wallet not loaded ({-1, amount} for a dry run)   {-2} catalog not loaded   {-3, tool} unknown tool
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
     {-12, field} bad argument   {-13, amount} amount above CREDITS_MAX
-    {-24, tool, limit, retry_after_ms, reset_ms} the tool's rate limit is used up
+    {-24, tool, limit, retry_after_ms, reset_ms} the rate limit in force is used up (the
+      account's own for the tool, else the catalog's; limit 0: the account may not call it)
     {-21, now_ms, server_ms} the caller's clock is too far from the server's (every charge)
     {-23, account_id} the account is suspended (includes/account_status)
 ]]

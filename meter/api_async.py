@@ -9,7 +9,7 @@ tests/meter/test_unasync.py fails while the generated file is not current.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -300,12 +300,24 @@ class AsyncMeterAPI:
     ) -> None:
         await self.set_tools([Tool(name=name, cost=cost, credit_type=credit_type, active=active)])
 
-    async def set_account(self, account_id: str, *, overdraft_limit: int, suspended: bool) -> int:
-        """Puts the account's overdraft limit and status (saved in SQL first) in force for
-        its next charge or hold, on every wallet Redis has -> how many were updated."""
+    async def set_account(
+        self,
+        account_id: str,
+        *,
+        overdraft_limit: int,
+        suspended: bool,
+        rate_limits: Mapping[str, str],
+    ) -> int:
+        """Puts the account's overdraft limit, status and own rate limits ({tool or "*":
+        "N/unit"}) (saved in SQL first) in force for its next charge or hold, on every wallet
+        Redis has -> how many were updated."""
         return await self._drive(
             ops.set_account(
-                self._env, account_id, overdraft_limit=overdraft_limit, suspended=suspended
+                self._env,
+                account_id,
+                overdraft_limit=overdraft_limit,
+                suspended=suspended,
+                rate_limits=rate_limits,
             )
         )
 

@@ -42,6 +42,9 @@ IDEM_RESTORE_MAX: Final = 100_000  # per account, newest first: ~8 MB of markers
 # A tool's rate limit per (account, tool) and period: more is no limit at all, likely a typo.
 RATE_LIMIT_COUNT_MAX: Final = 1_000_000
 RATE_LIMIT_PERIOD_MS_MAX: Final = 3_600_000  # "N/hour", the longest period the catalog names
+# An account's own rate limits (per tool, or "*" for all its tools): each is read by every
+# charge of the account (they ride on its wallet hash); a few dozen tools is a lot already.
+RATE_LIMIT_OVERRIDES_MAX: Final = 32
 
 LUA_CONSTANTS: Final[dict[str, int]] = {
     "CREDITS_MAX": CREDITS_MAX,
@@ -70,6 +73,7 @@ LUA_CONSTANTS: Final[dict[str, int]] = {
     "IDEM_RESTORE_BATCH_MAX": IDEM_RESTORE_BATCH_MAX,
     "RATE_LIMIT_COUNT_MAX": RATE_LIMIT_COUNT_MAX,
     "RATE_LIMIT_PERIOD_MS_MAX": RATE_LIMIT_PERIOD_MS_MAX,
+    "RATE_LIMIT_OVERRIDES_MAX": RATE_LIMIT_OVERRIDES_MAX,
 }
 # Nesting of a metadata object: deeper JSON only serves to exhaust parsers and serializers
 # (pydantic refuses to serialize past 255 levels, json past ~1,000).

@@ -140,14 +140,18 @@ class ClockSkew(MeterError):
 
 
 class RateLimited(MeterError):
-    """The tool's rate limit (calls per period, per account) is used up; nothing changed.
-    retry_after_ms: when the next call may pass; reset_ms: when the whole limit is back."""
+    """The rate limit in force (the account's own, else the tool's; calls per period, per
+    account) is used up; nothing changed. retry_after_ms: when the next call may pass;
+    reset_ms: when the whole limit is back. limit 0: the account may not call the tool."""
 
     def __init__(self, tool: str, limit: int, retry_after_ms: int, reset_ms: int) -> None:
         retry_s = -(-retry_after_ms // 1000)
-        super().__init__(
-            f"rate limit of {tool!r} reached ({limit} per period): retry in {retry_s} s"
+        what = (
+            f"{tool!r} is blocked for this account (rate limit 0)"
+            if limit == 0
+            else f"rate limit of {tool!r} reached ({limit} per period)"
         )
+        super().__init__(f"{what}: retry in {retry_s} s")
         self.tool = tool
         self.limit = limit
         self.retry_after_ms = retry_after_ms

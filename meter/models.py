@@ -18,6 +18,16 @@ class GrantPart:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """The rate limit in force on a charge (the account's own, else the tool's): calls per
+    period, calls that would pass now, ms until the whole limit is back."""
+
+    limit: int
+    remaining: int
+    reset_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChargeResult:
     id: str
     account_id: str
@@ -29,6 +39,7 @@ class ChargeResult:
     held: int
     breakdown: tuple[GrantPart, ...]
     replayed: bool
+    rate_limit: RateLimitState | None = None  # after this charge; None: no limit, or a replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,7 @@ class ChargeCheck:
     balance: int
     available: int
     reason: str | None = None
+    rate_limit: RateLimitState | None = None  # as it is now, when it would succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +200,8 @@ class WalletSnapshot:
 
     overdraft_limit: int = 0
     suspended: bool = False  # the account's status (SQL accounts.status)
+    # The account's own rate limits, (tool or "*", "N/unit") (meter.rate_limits).
+    rate_limits: tuple[tuple[str, str], ...] = ()
     debt: int = 0
     grants: tuple[GrantInfo, ...] = field(default_factory=tuple)
     holds: tuple[HoldSnapshot, ...] = field(default_factory=tuple)

@@ -8,7 +8,7 @@ perform the I/O. So the logic — including "not loaded -> hydrate -> retry" —
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from meter.models import (
     GrantInfo,
     GrantResult,
     HoldResult,
+    RateLimitState,
     RefundResult,
     ReleaseResult,
     SettleResult,
@@ -46,6 +47,7 @@ from meter.models import (
     WalletBalance,
     WalletSnapshot,
 )
+from meter.rate_limits import overrides_replica
 from meter.signatures import (
     ACCOUNT_SET,
     ADJUST,
@@ -202,6 +204,7 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
             "credit_type": credit_type,
             "overdraft_limit": str(snap.overdraft_limit),
             "status": "suspended" if snap.suspended else "active",
+            "rate_limits": overrides_replica(dict(snap.rate_limits)),
             "debt": str(snap.debt),
             "grants": [
                 {
@@ -415,6 +418,18 @@ def charge(
         held=reply.int("held"),
         breakdown=wire.parse_breakdown(reply.text("breakdown")),
         replayed=reply.replayed,
+        rate_limit=None if reply.replayed else _rate_limit_state(reply),
+    )
+
+
+def _rate_limit_state(reply: Reply) -> RateLimitState | None:
+    """The charge reply's rate limit fields ("" each when the call has no limit)."""
+    if reply.text("rate_limit") == "":
+        return None
+    return RateLimitState(
+        limit=reply.int("rate_limit"),
+        remaining=reply.int("rate_remaining"),
+        reset_ms=reply.int("rate_reset_ms"),
     )
 
 
@@ -470,6 +485,7 @@ def charge_check(
         amount=reply.int("amount"),
         balance=reply.int("balance"),
         available=reply.int("available"),
+        rate_limit=_rate_limit_state(reply),
     )
 
 
@@ -547,6 +563,9 @@ def _charge_call(
             available=balance,
             held=0,
             breakdown=stored.breakdown,
+            rate_limit="",  # a replay counts nothing: no rate limit figures
+            rate_remaining="",
+            rate_reset_ms="",
         )
 
     return (
@@ -1264,12 +1283,21 @@ def set_tools(env: Env, tools: list[Tool], *, replace: bool = False) -> Op[None]
         env.tool_credit_types[t.name] = t.credit_type
 
 
-def set_account(env: Env, account_id: str, *, overdraft_limit: int, suspended: bool) -> Op[int]:
-    """Puts an account's overdraft limit and status in force on every wallet it has in Redis
-    (each credit type the durable store or the catalog knows for it) -> wallets updated.
-    The durable store must hold them first: a wallet loaded later hydrates them from it."""
+def set_account(
+    env: Env,
+    account_id: str,
+    *,
+    overdraft_limit: int,
+    suspended: bool,
+    rate_limits: Mapping[str, str],
+) -> Op[int]:
+    """Puts an account's overdraft limit, status and own rate limits ({tool or "*": "N/unit"},
+    meter.rate_limits) in force on every wallet it has in Redis (each credit type the durable
+    store or the catalog knows for it) -> wallets updated. The durable store must hold them
+    first: a wallet loaded later hydrates them from it."""
     account_id = validate.account_id(account_id)
     validate.integer("overdraft_limit", overdraft_limit, 0, bounds.OVERDRAFT_LIMIT_MAX)
+    rates = overrides_replica(rate_limits)
     known = yield LoadAccountTypes(account_id)
     types = sorted(set(known) | set((yield from catalog_credit_types(env, account_id))))
     keys = env.keys
@@ -1284,6 +1312,7 @@ def set_account(env: Env, account_id: str, *, overdraft_limit: int, suspended: b
             "account_id": account_id,
             "overdraft_limit": str(overdraft_limit),
             "status": "suspended" if suspended else "active",
+            "rate_limits": rates,
         },
     )
     raise_for_reply(reply, f"account {account_id}", "")

@@ -145,7 +145,18 @@ CHARGE = Signature(
             ),
         ),
     ),
-    reply=("entry_id", "amount", "balance", "available", "held", "breakdown"),
+    reply=(
+        "entry_id",
+        "amount",
+        "balance",
+        "available",
+        "held",
+        "breakdown",
+        # The rate limit in force after the charge ("" each: none), for RateLimit-* headers.
+        "rate_limit",
+        "rate_remaining",
+        "rate_reset_ms",
+    ),
     batched=True,
 )
 HOLD = Signature(
@@ -318,6 +329,7 @@ HYDRATE = Signature(
         "credit_type",
         "overdraft_limit",
         "status",
+        "rate_limits",
         "debt",
         Group(
             "grants",
@@ -332,7 +344,7 @@ HYDRATE = Signature(
 ACCOUNT_SET = Signature(
     "account_set",
     keys=("account", Group("wallets", ("wallet",))),
-    args=("account_id", "overdraft_limit", "status"),
+    args=("account_id", "overdraft_limit", "status", "rate_limits"),
     reply=("wallets",),
 )
 IDEM_RESTORE = Signature(

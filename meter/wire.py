@@ -101,6 +101,7 @@ class WalletField(StrEnum):
     OVERDRAFT = "o"
     DEBT = "d"
     SUSPENDED = "s"  # "1" while the account is suspended; absent when active
+    RATE_LIMITS = "r"  # the account's own rate limits (meter.rate_limits.overrides_replica)
 
 
 GRANT_PREFIX = "g:"  # value "remaining|priority|expires_ms|category code"

@@ -331,8 +331,8 @@ def _welcome(conn: Connection, keys: Keys, account_id: str, now_ms: int) -> None
 def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> WalletSnapshot:
     """Grants with credits left and active holds, expired ones included: the scripts expire
     them on the next touch and journal it, so SQL learns of the expiry too."""
-    overdraft, status = conn.execute(
-        select(T_ACCOUNTS.c.overdraft_limit, T_ACCOUNTS.c.status).where(
+    overdraft, status, rates = conn.execute(
+        select(T_ACCOUNTS.c.overdraft_limit, T_ACCOUNTS.c.status, T_ACCOUNTS.c.rate_limits).where(
             T_ACCOUNTS.c.id == account_id
         )
     ).one()
@@ -364,6 +364,7 @@ def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> Wall
     return WalletSnapshot(
         overdraft_limit=overdraft,
         suspended=status == "suspended",
+        rate_limits=tuple(sorted(json.loads(rates).items())) if rates else (),
         debt=debt,
         grants=tuple(
             GrantInfo(

@@ -48,6 +48,9 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     email: Mapped[str | None] = mapped_column(String(254))  # RFC 5321's path limit
     metadata_json: Mapped[str | None] = mapped_column("metadata", Text)
+    # The account's own rate limits, JSON {"TOOL" or "*": "N/unit"} (meter.rate_limits);
+    # NULL: none, the catalog's apply.
+    rate_limits: Mapped[str | None] = mapped_column(Text)
 
 
 class Wallet(Base):

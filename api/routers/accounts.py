@@ -50,6 +50,7 @@ def _account_out(a: accounts.AccountSettings) -> AccountOut:
         email=a.email,
         metadata=a.metadata,
         created_at=rfc3339(a.created_at_ms),
+        rate_limits=a.rate_limits,
     )
 
 
@@ -72,8 +73,8 @@ async def get_account(
 async def patch_account(
     account_id: AccountId, body: AccountPatchIn, state: State, who: Admin
 ) -> AccountOut:
-    """Changes the fields given; status and overdraft_limit are in force for the account's
-    next charge or hold when this answers. Suspended: charges and holds are 403
+    """Changes the fields given; status, overdraft_limit and rate_limits are in force for
+    the account's next charge or hold when this answers. Suspended: charges and holds are 403
     account-suspended; refunds, grants, adjustments, settling or releasing holds opened
     before, and reads go on (money owed to or by the account still moves)."""
     fields = body.model_dump(exclude_unset=True)

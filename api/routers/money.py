@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from api import metrics
 from api.auth import Principal, require
+from api.errors import rate_limit_headers
 from api.idempotency import idempotency_key, optional_idempotency_key, run_idempotent
 from api.schemas import (
     ChargeCheckOut,
@@ -34,6 +35,7 @@ from api.schemas import (
 )
 from api.state import AppState, app_state, get_state
 from meter import errors as me
+from meter.models import RateLimitState
 from meter.times import rfc3339
 
 router = APIRouter(prefix="/v1", tags=["charging"])
@@ -81,7 +83,7 @@ async def create_charge(
     if body.dry_run:
         # Writes nothing, so needs no Idempotency-Key; one sent is neither checked nor stored.
         response.status_code = 200
-        return await _check_charge(state, body)
+        return await _check_charge(state, body, response)
     key = await idempotency_key(key)  # None: the same 400 as every other money route
 
     async def run() -> tuple[ChargeOut, bool]:
@@ -98,6 +100,8 @@ async def create_charge(
             metrics.record_charge(body.tool, _CHARGE_OUTCOMES.get(type(exc), "error"))
             raise
         metrics.record_charge(body.tool, "replayed" if r.replayed else "charged")
+        if r.rate_limit is not None:
+            _rate_headers(response, r.rate_limit)
         out = ChargeOut(
             id=r.id,
             account_id=r.account_id,
@@ -126,7 +130,12 @@ def _rendered(answer: Any, response: Response, status: int) -> Response:
     return rendered
 
 
-async def _check_charge(state: AppState, body: ChargeIn) -> ChargeCheckOut:
+def _rate_headers(response: Response, rate: RateLimitState) -> None:
+    """The rate limit in force on the charge, as the 429 would name it."""
+    response.headers.update(rate_limit_headers(rate.limit, rate.remaining, rate.reset_ms))
+
+
+async def _check_charge(state: AppState, body: ChargeIn, response: Response) -> ChargeCheckOut:
     c = await state.meter.charge(
         body.account_id,
         body.tool,
@@ -135,6 +144,8 @@ async def _check_charge(state: AppState, body: ChargeIn) -> ChargeCheckOut:
         metadata=body.metadata,
         dry_run=True,
     )
+    if c.rate_limit is not None:
+        _rate_headers(response, c.rate_limit)
     return ChargeCheckOut(
         would_succeed=c.would_succeed,
         account_id=c.account_id,

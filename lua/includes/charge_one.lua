@@ -29,11 +29,12 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local dry = a.dry_run == '1'
 
   local replay = not dry and idem_check(k.idem, a.fingerprint)
-  if replay then return replay end
+  if replay then
+    -- A replay counted nothing: no rate limit fields (its record never stores them).
+    return replay[1] == E_REPLAYED and rate_reply(replay, nil, false) or replay
+  end
   local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
-  local limited, rate_tat = rate_check(k.rate, a.tool, tool_fields, tonumber(now))
-  if limited then return limited end
   local amount = cost * qty
   if amount > CREDITS_MAX then return {E_AMOUNT_OVERFLOW, string.format('%.0f', amount)} end
   local w = cache.wallets[k.wallet]
@@ -44,7 +45,12 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   local refused = account_refusal(w, a.account)
   if refused then return refused end
-  if dry then return charge_dry(w, amount, tonumber(now)) end
+  local limited, rate = rate_check(k.rate, a.tool, w, tool_fields, tonumber(now))
+  if limited then return limited end
+  if dry then
+    local answer = charge_dry(w, amount, tonumber(now))
+    return answer[1] == E_DRY_RUN and rate_reply(answer, rate, false) or answer
+  end
 
   local ctx = {journal = k.journal, events = k.events, account = a.account,
     credit_type = a.credit_type, now = tonumber(now)}
@@ -66,9 +72,9 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     CHARGE_RECORD_TTL_S)
   charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
-  rate_count(k.rate, rate_tat, ctx.now)
-  return idem_store(k.idem, a.fingerprint, idem_ttl_s,
-    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown})
+  rate_count(k.rate, rate)
+  return rate_reply(idem_store(k.idem, a.fingerprint, idem_ttl_s,
+    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown}), rate, true)
 end
 
 -- Writes back every wallet the charges of this call changed, then publishes their events.

@@ -1,25 +1,65 @@
 -- Rate limit per (account, tool): GCRA, the generic cell rate algorithm (as redis-cell): a
--- rate of `count` calls per `period_ms`, all of them at once after a quiet period. The key holds the theoretical arrival time (TAT, ms, fractional):
--- each counted call moves it one interval (period / count) on; a call passes while TAT stays
--- within one period of now. One key per (account, tool), gone when the limit is whole again.
--- The catalog replica's value "cost|credit_type|active|count|period_ms" names the limit.
+-- rate of `count` calls per `period_ms`, all of them at once after a quiet period. The key
+-- holds the theoretical arrival time (TAT, ms, fractional): each counted call moves it one
+-- interval (period / count) on; a call passes while TAT stays within one period of now. One
+-- key per (account, tool), gone when the limit is whole again.
+-- The limit in force: the account's own for the tool, else its own for all its tools ('*'),
+-- both read from the wallet the charge loads anyway (includes/rate_overrides), else the
+-- catalog's (replica value "cost|credit_type|active|count|period_ms").
 
--- Returns nil and the TAT to store when the call passes, or the refusal reply
--- {E_RATE_LIMITED, tool, limit, retry_after_ms, reset_ms}. Reads only: rate_count stores.
-local function rate_check(key, tool, t, now)
-  if not t[4] then return nil, nil end
-  local count, period_ms = tonumber(t[4]), tonumber(t[5])
-  local tat = math.max(tonumber(redis.call('GET', key) or 0), now)
+-- count, period_ms of the limit in force, or nil when the call has none.
+local function rate_limit_of(w, tool, t)
+  if w.rates then
+    local all
+    for _, item in ipairs(split(w.rates, ';')) do
+      local f = split(item, ':')
+      if f[1] == tool then return tonumber(f[2]), tonumber(f[3]) end
+      if f[1] == '*' then all = f end
+    end
+    if all then return tonumber(all[2]), tonumber(all[3]) end
+  end
+  if t[4] then return tonumber(t[4]), tonumber(t[5]) end
+  return nil
+end
+
+-- Returns the refusal reply {E_RATE_LIMITED, tool, limit, retry_after_ms, reset_ms}, or nil
+-- and the limit's state r (nil: no limit) for rate_count and rate_reply. Reads only.
+-- A limit of 0 refuses every call; its client may ask again in a period. A TAT left by an
+-- earlier, slower limit (the account's own was raised) counts as one period of the limit in
+-- force at most, so a raised limit lets calls through within one of its intervals.
+local function rate_check(key, tool, w, t, now)
+  local count, period_ms = rate_limit_of(w, tool, t)
+  if not count then return nil, nil end
+  if count == 0 then return {E_RATE_LIMITED, tool, 0, period_ms, period_ms}, nil end
+  local tat = math.min(math.max(tonumber(redis.call('GET', key) or 0), now), now + period_ms)
   local next_tat = tat + period_ms / count
   if next_tat - period_ms > now then
     return {E_RATE_LIMITED, tool, count, math.ceil(next_tat - period_ms - now),
       math.ceil(tat - now)}, nil
   end
-  return nil, next_tat
+  return nil, {count = count, period_ms = period_ms, tat = tat, next_tat = next_tat, now = now}
 end
 
--- Counts a call that rate_check let pass (next_tat nil: the tool has no limit).
-local function rate_count(key, next_tat, now)
-  if not next_tat then return end
-  redis.call('SET', key, string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now))
+-- Counts a call that rate_check let pass (r nil: the call has no limit).
+local function rate_count(key, r)
+  if not r then return end
+  redis.call('SET', key, string.format('%.3f', r.next_tat), 'PX', math.ceil(r.next_tat - r.now))
+end
+
+-- Appends the limit's fields to a charge or dry-run reply: limit, remaining (calls that
+-- would pass now), reset_ms (until the whole limit is back); '' each without a limit.
+-- counted: the state after this call counted (a charge), else before it (a dry run).
+local function rate_reply(reply, r, counted)
+  local n = #reply
+  if not r then
+    reply[n + 1], reply[n + 2], reply[n + 3] = '', '', ''
+    return reply
+  end
+  local tat = counted and r.next_tat or r.tat
+  -- 1e-6: the stored TAT is rounded to 0.001 ms; a whole interval must not read as 0.999...
+  local remaining = math.floor((r.now + r.period_ms - tat) * r.count / r.period_ms + 1e-6)
+  reply[n + 1] = r.count
+  reply[n + 2] = math.max(0, math.min(r.count, remaining))
+  reply[n + 3] = math.ceil(tat - r.now)
+  return reply
 end

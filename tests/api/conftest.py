@@ -161,3 +161,50 @@ def wallet(balance: dict[str, Any], credit_type: str = "credits") -> dict[str, A
 
 def account(prefix: str = "acct") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def idem() -> dict[str, str]:
+    """A fresh Idempotency-Key header."""
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+def grant(http: httpx.Client, key: str, acct: str, amount: int) -> httpx.Response:
+    return http.post(
+        f"/v1/accounts/{acct}/grants",
+        json={"credit_type": "credits", "amount": amount, "category": "paid"},
+        headers={**bearer(key), **idem()},
+    )
+
+
+def charge(http: httpx.Client, key: str, acct: str, tool: str, **extra: Any) -> httpx.Response:
+    """POST /v1/charges with a fresh Idempotency-Key (or extra["headers"]) and extra fields."""
+    headers = {**bearer(key), **extra.pop("headers", idem())}
+    return http.post(
+        "/v1/charges", json={"account_id": acct, "tool": tool, **extra}, headers=headers
+    )
+
+
+@pytest.fixture(scope="module")
+def tool(api_url: str, admin_key: str, api_prefix: str) -> str:
+    """A tool of cost 10 in credits, without a rate limit."""
+    name = f"IMG_{api_prefix.upper()}"
+    r = httpx.put(
+        f"{api_url}/v1/tools/{name}",
+        json={"display_name": "Image", "cost": 10, "credit_type": "credits", "active": True},
+        headers=bearer(admin_key),
+    )
+    assert r.status_code == 200, r.text
+    return name
+
+
+@pytest.fixture
+def funded(http: httpx.Client, admin_key: str) -> Callable[[int], str]:
+    """make(amount) -> a new account granted `amount` paid credits."""
+
+    def make(amount: int) -> str:
+        acct = account()
+        r = grant(http, admin_key, acct, amount)
+        assert r.status_code == 201, r.text
+        return acct
+
+    return make

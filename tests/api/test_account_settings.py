@@ -20,52 +20,11 @@ from sqlalchemy import Engine, select
 from meter.bounds import OVERDRAFT_LIMIT_MAX
 from meter.keys import Keys
 from sync.models import T_AUDIT
-from tests.api.conftest import account, bearer, wait_until, wallet
+from tests.api.conftest import account, bearer, charge, grant, idem, wait_until, wallet
 from tests.api.server import creditmeter_bin
 
 PROBLEM = "application/problem+json"
 IN_FLIGHT_WAIT_S = 30.0  # a few dozen charges over loopback on a busy machine
-
-
-def idem() -> dict[str, str]:
-    return {"Idempotency-Key": uuid.uuid4().hex}
-
-
-@pytest.fixture(scope="module")
-def tool(api_url: str, admin_key: str, api_prefix: str) -> str:
-    name = f"ACC_{api_prefix.upper()}"
-    r = httpx.put(
-        f"{api_url}/v1/tools/{name}",
-        json={"display_name": "Acc", "cost": 10, "credit_type": "credits", "active": True},
-        headers=bearer(admin_key),
-    )
-    assert r.status_code == 200, r.text
-    return name
-
-
-@pytest.fixture
-def funded(http: httpx.Client, admin_key: str) -> Callable[[int], str]:
-    def make(amount: int) -> str:
-        acct = account()
-        r = grant(http, admin_key, acct, amount)
-        assert r.status_code == 201, r.text
-        return acct
-
-    return make
-
-
-def grant(http: httpx.Client, key: str, acct: str, amount: int) -> httpx.Response:
-    return http.post(
-        f"/v1/accounts/{acct}/grants",
-        json={"credit_type": "credits", "amount": amount, "category": "paid"},
-        headers={**bearer(key), **idem()},
-    )
-
-
-def charge(http: httpx.Client, key: str, acct: str, tool: str) -> httpx.Response:
-    return http.post(
-        "/v1/charges", json={"account_id": acct, "tool": tool}, headers={**bearer(key), **idem()}
-    )
 
 
 def hold(http: httpx.Client, key: str, acct: str, tool: str) -> httpx.Response:
@@ -301,6 +260,7 @@ def test_get_shows_the_settings_and_patch_writes_one_audit_row(
         "overdraft_limit": 50,
         "email": "ada@example.com",
         "metadata": {"plan": "team", "seats": 3},
+        "rate_limits": {},
     }
     assert patch(http, admin_key, acct).json() == r.json()  # {}: nothing changed, no audit
     cleared = patch(http, admin_key, acct, email=None)

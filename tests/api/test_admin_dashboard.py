@@ -405,3 +405,18 @@ def test_settings_form_suspends_sets_overdraft_email_metadata_and_is_audited(
         {"status": "active"},  # only what changed
     ]
     assert {a for a, _ in audits} == {key_id_of(api_engine, admin_key)}
+
+
+def test_the_account_page_shows_the_accounts_own_rate_limits(
+    admin: httpx.Client, http: httpx.Client, admin_key: str
+) -> None:
+    who, _, _ = _funded_account_page(admin, http, admin_key)
+    assert 'id="rate-limits">the catalog\'s<' in admin.get(f"/admin/accounts/{who}").text
+    r = http.patch(
+        f"/v1/accounts/{who}",
+        json={"rate_limits": {"IMG": "600/minute", "*": "0/hour"}},
+        headers=bearer(admin_key),
+    )
+    assert r.status_code == 200, r.text
+    shown = admin.get(f"/admin/accounts/{who}").text
+    assert 'id="rate-limits"><code>*</code> 0/hour, <code>IMG</code> 600/minute<' in shown

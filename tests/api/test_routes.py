@@ -13,47 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from sync.models import T_AUDIT
-from tests.api.conftest import account, bearer, wallet
+from tests.api.conftest import account, bearer, charge, idem, wallet
 
 PROBLEM = "application/problem+json"
-
-
-def idem() -> dict[str, str]:
-    return {"Idempotency-Key": uuid.uuid4().hex}
-
-
-@pytest.fixture(scope="module")
-def tool(api_url: str, admin_key: str, api_prefix: str) -> str:
-    name = f"IMG_{api_prefix.upper()}"
-    r = httpx.put(
-        f"{api_url}/v1/tools/{name}",
-        json={"display_name": "Image", "cost": 10, "credit_type": "credits", "active": True},
-        headers=bearer(admin_key),
-    )
-    assert r.status_code == 200, r.text
-    return name
-
-
-@pytest.fixture
-def funded(http: httpx.Client, admin_key: str) -> Callable[[int], str]:
-    def make(amount: int) -> str:
-        acct = account()
-        r = http.post(
-            f"/v1/accounts/{acct}/grants",
-            json={"credit_type": "credits", "amount": amount, "category": "paid"},
-            headers={**bearer(admin_key), **idem()},
-        )
-        assert r.status_code == 201, r.text
-        return acct
-
-    return make
-
-
-def charge(http: httpx.Client, key: str, acct: str, tool: str, **extra: Any) -> httpx.Response:
-    headers = {**bearer(key), **extra.pop("headers", idem())}
-    return http.post(
-        "/v1/charges", json={"account_id": acct, "tool": tool, **extra}, headers=headers
-    )
 
 
 def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:

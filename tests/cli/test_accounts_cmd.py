@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from meter import AccountSuspended, InsufficientCredits, Meter
+from meter import AccountSuspended, InsufficientCredits, Meter, RateLimited
 from meter.keys import Keys
 from sync.accounts import get_settings
 from sync.loader import SqlLoader
@@ -42,7 +42,8 @@ def test_set_suspends_at_once_and_reactivates(cli: CliRunner, meter: Meter, engi
     r = _run(cli, "set", account, "--status", "suspended", "--email", "a@example.com")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == (
-        f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none"
+        f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none, "
+        "rate limits the catalog's"
     )
     with pytest.raises(AccountSuspended):
         meter.charge(account, "CLI_TOOL")
@@ -105,3 +106,33 @@ def test_bad_options_exit_2_and_change_nothing(
     assert r.exit_code == 2, r.output
     now = get_settings(engine, account)
     assert now is not None and now.status == "active"
+
+
+def test_set_rate_limit_beats_the_catalog_at_once_and_tool_equals_nothing_removes_it(
+    cli: CliRunner, meter: Meter, engine: Engine
+) -> None:
+    account = _funded(meter, 100)
+    r = _run(cli, "set", account, "--rate-limit", "CLI_TOOL=1/hour", "--rate-limit", "*=5/second")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("rate limits *=5/second, CLI_TOOL=1/hour")
+    meter.charge(account, "CLI_TOOL")
+    with pytest.raises(RateLimited) as refused:
+        meter.charge(account, "CLI_TOOL")
+    assert refused.value.limit == 1
+    assert _run(cli, "set", account, "--rate-limit", "CLI_TOOL=").exit_code == 0
+    saved = get_settings(engine, account)
+    assert saved is not None and saved.rate_limits == {"*": "5/second"}
+    with pytest.raises(RateLimited) as now_all:  # the 1/hour call counts one second of 5/second
+        meter.charge(account, "CLI_TOOL")
+    assert now_all.value.limit == 5 and now_all.value.retry_after_ms <= 200
+
+
+@pytest.mark.parametrize("given", ["CLI_TOOL=5/day", "cli_tool=1/hour", "CLI_TOOL"])
+def test_set_a_bad_rate_limit_is_a_usage_error_that_changes_nothing(
+    cli: CliRunner, meter: Meter, engine: Engine, given: str
+) -> None:
+    account = _funded(meter, 10)
+    r = _run(cli, "set", account, "--rate-limit", given)
+    assert r.exit_code == 2 and "--rate-limit" in r.output, r.output
+    saved = get_settings(engine, account)
+    assert saved is not None and saved.rate_limits == {}

@@ -40,7 +40,7 @@ def _first_eval(op: ops.Op[object], reply: object = None) -> ops.Eval:
 
 def _account_set_eval(account: str) -> ops.Eval:
     """set_account's script call, after the account's credit types (SQL, then catalog)."""
-    op = ops.set_account(_env(), account, overdraft_limit=5, suspended=True)
+    op = ops.set_account(_env(), account, overdraft_limit=5, suspended=True, rate_limits={})
     assert isinstance(next(op), ops.LoadAccountTypes)
     assert isinstance(op.send(["credits"]), ops.Command)
     request = op.send({b"GPT": b"1|gems|1"})

@@ -113,6 +113,7 @@ class World:
                 "credit_type": CT,
                 "overdraft_limit": "0",
                 "status": "active",
+                "rate_limits": "",
                 "debt": "0",
                 "grants": [{**grant, "expires_ms": "0", "category": category}],
                 "holds": [],
@@ -426,7 +427,7 @@ class World:
         return self.hydrate_wallet_args(account, "g9", "7", "promotional")
 
     def account_set_args(
-        self, status: str = "suspended", overdraft_limit: str = "0"
+        self, status: str = "suspended", overdraft_limit: str = "0", rate_limits: str = ""
     ) -> tuple[list, list]:
         return _call(
             sig.ACCOUNT_SET,
@@ -434,7 +435,12 @@ class World:
                 "account": self.k.account(ACCT),
                 "wallets": [{"wallet": self.k.wallet(ACCT, ct)} for ct in (CT, "gems")],
             },
-            args={"account_id": ACCT, "overdraft_limit": overdraft_limit, "status": status},
+            args={
+                "account_id": ACCT,
+                "overdraft_limit": overdraft_limit,
+                "status": status,
+                "rate_limits": rate_limits,
+            },
         )
 
     def clawback_args(
@@ -557,6 +563,19 @@ def _common_cases() -> list[Any]:
     return out
 
 
+# Malformed account rate limits ("TOOL:count:period_ms;...", lua/includes/rate_overrides).
+BAD_RATE_OVERRIDES = [
+    "LIM",
+    "LIM:2",
+    "lim:2:60000",
+    "LIM:-1:60000",
+    "LIM:2:0",
+    "LIM:2:3600001",
+    "LIM:1000001:1000",
+    "LIM:2:60000;",
+    "LIM:2:60000:1",
+    ";".join(f"T{i}:1:1000" for i in range(33)),
+]
 SPECIFIC = [  # (script, ARGV name, bad value, field)
     *[("charge", "entry_id", v, "entry_id") for v in IDS],
     *[("charge", "tool", v, "tool") for v in ["", "gpt", "G" * 65, "GPT-4"]],
@@ -620,6 +639,8 @@ SPECIFIC = [  # (script, ARGV name, bad value, field)
     *[("account_set", "account_id", v, "account_id") for v in ACCOUNTS],
     *[("account_set", "overdraft_limit", v, "overdraft_limit") for v in NUMBERS],
     *[("account_set", "status", v, "status") for v in ["", "Suspended", "closed"]],
+    *[("account_set", "rate_limits", v, "rate_limits") for v in BAD_RATE_OVERRIDES],
+    *[("hydrate", "rate_limits", v, "rate_limits") for v in BAD_RATE_OVERRIDES],
     *[("hydrate", "grant_id", v, "grant") for v in IDS],
     *[("hydrate", "remaining", v, "grant") for v in [*NUMBERS, "0"]],
     *[("hydrate", "priority", v, "grant") for v in [*NUMBERS, "101"]],
@@ -903,6 +924,15 @@ def test_account_set_updates_every_loaded_wallet_and_the_account_key(w: World) -
     assert w.r.hmget(w.k.wallet(ACCT, CT), "o", "s") == [b"0", None]
 
 
+def test_account_set_writes_and_removes_the_accounts_own_rate_limits(w: World) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "LIM:3:60000")))
+    assert w.r.hget(w.k.wallet(ACCT, CT), "r") == b"LIM:3:60000"
+    assert w.r.hget(w.k.account(ACCT), "r") == b"LIM:3:60000"
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "")))
+    assert w.r.hget(w.k.wallet(ACCT, CT), "r") is None
+    assert w.r.hget(w.k.account(ACCT), "r") is None
+
+
 @covers(("charge", "hold"), Code.ACCOUNT_SUSPENDED)
 @pytest.mark.parametrize("script", ["charge", "hold"])
 def test_a_suspended_account_is_refused_and_nothing_changes(w: World, script: str) -> None:
@@ -915,9 +945,24 @@ def test_a_suspended_account_is_refused_and_nothing_changes(w: World, script: st
 
 
 def test_hydrate_takes_settings_set_after_its_sql_read(w: World) -> None:
-    w.r.hset(w.k.account("other"), mapping={"o": "40", "s": "suspended"})
+    w.r.hset(w.k.account("other"), mapping={"o": "40", "s": "suspended", "r": "GPT:1:1000"})
     assert w.call("hydrate", *w.hydrate_args("other")) == [Code.OK, 1]
-    assert w.r.hmget(w.k.wallet("other", CT), "o", "s") == [b"40", b"1"]
+    assert w.r.hmget(w.k.wallet("other", CT), "o", "s", "r") == [b"40", b"1", b"GPT:1:1000"]
+
+
+def test_hydrate_writes_the_accounts_own_rate_limits_from_sql(w: World) -> None:
+    keys, args = w.hydrate_args("other")
+    args = _patched("hydrate", args, "rate_limits", "*:5:1000")
+    assert w.call("hydrate", keys, args) == [Code.OK, 1]
+    assert w.r.hget(w.k.wallet("other", CT), "r") == b"*:5:1000"
+
+
+def test_hydrate_keeps_no_rate_limits_when_account_set_removed_them_since(w: World) -> None:
+    w.r.hset(w.k.account("other"), mapping={"o": "0", "s": "active"})  # no "r": none now
+    keys, args = w.hydrate_args("other")
+    args = _patched("hydrate", args, "rate_limits", "*:5:1000")  # SQL's read, older
+    assert w.call("hydrate", keys, args) == [Code.OK, 1]
+    assert w.r.hget(w.k.wallet("other", CT), "r") is None
 
 
 # --- money codes ---------------------------------------------------------------------------
@@ -939,7 +984,7 @@ def test_insufficient_credits_report_balance_available_required(w: World) -> Non
 @covers(("charge",), Code.DRY_RUN)
 def test_dry_run_that_would_succeed_answers_the_price_and_changes_nothing(w: World) -> None:
     reply = expect_unchanged(w, "charge", *w.charge_args(qty="8", dry_run="1"), Code.DRY_RUN)
-    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b""]
+    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b"", b"", b"", b""]
 
 
 def test_dry_run_that_would_fail_answers_insufficient_and_changes_nothing(w: World) -> None:
@@ -960,6 +1005,63 @@ def test_a_rate_limited_charge_is_refused_and_changes_nothing(w: World) -> None:
     reply = expect_unchanged(w, "charge", *w.charge_args(tool="LIM"), Code.RATE_LIMITED)
     # one call per 30 s: the next passes 30 s after the first, the whole limit is back at 60 s
     assert reply == [Code.RATE_LIMITED, b"LIM", 2, 30_000, 60_000]
+
+
+def test_a_charge_answers_the_rate_limit_in_force_after_it(w: World) -> None:
+    # 2 a minute: after the first, 1 left and the whole limit back in 30 s; then 0 and 60 s
+    assert w.call("charge", *w.charge_args(tool="LIM"))[0][7:] == [2, 1, 30_000]
+    assert w.call("charge", *w.charge_args(tool="LIM"))[0][7:] == [2, 0, 60_000]
+    assert w.call("charge", *w.charge_args(tool="GPT"))[0][7:] == [b"", b"", b""]
+
+
+def test_a_replay_answers_no_rate_limit_and_its_record_stores_none(w: World) -> None:
+    keys, args = w.charge_args(tool="LIM", idem="RL1", entry=w.id())
+    assert w.call("charge", keys, args)[0][7:] == [2, 1, 30_000]
+    replay = w.call("charge", keys, args)[0]
+    assert replay[0] == Code.REPLAYED and replay[7:] == [b"", b"", b""]
+    # the record keeps the reply's first 7 fields, as records stored before these fields did
+    assert len(w.r.get(w.k.idempotency(ACCT, "RL1")).split(b"\x1f")) == 7
+
+
+def test_a_dry_run_answers_the_rate_limit_as_it_is(w: World) -> None:
+    assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][7:] == [2, 2, 0]
+    w.ok(w.call("charge", *w.charge_args(tool="LIM")))
+    assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][7:] == [2, 1, 30_000]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_accounts_own_limit_beats_the_catalogs_lower_or_higher(w: World, count: int) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", f"LIM:{count}:60000")))
+    for _ in range(count):
+        w.ok(w.call("charge", *w.charge_args(tool="LIM")))
+    reply = expect_unchanged(w, "charge", *w.charge_args(tool="LIM"), Code.RATE_LIMITED)
+    assert reply[:3] == [Code.RATE_LIMITED, b"LIM", count]
+
+
+def test_a_limit_for_all_tools_limits_the_others_and_a_tools_own_beats_it(w: World) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "*:1:60000;LIM:3:60000")))
+    assert w.call("charge", *w.charge_args(tool="GPT"))[0][7:] == [1, 0, 60_000]
+    reply = expect_unchanged(w, "charge", *w.charge_args(tool="GPT"), Code.RATE_LIMITED)
+    assert reply[:3] == [Code.RATE_LIMITED, b"GPT", 1]
+    for _ in range(3):
+        w.ok(w.call("charge", *w.charge_args(tool="LIM")))
+
+
+def test_a_raised_limit_counts_the_slower_ones_calls_as_one_of_its_periods(w: World) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "LIM:1:3600000")))
+    w.ok(w.call("charge", *w.charge_args(tool="LIM")))  # the next one an hour later
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "LIM:2:1000")))
+    reply = expect_unchanged(w, "charge", *w.charge_args(tool="LIM"), Code.RATE_LIMITED)
+    assert reply == [Code.RATE_LIMITED, b"LIM", 2, 500, 1000]  # used up for one 500 ms interval
+
+
+@pytest.mark.parametrize("dry_run", ["0", "1"])
+def test_a_limit_of_zero_refuses_every_call(w: World, dry_run: str) -> None:
+    w.ok(w.call("account_set", *w.account_set_args("active", "0", "GPT:0:60000")))
+    keys, args = w.charge_args(tool="GPT", dry_run=dry_run)
+    reply = expect_unchanged(w, "charge", keys, args, Code.RATE_LIMITED)
+    # nothing will pass: ask again in a period (the override may be lifted by then)
+    assert reply == [Code.RATE_LIMITED, b"GPT", 0, 60_000, 60_000]
 
 
 def test_a_refused_charge_is_not_counted_by_the_rate_limit(w: World) -> None:

@@ -1,6 +1,7 @@
-"""Rate limits per (account, tool), GCRA inside the charge script: over the limit a charge
-is RateLimited and costs nothing; a charge that passes is counted, also when many race in
-one batch; the limit refills at count per period."""
+"""Rate limits per (account, tool), GCRA inside the charge script (the account's own limits
+beating the catalog's): over the limit a charge is RateLimited and costs nothing; a charge
+that passes is counted, also when many race in one batch, and carries the limit's state;
+the limit refills at count per period."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 import redis
 
 from meter import InsufficientCredits, InvalidArgument, RateLimited
-from meter.models import Tool
-from meter.rate_limits import RateLimit, parse
+from meter.models import RateLimitState, Tool
+from meter.rate_limits import RateLimit, overrides_replica, parse
 from tests.meter.helpers import Clock, make_async_meter, make_meter, snapshot
 
 CT = "credits"
@@ -161,3 +162,60 @@ def test_a_balance_read_knows_the_credit_type_of_a_limited_tool(
     m.set_tools([Tool(name="LIMV", cost=1, credit_type="video", rate_limit="5/second")])
     m.grant("a", "video", 7)
     assert m.balance("a").wallet("video").balance == 7  # type: ignore[union-attr]
+
+
+def test_a_charge_carries_the_limit_in_force_and_a_replay_none(
+    redis_url: str, key_prefix: str
+) -> None:
+    m = make_meter(redis_url, key_prefix, clock=Clock())
+    _limited(m, limit="2/minute")
+    m.set_tools([Tool(name="FREE", cost=1, credit_type=CT)])
+    m.grant("a", CT, 10)
+    first = m.charge("a", "LIM", idempotency_key="k1")
+    assert first.rate_limit == RateLimitState(limit=2, remaining=1, reset_ms=30_000)
+    assert m.charge("a", "LIM", idempotency_key="k1").rate_limit is None  # counted nothing
+    assert m.charge("a", "LIM", dry_run=True).rate_limit == RateLimitState(2, 1, 30_000)
+    assert m.charge("a", "FREE").rate_limit is None
+
+
+def test_the_accounts_own_limits_beat_the_catalogs_and_null_gives_it_back(
+    redis_url: str, key_prefix: str
+) -> None:
+    m = make_meter(redis_url, key_prefix, clock=Clock())
+    _limited(m, limit="1/minute")
+    m.set_tools([Tool(name="FREE", cost=1, credit_type=CT)])
+    m.grant("a", CT, 100)
+    m.set_account(
+        "a", overdraft_limit=0, suspended=False, rate_limits={"LIM": "3/minute", "*": "0/hour"}
+    )
+    left = [m.charge("a", "LIM").rate_limit for _ in range(3)]
+    assert [r.remaining for r in left if r] == [2, 1, 0]
+    with pytest.raises(RateLimited) as blocked:
+        m.charge("a", "FREE")
+    assert (blocked.value.limit, blocked.value.retry_after_ms) == (0, 3_600_000)
+    assert "blocked for this account" in str(blocked.value)
+    m.set_account("a", overdraft_limit=0, suspended=False, rate_limits={})
+    m.charge("a", "FREE")
+    with pytest.raises(RateLimited) as catalog:
+        m.charge("a", "LIM")  # the catalog's 1 a minute again, already used up
+    assert catalog.value.limit == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"lim": "1/second"},
+        {"LIM": "1/day"},
+        {"LIM": "-1/second"},
+        {"**": "1/second"},
+        {f"T{i}": "1/second" for i in range(33)},
+    ],
+)
+def test_malformed_account_rate_limits_are_refused(overrides: dict[str, str]) -> None:
+    with pytest.raises(InvalidArgument):
+        overrides_replica(overrides)
+
+
+def test_account_rate_limits_replica_is_sorted_with_counts_and_periods() -> None:
+    replica = overrides_replica({"LIM": "600/minute", "*": "0/second"})
+    assert replica == "*:0:1000;LIM:600:60000"
