@@ -370,14 +370,15 @@ def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> Wall
         .order_by(T_HOLDS.c.id)
         .limit(bounds.HOLDS_PER_WALLET_MAX)
     ).mappings()
-    thresholds = dict(
-        conn.execute(
+    thresholds = {
+        r.kind: r.threshold
+        for r in conn.execute(
             select(T_THRESHOLDS.c.kind, T_THRESHOLDS.c.threshold).where(
                 T_THRESHOLDS.c.account_id == account_id,
                 T_THRESHOLDS.c.credit_type == credit_type,
             )
-        ).tuples()
-    )
+        )
+    }
     return WalletSnapshot(
         overdraft_limit=overdraft,
         suspended=status == "suspended",

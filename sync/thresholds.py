@@ -49,8 +49,8 @@ def _read(conn: Connection, account_id: str, kind: str) -> dict[str, int]:
         select(t.c.credit_type, t.c.threshold)
         .where(t.c.account_id == account_id, t.c.kind == kind)
         .order_by(t.c.credit_type)
-    ).tuples()
-    return dict(rows)
+    )
+    return {r.credit_type: r.threshold for r in rows}
 
 
 def get_thresholds(engine: Engine, account_id: str, kind: str) -> dict[str, int]:
