@@ -1,7 +1,7 @@
 """Low-balance thresholds over HTTP against a real API process and a real `creditmeter
-worker`: PATCH /v1/accounts/{id} sets and removes them (audited), GET shows them, bad ones
-are 422 problem+json, and charges crossing one bring exactly one signed balance.low to a
-loopback receiver."""
+worker`: PATCH /v1/accounts/{id} and the dashboard's settings form set and remove them
+(audited), GET shows them, bad ones are 422 problem+json, and charges crossing one bring
+exactly one signed balance.low to a loopback receiver."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from meter.bounds import CREDITS_MAX
 from sync.models import T_AUDIT
 from tests.api.conftest import account, bearer, wait_until
+from tests.api.test_admin_dashboard import csrf_of, login
 from tests.sync.webhook_receiver import Receiver, delete_all_endpoints
 
 DELIVERED_WITHIN_S = 30.0  # the cron sweep runs every 5 s; the worker may still be starting
@@ -158,3 +159,25 @@ def test_charges_crossing_the_threshold_send_one_signed_balance_low(
         "available": 40,
         "threshold": 45,
     }
+
+
+def test_the_dashboard_shows_sets_and_removes_a_threshold(
+    api_url: str, admin_key: str, read_key: str, http: httpx.Client, funded: str
+) -> None:
+    with httpx.Client(base_url=api_url, timeout=10) as admin:
+        assert login(admin, admin_key).status_code == 303
+        page = admin.get(f"/admin/accounts/{funded}")
+        assert 'id="low-balance">none<' in page.text and 'name="low:credits"' in page.text
+        url, token = f"/admin/accounts/{funded}/settings", csrf_of(page.text)
+        form = {"csrf_token": token, "status": "active", "overdraft_limit": "0"}
+        bad = admin.post(url, data={**form, "low:credits": "0"})
+        assert bad.status_code == 422 and "low_balance_thresholds" in bad.text
+        assert admin.post(url, data={**form, "low:credits": "ten"}).status_code == 422
+        done = admin.post(url, data={**form, "low:credits": "30"})
+        assert done.status_code == 303
+        assert 'id="low-balance">credits below 30<' in admin.get(done.headers["location"]).text
+        got = http.get(f"/v1/accounts/{funded}", headers=bearer(read_key)).json()
+        assert got["low_balance_thresholds"] == {"credits": 30}
+        assert admin.post(url, data={**form, "low:credits": ""}).status_code == 303
+    got = http.get(f"/v1/accounts/{funded}", headers=bearer(read_key)).json()
+    assert got["low_balance_thresholds"] == {}
