@@ -1,10 +1,11 @@
 -- Balance alerts, detected where a change lowers available (balance - held), once per
 -- crossing: the change's journal entry carries field al = "<flags>|<available after>|<low
--- threshold crossed, or ''>" (meter/wire.py parse_alerts), flags joined from l (available went from at or
--- above the wallet's low threshold to below it: balance.low), d (from above 0 to 0 or below:
--- balance.depleted), t (the same crossing of the top-up threshold). '' when nothing was
--- crossed, which journal_add leaves out. The thresholds are fields of the wallet hash the
--- script reads anyway (wallet_load: lt, tt), so a wallet without one costs no Redis command.
+-- threshold crossed, or ''>" (meter/wire.py parse_alerts), the flags joined from l (available
+-- went from at or above the wallet's low threshold to below it: balance.low), d (from above
+-- 0 to 0 or below: balance.depleted) and t (the same crossing of the top-up threshold); ''
+-- when nothing was crossed, which journal_add leaves out. The thresholds are fields of the
+-- wallet hash the script reads anyway (wallet_load: lt, tt), so a wallet without one costs
+-- no Redis command.
 local function crossed(before, after, threshold)
   return threshold ~= nil and before >= threshold and after < threshold
 end
