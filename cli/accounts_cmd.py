@@ -1,10 +1,10 @@
-"""`creditmeter accounts set|show`: an account's status, overdraft limit, email, metadata and
-own rate limits.
+"""`creditmeter accounts set|show`: an account's status, overdraft limit, email, metadata,
+own rate limits and low-balance thresholds.
 
 `set` checks the fields as PATCH /v1/accounts/{id} does, saves them in SQL with their audit
-row (actor "cli"), then puts status, overdraft limit and rate limits in force on every wallet
-Redis has (sync.accounts.put_in_force), so the account's next charge sees them. It never
-creates an account.
+row (actor "cli"), then puts status, overdraft limit, rate limits and thresholds in force on
+every wallet Redis has (sync.accounts.put_in_force), so the account's next charge sees them.
+It never creates an account.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ RateLimitOption = typing.Annotated[
         "tool, 0/minute blocks, TOOL= gives the catalog's back); repeatable",
     ),
 ]
+LowBalance = typing.Annotated[
+    list[str] | None,
+    typer.Option(
+        "--low-balance",
+        metavar="CREDIT_TYPE=N",
+        help="balance.low fires when available drops below N; CREDIT_TYPE= removes it (repeatable)",
+    ),
+]
 
 
 def _fail(exc: Exception) -> typing.NoReturn:
@@ -46,7 +54,7 @@ def _fail(exc: Exception) -> typing.NoReturn:
     raise SystemExit(1)  # fail exits; this line only tells type checkers so
 
 
-def _json(a: AccountSettings) -> dict[str, object]:
+def _json(a: AccountSettings, low: dict[str, int]) -> dict[str, object]:
     """The shape of GET /v1/accounts/{id}."""
     return {
         "id": a.id,
@@ -56,19 +64,22 @@ def _json(a: AccountSettings) -> dict[str, object]:
         "metadata": a.metadata,
         "created_at": rfc3339(a.created_at_ms),
         "rate_limits": a.rate_limits,
+        "low_balance_thresholds": low,
     }
 
 
-def _show(a: AccountSettings, as_json: bool) -> None:
+def _show(a: AccountSettings, low: dict[str, int], as_json: bool) -> None:
     if as_json:
-        print_json(_json(a))
+        print_json(_json(a, low))
         return
     meta = json.dumps(a.metadata, sort_keys=True) if a.metadata else "none"
     rates = ", ".join(f"{t}={v}" for t, v in sorted(a.rate_limits.items())) or "the catalog's"
+    alerts = ", ".join(f"{ct} below {n}" for ct, n in low.items()) or "none"
     console().print(
         escape(
             f"account {a.id}: {a.status}, overdraft limit {a.overdraft_limit}, "
-            f"email {a.email or 'none'}, metadata {meta}, rate limits {rates}"
+            f"email {a.email or 'none'}, metadata {meta}, rate limits {rates}, "
+            f"low-balance alerts {alerts}"
         )
     )
 
@@ -84,12 +95,30 @@ def _rate_limits(given: list[str]) -> dict[str, str | None]:
     return out
 
 
+def _thresholds(items: list[str]) -> dict[str, int | None]:
+    """--low-balance CREDIT_TYPE=N items; CREDIT_TYPE= (nothing after =) removes one."""
+    out: dict[str, int | None] = {}
+    for item in items:
+        credit_type, sep, value = item.partition("=")
+        try:
+            out[credit_type] = int(value) if value else None
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(
+                f"{item!r}: must be CREDIT_TYPE=N (a whole number) or CREDIT_TYPE=",
+                param_hint="--low-balance",
+            )
+    return out
+
+
 def _given(
     status: str | None,
     overdraft_limit: int | None,
     email: str | None,
     metadata: str | None,
     rate_limit: list[str] | None,
+    low_balance: list[str],
 ) -> dict[str, typing.Any]:
     """The options given, checked as the PATCH body is ("" clears email or metadata)."""
     from pydantic import ValidationError
@@ -112,16 +141,20 @@ def _given(
             ) from exc
     if rate_limit:
         fields["rate_limits"] = _rate_limits(rate_limit)
+    if low_balance:
+        fields["low_balance_thresholds"] = _thresholds(low_balance)
     if not fields:
         raise typer.BadParameter(
-            "give at least one of --status, --overdraft-limit, --email, --metadata, --rate-limit"
+            "give at least one of --status, --overdraft-limit, --email, --metadata, "
+            "--rate-limit, --low-balance"
         )
     try:
         return AccountPatchIn.model_validate(fields).model_dump(exclude_unset=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0])
-        name = "--rate-limit" if field == "rate_limits" else "--" + field.replace("_", "-")
+        options = {"rate_limits": "--rate-limit", "low_balance_thresholds": "--low-balance"}
+        name = options.get(field, "--" + field.replace("_", "-"))
         raise typer.BadParameter(err["msg"], param_hint=name) from exc
 
 
@@ -135,14 +168,16 @@ def set_(
     email: str | None = typer.Option(None, "--email", help="'' clears it"),
     metadata: str | None = typer.Option(None, "--metadata", help="a JSON object; '' clears it"),
     rate_limit: RateLimitOption = None,
+    low_balance: LowBalance = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change an account's settings; a suspended account's charges and holds are refused."""
     from meter import validate
-    from sync import accounts
+    from sync import accounts, thresholds
     from sync.context import context
 
-    fields = _given(status, overdraft_limit, email, metadata, rate_limit)
+    fields = _given(status, overdraft_limit, email, metadata, rate_limit, low_balance or [])
+    low = fields.pop("low_balance_thresholds", None)
     try:
         validate.account_id(account_id)
         settings = get_settings()
@@ -151,25 +186,32 @@ def set_(
         saved = accounts.update_settings(ctx.engine, AUDIT_ACTOR, account_id, fields)
         if saved is None:
             raise LookupError(f"no account {account_id!r}: accounts are made by their first use")
+        if low:
+            thresholds.save_thresholds(ctx.engine, AUDIT_ACTOR, account_id, "low", low)
         meter = ctx.meter()
+        if low:
+            thresholds.apply_thresholds(ctx.engine, meter, account_id, "low", list(low))
         saved = accounts.put_in_force(
             ctx.engine, saved, lambda s: meter.set_account(s.id, **s.in_redis)
         )
+        shown = thresholds.get_thresholds(ctx.engine, account_id, "low")
     except Exception as exc:
         _fail(exc)
-    _show(saved, as_json)
+    _show(saved, shown, as_json)
 
 
 @accounts_app.command("show")
 def show(account_id: str = typer.Argument(...), as_json: JsonFlag = False) -> None:
     """An account's settings as SQL holds them."""
-    from sync import accounts
+    from sync import accounts, thresholds
     from sync.db import engine_for
 
     try:
-        found = accounts.get_settings(engine_for(schema_checked_url(get_settings())), account_id)
+        engine = engine_for(schema_checked_url(get_settings()))
+        found = accounts.get_settings(engine, account_id)
         if found is None:
             raise LookupError(f"no account {account_id!r}")
+        low = thresholds.get_thresholds(engine, account_id, "low")
     except Exception as exc:
         _fail(exc)
-    _show(found, as_json)
+    _show(found, low, as_json)

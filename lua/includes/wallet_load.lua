@@ -1,7 +1,8 @@
 -- Reads a wallet hash into a table, or nil when the wallet is not loaded (never zero).
 -- Fields: o = overdraft limit (always present), d = debt, g:<id> = "rem|prio|exp_ms|cat",
 -- h:<hold id> = "amount|exp_ms", s = "1" while the account is suspended (includes/account_status),
--- r = the account's own rate limits (includes/rate_overrides).
+-- r = the account's own rate limits (includes/rate_overrides),
+-- lt / tt = the low-balance / top-up alert thresholds (includes/crossings).
 -- exp_ms 0 = never expires; cat p = paid, r = promotional.
 local function wallet_load(key)
   local raw = redis.call('HGETALL', key)
@@ -29,6 +30,10 @@ local function wallet_load(key)
       w.suspended = v == '1'
     elseif f == 'r' then
       w.rates = v
+    elseif f == 'lt' then
+      w.low = tonumber(v)
+    elseif f == 'tt' then
+      w.topup = tonumber(v)
     end
   end
   return w

@@ -261,6 +261,7 @@ def test_get_shows_the_settings_and_patch_writes_one_audit_row(
         "email": "ada@example.com",
         "metadata": {"plan": "team", "seats": 3},
         "rate_limits": {},
+        "low_balance_thresholds": {},
     }
     assert patch(http, admin_key, acct).json() == r.json()  # {}: nothing changed, no audit
     cleared = patch(http, admin_key, acct, email=None)

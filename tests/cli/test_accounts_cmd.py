@@ -43,7 +43,7 @@ def test_set_suspends_at_once_and_reactivates(cli: CliRunner, meter: Meter, engi
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == (
         f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none, "
-        "rate limits the catalog's"
+        "rate limits the catalog's, low-balance alerts none"
     )
     with pytest.raises(AccountSuspended):
         meter.charge(account, "CLI_TOOL")
@@ -95,6 +95,10 @@ def test_unknown_account_is_an_error_and_is_not_created(cli: CliRunner, engine: 
         ["--email", "nope"],
         ["--metadata", "[1]"],
         ["--metadata", "{bad"],
+        ["--low-balance", "credits"],
+        ["--low-balance", "credits=ten"],
+        ["--low-balance", "credits=0"],
+        ["--low-balance", "Credits=5"],
         [],
     ],
 )
@@ -114,7 +118,7 @@ def test_set_rate_limit_beats_the_catalog_at_once_and_tool_equals_nothing_remove
     account = _funded(meter, 100)
     r = _run(cli, "set", account, "--rate-limit", "CLI_TOOL=1/hour", "--rate-limit", "*=5/second")
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip().endswith("rate limits *=5/second, CLI_TOOL=1/hour")
+    assert "rate limits *=5/second, CLI_TOOL=1/hour," in r.stdout
     meter.charge(account, "CLI_TOOL")
     with pytest.raises(RateLimited) as refused:
         meter.charge(account, "CLI_TOOL")
@@ -136,3 +140,30 @@ def test_set_a_bad_rate_limit_is_a_usage_error_that_changes_nothing(
     assert r.exit_code == 2 and "--rate-limit" in r.output, r.output
     saved = get_settings(engine, account)
     assert saved is not None and saved.rate_limits == {}
+
+
+def test_set_low_balance_saves_audits_and_flags_the_next_crossing(
+    cli: CliRunner, meter: Meter, engine: Engine
+) -> None:
+    from meter.wire import JournalField
+
+    account = _funded(meter, 100)
+    r = _run(cli, "set", account, "--low-balance", "credits=50", "--low-balance", "gems=7")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("low-balance alerts credits below 50, gems below 7")
+    c = meter.charge(account, "CLI_TOOL", 6)  # 100 -> 40
+    journal = meter.keys.journal(meter.keys.bucket(account))
+    (flags,) = [
+        f[JournalField.ALERTS.encode()]
+        for _, f in meter.redis.xrange(journal)
+        if f[JournalField.ID.encode()] == c.id.encode()
+    ]
+    assert flags == b"l|40|50"
+    assert _run(cli, "set", account, "--low-balance", "gems=").exit_code == 0
+    shown = json.loads(_run(cli, "show", account, "--json").stdout)
+    assert shown["low_balance_thresholds"] == {"credits": 50}
+    with engine.connect() as conn:
+        actions = conn.scalars(
+            select(T_AUDIT.c.action).where(T_AUDIT.c.target == account, T_AUDIT.c.actor == "cli")
+        ).all()
+    assert actions == ["account.threshold"] * 3
