@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from meter.wire import DEBT
 from meter.wire import JournalField as F
 from sync.bulk import insert_new
+from sync.copywrite import copy_ledger
 from sync.journal import Entry
 from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
@@ -87,32 +88,35 @@ def _grant_source(e: Entry) -> str:
 
 
 def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: int) -> WriteResult:
-    """Applies entries (in journal order) once; returns what was new."""
+    """Applies entries (in journal order) once; returns what was new. PostgreSQL takes the
+    COPY path (sync.copywrite), SQLite row-by-row statements: the same rows either way."""
     result = WriteResult()
-    pairs = {(e.account_id, e.credit_type) for e in entries}
-    ensure_wallets(conn, pairs, now_ms)
     ledger = [e for e in entries if e.is_ledger]
     holds = [e for e in entries if not e.is_ledger]
-    if ledger:
-        _write_ledger(conn, bucket, ledger, result, now_ms)
+    if conn.dialect.name == "postgresql":
+        # The ledger's accounts and wallets are made by the COPY path's own script.
+        ensure_wallets(conn, {(e.account_id, e.credit_type) for e in holds}, now_ms)
+        if ledger:
+            inserted = copy_ledger(conn, bucket, ledger, now_ms)
+            fresh = [e for e in ledger if e.id in inserted]
+            result.ledger_inserted = len(fresh)
+            _describe_new_grants(conn, fresh)
+    else:
+        ensure_wallets(conn, {(e.account_id, e.credit_type) for e in entries}, now_ms)
+        if ledger:
+            _write_ledger(conn, bucket, ledger, result, now_ms)
     if holds:
         _write_holds(conn, bucket, holds, result, now_ms)
     return result
 
 
-def _write_ledger(
-    conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
-) -> None:
-    rows = [_ledger_row(bucket, e) for e in ledger]
-    inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
-    fresh = [e for e in ledger if e.id in inserted]
-    result.ledger_inserted = len(fresh)
-    if not fresh:
-        return
+def _describe_new_grants(conn: Connection, fresh: list[Entry]) -> None:
+    """The grants newly inserted entries created get their description (their remainders
+    move by the entries' shares, apart from this)."""
     new_grants = []
-    grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
-    wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for e in fresh:
+        if not e.new_grants:
+            continue
         by_grant: dict[str, int] = defaultdict(int)
         for p in e.parts:
             by_grant[p.grant_id] += p.delta
@@ -134,14 +138,6 @@ def _write_ledger(
                     "created_at_ms": e.ts_ms,
                 }
             )
-        w = wallet_deltas[(e.account_id, e.credit_type)]
-        w[0] += e.amount
-        for gid, delta in by_grant.items():
-            if gid == DEBT:
-                w[1] -= delta  # the debt pseudo-grant's remaining is minus the debt
-            else:
-                before = grant_deltas.get(gid, (0, (e.account_id, e.credit_type)))[0]
-                grant_deltas[gid] = (before + delta, (e.account_id, e.credit_type))
     if new_grants:
         stmt = dialect_insert(conn, T_GRANTS)
         described = [c for c in new_grants[0] if c not in ("id", "remaining")]
@@ -151,6 +147,29 @@ def _write_ledger(
             ),
             new_grants,
         )
+
+
+def _write_ledger(
+    conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
+) -> None:
+    rows = [_ledger_row(bucket, e) for e in ledger]
+    inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
+    fresh = [e for e in ledger if e.id in inserted]
+    result.ledger_inserted = len(fresh)
+    if not fresh:
+        return
+    _describe_new_grants(conn, fresh)
+    grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
+    wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for e in fresh:
+        w = wallet_deltas[(e.account_id, e.credit_type)]
+        w[0] += e.amount
+        for p in e.parts:
+            if p.grant_id == DEBT:
+                w[1] -= p.delta  # the debt pseudo-grant's remaining is minus the debt
+            else:
+                before = grant_deltas.get(p.grant_id, (0, (e.account_id, e.credit_type)))[0]
+                grant_deltas[p.grant_id] = (before + p.delta, (e.account_id, e.credit_type))
     # Remainders move by sums, which commute: a delta that arrives before the entry that
     # describes its grant (entries applied out of order) creates the row, and is kept.
     moved = [
