@@ -93,18 +93,19 @@ def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: i
     result = WriteResult()
     ledger = [e for e in entries if e.is_ledger]
     holds = [e for e in entries if not e.is_ledger]
+    fresh: list[Entry] = []  # the ledger entries really inserted, in journal order
     if conn.dialect.name == "postgresql":
-        # The ledger's accounts and wallets are made by the COPY path's own script.
+        # The ledger's accounts and wallets are made by the COPY path's own statement.
         ensure_wallets(conn, {(e.account_id, e.credit_type) for e in holds}, now_ms)
         if ledger:
             inserted = copy_ledger(conn, bucket, ledger, now_ms)
             fresh = [e for e in ledger if e.id in inserted]
-            result.ledger_inserted = len(fresh)
             _describe_new_grants(conn, fresh)
     else:
         ensure_wallets(conn, {(e.account_id, e.credit_type) for e in entries}, now_ms)
         if ledger:
-            _write_ledger(conn, bucket, ledger, result, now_ms)
+            fresh = _write_ledger(conn, bucket, ledger, now_ms)
+    result.ledger_inserted = len(fresh)
     if holds:
         _write_holds(conn, bucket, holds, result, now_ms)
     return result
@@ -149,15 +150,13 @@ def _describe_new_grants(conn: Connection, fresh: list[Entry]) -> None:
         )
 
 
-def _write_ledger(
-    conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
-) -> None:
+def _write_ledger(conn: Connection, bucket: int, ledger: list[Entry], now_ms: int) -> list[Entry]:
+    """The statement path (SQLite); returns the entries really inserted."""
     rows = [_ledger_row(bucket, e) for e in ledger]
     inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
     fresh = [e for e in ledger if e.id in inserted]
-    result.ledger_inserted = len(fresh)
     if not fresh:
-        return
+        return fresh
     _describe_new_grants(conn, fresh)
     grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
     wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -214,6 +213,7 @@ def _write_ledger(
             for (a, ct), d in sorted(wallet_deltas.items())
         ],
     )
+    return fresh
 
 
 def _write_holds(
