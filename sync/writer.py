@@ -289,7 +289,7 @@ def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) ->
         journal=journal, stream_id=sort_id, updated_at_ms=now_ms
     )
     excluded = stmt.excluded
-    conn.execute(
+    cursor: str = conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["journal"],
             set_={
@@ -298,10 +298,8 @@ def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) ->
                 else func.greatest(T_CURSORS.c.stream_id, excluded.stream_id),
                 "updated_at_ms": excluded.updated_at_ms,
             },
-        )
-    )
-    cursor = read_cursor(conn, journal)
-    assert cursor is not None
+        ).returning(T_CURSORS.c.stream_id)
+    ).scalar_one()
     return cursor
 
 
