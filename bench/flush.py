@@ -9,9 +9,13 @@ the accounts are hydrated through SqlLoader (their wallets exist in SQL) before 
 - flush_rate: N charges journaled by the AsyncMeter (unpaced), then one timed
   `Flusher.flush_all()` in this process until the journal is drained: entries/s.
 - copy_rate: the same N entries, read from the same streams and turned into ledger rows
-  by the flusher's own row builder before the clock starts, written with one psycopg
+  by the writer's row builder (`sync.writer._ledger_row`, the same values the PostgreSQL
+  path `sync.copywrite` stages) before the clock starts, written with one psycopg
   `COPY ... FROM STDIN` into `bench_copy`, a normal (logged) table made
-  `LIKE ledger_entries INCLUDING ALL` (same columns, primary key and indexes): rows/s.
+  `LIKE ledger_entries INCLUDING ALL` (same columns, primary key and indexes): rows/s. The
+  flush does more per row than this ceiling: its COPY goes to a staging table, then an
+  `INSERT ... SELECT ... ON CONFLICT DO NOTHING` into the ledger, and it moves the wallets
+  and grants and the cursor in the same transaction.
 - flush_lag_p50 / p99: `creditmeter worker` (the real service: trigger loop + RQ work-horses)
   flushes while the AsyncMeter charges at a paced target rate. Every SAMPLE_EVERY_S the
   bench takes the newest stream id of each bucket; a poller reads sync_cursors (the

@@ -37,8 +37,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import redis
@@ -91,6 +92,16 @@ class BucketFlush:
     dead_lettered: int = 0
     batches: int = 0
     reclaimed: int = 0
+
+
+@dataclass
+class Batch:
+    """Entries as read (fields None: trimmed while pending), those that parsed, and those
+    that did not with why (dead-lettered)."""
+
+    raw: PendingPage
+    parsed: list[Entry] = field(default_factory=list)
+    dead: list[tuple[str, dict[Any, Any], str]] = field(default_factory=list)
 
 
 class LockLost(RuntimeError):
@@ -183,12 +194,34 @@ class Flusher:
             self._gap_checked.add(bucket)
         result.reclaimed = self._reclaim(journal)
         deadline = time.monotonic() + budget_s
-        for start in ("0", ">"):  # what this consumer holds pending, then new entries
-            while time.monotonic() < deadline:
-                batch = self._read(journal, start)
-                if not batch:
-                    break
-                self._flush_batch(bucket, journal, batch, token, result)
+        for batch in self._pending_batches(journal, deadline):
+            self._flush_batch(bucket, journal, batch, token, result)
+        for batch in self._new_batches(journal, deadline):
+            self._flush_batch(bucket, journal, batch, token, result)
+
+    def _pending_batches(self, journal: str, deadline: float) -> Iterator[Batch]:
+        """What this consumer holds pending: read from the start each time (an entry leaves
+        that list only when acknowledged), so never ahead."""
+        while time.monotonic() < deadline:
+            batch = self._read_batch(journal, "0")
+            if not batch.raw:
+                return
+            yield batch
+
+    def _new_batches(self, journal: str, deadline: float) -> Iterator[Batch]:
+        """New entries, each batch read and parsed while SQL writes the one before (the
+        driver waits on the database without the GIL). A batch read ahead and never written
+        (an error, a lost lock) stays pending: the bucket's next flusher reclaims it."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="flush-read") as reader:
+            ahead: Future[Batch] | None = reader.submit(self._read_batch, journal, ">")
+            while ahead is not None:
+                batch = ahead.result()
+                if not batch.raw:
+                    return
+                ahead = None
+                if time.monotonic() < deadline:
+                    ahead = reader.submit(self._read_batch, journal, ">")
+                yield batch
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -219,36 +252,29 @@ class Flusher:
             if start == "0-0":
                 return total
 
-    def _read(self, journal: str, start: str) -> PendingPage:
-        """Up to batch_max entries; a pending entry trimmed away comes with fields None."""
+    def _read_batch(self, journal: str, start: str) -> Batch:
+        """Up to batch_max entries, parsed; one that does not parse is set aside, dead."""
         reply = cast(
             list[tuple[str, PendingPage]],
             self.text_redis.xreadgroup(
                 GROUP, self.consumer, {journal: start}, count=self.batch_max
             ),
         )
-        if not reply:
-            return []
-        return list(reply[0][1])
-
-    def _flush_batch(
-        self,
-        bucket: int,
-        journal: str,
-        batch: list[tuple[str, dict[Any, Any] | None]],
-        token: str,
-        result: BucketFlush,
-    ) -> None:
-        parsed: list[Entry] = []
-        dead: list[tuple[str, dict[Any, Any], str]] = []
-        for sid, fields in batch:
-            if fields is None:  # deleted while pending: nothing left to write
+        batch = Batch(list(reply[0][1]) if reply else [])
+        for sid, fields in batch.raw:
+            if fields is None:  # a pending entry trimmed away: nothing left to write
                 continue
             try:
-                parsed.append(parse(sid, fields))
+                batch.parsed.append(parse(sid, fields))
             except MalformedEntry as exc:
-                dead.append((sid, fields, f"malformed: {exc}"))
-        last = batch[-1][0]
+                batch.dead.append((sid, fields, f"malformed: {exc}"))
+        return batch
+
+    def _flush_batch(
+        self, bucket: int, journal: str, batch: Batch, token: str, result: BucketFlush
+    ) -> None:
+        parsed, dead = batch.parsed, batch.dead
+        last = batch.raw[-1][0]
 
         def commit(conn: Connection) -> tuple[WriteResult, str]:
             written = self._write(conn, bucket, parsed, dead)
@@ -257,12 +283,12 @@ class Flusher:
         written, cursor = write_transaction(self.engine, commit)
         if TEST_PAUSE_FILE:
             _pause_until_killed(TEST_PAUSE_FILE, bucket)
-        ids = [sid for sid, _ in batch]
+        ids = [sid for sid, _ in batch.raw]
         # Trim below everything SQL confirmed, which may be beyond this batch (a reclaimed
         # batch of old entries comes after newer ones were written).
         acked = self._ack(journal, self.keys.flush_lock(bucket), token, ids, unsortable(cursor))
         result.batches += 1
-        result.entries += len(batch)
+        result.entries += len(batch.raw)
         result.ledger_inserted += written.ledger_inserted
         result.hold_events_inserted += written.hold_events_inserted
         result.dead_lettered += len(dead)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from meter.wire import DEBT
 from meter.wire import JournalField as F
 from sync.bulk import insert_new
+from sync.copywrite import copy_ledger
 from sync.journal import Entry
 from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
@@ -96,15 +97,24 @@ def _grant_source(e: Entry) -> str:
 
 
 def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: int) -> WriteResult:
-    """Applies entries (in journal order) once; returns what was new."""
+    """Applies entries (in journal order) once; returns what was new. PostgreSQL takes the
+    COPY path (sync.copywrite), SQLite row-by-row statements: the same rows either way."""
     result = WriteResult()
-    pairs = {(e.account_id, e.credit_type) for e in entries}
-    ensure_wallets(conn, pairs, now_ms)
     ledger = [e for e in entries if e.is_ledger]
     holds = [e for e in entries if not e.is_ledger]
-    fresh: list[Entry] = []
-    if ledger:
-        fresh += _write_ledger(conn, bucket, ledger, result, now_ms)
+    fresh: list[Entry] = []  # the ledger entries really inserted, in journal order
+    if conn.dialect.name == "postgresql":
+        # The ledger's accounts and wallets are made by the COPY path's own statement.
+        ensure_wallets(conn, {(e.account_id, e.credit_type) for e in holds}, now_ms)
+        if ledger:
+            inserted = copy_ledger(conn, bucket, ledger, now_ms)
+            fresh = [e for e in ledger if e.id in inserted]
+            _describe_new_grants(conn, fresh)
+    else:
+        ensure_wallets(conn, {(e.account_id, e.credit_type) for e in entries}, now_ms)
+        if ledger:
+            fresh = _write_ledger(conn, bucket, ledger, now_ms)
+    result.ledger_inserted = len(fresh)
     if holds:
         fresh += _write_holds(conn, bucket, holds, result, now_ms)
     emit_entry_events(conn, fresh)
@@ -112,20 +122,13 @@ def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: i
     return result
 
 
-def _write_ledger(
-    conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
-) -> list[Entry]:
-    """Inserts the ledger rows and moves the snapshots -> the entries that were new."""
-    rows = [_ledger_row(bucket, e) for e in ledger]
-    inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
-    fresh = [e for e in ledger if e.id in inserted]
-    result.ledger_inserted = len(fresh)
-    if not fresh:
-        return fresh
+def _describe_new_grants(conn: Connection, fresh: list[Entry]) -> None:
+    """The grants newly inserted entries created get their description (their remainders
+    move by the entries' shares, apart from this)."""
     new_grants = []
-    grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
-    wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for e in fresh:
+        if not e.new_grants:
+            continue
         by_grant: dict[str, int] = defaultdict(int)
         for p in e.parts:
             by_grant[p.grant_id] += p.delta
@@ -147,14 +150,6 @@ def _write_ledger(
                     "created_at_ms": e.ts_ms,
                 }
             )
-        w = wallet_deltas[(e.account_id, e.credit_type)]
-        w[0] += e.amount
-        for gid, delta in by_grant.items():
-            if gid == DEBT:
-                w[1] -= delta  # the debt pseudo-grant's remaining is minus the debt
-            else:
-                before = grant_deltas.get(gid, (0, (e.account_id, e.credit_type)))[0]
-                grant_deltas[gid] = (before + delta, (e.account_id, e.credit_type))
     if new_grants:
         stmt = dialect_insert(conn, T_GRANTS)
         described = [c for c in new_grants[0] if c not in ("id", "remaining")]
@@ -164,6 +159,27 @@ def _write_ledger(
             ),
             new_grants,
         )
+
+
+def _write_ledger(conn: Connection, bucket: int, ledger: list[Entry], now_ms: int) -> list[Entry]:
+    """The statement path (SQLite); returns the entries really inserted."""
+    rows = [_ledger_row(bucket, e) for e in ledger]
+    inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
+    fresh = [e for e in ledger if e.id in inserted]
+    if not fresh:
+        return fresh
+    _describe_new_grants(conn, fresh)
+    grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
+    wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for e in fresh:
+        w = wallet_deltas[(e.account_id, e.credit_type)]
+        w[0] += e.amount
+        for p in e.parts:
+            if p.grant_id == DEBT:
+                w[1] -= p.delta  # the debt pseudo-grant's remaining is minus the debt
+            else:
+                before = grant_deltas.get(p.grant_id, (0, (e.account_id, e.credit_type)))[0]
+                grant_deltas[p.grant_id] = (before + p.delta, (e.account_id, e.credit_type))
     # Remainders move by sums, which commute: a delta that arrives before the entry that
     # describes its grant (entries applied out of order) creates the row, and is kept.
     moved = [
@@ -286,7 +302,7 @@ def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) ->
         journal=journal, stream_id=sort_id, updated_at_ms=now_ms
     )
     excluded = stmt.excluded
-    conn.execute(
+    cursor: str = conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["journal"],
             set_={
@@ -295,10 +311,8 @@ def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) ->
                 else func.greatest(T_CURSORS.c.stream_id, excluded.stream_id),
                 "updated_at_ms": excluded.updated_at_ms,
             },
-        )
-    )
-    cursor = read_cursor(conn, journal)
-    assert cursor is not None
+        ).returning(T_CURSORS.c.stream_id)
+    ).scalar_one()
     return cursor
 
 
