@@ -267,3 +267,28 @@ def _event_applied(engine: Engine, event_id: str) -> bool:
     from sync.purchases import event_status
 
     return event_status(engine, event_id) == "applied"
+
+
+def test_the_account_page_shows_the_rule_and_its_last_attempts(
+    http: httpx.Client, admin_key: str, acct: str, credit_type: str, api_engine: Engine
+) -> None:
+    from tests.api.test_admin_dashboard import login
+
+    assert login(http, admin_key).status_code in (200, 303)
+    before = http.get(f"/admin/accounts/{acct}")
+    assert before.status_code == 200 and 'id="topup-rules"' not in before.text
+    _put(http, admin_key, acct, credit_type, {"threshold": 50, "credits": 100, "daily_max": 3})
+    aid, _ = topup_store.claim(api_engine, acct, credit_type, "x-page", now_ms())
+    assert aid is not None
+    topup_store.record_failure(
+        api_engine,
+        aid,
+        code="card_declined",
+        message="Your card was declined.",
+        payment_intent_id="pi_page",
+        now_ms=now_ms(),
+    )
+    html = http.get(f"/admin/accounts/{acct}").text
+    assert 'id="topup-rules"' in html and f'data-credit-type="{credit_type}"' in html
+    assert f'data-attempt="{aid}"' in html and "card_declined" in html and "pi_page" in html
+    assert "No card saved yet" in html
