@@ -57,7 +57,15 @@ def _show(engine: Engine, rule: Rule, as_json: bool) -> None:
     if not attempts:
         out.print("no attempts yet")
         return
-    rows = table("attempt", "status", "credits", "amount", "error", "created")
+    rows = table(
+        "attempt",
+        "status",
+        "credits",
+        "amount",
+        "error",
+        "created",
+        right_aligned=("credits", "amount"),
+    )
     for a in attempts:
         amount = "" if a.amount_minor is None else f"{a.amount_minor} {a.currency}"
         rows.add_row(
@@ -89,8 +97,8 @@ def set_(
     except topup_store.TopupError as exc:
         option = {"threshold": "--below", "credits": "--buy"}.get(exc.field, "--daily-max")
         usage_error(option, str(exc))
-    engine = _engine()
     try:
+        engine = _engine()
         if not accounts.account_exists(engine, account_id):
             usage_error("ACCOUNT_ID", f"no account {account_id!r}")
         try:
@@ -123,8 +131,8 @@ def show(
     """The rule and its last attempts, newest first."""
     from sync.topup_store import get_rule
 
-    engine = _engine()
     try:
+        engine = _engine()
         rule = get_rule(engine, account_id, credit_type)
         if rule is None:
             usage_error("ACCOUNT_ID CREDIT_TYPE", "no auto top-up rule")
