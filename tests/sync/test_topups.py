@@ -222,6 +222,27 @@ def test_at_most_one_attempt_per_crossing_even_when_claimed_at_once(
     assert len(topup_store.last_attempts(engine, w.account_id, w.credit_type)) == 1
 
 
+def test_claims_of_many_crossings_at_once_stay_within_the_daily_cap(
+    engine: Engine, sc: stripe.StripeClient
+) -> None:
+    w = _wallet(engine, sc, daily_max=2)
+    claimed: list[str | None] = []
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        aid, _ = topup_store.claim(engine, w.account_id, w.credit_type, f"x-{i}", now_ms())
+        claimed.append(aid)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(claimed) == 8 and len([a for a in claimed if a]) == 2
+    assert len(topup_store.last_attempts(engine, w.account_id, w.credit_type)) == 2
+
+
 def test_a_settled_crossing_is_not_topped_up_again(
     engine: Engine,
     sc: stripe.StripeClient,
