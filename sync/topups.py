@@ -128,7 +128,12 @@ def save_checkout_card(engine: Engine, settings: Settings, session: dict[str, An
         return None
     if not isinstance(pi, str) or not isinstance(account, str):
         return None
-    intent = stripe_api.payment_intent(stripe_api.client_for(settings), pi)
+    try:
+        intent = stripe_api.payment_intent(stripe_api.client_for(settings), pi)
+    except stripe_api.StripeRefused as exc:
+        # No retry can mend it (the intent is gone at Stripe); the purchase stands.
+        log.error("card of %s not saved: %s", account, exc)
+        return None
     method, customer = _id_of(intent.payment_method), _id_of(intent.customer)
     if method is None or customer is None:
         return None

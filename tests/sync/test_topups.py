@@ -461,6 +461,11 @@ def test_a_paid_opted_in_checkout_event_saves_the_card_of_its_payment_intent(
     assert topup_store.saved_card(engine, w.account_id) == topup_store.SavedCard(
         customer, sf.CARD_DECLINED
     )
+    # A payment intent Stripe no longer knows: nothing kept, and no retry that cannot help.
+    lost = dict(session, payment_intent="pi_gone", metadata={**session["metadata"]})
+    lost["metadata"]["account_id"] = "lost-card"
+    assert save_checkout_card(engine, settings, lost) is None
+    assert topup_store.saved_card(engine, "lost-card") is None
     # A session without the flag (not opted in when it was made) keeps nothing.
     other = dict(session, metadata={"account_id": "someone-else"})
     assert save_checkout_card(engine, settings, other) is None
