@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.schemas import AdjustmentIn
 from api.state import AppState, queue_redis
 from meter.models import AdjustResult, Tool
-from sync import accounts, audit, entries, tools
+from sync import accounts, audit, entries, thresholds, tools
 from sync.catalog import save_tools
 from sync.queues import request_flush
 
@@ -80,11 +80,14 @@ async def patch_account(
     wallet Redis has (SQL first: a wallet loaded meanwhile hydrates them from it); None for
     an unknown account, which is not created. Redis gets what SQL holds after its write,
     re-read until they agree, so of two concurrent changes Redis ends with SQL's."""
+    low = changes.pop("low_balance_thresholds", None)
     saved = await run_in_threadpool(
         accounts.update_settings, state.engine, actor, account_id, changes
     )
     if saved is None:
         return None
+    if low:
+        await set_thresholds(state, actor, account_id, "low", low)
     for _ in range(ACCOUNT_SYNC_ROUNDS_MAX):
         await state.meter.set_account(
             account_id,
@@ -97,6 +100,23 @@ async def patch_account(
             return now
         saved = now
     return saved
+
+
+async def set_thresholds(
+    state: AppState, actor: str, account_id: str, kind: str, given: dict[str, int | None]
+) -> None:
+    """Wallet thresholds (credit type -> threshold, None removes) saved in SQL with their
+    audit rows, then in force in Redis, re-read until SQL and Redis agree (sync/thresholds)."""
+    saved = await run_in_threadpool(
+        thresholds.save_thresholds, state.engine, actor, account_id, kind, given
+    )
+    for _ in range(thresholds.SYNC_ROUNDS_MAX):
+        for credit_type in given:
+            await state.meter.set_threshold(account_id, credit_type, kind, saved.get(credit_type))
+        now = await run_in_threadpool(thresholds.get_thresholds, state.engine, account_id, kind)
+        if all(now.get(ct) == saved.get(ct) for ct in given):
+            return
+        saved = now
 
 
 def _request_flush(state: AppState) -> None:

@@ -23,6 +23,7 @@ from pydantic import (
 from meter import bounds, rate_limits, validate
 from meter.errors import InvalidArgument
 from meter.times import parse_rfc3339_ms
+from sync.thresholds import THRESHOLD_MAX, THRESHOLD_MIN, THRESHOLDS_PER_CHANGE_MAX
 
 DISPLAY_NAME_LEN_MAX = 255  # the tools.display_name column, String(255)
 
@@ -414,14 +415,25 @@ OverdraftLimit = Annotated[int, Field(ge=0, le=bounds.OVERDRAFT_LIMIT_MAX)]
 NOT_GIVEN: Any = None
 
 
+Threshold = Annotated[int, Field(ge=THRESHOLD_MIN, le=THRESHOLD_MAX)]
+# credit type -> its balance.low threshold; null removes it (sync/thresholds.py).
+LowBalanceThresholds = Annotated[
+    dict[CreditType, Threshold | None],
+    Field(max_length=THRESHOLDS_PER_CHANGE_MAX, examples=[{"credits": 100}]),
+]
+
+
 class AccountPatchIn(Strict):
     """Only the fields given change; `email` or `metadata` null clears it. status and
-    overdraft_limit are never null (None below means "not given")."""
+    overdraft_limit are never null (None below means "not given"). low_balance_thresholds
+    changes the credit types it names: a number sets the balance.low threshold (the webhook
+    fires when available drops below it), null removes it."""
 
     status: AccountStatus = NOT_GIVEN
     overdraft_limit: OverdraftLimit = NOT_GIVEN
     email: Email | None = None
     metadata: Metadata | None = None
+    low_balance_thresholds: LowBalanceThresholds = NOT_GIVEN
 
 
 class AccountOut(BaseModel):
@@ -431,6 +443,7 @@ class AccountOut(BaseModel):
     email: str | None
     metadata: dict[str, Any] | None
     created_at: str
+    low_balance_thresholds: dict[str, int]  # credit type -> balance.low threshold
 
 
 class TokenIn(Strict):

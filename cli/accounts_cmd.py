@@ -1,8 +1,9 @@
-"""`creditmeter accounts set|show`: an account's status, overdraft limit, email and metadata.
+"""`creditmeter accounts set|show`: an account's status, overdraft limit, email, metadata
+and low-balance thresholds.
 
 `set` checks the fields as PATCH /v1/accounts/{id} does, saves them in SQL with their audit
-row (actor "cli"), then puts status and overdraft limit in force on every wallet Redis has,
-so the account's next charge sees them. It never creates an account.
+row (actor "cli"), then puts status, overdraft limit and thresholds in force on every
+wallet Redis has, so the account's next charge sees them. It never creates an account.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ accounts_app = typer.Typer(
 )
 
 AUDIT_ACTOR = "cli"
+LowBalance = typing.Annotated[
+    list[str] | None,
+    typer.Option(
+        "--low-balance",
+        metavar="CREDIT_TYPE=N",
+        help="balance.low fires when available drops below N; CREDIT_TYPE= removes it (repeatable)",
+    ),
+]
 # Rounds of "write Redis, re-read SQL" at most (api/changes.ACCOUNT_SYNC_ROUNDS_MAX's reason).
 SYNC_ROUNDS_MAX = 5
 
@@ -35,7 +44,7 @@ def _fail(exc: Exception) -> typing.NoReturn:
     raise SystemExit(1)  # fail exits; this line only tells type checkers so
 
 
-def _json(a: AccountSettings) -> dict[str, object]:
+def _json(a: AccountSettings, low: dict[str, int]) -> dict[str, object]:
     """The shape of GET /v1/accounts/{id}."""
     return {
         "id": a.id,
@@ -44,24 +53,47 @@ def _json(a: AccountSettings) -> dict[str, object]:
         "email": a.email,
         "metadata": a.metadata,
         "created_at": rfc3339(a.created_at_ms),
+        "low_balance_thresholds": low,
     }
 
 
-def _show(a: AccountSettings, as_json: bool) -> None:
+def _show(a: AccountSettings, low: dict[str, int], as_json: bool) -> None:
     if as_json:
-        print_json(_json(a))
+        print_json(_json(a, low))
         return
     meta = json.dumps(a.metadata, sort_keys=True) if a.metadata else "none"
+    alerts = ", ".join(f"{ct} below {n}" for ct, n in low.items()) or "none"
     console().print(
         escape(
             f"account {a.id}: {a.status}, overdraft limit {a.overdraft_limit}, "
-            f"email {a.email or 'none'}, metadata {meta}"
+            f"email {a.email or 'none'}, metadata {meta}, low-balance alerts {alerts}"
         )
     )
 
 
+def _thresholds(items: list[str]) -> dict[str, int | None]:
+    """--low-balance CREDIT_TYPE=N items; CREDIT_TYPE= (nothing after =) removes one."""
+    out: dict[str, int | None] = {}
+    for item in items:
+        credit_type, sep, value = item.partition("=")
+        try:
+            out[credit_type] = int(value) if value else None
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(
+                f"{item!r}: must be CREDIT_TYPE=N (a whole number) or CREDIT_TYPE=",
+                param_hint="--low-balance",
+            )
+    return out
+
+
 def _given(
-    status: str | None, overdraft_limit: int | None, email: str | None, metadata: str | None
+    status: str | None,
+    overdraft_limit: int | None,
+    email: str | None,
+    metadata: str | None,
+    low_balance: list[str],
 ) -> dict[str, typing.Any]:
     """The options given, checked as the PATCH body is ("" clears email or metadata)."""
     from pydantic import ValidationError
@@ -82,15 +114,20 @@ def _given(
             raise typer.BadParameter(
                 "must be a JSON object, or ''", param_hint="--metadata"
             ) from exc
+    if low_balance:
+        fields["low_balance_thresholds"] = _thresholds(low_balance)
     if not fields:
         raise typer.BadParameter(
-            "give at least one of --status, --overdraft-limit, --email, --metadata"
+            "give at least one of --status, --overdraft-limit, --email, --metadata, --low-balance"
         )
     try:
         return AccountPatchIn.model_validate(fields).model_dump(exclude_unset=True)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = "--" + str(err["loc"][0]).replace("_", "-")
+        field = str(err["loc"][0])
+        name = (
+            "--low-balance" if field == "low_balance_thresholds" else "--" + field.replace("_", "-")
+        )
         raise typer.BadParameter(err["msg"], param_hint=name) from exc
 
 
@@ -103,14 +140,16 @@ def set_(
     ),
     email: str | None = typer.Option(None, "--email", help="'' clears it"),
     metadata: str | None = typer.Option(None, "--metadata", help="a JSON object; '' clears it"),
+    low_balance: LowBalance = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Change an account's settings; a suspended account's charges and holds are refused."""
     from meter import validate
-    from sync import accounts
+    from sync import accounts, thresholds
     from sync.context import context
 
-    fields = _given(status, overdraft_limit, email, metadata)
+    fields = _given(status, overdraft_limit, email, metadata, low_balance or [])
+    low = fields.pop("low_balance_thresholds", None)
     try:
         validate.account_id(account_id)
         settings = get_settings()
@@ -119,7 +158,11 @@ def set_(
         saved = accounts.update_settings(ctx.engine, AUDIT_ACTOR, account_id, fields)
         if saved is None:
             raise LookupError(f"no account {account_id!r}: accounts are made by their first use")
+        if low:
+            thresholds.save_thresholds(ctx.engine, AUDIT_ACTOR, account_id, "low", low)
         meter = ctx.meter()
+        if low:
+            thresholds.apply_thresholds(ctx.engine, meter, account_id, "low", list(low))
         for _ in range(SYNC_ROUNDS_MAX):
             meter.set_account(
                 account_id,
@@ -132,21 +175,24 @@ def set_(
             saved = now
             if agreed:
                 break
+        shown = thresholds.get_thresholds(ctx.engine, account_id, "low")
     except Exception as exc:
         _fail(exc)
-    _show(saved, as_json)
+    _show(saved, shown, as_json)
 
 
 @accounts_app.command("show")
 def show(account_id: str = typer.Argument(...), as_json: JsonFlag = False) -> None:
     """An account's settings as SQL holds them."""
-    from sync import accounts
+    from sync import accounts, thresholds
     from sync.db import engine_for
 
     try:
-        found = accounts.get_settings(engine_for(schema_checked_url(get_settings())), account_id)
+        engine = engine_for(schema_checked_url(get_settings()))
+        found = accounts.get_settings(engine, account_id)
         if found is None:
             raise LookupError(f"no account {account_id!r}")
+        low = thresholds.get_thresholds(engine, account_id, "low")
     except Exception as exc:
         _fail(exc)
-    _show(found, as_json)
+    _show(found, low, as_json)

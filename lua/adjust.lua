@@ -43,6 +43,7 @@ if not w then return {E_NOT_LOADED} end
 local ctx = {journal = KEYS[3], events = KEYS[4], account = account, credit_type = credit_type,
   now = tonumber(now)}
 wallet_expire(w, ctx)
+local before = wallet_available(w)
 
 local parts
 local new_grant, source = '', ''  -- a positive amount is a new grant, made by an admin
@@ -70,7 +71,8 @@ end
 wallet_save(w)
 local balance = wallet_balance(w)
 journal_add(ctx, entry_id, 'adjustment', amount, balance, {'g', breakdown_str(parts),
-  'ng', new_grant, 'src', source, 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12]})
+  'ng', new_grant, 'src', source, 'ik', ARGV[10], 'desc', ARGV[11], 'meta', ARGV[12],
+  'al', crossing_flags(w, before, balance - w.held)})
 balance_event(ctx, balance, w.held, entry_id, 'adjustment')
 return idem_store(KEYS[2], ARGV[9], ARGV[2],
   {E_OK, entry_id, amount, balance, balance - w.held, w.held})

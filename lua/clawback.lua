@@ -42,6 +42,7 @@ if not w then return {E_NOT_LOADED} end
 local ctx = {journal = KEYS[3], events = KEYS[4], account = account, credit_type = credit_type,
   now = tonumber(now)}
 wallet_expire(w, ctx)
+local before = wallet_available(w)
 local taken = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), known)
 local due = target - taken
 if due <= 0 then
@@ -67,6 +68,7 @@ wallet_save(w)
 redis.call('SET', KEYS[2], int_str(target), 'EX', CLAWBACK_RECORD_TTL_S)
 local balance = wallet_balance(w)
 journal_add(ctx, entry_id, 'clawback', -due, balance, {'g', breakdown_str(parts),
-  'src', 'stripe', 'ref', ARGV[8], 'desc', ARGV[9], 'meta', ARGV[10]})
+  'src', 'stripe', 'ref', ARGV[8], 'desc', ARGV[9], 'meta', ARGV[10],
+  'al', crossing_flags(w, before, balance - w.held)})
 balance_event(ctx, balance, w.held, entry_id, 'clawback')
 return {E_OK, entry_id, due, target, balance, balance - w.held, w.held}

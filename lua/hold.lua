@@ -70,7 +70,8 @@ redis.call('EXPIRE', KEYS[3], ttl_s + HOLD_RECORD_TTL_S)  -- relative: immune to
 due_mark(KEYS[6], ARGV[12], expires_ms)
 local balance = wallet_balance(w)
 journal_add(ctx, hold_id, 'hold_open', amount, balance, {'tool', ARGV[6], 'q', ARGV[7],
-  'x', int_str(expires_ms), 'hold', hold_id, 'ik', ARGV[11]})
+  'x', int_str(expires_ms), 'hold', hold_id, 'ik', ARGV[11],
+  'al', crossing_flags(w, available, available - amount)})
 balance_event(ctx, balance, w.held, hold_id, 'hold_open')
 return idem_store(KEYS[2], ARGV[10], ARGV[2],
   {E_OK, hold_id, amount, expires_ms, balance, available - amount, w.held})

@@ -2,7 +2,8 @@
   hydrate: write a wallet loaded from SQL, only if Redis does not have it (a racing request
   or an earlier hydration wins; nothing is overwritten). Holds come with their records.
   The account's overdraft limit and status come from SQL, unless account_set wrote newer
-  ones to the account key since (a PATCH that landed between the SQL read and this call).
+  ones to the account key since (a PATCH that landed between the SQL read and this call);
+  so do the wallet's alert thresholds, unless threshold_set did (includes/crossings).
   Input:
     KEYS[1] wallet   KEYS[2] account (settings)   KEYS[3] due (bucket due set)
     KEYS[4 + i] per hold i: hold (record)
@@ -12,7 +13,8 @@
       expires_ms (0 = never), category (paid | promotional)
     ARGV[7 + 5G] holds (their number H)
     ARGV[8 + 5G + 4i .. 11 + 5G + 4i] per hold i: hold_id, amount, expires_ms, tool
-    ARGV[#ARGV] due_member
+    ARGV[#ARGV - 2] due_member   ARGV[#ARGV - 1] low_threshold ('' = none)
+    ARGV[#ARGV] topup_threshold ('' = none)
   Output: {0, written (1, or 0: already present)}   {-12, field} bad argument
 ]]
 --- @include "includes/common"
@@ -54,7 +56,7 @@ for i = 0, n_grants - 1 do
 end
 local hb = 7 + 5 * n_grants
 local n_holds = parse_uint(ARGV[hb], HOLDS_PER_WALLET_MAX)
-if not n_holds or #KEYS ~= 3 + n_holds or #ARGV ~= hb + 4 * n_holds + 1 then
+if not n_holds or #KEYS ~= 3 + n_holds or #ARGV ~= hb + 4 * n_holds + 3 then
   return {E_BAD_ARGUMENT, 'holds'}
 end
 for i = 0, n_holds - 1 do
@@ -67,6 +69,9 @@ for i = 0, n_holds - 1 do
   fields[#fields + 1] = int_str(amount) .. '|' .. int_str(exp)
   if next_due == 0 or exp < next_due then next_due = exp end
 end
+if not thresholds_hydrate(fields, KEYS[2], credit_type, ARGV[#ARGV - 1], ARGV[#ARGV]) then
+  return {E_BAD_ARGUMENT, 'threshold'}
+end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {E_OK, 0} end
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -78,5 +83,5 @@ for i = 0, n_holds - 1 do
     redis.call('EXPIRE', KEYS[4 + i], HOLD_TTL_S_MAX + HOLD_RECORD_TTL_S)  -- outlives any hold
   end
 end
-due_mark(KEYS[3], ARGV[#ARGV], next_due)
+due_mark(KEYS[3], ARGV[#ARGV - 2], next_due)
 return {E_OK, 1}

@@ -48,6 +48,7 @@ if not h then
   return {E_HOLD_NOT_ACTIVE, 'expired'}
 end
 local charged = wanted or h.amount
+local before = wallet_available(w)
 local available_without_hold = wallet_available(w) + h.amount
 if available_without_hold - charged < -w.od then
   wallet_save_refused(w, ctx)
@@ -62,7 +63,8 @@ local released = math.max(h.amount - charged, 0)
 redis.call('HSET', KEYS[1], 's', 'settled', 'c', int_str(charged), 'e', entry_id)
 if charged > 0 then
   journal_add(ctx, entry_id, 'charge', -charged, balance, {'tool', rec.tool, 'hold', hold_id,
-    'g', breakdown_str(parts), 'ik', ARGV[9], 'desc', ARGV[10], 'meta', ARGV[11]})
+    'g', breakdown_str(parts), 'ik', ARGV[9], 'desc', ARGV[10], 'meta', ARGV[11],
+    'al', crossing_flags(w, before, balance - w.held)})
   charge_record_write(KEYS[5], account, credit_type, rec.tool, charged, 0, charge_parts(parts),
     CHARGE_RECORD_TTL_S)
 end

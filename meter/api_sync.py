@@ -305,6 +305,13 @@ class MeterAPI:
             )
         )
 
+    def set_threshold(
+        self, account_id: str, credit_type: str, kind: str, threshold: int | None
+    ) -> bool:
+        """Puts a wallet's alert threshold (kind low | topup; None: none), saved in SQL
+        first, in force for its next change -> whether Redis had the wallet loaded."""
+        return self._drive(ops.set_threshold(self._env, account_id, credit_type, kind, threshold))
+
     def restore_idempotency(self, account_id: str, used: tuple[tuple[str, int], ...]) -> int:
         """Marks (key, expires_at_ms) pairs SQL holds as answered from SQL -> count written."""
         return self._drive(ops.restore_idempotency(self._env, account_id, used))

@@ -191,6 +191,9 @@ class WalletSnapshot:
     debt: int = 0
     grants: tuple[GrantInfo, ...] = field(default_factory=tuple)
     holds: tuple[HoldSnapshot, ...] = field(default_factory=tuple)
+    # Alert thresholds (SQL wallet_thresholds; None = none): lua/includes/crossings.
+    low_threshold: int | None = None
+    topup_threshold: int | None = None
     # Idempotency keys the account used within the TTL, as (key, expires_at_ms): restored as
     # "answered from SQL" markers before the wallet is written (lua/idem_restore.lua).
     idempotency: tuple[tuple[str, int], ...] = field(default_factory=tuple)

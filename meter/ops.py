@@ -63,6 +63,7 @@ from meter.signatures import (
     REFUND,
     RELEASE,
     SETTLE,
+    THRESHOLD_SET,
     Reply,
     Signature,
 )
@@ -223,8 +224,14 @@ def hydrate_eval(keys: Keys, account_id: str, credit_type: str, snap: WalletSnap
                 for h in snap.holds
             ],
             "due_member": due_member(account_id, credit_type),
+            "low_threshold": _threshold_arg(snap.low_threshold),
+            "topup_threshold": _threshold_arg(snap.topup_threshold),
         },
     )
+
+
+def _threshold_arg(threshold: int | None) -> str:
+    return "" if threshold is None else str(threshold)
 
 
 def idem_restore_evals(
@@ -1288,6 +1295,33 @@ def set_account(env: Env, account_id: str, *, overdraft_limit: int, suspended: b
     )
     raise_for_reply(reply, f"account {account_id}", "")
     return ACCOUNT_SET.read(reply).int("wallets")
+
+
+def set_threshold(
+    env: Env, account_id: str, credit_type: str, kind: str, threshold: int | None
+) -> Op[bool]:
+    """Puts a wallet's alert threshold (None: none) in force for its next change -> whether
+    Redis had the wallet loaded. The durable store must hold it first (hydrate reads it)."""
+    account_id = validate.account_id(account_id)
+    validate.credit_type(credit_type)
+    if kind not in wire.THRESHOLD_FIELDS:
+        raise InvalidArgument("kind", f"must be one of {', '.join(wire.THRESHOLD_FIELDS)}")
+    if threshold is not None:
+        validate.integer("threshold", threshold, 1, bounds.CREDITS_MAX)
+    keys = env.keys
+    reply = yield Eval.of(
+        THRESHOLD_SET,
+        keys.bucket(account_id),
+        keys={"account": keys.account(account_id), "wallet": keys.wallet(account_id, credit_type)},
+        args={
+            "account_id": account_id,
+            "credit_type": credit_type,
+            "kind": kind,
+            "threshold": _threshold_arg(threshold),
+        },
+    )
+    raise_for_reply(reply, f"threshold {account_id}/{credit_type}", credit_type)
+    return THRESHOLD_SET.read(reply).int("written") == 1
 
 
 def catalog_credit_types(env: Env, account_id: str) -> Op[list[str]]:

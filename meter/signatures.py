@@ -326,6 +326,8 @@ HYDRATE = Signature(
         ),
         Group("holds", ("hold_id", "amount", "expires_ms", "tool"), counted=True),
         "due_member",
+        "low_threshold",
+        "topup_threshold",
     ),
     reply=("written",),
 )
@@ -334,6 +336,12 @@ ACCOUNT_SET = Signature(
     keys=("account", Group("wallets", ("wallet",))),
     args=("account_id", "overdraft_limit", "status"),
     reply=("wallets",),
+)
+THRESHOLD_SET = Signature(
+    "threshold_set",
+    keys=("account", "wallet"),
+    args=("account_id", "credit_type", "kind", "threshold"),
+    reply=("written",),
 )
 IDEM_RESTORE = Signature(
     "idem_restore",
@@ -376,6 +384,7 @@ ALL = {
         BALANCE,
         HYDRATE,
         ACCOUNT_SET,
+        THRESHOLD_SET,
         IDEM_RESTORE,
         CATALOG_SET,
         FLUSH_ACK,

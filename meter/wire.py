@@ -52,6 +52,7 @@ class JournalField(StrEnum):
     HOLD = "hold"
     EXPIRES_AT_MS = "x"
     CHARGE_ENTRY = "e"  # hold_settle: the charge entry it made
+    ALERTS = "al"  # thresholds the change crossed (lua/includes/crossings): parse_alerts
 
 
 # Written by journal_add itself for every entry; the others only when a script gives them.
@@ -81,6 +82,37 @@ OPTIONAL_TEXT_FIELDS = frozenset(
 )
 
 
+class Alert(StrEnum):
+    """The flags of a journal entry's ALERTS field: the thresholds its change crossed."""
+
+    LOW = "l"  # available went from at or above the low threshold to below it
+    DEPLETED = "d"  # available went from above 0 to 0 or below
+    TOPUP = "t"  # available went from at or above the top-up threshold to below it
+
+
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    """A journal entry's ALERTS field: "<flags>|<available after>|<low threshold or ''>"."""
+
+    flags: frozenset[Alert]
+    available: int  # the wallet's available after the change
+    low_threshold: int | None  # the one crossed, when LOW is among the flags
+
+
+def parse_alerts(text: str | None) -> Alerts | None:
+    if not text:
+        return None
+    bits = text.split(VALUE_SEP)
+    if len(bits) != 3 or not bits[0] or set(bits[0]) - {a.value for a in Alert}:
+        raise WireFormatError(f"bad alerts {text[:60]!r}")
+    (available,) = _ints(bits[1:2], "alerts", text)
+    low = _ints(bits[2:], "alerts", text)[0] if bits[2] else None
+    flags = frozenset(Alert(c) for c in bits[0])
+    if (Alert.LOW in flags) != (low is not None):
+        raise WireFormatError(f"bad alerts {text[:60]!r}")
+    return Alerts(flags, available, low)
+
+
 class HoldField(StrEnum):
     """Field names of a hold record hash (lua/hold.lua, hydrate.lua, includes/hold_open)."""
 
@@ -101,7 +133,12 @@ class WalletField(StrEnum):
     OVERDRAFT = "o"
     DEBT = "d"
     SUSPENDED = "s"  # "1" while the account is suspended; absent when active
+    LOW_THRESHOLD = "lt"  # the balance.low alert threshold (lua/includes/crossings)
+    TOPUP_THRESHOLD = "tt"  # the auto top-up threshold
 
+
+# A threshold's kind (SQL wallet_thresholds.kind) -> its wallet hash field.
+THRESHOLD_FIELDS = {"low": WalletField.LOW_THRESHOLD, "topup": WalletField.TOPUP_THRESHOLD}
 
 GRANT_PREFIX = "g:"  # value "remaining|priority|expires_ms|category code"
 HOLD_PREFIX = "h:"  # value "amount|expires_ms"

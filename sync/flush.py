@@ -297,8 +297,7 @@ class Flusher:
                     self._canary(conn, bucket, entry, one_exc)
                     dead.append((entry.stream_id, entry.fields, f"sql: {one_exc.orig!r}"))
                     continue
-                written.ledger_inserted += one.ledger_inserted
-                written.hold_events_inserted += one.hold_events_inserted
+                written.add(one)
         if dead:
             self._dead_letter(conn, self.keys.journal(bucket), dead)
         return written

@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 from meter import bounds
 from meter.models import GrantPart
+from meter.wire import (
+    Alerts,
+    NewGrant,
+    WireFormatError,
+    parse_alerts,
+    parse_breakdown,
+    parse_new_grants,
+)
 from meter.wire import JournalField as F
-from meter.wire import NewGrant, WireFormatError, parse_breakdown, parse_new_grants
 
 LEDGER_KINDS = frozenset({"grant", "charge", "refund", "adjustment", "expire", "clawback"})
 HOLD_KINDS = frozenset(
@@ -37,6 +44,7 @@ class Entry:
     fields: dict[str, str]
     parts: tuple[GrantPart, ...]
     new_grants: tuple[NewGrant, ...]
+    alerts: Alerts | None = None  # thresholds its change crossed (lua/includes/crossings)
 
     @property
     def is_ledger(self) -> bool:
@@ -120,6 +128,7 @@ def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
     try:
         parts = parse_breakdown(fields.get(F.BREAKDOWN))
         new_grants = parse_new_grants(fields.get(F.NEW_GRANTS))
+        alerts = parse_alerts(fields.get(F.ALERTS))
     except WireFormatError as exc:
         raise MalformedEntry(str(exc)) from None
     if kind in LEDGER_KINDS and parts and sum(p.delta for p in parts) != amount:
@@ -136,4 +145,5 @@ def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
         fields=fields,
         parts=parts,
         new_grants=new_grants,
+        alerts=alerts,
     )

@@ -31,7 +31,16 @@ from meter.models import (
 )
 from meter.times import now_ms
 from sync.db import write_transaction
-from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_TOOLS, T_WALLETS, T_WELCOME
+from sync.models import (
+    T_ACCOUNTS,
+    T_GRANTS,
+    T_HOLDS,
+    T_LEDGER,
+    T_THRESHOLDS,
+    T_TOOLS,
+    T_WALLETS,
+    T_WELCOME,
+)
 from sync.sqlops import insert_ignore
 from sync.writer import ensure_wallets
 
@@ -361,6 +370,15 @@ def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> Wall
         .order_by(T_HOLDS.c.id)
         .limit(bounds.HOLDS_PER_WALLET_MAX)
     ).mappings()
+    thresholds = {
+        r.kind: r.threshold
+        for r in conn.execute(
+            select(T_THRESHOLDS.c.kind, T_THRESHOLDS.c.threshold).where(
+                T_THRESHOLDS.c.account_id == account_id,
+                T_THRESHOLDS.c.credit_type == credit_type,
+            )
+        )
+    }
     return WalletSnapshot(
         overdraft_limit=overdraft,
         suspended=status == "suspended",
@@ -381,4 +399,6 @@ def wallet_snapshot(conn: Connection, account_id: str, credit_type: str) -> Wall
             )
             for h in holds
         ),
+        low_threshold=thresholds.get("low"),
+        topup_threshold=thresholds.get("topup"),
     )

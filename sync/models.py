@@ -62,6 +62,18 @@ class Wallet(Base):
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class WalletThreshold(Base):
+    """A wallet's alert threshold (sync/thresholds.py): kind low is the balance.low alert,
+    topup is read by auto top-up. Copied onto the Redis wallet hash, whose scripts flag the
+    journal entry that crosses it."""
+
+    __tablename__ = "wallet_thresholds"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # low | topup
+    threshold: Mapped[int] = mapped_column(BigInteger)
+
+
 class Grant(Base):
     __tablename__ = "grants"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -540,6 +552,7 @@ def _table(model: type[Base]) -> Table:
 T_ACCOUNTS = _table(Account)
 T_WALLETS = _table(Wallet)
 T_GRANTS = _table(Grant)
+T_THRESHOLDS = _table(WalletThreshold)
 T_LEDGER = _table(LedgerEntry)
 T_HOLDS = _table(Hold)
 T_HOLD_EVENTS = _table(HoldEvent)

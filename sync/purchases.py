@@ -42,7 +42,13 @@ from meter import Meter, validate
 from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
 from meter.times import now_ms
-from sync import checkout_quotes, stripe_objects, stripe_payments, topup_store
+from sync import (
+    checkout_quotes,
+    stripe_objects,
+    stripe_payments,
+    topup_store,
+    webhooks_purchases,
+)
 from sync.checkout_quotes import StoredQuote
 from sync.db import write_transaction
 from sync.models import (
@@ -295,14 +301,16 @@ class Purchases:
                     idempotency_key=f"stripe-purchase:{pid}",
                     grant_id=pid,
                 )
-        write_transaction(
-            self.engine,
-            lambda conn: conn.execute(
+
+        def paid(conn: Connection) -> None:
+            conn.execute(
                 update(T_PURCHASES)
                 .where(T_PURCHASES.c.id == pid, T_PURCHASES.c.status == "pending")
                 .values(status="paid", grant_id=pid)
-            ),
-        )
+            )
+            webhooks_purchases.purchase_completed(conn, stored)
+
+        write_transaction(self.engine, paid)
         return True
 
     # --- auto top-ups ------------------------------------------------------------------------
@@ -436,18 +444,22 @@ class Purchases:
             # The totals read again where they are written: of two settlements racing, the
             # last to commit writes the newest status, not the one it started from.
             now = stripe_payments.money_back(conn, p.stripe_payment_intent_id)
+            # In the catalog's currency, this purchase's part of the money back.
+            refunded_minor = now.back * p.amount_minor // now.paid if now.paid else 0
             conn.execute(
                 update(T_PURCHASES)
                 .where(T_PURCHASES.c.id == pid)
                 .values(
-                    # In the catalog's currency, this purchase's part of the money back.
-                    refunded_minor=now.back * p.amount_minor // now.paid if now.paid else 0,
+                    refunded_minor=refunded_minor,
                     clawed_back=_at_least(T_PURCHASES.c.clawed_back, clawed),
                     returned=_at_least(T_PURCHASES.c.returned, returned),
                     status=_payment_status(now),
                 )
             )
             stripe_payments.set_dispute_flag(conn, p.account_id)
+            if not money.disputed:  # a dispute's clawback is not a refund
+                taken_now = clawed - int(p.clawed_back)
+                webhooks_purchases.refund_applied(conn, p, taken_now, clawed, refunded_minor)
 
         write_transaction(self.engine, txn)
         return (clawed - int(p.clawed_back)) - (returned - int(p.returned))

@@ -242,6 +242,14 @@ def emit(
     return event_id
 
 
+def subscribed_types(conn: Connection) -> set[str]:
+    """The event types some active endpoint listens to: a producer with none of its types
+    among them skips its work (one small read of at most ENDPOINTS_MAX rows)."""
+    t = T_WEBHOOK_ENDPOINTS
+    rows = conn.scalars(select(t.c.events).where(t.c.active).limit(ENDPOINTS_MAX))
+    return {event for events in rows for event in json.loads(events)}
+
+
 def endpoint_exists(engine: Engine, endpoint_id: str) -> bool:
     t = T_WEBHOOK_ENDPOINTS
     with engine.connect() as conn:

@@ -8,7 +8,6 @@ announced with its last flushed remainder; the event says when it expires, which
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 from sqlalchemy import Engine, select
@@ -16,8 +15,8 @@ from sqlalchemy.engine import Connection
 
 from meter.times import rfc3339
 from sync.db import write_transaction
-from sync.models import T_GRANTS, T_WEBHOOK_ENDPOINTS, T_WEBHOOK_EVENTS
-from sync.webhooks import emit
+from sync.models import T_GRANTS, T_WEBHOOK_EVENTS
+from sync.webhooks import emit, subscribed_types
 
 EVENT = "grant.expiring"
 GRANT_EXPIRING_NOTICE_DAYS: Final = 3  # how long before expiry: time to top up or use them
@@ -28,12 +27,6 @@ DAY_MS: Final = 86_400_000
 
 def dedupe_key(grant_id: str) -> str:
     return f"{grant_id}:expiring"
-
-
-def _anyone_subscribed(conn: Connection) -> bool:
-    t = T_WEBHOOK_ENDPOINTS
-    subscriptions = conn.scalars(select(t.c.events).where(t.c.active))
-    return any(EVENT in json.loads(events) for events in subscriptions)
 
 
 def emit_expiring_grants(
@@ -57,7 +50,7 @@ def emit_expiring_grants(
     )
 
     def scan(conn: Connection) -> int:
-        if not _anyone_subscribed(conn):
+        if EVENT not in subscribed_types(conn):
             return 0
         emitted = 0
         for row in conn.execute(q).all():

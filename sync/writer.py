@@ -2,13 +2,14 @@
 
 Ledger rows and hold events are inserted with ON CONFLICT DO NOTHING; only the rows that
 were really inserted move the snapshots (wallet balance and debt, grant remainders, hold
-states), so a batch written twice changes nothing the second time.
+states) and announce their webhook events (sync/webhooks_entries), so a batch written twice
+changes nothing the second time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
@@ -19,6 +20,7 @@ from sync.bulk import insert_new
 from sync.journal import Entry
 from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
+from sync.webhooks_entries import emit_entry_events, topup_crossings
 
 HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expire": "expired"}
 
@@ -27,6 +29,13 @@ HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expir
 class WriteResult:
     ledger_inserted: int = 0
     hold_events_inserted: int = 0
+    # (entry id, account id, credit type) of the new entries that crossed a top-up threshold
+    topup_crossings: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, other: WriteResult) -> None:
+        self.ledger_inserted += other.ledger_inserted
+        self.hold_events_inserted += other.hold_events_inserted
+        self.topup_crossings += other.topup_crossings
 
 
 def ensure_wallets(conn: Connection, pairs: set[tuple[str, str]], now_ms: int) -> None:
@@ -93,22 +102,26 @@ def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: i
     ensure_wallets(conn, pairs, now_ms)
     ledger = [e for e in entries if e.is_ledger]
     holds = [e for e in entries if not e.is_ledger]
+    fresh: list[Entry] = []
     if ledger:
-        _write_ledger(conn, bucket, ledger, result, now_ms)
+        fresh += _write_ledger(conn, bucket, ledger, result, now_ms)
     if holds:
-        _write_holds(conn, bucket, holds, result, now_ms)
+        fresh += _write_holds(conn, bucket, holds, result, now_ms)
+    emit_entry_events(conn, fresh)
+    result.topup_crossings = topup_crossings(fresh)
     return result
 
 
 def _write_ledger(
     conn: Connection, bucket: int, ledger: list[Entry], result: WriteResult, now_ms: int
-) -> None:
+) -> list[Entry]:
+    """Inserts the ledger rows and moves the snapshots -> the entries that were new."""
     rows = [_ledger_row(bucket, e) for e in ledger]
     inserted = {r[0] for r in insert_new(conn, T_LEDGER, rows, ("id",))}
     fresh = [e for e in ledger if e.id in inserted]
     result.ledger_inserted = len(fresh)
     if not fresh:
-        return
+        return fresh
     new_grants = []
     grant_deltas: dict[str, tuple[int, tuple[str, str]]] = {}
     wallet_deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -195,11 +208,13 @@ def _write_ledger(
             for (a, ct), d in sorted(wallet_deltas.items())
         ],
     )
+    return fresh
 
 
 def _write_holds(
     conn: Connection, bucket: int, events: list[Entry], result: WriteResult, now_ms: int
-) -> None:
+) -> list[Entry]:
+    """Inserts the hold events and moves the holds -> the events that were new."""
     rows = [
         {
             "hold_id": e.id,
@@ -262,6 +277,7 @@ def _write_holds(
             .where(T_WALLETS.c.account_id == acct, T_WALLETS.c.credit_type == ct)
             .values(held=held, updated_at_ms=now_ms)
         )
+    return fresh
 
 
 def advance_cursor(conn: Connection, journal: str, sort_id: str, now_ms: int) -> str:

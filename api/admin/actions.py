@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api import changes
-from api.admin.pages import login_form, render_account, render_tools
+from api.admin.pages import LOW_FIELD_PREFIX, login_form, render_account, render_tools
 from api.admin.render import page
 from api.admin.session import (
     LOGIN_COOKIE,
@@ -30,7 +30,7 @@ from api.auth import count_failure
 from api.schemas import AccountId, AccountPatchIn, AdjustmentIn, ToolName, ToolPatch
 from api.state import AppState, app_state
 from meter import errors as me
-from sync import accounts, audit
+from sync import accounts, audit, thresholds
 from sync.apikeys import scope_allows, verify_key
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -154,9 +154,27 @@ async def adjust_account(
     )
 
 
-def _settings_changes(form: dict[str, str], now: accounts.AccountSettings) -> dict[str, Any]:
+def _low_changes(form: dict[str, str], low_now: dict[str, int]) -> dict[str, int | None]:
+    """The low-balance thresholds the admin changed (an emptied field removes one)."""
+    changed: dict[str, int | None] = {}
+    for name, value in form.items():
+        if not name.startswith(LOW_FIELD_PREFIX):
+            continue
+        credit_type = name.removeprefix(LOW_FIELD_PREFIX)
+        try:
+            wanted = int(value) if value.strip() else None
+        except ValueError as exc:
+            raise ValueError(f"{credit_type}: must be a whole number of credits") from exc
+        if wanted != low_now.get(credit_type):
+            changed[credit_type] = wanted
+    return changed
+
+
+def _settings_changes(
+    form: dict[str, str], now: accounts.AccountSettings, low_now: dict[str, int]
+) -> dict[str, Any]:
     """The fields the admin changed, typed; AccountPatchIn then checks them as on PATCH
-    /v1/accounts/{id}. An empty email or metadata clears it."""
+    /v1/accounts/{id}. An empty email or metadata clears it, an empty threshold removes it."""
     given: dict[str, Any] = {}
     if "status" in form:
         given["status"] = form["status"]
@@ -173,12 +191,16 @@ def _settings_changes(form: dict[str, str], now: accounts.AccountSettings) -> di
             given["metadata"] = json.loads(text) if text else None
         except ValueError as exc:
             raise ValueError("metadata: must be a JSON object, or empty") from exc
+    low = _low_changes(form, low_now)
+    if low:
+        given["low_balance_thresholds"] = low
     checked = AccountPatchIn.model_validate(given).model_dump(exclude_unset=True)
     current = {
         "status": now.status,
         "overdraft_limit": now.overdraft_limit,
         "email": now.email,
         "metadata": now.metadata,
+        "low_balance_thresholds": {},  # _low_changes kept only the changed ones
     }
     return {k: v for k, v in checked.items() if v != current[k]}
 
@@ -193,7 +215,10 @@ async def change_account_settings(
             request, "admin/missing.html", posted.session, status_code=404, account_id=account_id
         )
     try:
-        fields = _settings_changes(posted.form, now)
+        low_now = await run_in_threadpool(
+            thresholds.get_thresholds, state.engine, account_id, "low"
+        )
+        fields = _settings_changes(posted.form, now, low_now)
     except ValidationError as exc:
         error = _first_error(exc)
     except ValueError as exc:

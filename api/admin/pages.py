@@ -20,7 +20,7 @@ from api.admin.session import PageSession, current_session, login_token, set_log
 from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
 from meter.times import now_ms
-from sync import accounts, entries, reports, tools, topup_store
+from sync import accounts, entries, reports, thresholds, tools, topup_store
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 State = Annotated[AppState, Depends(app_state)]
@@ -162,6 +162,7 @@ async def render_account(
     balance = await state.meter.balance(account_id)
     settings = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
     assert settings is not None, "the page is only rendered for a known account"
+    low = await run_in_threadpool(thresholds.get_thresholds, state.engine, account_id, "low")
 
     def read_ledger() -> entries.Page:
         try:
@@ -180,7 +181,8 @@ async def render_account(
         status_code=422 if error or settings_error else 200,
         account_id=account_id,
         settings=settings,
-        settings_form=settings_form or settings_fields(settings),
+        settings_form=settings_form or settings_fields(settings, low),
+        low_balance=low,
         settings_error=settings_error,
         saved=saved,
         wallets=balance.wallets,
@@ -214,13 +216,18 @@ def _topups(engine: Engine, account_id: str) -> Topups | None:
     )
 
 
-def settings_fields(a: accounts.AccountSettings) -> dict[str, str]:
-    """The settings form's fields as the page shows them (metadata as indented JSON)."""
+LOW_FIELD_PREFIX = "low:"  # the settings form's field of a credit type's low threshold
+
+
+def settings_fields(a: accounts.AccountSettings, low: dict[str, int]) -> dict[str, str]:
+    """The settings form's fields as the page shows them (metadata as indented JSON, a
+    low-balance threshold per credit type that has one)."""
     return {
         "status": a.status,
         "overdraft_limit": str(a.overdraft_limit),
         "email": a.email or "",
         "metadata": json.dumps(a.metadata, indent=2, sort_keys=True) if a.metadata else "",
+        **{LOW_FIELD_PREFIX + ct: str(n) for ct, n in low.items()},
     }
 
 

@@ -34,7 +34,7 @@ from api.schemas import (
 )
 from api.state import AppState, app_state
 from meter.times import now_ms, parse_rfc3339_ms, rfc3339
-from sync import accounts, entries
+from sync import accounts, entries, thresholds
 
 router = APIRouter(prefix="/v1/accounts/{account_id}", tags=["accounts"])
 State = Annotated[AppState, Depends(app_state)]
@@ -42,7 +42,8 @@ Key = Annotated[str, Depends(idempotency_key)]
 Admin = Annotated[Principal, Depends(require("admin"))]
 
 
-def _account_out(a: accounts.AccountSettings) -> AccountOut:
+async def _account_out(state: AppState, a: accounts.AccountSettings) -> AccountOut:
+    low = await run_in_threadpool(thresholds.get_thresholds, state.engine, a.id, "low")
     return AccountOut(
         id=a.id,
         status="suspended" if a.status == "suspended" else "active",
@@ -50,6 +51,7 @@ def _account_out(a: accounts.AccountSettings) -> AccountOut:
         email=a.email,
         metadata=a.metadata,
         created_at=rfc3339(a.created_at_ms),
+        low_balance_thresholds=low,
     )
 
 
@@ -65,7 +67,7 @@ async def get_account(
     found = await run_in_threadpool(accounts.get_settings, state.engine, account_id)
     if found is None:
         raise _not_found(account_id)
-    return _account_out(found)
+    return await _account_out(state, found)
 
 
 @router.patch("", response_model=AccountOut, responses={404: {"description": "unknown account"}})
@@ -75,12 +77,13 @@ async def patch_account(
     """Changes the fields given; status and overdraft_limit are in force for the account's
     next charge or hold when this answers. Suspended: charges and holds are 403
     account-suspended; refunds, grants, adjustments, settling or releasing holds opened
-    before, and reads go on (money owed to or by the account still moves)."""
+    before, and reads go on (money owed to or by the account still moves).
+    low_balance_thresholds are in force for the account's next change too."""
     fields = body.model_dump(exclude_unset=True)
     saved = await changes.patch_account(state, who.actor, account_id, fields)
     if saved is None:
         raise _not_found(account_id)
-    return _account_out(saved)
+    return await _account_out(state, saved)
 
 
 @router.post("/grants", status_code=201, response_model=GrantOut)

@@ -61,7 +61,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local balance = wallet_balance(w)
   local breakdown = breakdown_str(parts)
   journal_add(ctx, a.entry_id, 'charge', -amount, balance, {'tool', a.tool, 'q', a.quantity,
-    'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata})
+    'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata,
+    'al', crossing_flags(w, available, available - amount)})
   charge_record_write(k.record, a.account, a.credit_type, a.tool, amount, 0, charge_parts(parts),
     CHARGE_RECORD_TTL_S)
   charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')

@@ -11,6 +11,7 @@
 --- @include "includes/wallet_load"
 --- @include "includes/account_status"
 --- @include "includes/wallet_math"
+--- @include "includes/crossings"
 --- @include "includes/wallet_expire"
 --- @include "includes/tool_lookup"
 --- @include "includes/due_mark"

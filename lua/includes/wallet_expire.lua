@@ -28,11 +28,13 @@ local function wallet_expire(w, ctx)
   for _, g in ipairs(w.grants) do
     if g.exp ~= 0 and g.exp <= ctx.now then
       local lost = g.rem
+      local before = wallet_available(w)
       g.rem = 0
       wallet_set_grant(w, g)
       local id = det_id('expire|' .. g.id)
       journal_add(ctx, id, 'expire', -lost, wallet_balance(w),
-        {'g', g.id .. ':' .. int_str(-lost) .. ':0'})
+        {'g', g.id .. ':' .. int_str(-lost) .. ':0',
+         'al', crossing_flags(w, before, before - lost)})
       w.exp_entry, w.exp_kind = id, 'expire'
     else
       kept[#kept + 1] = g

@@ -1,6 +1,7 @@
 -- Reads a wallet hash into a table, or nil when the wallet is not loaded (never zero).
 -- Fields: o = overdraft limit (always present), d = debt, g:<id> = "rem|prio|exp_ms|cat",
--- h:<hold id> = "amount|exp_ms", s = "1" while the account is suspended (includes/account_status).
+-- h:<hold id> = "amount|exp_ms", s = "1" while the account is suspended (includes/account_status),
+-- lt / tt = the low-balance / top-up alert thresholds (includes/crossings).
 -- exp_ms 0 = never expires; cat p = paid, r = promotional.
 local function wallet_load(key)
   local raw = redis.call('HGETALL', key)
@@ -26,6 +27,10 @@ local function wallet_load(key)
       w.debt = tonumber(v)
     elseif f == 's' then
       w.suspended = v == '1'
+    elseif f == 'lt' then
+      w.low = tonumber(v)
+    elseif f == 'tt' then
+      w.topup = tonumber(v)
     end
   end
   return w

@@ -301,6 +301,7 @@ def test_get_shows_the_settings_and_patch_writes_one_audit_row(
         "overdraft_limit": 50,
         "email": "ada@example.com",
         "metadata": {"plan": "team", "seats": 3},
+        "low_balance_thresholds": {},
     }
     assert patch(http, admin_key, acct).json() == r.json()  # {}: nothing changed, no audit
     cleared = patch(http, admin_key, acct, email=None)

@@ -42,7 +42,8 @@ def test_set_suspends_at_once_and_reactivates(cli: CliRunner, meter: Meter, engi
     r = _run(cli, "set", account, "--status", "suspended", "--email", "a@example.com")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == (
-        f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none"
+        f"account {account}: suspended, overdraft limit 0, email a@example.com, metadata none,"
+        " low-balance alerts none"
     )
     with pytest.raises(AccountSuspended):
         meter.charge(account, "CLI_TOOL")
@@ -94,6 +95,10 @@ def test_unknown_account_is_an_error_and_is_not_created(cli: CliRunner, engine: 
         ["--email", "nope"],
         ["--metadata", "[1]"],
         ["--metadata", "{bad"],
+        ["--low-balance", "credits"],
+        ["--low-balance", "credits=ten"],
+        ["--low-balance", "credits=0"],
+        ["--low-balance", "Credits=5"],
         [],
     ],
 )
@@ -105,3 +110,30 @@ def test_bad_options_exit_2_and_change_nothing(
     assert r.exit_code == 2, r.output
     now = get_settings(engine, account)
     assert now is not None and now.status == "active"
+
+
+def test_set_low_balance_saves_audits_and_flags_the_next_crossing(
+    cli: CliRunner, meter: Meter, engine: Engine
+) -> None:
+    from meter.wire import JournalField
+
+    account = _funded(meter, 100)
+    r = _run(cli, "set", account, "--low-balance", "credits=50", "--low-balance", "gems=7")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("low-balance alerts credits below 50, gems below 7")
+    c = meter.charge(account, "CLI_TOOL", 6)  # 100 -> 40
+    journal = meter.keys.journal(meter.keys.bucket(account))
+    (flags,) = [
+        f[JournalField.ALERTS.encode()]
+        for _, f in meter.redis.xrange(journal)
+        if f[JournalField.ID.encode()] == c.id.encode()
+    ]
+    assert flags == b"l|40|50"
+    assert _run(cli, "set", account, "--low-balance", "gems=").exit_code == 0
+    shown = json.loads(_run(cli, "show", account, "--json").stdout)
+    assert shown["low_balance_thresholds"] == {"credits": 50}
+    with engine.connect() as conn:
+        actions = conn.scalars(
+            select(T_AUDIT.c.action).where(T_AUDIT.c.target == account, T_AUDIT.c.actor == "cli")
+        ).all()
+    assert actions == ["account.threshold"] * 3

@@ -78,6 +78,7 @@ def test_every_account_operation_uses_one_slot(account: str) -> None:
         _first_eval(ops.restore_idempotency(env, account, (("k1", 2 * 10**12), ("k2", 1)))),
         ops.hydrate_eval(KEYS, account, ct, _snapshot_with_holds(account)),
         _account_set_eval(account),
+        _first_eval(ops.set_threshold(env, account, ct, "low", 50)),
         *_flush_evals(KEYS.bucket(account)),
     ]
     for ev in evals:

@@ -117,6 +117,8 @@ class World:
                 "grants": [{**grant, "expires_ms": "0", "category": category}],
                 "holds": [],
                 "due_member": due_member(account, CT),
+                "low_threshold": "",
+                "topup_threshold": "",
             },
         )
 
@@ -437,6 +439,15 @@ class World:
             args={"account_id": ACCT, "overdraft_limit": overdraft_limit, "status": status},
         )
 
+    def threshold_set_args(
+        self, kind: str = "low", threshold: str = "50", ct: str = CT
+    ) -> tuple[list, list]:
+        return _call(
+            sig.THRESHOLD_SET,
+            keys={"account": self.k.account(ACCT), "wallet": self.k.wallet(ACCT, ct)},
+            args={"account_id": ACCT, "credit_type": ct, "kind": kind, "threshold": threshold},
+        )
+
     def clawback_args(
         self,
         target: str = "5",
@@ -620,6 +631,10 @@ SPECIFIC = [  # (script, ARGV name, bad value, field)
     *[("account_set", "account_id", v, "account_id") for v in ACCOUNTS],
     *[("account_set", "overdraft_limit", v, "overdraft_limit") for v in NUMBERS],
     *[("account_set", "status", v, "status") for v in ["", "Suspended", "closed"]],
+    *[("threshold_set", "account_id", v, "account_id") for v in ACCOUNTS],
+    *[("threshold_set", "credit_type", v, "credit_type") for v in CREDIT_TYPES],
+    *[("threshold_set", "kind", v, "kind") for v in ["", "Low", "high"]],
+    *[("threshold_set", "threshold", v, "threshold") for v in [*NUMBERS[:3], "0", BIG]],
     *[("hydrate", "grant_id", v, "grant") for v in IDS],
     *[("hydrate", "remaining", v, "grant") for v in [*NUMBERS, "0"]],
     *[("hydrate", "priority", v, "grant") for v in [*NUMBERS, "101"]],
@@ -662,7 +677,7 @@ def _hydrate_with_hold(w: World, hold: list[str], n_hold_keys: int = 1) -> tuple
     """hydrate_args with one hold given as raw ARGV (malformed on purpose) and n record keys."""
     keys, args = w.hydrate_args()
     count = _index("hydrate", "holds")
-    assert args[count:] == ["0", due_member("other", CT)]
+    assert args[count:] == ["0", due_member("other", CT), "", ""]
     return (
         [*keys, *[w.k.hold(w.b, w.id()) for _ in range(n_hold_keys)]],
         [*args[:count], "1", *hold, *args[count + 1 :]],
@@ -901,6 +916,53 @@ def test_account_set_updates_every_loaded_wallet_and_the_account_key(w: World) -
     assert w.r.hgetall(w.k.account(ACCT)) == {b"o": b"25", b"s": b"suspended"}
     assert w.call("account_set", *w.account_set_args("active", "0")) == [Code.OK, 1]
     assert w.r.hmget(w.k.wallet(ACCT, CT), "o", "s") == [b"0", None]
+
+
+@covers(("threshold_set",), Code.OK)
+def test_threshold_set_updates_a_loaded_wallet_and_the_account_key(w: World) -> None:
+    assert w.call("threshold_set", *w.threshold_set_args("low", "50")) == [Code.OK, 1]
+    assert w.call("threshold_set", *w.threshold_set_args("topup", "20")) == [Code.OK, 1]
+    assert w.r.hmget(w.k.wallet(ACCT, CT), "lt", "tt") == [b"50", b"20"]
+    assert w.call("threshold_set", *w.threshold_set_args("low", "9", ct="gems")) == [Code.OK, 0]
+    assert not w.r.exists(w.k.wallet(ACCT, "gems"))  # a wallet is never made here
+    assert w.call("threshold_set", *w.threshold_set_args("low", "")) == [Code.OK, 1]
+    assert w.r.hmget(w.k.wallet(ACCT, CT), "lt", "tt") == [None, b"20"]
+    assert w.r.hgetall(w.k.account(ACCT)) == {
+        b"lt:credits": b"",
+        b"tt:credits": b"20",
+        b"lt:gems": b"9",
+    }
+
+
+def _with_thresholds(call: tuple[list, list], low: str, topup: str) -> tuple[list, list]:
+    """hydrate_args with these thresholds (its last two ARGV, after the holds)."""
+    keys, args = call
+    return keys, [*args[:-2], low, topup]
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "1.5", " 1", BIG])
+@pytest.mark.parametrize("which", ["low", "topup"])
+def test_hydrate_refuses_a_malformed_threshold_and_changes_nothing(
+    w: World, which: str, value: str
+) -> None:
+    low, topup = (value, "") if which == "low" else ("", value)
+    keys, args = _with_thresholds(w.hydrate_args(), low, topup)
+    assert expect_unchanged(w, "hydrate", keys, args, Code.BAD_ARGUMENT)[1] == b"threshold"
+
+
+def test_hydrate_takes_thresholds_set_after_its_sql_read(w: World) -> None:
+    keys, args = _with_thresholds(w.hydrate_args("other"), "30", "10")
+    w.r.hset(w.k.account("other"), mapping={"lt:credits": "", "tt:credits": "15"})
+    assert w.call("hydrate", keys, args) == [Code.OK, 1]
+    assert w.r.hmget(w.k.wallet("other", CT), "lt", "tt") == [None, b"15"]
+
+
+def test_hydrate_writes_the_thresholds_sql_gave(w: World) -> None:
+    assert w.call("hydrate", *_with_thresholds(w.hydrate_args("other"), "30", "")) == [
+        Code.OK,
+        1,
+    ]
+    assert w.r.hmget(w.k.wallet("other", CT), "lt", "tt") == [b"30", None]
 
 
 @covers(("charge", "hold"), Code.ACCOUNT_SUSPENDED)

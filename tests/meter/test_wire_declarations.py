@@ -250,12 +250,14 @@ def test_groups_are_laid_out_item_by_item_a_counted_one_after_its_count() -> Non
         grants=[{**grant, "category": "paid"}, {**grant, "grant_id": "g2", "category": "paid"}],
         holds=[],
         due_member="m",
+        low_threshold="100",
+        topup_threshold="",
     )
     assert args == [
         *["a", "credits", "0", "active", "0", "2"],
         *["g1", "5", "50", "0", "paid"],
         *["g2", "5", "50", "0", "paid"],
-        *["0", "m"],
+        *["0", "m", "100", ""],
     ]
 
 
