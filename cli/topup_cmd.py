@@ -88,9 +88,11 @@ def set_(
     daily_max: int = typer.Option(1, "--daily-max", help="top-ups at most in any 24 h"),
     as_json: JsonFlag = False,
 ) -> None:
-    """Set (and enable) the rule; the account's next checkout saves its card."""
+    """Set (and enable) the rule and the wallet's top-up threshold; the account's next
+    checkout saves its card."""
     from meter.times import now_ms
-    from sync import accounts, pricing, topup_store
+    from sync import accounts, pricing, thresholds, topup_store
+    from sync.context import context
 
     try:
         topup_store.check_rule(below, buy, daily_max)
@@ -99,6 +101,7 @@ def set_(
         usage_error(option, str(exc))
     try:
         engine = _engine()
+        ctx = context(get_settings())
         if not accounts.account_exists(engine, account_id):
             usage_error("ACCOUNT_ID", f"no account {account_id!r}")
         try:
@@ -114,6 +117,9 @@ def set_(
             credits=buy,
             daily_max=daily_max,
             now_ms=now_ms(),
+        )
+        thresholds.set_threshold(
+            engine, ctx.meter(), ACTOR, account_id, credit_type, "topup", rule.threshold
         )
         _show(engine, rule, as_json)
     except SystemExit:
@@ -148,14 +154,21 @@ def disable(
     account_id: str = typer.Argument(..., help="the account"),
     credit_type: str = typer.Argument(..., help="the wallet's credit type"),
 ) -> None:
-    """Disable the rule (kept with its attempts; `set` enables it again)."""
+    """Disable the rule (kept with its attempts; `set` enables it again) and remove the
+    wallet's top-up threshold."""
     from meter.times import now_ms
+    from sync import thresholds
+    from sync.context import context
     from sync.topup_store import disable_rule
 
     try:
+        engine = _engine()
         rule = disable_rule(
-            _engine(), ACTOR, account_id, credit_type, "disabled from the CLI", now_ms()
+            engine, ACTOR, account_id, credit_type, "disabled from the CLI", now_ms()
         )
+        if rule is not None:
+            meter = context(get_settings()).meter()
+            thresholds.set_threshold(engine, meter, ACTOR, account_id, credit_type, "topup", None)
     except Exception as exc:
         _fail(exc)
     if rule is None:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from meter import validate
 from meter.bounds import CREDITS_MAX
 from meter.times import rfc3339
-from sync import audit, webhooks
+from sync import audit, thresholds, webhooks
 from sync.db import write_transaction
 from sync.models import T_SAVED_PAYMENT_METHODS, T_TOPUP_ATTEMPTS, T_TOPUP_RULES
 from sync.sqlops import dialect_insert
@@ -117,7 +117,7 @@ def attempt_id(account_id: str, credit_type: str, crossing_id: str) -> str:
 def check_rule(threshold: object, credits: object, daily_max: object) -> tuple[int, int, int]:
     checked: list[int] = []
     for field, value, low, high in (
-        ("threshold", threshold, 0, CREDITS_MAX),
+        ("threshold", threshold, thresholds.THRESHOLD_MIN, thresholds.THRESHOLD_MAX),
         ("credits", credits, 1, CREDITS_MAX),
         ("daily_max", daily_max, 1, DAILY_MAX_MAX),
     ):

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api import changes
 from api.auth import Principal, require
 from api.errors import Problem, invalid
 from api.schemas import AccountId, CreditType, Strict
 from api.state import AppState, app_state
 from meter import bounds
 from meter.times import now_ms
-from sync import accounts, pricing, topup_store
+from sync import accounts, pricing, thresholds, topup_store
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/topup/{credit_type}", tags=["topups"])
 State = Annotated[AppState, Depends(app_state)]
@@ -25,8 +26,8 @@ DISABLED_BY_ADMIN = "disabled by an admin"
 
 
 class TopupRuleIn(Strict):
-    threshold: Annotated[int, Field(ge=0, le=bounds.CREDITS_MAX)] = Field(
-        description="top up when available credits drop below this"
+    threshold: Annotated[int, Field(ge=thresholds.THRESHOLD_MIN, le=thresholds.THRESHOLD_MAX)] = (
+        Field(description="top up when available credits drop below this")
     )
     credits: Annotated[int, Field(ge=1, le=bounds.CREDITS_MAX)] = Field(
         description="credits bought per top-up, priced as a quote of them"
@@ -84,11 +85,12 @@ def _no_rule(account_id: str, credit_type: str) -> Problem:
 async def put_rule(
     account_id: AccountId, credit_type: CreditType, body: TopupRuleIn, state: State, who: Admin
 ) -> TopupRuleOut:
-    """Sets the rule, enabled, its failures in a row back to 0. `credits` must be sold by
-    the unit (a price table of the credit type) within Stripe's limits. The account's next
-    checkout saves its card for the top-ups."""
+    """Sets the rule, enabled, its failures in a row back to 0, and the wallet's top-up
+    threshold, which the charge scripts flag crossings of (sync.thresholds, kind topup).
+    `credits` must be sold by the unit (a price table of the credit type) within Stripe's
+    limits. The account's next checkout saves its card for the top-ups."""
 
-    def run() -> TopupRuleOut:
+    def save() -> topup_store.Rule:
         if not accounts.account_exists(state.engine, account_id):
             raise Problem(404, f"account {account_id!r} not found", slug="account-not-found")
         try:
@@ -98,7 +100,7 @@ async def put_rule(
         except pricing.PricingError as exc:
             where = "path" if exc.field == "credit_type" else "body"
             raise invalid(f"{where}.{exc.field}", str(exc)) from exc
-        rule = topup_store.set_rule(
+        return topup_store.set_rule(
             state.engine,
             who.actor,
             account_id,
@@ -108,9 +110,12 @@ async def put_rule(
             daily_max=body.daily_max,
             now_ms=now_ms(),
         )
-        return _out(state.engine, rule)
 
-    return await run_in_threadpool(run)
+    rule = await run_in_threadpool(save)
+    await changes.set_thresholds(
+        state, who.actor, account_id, "topup", {credit_type: rule.threshold}
+    )
+    return await run_in_threadpool(_out, state.engine, rule)
 
 
 @router.get("", response_model=TopupRuleOut, responses={404: {"description": "no rule"}})
@@ -135,7 +140,8 @@ async def get_rule(
 async def delete_rule(
     account_id: AccountId, credit_type: CreditType, state: State, who: Admin
 ) -> Response:
-    """Disables the rule (kept with its attempts); PUT enables it again."""
+    """Disables the rule (kept with its attempts) and removes the wallet's top-up threshold;
+    PUT enables it again."""
     rule = await run_in_threadpool(
         topup_store.disable_rule,
         state.engine,
@@ -147,4 +153,5 @@ async def delete_rule(
     )
     if rule is None:
         raise _no_rule(account_id, credit_type)
+    await changes.set_thresholds(state, who.actor, account_id, "topup", {credit_type: None})
     return Response(status_code=204)

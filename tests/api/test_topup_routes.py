@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from meter.keys import Keys
 from meter.times import now_ms
-from sync import accounts, topup_store
+from sync import accounts, thresholds, topup_store
 from sync.models import T_AUDIT, T_STRIPE_CUSTOMERS
 from sync.pricing import PriceTable, Slab, replace_prices
 from sync.topups import request_topup
@@ -79,14 +79,18 @@ def test_set_read_disable_and_set_again(
         True,
     )
     assert (rule["card_saved"], rule["attempts"]) == (False, [])
+    # The wallet's top-up threshold, which the charge scripts flag crossings of.
+    assert thresholds.get_thresholds(api_engine, acct, "topup") == {credit_type: 50}
     got = http.get(f"/v1/accounts/{acct}/topup/{credit_type}", headers=bearer(read_key))
     assert got.status_code == 200 and got.json()["threshold"] == 50
     gone = http.delete(f"/v1/accounts/{acct}/topup/{credit_type}", headers=bearer(admin_key))
     assert gone.status_code == 204
     off = http.get(f"/v1/accounts/{acct}/topup/{credit_type}", headers=bearer(read_key)).json()
     assert (off["enabled"], off["disabled_reason"]) == (False, "disabled by an admin")
+    assert thresholds.get_thresholds(api_engine, acct, "topup") == {}
     again = _put(http, admin_key, acct, credit_type, {"threshold": 10, "credits": 100})
     assert (again.json()["enabled"], again.json()["daily_max"]) == (True, 1)
+    assert thresholds.get_thresholds(api_engine, acct, "topup") == {credit_type: 10}
     with api_engine.connect() as conn:
         actions = (
             conn.execute(
@@ -102,6 +106,7 @@ def test_set_read_disable_and_set_again(
     ("body", "field"),
     [
         ({"threshold": -1, "credits": 100}, "body.threshold"),
+        ({"threshold": 0, "credits": 100}, "body.threshold"),
         ({"threshold": 5, "credits": 0}, "body.credits"),
         ({"threshold": 5, "credits": "100"}, "body.credits"),
         ({"threshold": 5, "credits": 100, "daily_max": 25}, "body.daily_max"),

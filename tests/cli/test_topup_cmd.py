@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from meter.times import now_ms
-from sync import topup_store
+from sync import thresholds, topup_store
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_AUDIT
 from sync.pricing import PriceTable, Slab, replace_prices
@@ -42,6 +42,7 @@ def test_set_show_disable(cli: CliRunner, engine: Engine, wallet: tuple[str, str
     assert done.exit_code == 0, done.output
     assert "below 50 buy 100, at most 2 a day; enabled" in done.output
     assert "card not saved yet" in done.output and "no attempts yet" in done.output
+    assert thresholds.get_thresholds(engine, acct, "topup") == {ct: 50}
     topup_store.claim(engine, acct, ct, "x-1", now_ms())
     shown = _run(cli, "show", acct, ct, "--json")
     assert shown.exit_code == 0, shown.output
@@ -52,6 +53,7 @@ def test_set_show_disable(cli: CliRunner, engine: Engine, wallet: tuple[str, str
     assert topup_store.attempt_id(acct, ct, "x-1") in table.output
     off = _run(cli, "disable", acct, ct)
     assert off.exit_code == 0 and f"disabled auto top-up of {acct} {ct}" in off.output
+    assert thresholds.get_thresholds(engine, acct, "topup") == {}
     rule = topup_store.get_rule(engine, acct, ct)
     assert rule is not None and (rule.enabled, rule.disabled_reason) == (
         False,
@@ -62,12 +64,19 @@ def test_set_show_disable(cli: CliRunner, engine: Engine, wallet: tuple[str, str
             select(T_AUDIT.c.actor, T_AUDIT.c.action).where(T_AUDIT.c.target == f"{acct}/{ct}")
         ).all()
     assert [tuple(a) for a in actors] == [("cli", "topup.set"), ("cli", "topup.disable")]
+    with engine.connect() as conn:
+        kinds = conn.execute(
+            select(T_AUDIT.c.detail).where(
+                T_AUDIT.c.target == acct, T_AUDIT.c.action == "account.threshold"
+            )
+        ).scalars()
+        assert [json.loads(d)["threshold"] for d in kinds] == [50, None]
 
 
 @pytest.mark.parametrize(
     ("args", "option"),
     [
-        (["--below", "-1", "--buy", "100"], "--below"),
+        (["--below", "0", "--buy", "100"], "--below"),
         (["--below", "5", "--buy", "0"], "--buy"),
         (["--below", "5", "--buy", "100", "--daily-max", "25"], "--daily-max"),
         (["--below", "5", "--buy", "5"], "--buy"),  # under the minimum purchase of 10
