@@ -189,6 +189,8 @@ class Purchases:
             return self._dispute(obj), None
         if kind == "payment_intent.succeeded":
             return self.topup_paid(obj), None
+        if kind == "payment_intent.payment_failed":
+            return self._topup_failed(obj), None
         if kind == "invoice.paid":
             return self._invoice_paid(obj)
         if kind == "invoice_payment.paid":
@@ -359,6 +361,27 @@ class Purchases:
             f"{'granted' if granted else 'already granted'} {attempt.credits}"
             f" {attempt.credit_type} (top-up {aid})" + (f"; {_moved(moved)}" if moved else "")
         )
+
+    def _topup_failed(self, intent: dict[str, Any]) -> str:
+        """Records a failed auto top-up (Stripe sends this for a decline the job saw too, or
+        for a payment that was processing): the failure counts once, whoever records it."""
+        pi = _str(intent, "id")
+        aid = (intent.get("metadata") or {}).get("topup_attempt_id")
+        if not isinstance(aid, str) or not aid:
+            return Ignored(f"ignored: payment intent {pi} is not an auto top-up")
+        error = intent.get("last_payment_error") or {}
+        code = error.get("code") or error.get("decline_code") or "payment_failed"
+        recorded = topup_store.record_failure(
+            self.engine,
+            aid,
+            code=str(code),
+            message=str(error.get("message") or "the payment failed"),
+            payment_intent_id=pi,
+            now_ms=now_ms(),
+        )
+        if not recorded:
+            return Ignored(f"ignored: no pending top-up {aid} (settled before, or not ours)")
+        return f"top-up {aid} failed: {code}"
 
     # --- refunds and disputes ----------------------------------------------------------------
 

@@ -470,3 +470,36 @@ def test_a_paid_opted_in_checkout_event_saves_the_card_of_its_payment_intent(
     other = dict(session, metadata={"account_id": "someone-else"})
     assert save_checkout_card(engine, settings, other) is None
     assert topup_store.saved_card(engine, "someone-else") is None
+
+
+def test_the_payment_failed_webhook_and_the_job_count_a_decline_once(
+    engine: Engine,
+    sc: stripe.StripeClient,
+    purchases: Purchases,
+    keys: Keys,
+    redis_sync: redis.Redis,
+) -> None:
+    w = _wallet(engine, sc, card=sf.CARD_DECLINED, daily_max=5)
+    # The job first, then Stripe's payment_intent.payment_failed about the same payment.
+    first = _request(engine, w, redis_sync, keys)
+    assert run_attempt(engine, sc, purchases, first) == "failed: card_declined"
+    kept = topup_store.get_attempt(engine, first)
+    assert kept is not None and kept.payment_intent_id is not None
+    intent = stripe_api.as_sent(sc.v1.payment_intents.retrieve(kept.payment_intent_id))
+    late = purchases.apply(sf.event("payment_intent.payment_failed", intent))[0]
+    assert late.startswith("ignored: no pending top-up")
+    # The webhook first (the job died after Stripe answered), then the job's re-run.
+    second = _request(engine, w, redis_sync, keys)
+    attempt = topup_store.fix_price(engine, second, 100, 1000, "usd")
+    card = topup_store.saved_card(engine, w.account_id)
+    assert card is not None
+    with pytest.raises(stripe_api.PaymentFailed) as declined:
+        stripe_api.charge_saved_card(sc, attempt, card)
+    assert declined.value.payment_intent_id is not None
+    intent = stripe_api.as_sent(sc.v1.payment_intents.retrieve(declined.value.payment_intent_id))
+    early = purchases.apply(sf.event("payment_intent.payment_failed", intent))[0]
+    assert early == f"top-up {second} failed: card_declined"
+    assert run_attempt(engine, sc, purchases, second) == "already failed"
+    rule = topup_store.get_rule(engine, w.account_id, w.credit_type)
+    assert rule is not None and rule.consecutive_failures == 2
+    assert len(_topup_events(engine, w.account_id)) == 2
