@@ -33,6 +33,9 @@ CROSSING_ID_LEN_MAX: Final = 255  # the crossing_id column
 ERROR_TEXT_LEN_MAX: Final = 1_000  # Stripe's messages are a sentence or two
 SYSTEM_ACTOR: Final = "system"  # the audit actor of a rule disabled by its failures
 STATUSES: Final = ("pending", "processing", "succeeded", "failed")
+RESCUE_AFTER_MS: Final = 60_000  # a claimed attempt's job starts within seconds
+RESCUE_WITHIN_MS: Final = 3_600_000  # past an hour the crossing is history: left pending, shown
+RESCUE_BATCH_MAX: Final = 100  # attempts one sweep enqueues at most
 
 
 class TopupError(ValueError):
@@ -332,6 +335,25 @@ def claim(
         return aid, "claimed"
 
     return write_transaction(engine, txn)
+
+
+def stale_pending(engine: Engine, now_ms: int) -> list[str]:
+    """Attempts claimed between RESCUE_WITHIN_MS and RESCUE_AFTER_MS ago and still pending:
+    their job was lost (an enqueue that failed after the claim committed) or gave up
+    (Stripe unreachable through all its retries). Oldest first, at most RESCUE_BATCH_MAX."""
+    a = T_TOPUP_ATTEMPTS.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(a.id)
+            .where(
+                a.status == "pending",
+                a.created_at_ms <= now_ms - RESCUE_AFTER_MS,
+                a.created_at_ms > now_ms - RESCUE_WITHIN_MS,
+            )
+            .order_by(a.created_at_ms, a.id)
+            .limit(RESCUE_BATCH_MAX)
+        ).scalars()
+        return list(rows)
 
 
 def fix_price(engine: Engine, aid: str, credits: int, amount_minor: int, currency: str) -> Attempt:

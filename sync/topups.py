@@ -60,6 +60,19 @@ def request_topup(
     return aid
 
 
+def rescue_pending(
+    engine: Engine, now_ms: int, *, queue_redis: redis.Redis, keys: Keys
+) -> list[str]:
+    """Enqueues again the jobs of attempts left pending (topup_store.stale_pending); an
+    attempt whose job is waiting, running or scheduled for a retry is left to it. Returns
+    the attempts enqueued."""
+    return [
+        aid
+        for aid in topup_store.stale_pending(engine, now_ms)
+        if enqueue_topup(queue_redis, keys, aid)
+    ]
+
+
 def run_attempt(engine: Engine, client: stripe.StripeClient, purchases: Purchases, aid: str) -> str:
     """Pays one attempt (what the job runs; safe to run again) -> what happened."""
     attempt = topup_store.get_attempt(engine, aid)

@@ -28,7 +28,7 @@ from sync.models import T_AUDIT, T_PURCHASES, T_WEBHOOK_EVENTS
 from sync.pricing import PriceTable, Slab, replace_prices
 from sync.purchases import Purchases, purchase_id, store_event
 from sync.settings import Settings
-from sync.topups import request_topup, run_attempt, save_checkout_card
+from sync.topups import request_topup, rescue_pending, run_attempt, save_checkout_card
 from tests import stripe_events
 from tests import stripe_fake as sf
 from tests.sync.conftest import account
@@ -503,3 +503,38 @@ def test_the_payment_failed_webhook_and_the_job_count_a_decline_once(
     rule = topup_store.get_rule(engine, w.account_id, w.credit_type)
     assert rule is not None and rule.consecutive_failures == 2
     assert len(_topup_events(engine, w.account_id)) == 2
+
+
+def test_attempts_left_pending_are_enqueued_again_within_the_hour(
+    engine: Engine, sc: stripe.StripeClient, keys: Keys, redis_sync: redis.Redis
+) -> None:
+    """A claim whose enqueue was lost (claimed here without one) is rescued by the sweep
+    after a minute; its job waiting, the next sweep adds nothing; an hour on it is history."""
+    w = _wallet(engine, sc)
+    t0 = now_ms()
+    aid, _ = topup_store.claim(engine, w.account_id, w.credit_type, "x-lost", t0)
+    assert aid is not None
+    job_id = f"topup-{keys.prefix}-{aid}"
+
+    def rescue(at_ms: int) -> list[str]:
+        found = rescue_pending(engine, at_ms, queue_redis=redis_sync, keys=keys)
+        return [a for a in found if a == aid]
+
+    assert rescue(t0 + topup_store.RESCUE_AFTER_MS - 1) == []
+    assert not Job.exists(job_id, connection=redis_sync)
+    assert rescue(t0 + topup_store.RESCUE_AFTER_MS) == [aid]
+    assert Job.exists(job_id, connection=redis_sync)
+    assert rescue(t0 + topup_store.RESCUE_AFTER_MS + 1) == []  # its job is waiting
+    Job.fetch(job_id, connection=redis_sync).delete()
+    assert rescue(t0 + topup_store.RESCUE_WITHIN_MS) == []
+
+
+def test_the_cron_sweeps_pending_top_ups_on_the_stripe_queue(
+    redis_sync: redis.Redis, keys: Keys
+) -> None:
+    from sync.queues import STRIPE, queue_name
+    from worker import topup_jobs
+    from worker.trigger import make_cron
+
+    mine = {j.func: j.queue_name for j in make_cron(redis_sync, keys).get_jobs()}
+    assert mine[topup_jobs.sweep_pending] == queue_name(keys, STRIPE)
