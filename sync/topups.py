@@ -7,9 +7,9 @@ and enqueues its job. The job (`run_attempt`) prices the credits as a quote woul
 an off-session payment intent confirmed at once, its idempotency key the attempt's id, and:
 - succeeded: grants through the purchase path (Purchases.topup_paid), which the
   `payment_intent.succeeded` webhook also reaches: one purchase row, one grant;
-- a card error (card_declined, authentication_required) or a payment needing the customer
-  (requires_action): the attempt fails with Stripe's code, `topup.failed` is emitted, and
-  the third failure in a row disables the rule;
+- a card error (card_declined, authentication_required) or a payment left needing the
+  customer: the attempt fails with Stripe's code (or the payment's status), `topup.failed`
+  is emitted, and the third failure in a row disables the rule;
 - Stripe unreachable: the job raises and RQ retries it; the card has not failed.
 """
 
@@ -30,13 +30,6 @@ from sync.queues import enqueue_topup
 from sync.settings import Settings
 
 log = logging.getLogger(__name__)
-# A confirmed payment intent in one of these needs the customer: off-session, it failed.
-NEEDS_CUSTOMER = {
-    "requires_action": "authentication_required",
-    "requires_payment_method": "payment_failed",
-    "requires_confirmation": "payment_failed",
-    "canceled": "canceled",
-}
 
 
 def request_topup(
@@ -100,11 +93,12 @@ def run_attempt(engine: Engine, client: stripe.StripeClient, purchases: Purchase
     status = str(intent.status)
     if status == "succeeded":
         return purchases.topup_paid(stripe_api.as_sent(intent))
-    if status in NEEDS_CUSTOMER:
-        message = f"payment intent {intent.id} is {status}: the customer must act"
-        return _failed(engine, aid, NEEDS_CUSTOMER[status], message, intent.id)
-    topup_store.mark_processing(engine, aid, intent.id, clock_ms())
-    return f"processing: payment_intent.succeeded will grant ({intent.id})"
+    if status == "processing":  # not a card: its payment_intent.* webhook settles it
+        topup_store.mark_processing(engine, aid, intent.id, clock_ms())
+        return f"processing: payment_intent.succeeded will grant ({intent.id})"
+    # Cards answer a 402 when the customer must act; any other state is a failure too.
+    message = f"payment intent {intent.id} is {status}: the customer must act"
+    return _failed(engine, aid, status, message, intent.id)
 
 
 def _price(engine: Engine, attempt: topup_store.Attempt) -> topup_store.Attempt | str:
