@@ -538,3 +538,24 @@ def test_the_cron_sweeps_pending_top_ups_on_the_stripe_queue(
 
     mine = {j.func: j.queue_name for j in make_cron(redis_sync, keys).get_jobs()}
     assert mine[topup_jobs.sweep_pending] == queue_name(keys, STRIPE)
+
+
+def test_a_refunded_top_up_takes_its_credits_back(
+    engine: Engine,
+    sc: stripe.StripeClient,
+    purchases: Purchases,
+    meter: Meter,
+    keys: Keys,
+    redis_sync: redis.Redis,
+) -> None:
+    w = _wallet(engine, sc)
+    aid = _request(engine, w, redis_sync, keys)
+    run_attempt(engine, sc, purchases, aid)
+    attempt = topup_store.get_attempt(engine, aid)
+    assert attempt is not None and attempt.payment_intent_id is not None
+    refunded = sf.charge(
+        payment_intent=attempt.payment_intent_id, amount=1000, amount_refunded=1000
+    )
+    outcome = purchases.apply(sf.event("charge.refunded", refunded))[0]
+    assert "took back 100" in outcome
+    assert _available(meter, w) == 0
