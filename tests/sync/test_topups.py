@@ -559,3 +559,34 @@ def test_a_refunded_top_up_takes_its_credits_back(
     outcome = purchases.apply(sf.event("charge.refunded", refunded))[0]
     assert "took back 100" in outcome
     assert _available(meter, w) == 0
+
+
+def test_a_change_that_crosses_the_rule_threshold_is_reported_and_topped_up(
+    engine: Engine,
+    sc: stripe.StripeClient,
+    purchases: Purchases,
+    meter: Meter,
+    keys: Keys,
+    redis_sync: redis.Redis,
+) -> None:
+    """The contract with the balance alerts' change: setting a rule sets the wallet's
+    topup threshold, the script flags the entry that crosses it, the flush's WriteResult
+    lists it, and its (entry id, account, credit type) is what request_topup takes."""
+    from sync import thresholds
+    from sync.journal import parse
+    from sync.writer import write_entries
+
+    w = _wallet(engine, sc)
+    meter.grant(w.account_id, w.credit_type, 120, category="paid")
+    thresholds.set_threshold(engine, meter, "test", w.account_id, w.credit_type, "topup", 50)
+    meter.adjust(w.account_id, w.credit_type, -80, reason="usage")  # 120 -> 40: crosses 50
+    bucket = keys.bucket(w.account_id)
+    raw = meter.redis.xrange(keys.journal(bucket))
+    entries = [parse(sid.decode(), fields) for sid, fields in raw]
+    with engine.begin() as conn:
+        written = write_entries(conn, bucket, entries, now_ms())
+    [(entry_id, acct, ct)] = [c for c in written.topup_crossings if c[1] == w.account_id]
+    aid = request_topup(engine, acct, ct, entry_id, now_ms(), queue_redis=redis_sync, keys=keys)
+    assert aid is not None
+    assert run_attempt(engine, sc, purchases, aid).startswith("granted 100")
+    assert _available(meter, w) == 140
