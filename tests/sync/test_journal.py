@@ -113,3 +113,15 @@ def test_sortable_ids_sort_like_stream_ids_and_convert_back() -> None:
     assert [unsortable(sortable(i)) for i in ids] == ids
     assert sortable("42") == sortable("42-0")
     assert stream_ms("1700000000000-7") == 1_700_000_000_000
+
+
+def test_alert_flags_parse_and_a_malformed_one_is_a_malformed_entry() -> None:
+    from meter.wire import Alert, Alerts
+
+    assert parse("1-0", CHARGE).alerts is None
+    e = parse("1-0", _with(al="ldt|-3|10"))
+    assert e.alerts == Alerts(frozenset({Alert.LOW, Alert.DEPLETED, Alert.TOPUP}), -3, 10)
+    assert parse("1-0", _with(al="d|0|")).alerts == Alerts(frozenset({Alert.DEPLETED}), 0, None)
+    for bad in ("x|1|", "l|1|", "d|1|5", "|1|", "l|one|5", "l|1", "d|1||"):
+        with pytest.raises(MalformedEntry):
+            parse("1-0", _with(al=bad))
