@@ -38,7 +38,8 @@ def _engine() -> Engine:
 
 
 def _show(engine: Engine, rule: Rule, as_json: bool) -> None:
-    from sync.topup_store import last_attempts, saved_card
+    from sync.topup_attempts import last_attempts
+    from sync.topup_store import saved_card
 
     attempts = last_attempts(engine, rule.account_id, rule.credit_type)
     card = saved_card(engine, rule.account_id) is not None

@@ -46,7 +46,7 @@ from sync import (
     checkout_quotes,
     stripe_objects,
     stripe_payments,
-    topup_store,
+    topup_attempts,
     webhooks_purchases,
 )
 from sync.checkout_quotes import StoredQuote
@@ -327,7 +327,7 @@ class Purchases:
             return Ignored(f"ignored: payment intent {pi} is not an auto top-up")
         if intent.get("status") != "succeeded":
             return Ignored(f"ignored: payment intent {pi} is {intent.get('status')}")
-        attempt = topup_store.get_attempt(self.engine, aid)
+        attempt = topup_attempts.get_attempt(self.engine, aid)
         if attempt is None or attempt.credits is None:
             raise EventError(f"payment intent {pi}: no top-up attempt {aid}; nothing granted")
         paid = (_int(intent, "amount"), _str(intent, "currency"))
@@ -354,7 +354,7 @@ class Purchases:
         }
         granted = self._grant(row, category="paid", source="topup", expires_at_ms=None)
         write_transaction(
-            self.engine, lambda conn: topup_store.mark_succeeded(conn, aid, pi, now_ms())
+            self.engine, lambda conn: topup_attempts.mark_succeeded(conn, aid, pi, now_ms())
         )
         moved = self._settle_clawback(pid)
         return (
@@ -371,7 +371,7 @@ class Purchases:
             return Ignored(f"ignored: payment intent {pi} is not an auto top-up")
         error = intent.get("last_payment_error") or {}
         code = error.get("code") or error.get("decline_code") or "payment_failed"
-        recorded = topup_store.record_failure(
+        recorded = topup_attempts.record_failure(
             self.engine,
             aid,
             code=str(code),

@@ -20,7 +20,7 @@ import stripe
 from sqlalchemy import Engine, delete, select
 
 from meter.times import now_ms
-from sync import limits, topup_store
+from sync import limits, topup_attempts, topup_store
 from sync.checkout_quotes import store_quote
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_STRIPE_CUSTOMERS
@@ -324,7 +324,7 @@ def _session_of(
 
 
 def charge_saved_card(
-    client: stripe.StripeClient, attempt: topup_store.Attempt, card: topup_store.SavedCard
+    client: stripe.StripeClient, attempt: topup_attempts.Attempt, card: topup_store.SavedCard
 ) -> Any:
     """An auto top-up: a payment intent confirmed at once on the saved card, the customer
     away (off_session). The attempt's id is the idempotency key, so a retried job gets the

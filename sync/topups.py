@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from meter.keys import Keys
 from meter.times import now_ms as clock_ms
-from sync import pricing, stripe_api, topup_store
+from sync import pricing, stripe_api, topup_attempts, topup_store
 from sync.purchases import Purchases
 from sync.queues import enqueue_topup
 from sync.settings import Settings
@@ -45,7 +45,7 @@ def request_topup(
     """Enqueues the top-up of this crossing -> its attempt id; None (nothing enqueued) when
     the wallet has no enabled rule, the crossing has its attempt already, or the day's
     cap is reached. Safe to call again for a crossing (a replayed flush)."""
-    aid, why = topup_store.claim(engine, account_id, credit_type, crossing_id, now_ms)
+    aid, why = topup_attempts.claim(engine, account_id, credit_type, crossing_id, now_ms)
     if aid is None:
         log.info("no top-up of %s/%s for %s: %s", account_id, credit_type, crossing_id, why)
         return None
@@ -56,19 +56,19 @@ def request_topup(
 def rescue_pending(
     engine: Engine, now_ms: int, *, queue_redis: redis.Redis, keys: Keys
 ) -> list[str]:
-    """Enqueues again the jobs of attempts left pending (topup_store.stale_pending); an
+    """Enqueues again the jobs of attempts left pending (topup_attempts.stale_pending); an
     attempt whose job is waiting, running or scheduled for a retry is left to it. Returns
     the attempts enqueued."""
     return [
         aid
-        for aid in topup_store.stale_pending(engine, now_ms)
+        for aid in topup_attempts.stale_pending(engine, now_ms)
         if enqueue_topup(queue_redis, keys, aid)
     ]
 
 
 def run_attempt(engine: Engine, client: stripe.StripeClient, purchases: Purchases, aid: str) -> str:
     """Pays one attempt (what the job runs; safe to run again) -> what happened."""
-    attempt = topup_store.get_attempt(engine, aid)
+    attempt = topup_attempts.get_attempt(engine, aid)
     if attempt is None:
         return f"no top-up attempt {aid}"
     if attempt.status in ("succeeded", "failed"):
@@ -88,20 +88,20 @@ def run_attempt(engine: Engine, client: stripe.StripeClient, purchases: Purchase
     except stripe_api.StripeRefused as exc:
         return _failed(engine, aid, exc.code or "stripe_refused", str(exc), None)
     except (stripe_api.StripeUnavailable, stripe_api.StripeNotConfigured) as exc:
-        topup_store.note_error(engine, aid, f"retrying: {exc}", clock_ms())
+        topup_attempts.note_error(engine, aid, f"retrying: {exc}", clock_ms())
         raise
     status = str(intent.status)
     if status == "succeeded":
         return purchases.topup_paid(stripe_api.as_sent(intent))
     if status == "processing":  # not a card: its payment_intent.* webhook settles it
-        topup_store.mark_processing(engine, aid, intent.id, clock_ms())
+        topup_attempts.mark_processing(engine, aid, intent.id, clock_ms())
         return f"processing: payment_intent.succeeded will grant ({intent.id})"
     # Cards answer a 402 when the customer must act; any other state is a failure too.
     message = f"payment intent {intent.id} is {status}: the customer must act"
     return _failed(engine, aid, status, message, intent.id)
 
 
-def _price(engine: Engine, attempt: topup_store.Attempt) -> topup_store.Attempt | str:
+def _price(engine: Engine, attempt: topup_attempts.Attempt) -> topup_attempts.Attempt | str:
     """Fixes the attempt's price, as a quote for the rule's credits would be (with the
     account's plan discount) -> the attempt; or the failure recorded when it cannot be."""
     rule = topup_store.get_rule(engine, attempt.account_id, attempt.credit_type)
@@ -113,11 +113,11 @@ def _price(engine: Engine, attempt: topup_store.Attempt) -> topup_store.Attempt 
         )
     except pricing.PricingError as exc:
         return _failed(engine, attempt.id, "not_priced", str(exc), None)
-    return topup_store.fix_price(engine, attempt.id, quote.credits, quote.amount, quote.currency)
+    return topup_attempts.fix_price(engine, attempt.id, quote.credits, quote.amount, quote.currency)
 
 
 def _failed(engine: Engine, aid: str, code: str, message: str, pi: str | None) -> str:
-    topup_store.record_failure(
+    topup_attempts.record_failure(
         engine, aid, code=code, message=message, payment_intent_id=pi, now_ms=clock_ms()
     )
     log.warning("top-up %s failed: %s: %s", aid, code, message)

@@ -20,7 +20,7 @@ from api.admin.session import PageSession, current_session, login_token, set_log
 from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
 from meter.times import now_ms
-from sync import accounts, entries, reports, thresholds, tools, topup_store
+from sync import accounts, entries, reports, thresholds, tools, topup_attempts, topup_store
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 State = Annotated[AppState, Depends(app_state)]
@@ -202,7 +202,7 @@ async def render_account(
 class Topups:
     """The account's auto top-up rules, each with its last attempts, and its saved card."""
 
-    rules: list[tuple[topup_store.Rule, list[topup_store.Attempt]]]
+    rules: list[tuple[topup_store.Rule, list[topup_attempts.Attempt]]]
     card_saved: bool
 
 
@@ -211,7 +211,7 @@ def _topups(engine: Engine, account_id: str) -> Topups | None:
     if not rules:
         return None
     return Topups(
-        [(r, topup_store.last_attempts(engine, account_id, r.credit_type)) for r in rules],
+        [(r, topup_attempts.last_attempts(engine, account_id, r.credit_type)) for r in rules],
         topup_store.saved_card(engine, account_id) is not None,
     )
 

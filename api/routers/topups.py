@@ -17,7 +17,7 @@ from api.schemas import AccountId, CreditType, Strict
 from api.state import AppState, app_state
 from meter import bounds
 from meter.times import now_ms
-from sync import accounts, pricing, thresholds, topup_store
+from sync import accounts, pricing, thresholds, topup_attempts, topup_store
 
 router = APIRouter(prefix="/v1/accounts/{account_id}/topup/{credit_type}", tags=["topups"])
 State = Annotated[AppState, Depends(app_state)]
@@ -65,7 +65,7 @@ class TopupRuleOut(BaseModel):
 
 
 def _out(engine: Any, rule: topup_store.Rule) -> TopupRuleOut:
-    attempts = topup_store.last_attempts(engine, rule.account_id, rule.credit_type)
+    attempts = topup_attempts.last_attempts(engine, rule.account_id, rule.credit_type)
     return TopupRuleOut(
         **rule.as_dict(),
         card_saved=topup_store.saved_card(engine, rule.account_id) is not None,

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from meter.keys import Keys
 from meter.times import now_ms
-from sync import accounts, thresholds, topup_store
+from sync import accounts, thresholds, topup_attempts, topup_store
 from sync.models import T_AUDIT, T_STRIPE_CUSTOMERS
 from sync.pricing import PriceTable, Slab, replace_prices
 from sync.topups import request_topup
@@ -228,12 +228,12 @@ def test_a_crossing_is_topped_up_off_session_with_the_card_the_checkout_saved(
     assert aid is not None
 
     def settled() -> bool:
-        found = topup_store.get_attempt(api_engine, aid)
+        found = topup_attempts.get_attempt(api_engine, aid)
         return found is not None and found.status == "succeeded"
 
     wait_until(settled, PAID_WITHIN_S)
     assert _balance(http, meter_key, acct, credit_type) == 200
-    attempt = topup_store.get_attempt(api_engine, aid)
+    attempt = topup_attempts.get_attempt(api_engine, aid)
     assert attempt is not None and attempt.payment_intent_id is not None
     intent = [
         c
@@ -283,9 +283,9 @@ def test_the_account_page_shows_the_rule_and_its_last_attempts(
     before = http.get(f"/admin/accounts/{acct}")
     assert before.status_code == 200 and 'id="topup-rules"' not in before.text
     _put(http, admin_key, acct, credit_type, {"threshold": 50, "credits": 100, "daily_max": 3})
-    aid, _ = topup_store.claim(api_engine, acct, credit_type, "x-page", now_ms())
+    aid, _ = topup_attempts.claim(api_engine, acct, credit_type, "x-page", now_ms())
     assert aid is not None
-    topup_store.record_failure(
+    topup_attempts.record_failure(
         api_engine,
         aid,
         code="card_declined",

@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from meter.times import now_ms
-from sync import thresholds, topup_store
+from sync import thresholds, topup_attempts, topup_store
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_AUDIT
 from sync.pricing import PriceTable, Slab, replace_prices
@@ -43,14 +43,14 @@ def test_set_show_disable(cli: CliRunner, engine: Engine, wallet: tuple[str, str
     assert "below 50 buy 100, at most 2 a day; enabled" in done.output
     assert "card not saved yet" in done.output and "no attempts yet" in done.output
     assert thresholds.get_thresholds(engine, acct, "topup") == {ct: 50}
-    topup_store.claim(engine, acct, ct, "x-1", now_ms())
+    topup_attempts.claim(engine, acct, ct, "x-1", now_ms())
     shown = _run(cli, "show", acct, ct, "--json")
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.output)
     assert (doc["threshold"], doc["credits"], doc["enabled"]) == (50, 100, True)
     assert [a["status"] for a in doc["attempts"]] == ["pending"]
     table = _run(cli, "show", acct, ct)
-    assert topup_store.attempt_id(acct, ct, "x-1") in table.output
+    assert topup_attempts.attempt_id(acct, ct, "x-1") in table.output
     off = _run(cli, "disable", acct, ct)
     assert off.exit_code == 0 and f"disabled auto top-up of {acct} {ct}" in off.output
     assert thresholds.get_thresholds(engine, acct, "topup") == {}

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from meter import Meter
 from meter.keys import Keys
 from meter.times import now_ms
-from sync import stripe_api, topup_store
+from sync import stripe_api, topup_attempts, topup_store
 from sync.context import SyncContext
 from sync.flush import Flusher
 from sync.models import T_AUDIT, T_PURCHASES, T_WEBHOOK_EVENTS
@@ -124,7 +124,7 @@ def test_a_crossing_pays_once_and_grants_once_through_job_rerun_and_webhook(
     before = len(fake.calls("POST", "/v1/payment_intents"))
     assert run_attempt(engine, sc, purchases, aid).startswith(f"granted 100 {w.credit_type}")
     assert run_attempt(engine, sc, purchases, aid) == "already succeeded"
-    attempt = topup_store.get_attempt(engine, aid)
+    attempt = topup_attempts.get_attempt(engine, aid)
     assert attempt is not None and attempt.payment_intent_id is not None
     assert (attempt.status, attempt.credits, attempt.amount_minor) == ("succeeded", 100, 1000)
     # Stripe's webhook about the same payment meets the same purchase row and grant.
@@ -163,7 +163,7 @@ def test_the_webhook_first_then_the_job_grants_once(
     (same idempotency key) is replayed by Stripe, not paid again."""
     w = _wallet(engine, sc)
     aid = _request(engine, w, redis_sync, keys)
-    attempt = topup_store.fix_price(engine, aid, 100, 1000, "usd")
+    attempt = topup_attempts.fix_price(engine, aid, 100, 1000, "usd")
     card = topup_store.saved_card(engine, w.account_id)
     assert card is not None
     intent = stripe_api.charge_saved_card(sc, attempt, card)  # the job dies here
@@ -190,12 +190,12 @@ def test_a_rerun_after_stripe_answered_is_replayed_by_stripe_and_grants_once(
 ) -> None:
     w = _wallet(engine, sc)
     aid = _request(engine, w, redis_sync, keys)
-    attempt = topup_store.fix_price(engine, aid, 100, 1000, "usd")
+    attempt = topup_attempts.fix_price(engine, aid, 100, 1000, "usd")
     card = topup_store.saved_card(engine, w.account_id)
     assert card is not None
     first = stripe_api.charge_saved_card(sc, attempt, card)  # the job dies here
     assert run_attempt(engine, sc, purchases, aid).startswith("granted 100")
-    assert topup_store.get_attempt(engine, aid).payment_intent_id == first.id  # type: ignore[union-attr]
+    assert topup_attempts.get_attempt(engine, aid).payment_intent_id == first.id  # type: ignore[union-attr]
     assert _available(meter, w) == 100
 
 
@@ -208,7 +208,7 @@ def test_at_most_one_attempt_per_crossing_even_when_claimed_at_once(
 
     def claim() -> None:
         barrier.wait()
-        results.append(topup_store.claim(engine, w.account_id, w.credit_type, "x-1", now_ms()))
+        results.append(topup_attempts.claim(engine, w.account_id, w.credit_type, "x-1", now_ms()))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for t in threads:
@@ -216,10 +216,10 @@ def test_at_most_one_attempt_per_crossing_even_when_claimed_at_once(
     for t in threads:
         t.join(30)
     assert {aid for aid, _ in results} == {
-        topup_store.attempt_id(w.account_id, w.credit_type, "x-1")
+        topup_attempts.attempt_id(w.account_id, w.credit_type, "x-1")
     }
     assert sorted(why for _, why in results).count("claimed") == 1
-    assert len(topup_store.last_attempts(engine, w.account_id, w.credit_type)) == 1
+    assert len(topup_attempts.last_attempts(engine, w.account_id, w.credit_type)) == 1
 
 
 def test_claims_of_many_crossings_at_once_stay_within_the_daily_cap(
@@ -231,7 +231,7 @@ def test_claims_of_many_crossings_at_once_stay_within_the_daily_cap(
 
     def claim(i: int) -> None:
         barrier.wait()
-        aid, _ = topup_store.claim(engine, w.account_id, w.credit_type, f"x-{i}", now_ms())
+        aid, _ = topup_attempts.claim(engine, w.account_id, w.credit_type, f"x-{i}", now_ms())
         claimed.append(aid)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
@@ -240,7 +240,7 @@ def test_claims_of_many_crossings_at_once_stay_within_the_daily_cap(
     for t in threads:
         t.join(30)
     assert len(claimed) == 8 and len([a for a in claimed if a]) == 2
-    assert len(topup_store.last_attempts(engine, w.account_id, w.credit_type)) == 2
+    assert len(topup_attempts.last_attempts(engine, w.account_id, w.credit_type)) == 2
 
 
 def test_a_settled_crossing_is_not_topped_up_again(
@@ -265,10 +265,10 @@ def test_the_daily_cap_counts_the_last_24_hours(
     assert _request(engine, w, redis_sync, keys, at_ms=t0) is not None
     assert _request(engine, w, redis_sync, keys, at_ms=t0 + 1) is not None
     assert _request(engine, w, redis_sync, keys, at_ms=t0 + 2) is None
-    assert topup_store.claim(engine, w.account_id, w.credit_type, "x-late", t0 + 3)[1] == (
+    assert topup_attempts.claim(engine, w.account_id, w.credit_type, "x-late", t0 + 3)[1] == (
         "daily_max: 2 top-ups in the last 24 h"
     )
-    assert _request(engine, w, redis_sync, keys, at_ms=t0 + topup_store.DAY_MS) is not None
+    assert _request(engine, w, redis_sync, keys, at_ms=t0 + topup_attempts.DAY_MS) is not None
 
 
 def test_no_enabled_rule_no_attempt(
@@ -279,7 +279,7 @@ def test_no_enabled_rule_no_attempt(
     assert _request(engine, w, redis_sync, keys) is None
     other = Wallet(w.account_id, "tu_never_set")
     assert _request(engine, other, redis_sync, keys) is None
-    assert topup_store.last_attempts(engine, w.account_id, w.credit_type) == []
+    assert topup_attempts.last_attempts(engine, w.account_id, w.credit_type) == []
 
 
 # --- failures --------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def test_a_card_error_is_recorded_and_alerted_and_grants_nothing(
     aid = _request(engine, w, redis_sync, keys)
     assert run_attempt(engine, sc, purchases, aid) == f"failed: {code}"
     assert run_attempt(engine, sc, purchases, aid) == "already failed"  # counted once
-    attempt = topup_store.get_attempt(engine, aid)
+    attempt = topup_attempts.get_attempt(engine, aid)
     assert attempt is not None
     assert (attempt.status, attempt.error_code) == ("failed", code)
     assert attempt.payment_intent_id is not None and attempt.payment_intent_id.startswith("pi_")
@@ -367,7 +367,7 @@ def test_an_unreachable_stripe_is_retried_and_not_a_failure(
             run_attempt(engine, sc, purchases, aid)
     finally:
         fake.fail_with(None)
-    attempt = topup_store.get_attempt(engine, aid)
+    attempt = topup_attempts.get_attempt(engine, aid)
     assert attempt is not None and attempt.status == "pending"
     assert attempt.error is not None and attempt.error.startswith("retrying: ")
     rule = topup_store.get_rule(engine, w.account_id, w.credit_type)
@@ -483,14 +483,14 @@ def test_the_payment_failed_webhook_and_the_job_count_a_decline_once(
     # The job first, then Stripe's payment_intent.payment_failed about the same payment.
     first = _request(engine, w, redis_sync, keys)
     assert run_attempt(engine, sc, purchases, first) == "failed: card_declined"
-    kept = topup_store.get_attempt(engine, first)
+    kept = topup_attempts.get_attempt(engine, first)
     assert kept is not None and kept.payment_intent_id is not None
     intent = stripe_api.as_sent(sc.v1.payment_intents.retrieve(kept.payment_intent_id))
     late = purchases.apply(sf.event("payment_intent.payment_failed", intent))[0]
     assert late.startswith("ignored: no pending top-up")
     # The webhook first (the job died after Stripe answered), then the job's re-run.
     second = _request(engine, w, redis_sync, keys)
-    attempt = topup_store.fix_price(engine, second, 100, 1000, "usd")
+    attempt = topup_attempts.fix_price(engine, second, 100, 1000, "usd")
     card = topup_store.saved_card(engine, w.account_id)
     assert card is not None
     with pytest.raises(stripe_api.PaymentFailed) as declined:
@@ -512,7 +512,7 @@ def test_attempts_left_pending_are_enqueued_again_within_the_hour(
     after a minute; its job waiting, the next sweep adds nothing; an hour on it is history."""
     w = _wallet(engine, sc)
     t0 = now_ms()
-    aid, _ = topup_store.claim(engine, w.account_id, w.credit_type, "x-lost", t0)
+    aid, _ = topup_attempts.claim(engine, w.account_id, w.credit_type, "x-lost", t0)
     assert aid is not None
     job_id = f"topup-{keys.prefix}-{aid}"
 
@@ -520,13 +520,13 @@ def test_attempts_left_pending_are_enqueued_again_within_the_hour(
         found = rescue_pending(engine, at_ms, queue_redis=redis_sync, keys=keys)
         return [a for a in found if a == aid]
 
-    assert rescue(t0 + topup_store.RESCUE_AFTER_MS - 1) == []
+    assert rescue(t0 + topup_attempts.RESCUE_AFTER_MS - 1) == []
     assert not Job.exists(job_id, connection=redis_sync)
-    assert rescue(t0 + topup_store.RESCUE_AFTER_MS) == [aid]
+    assert rescue(t0 + topup_attempts.RESCUE_AFTER_MS) == [aid]
     assert Job.exists(job_id, connection=redis_sync)
-    assert rescue(t0 + topup_store.RESCUE_AFTER_MS + 1) == []  # its job is waiting
+    assert rescue(t0 + topup_attempts.RESCUE_AFTER_MS + 1) == []  # its job is waiting
     Job.fetch(job_id, connection=redis_sync).delete()
-    assert rescue(t0 + topup_store.RESCUE_WITHIN_MS) == []
+    assert rescue(t0 + topup_attempts.RESCUE_WITHIN_MS) == []
 
 
 def test_the_cron_sweeps_pending_top_ups_on_the_stripe_queue(
@@ -551,7 +551,7 @@ def test_a_refunded_top_up_takes_its_credits_back(
     w = _wallet(engine, sc)
     aid = _request(engine, w, redis_sync, keys)
     run_attempt(engine, sc, purchases, aid)
-    attempt = topup_store.get_attempt(engine, aid)
+    attempt = topup_attempts.get_attempt(engine, aid)
     assert attempt is not None and attempt.payment_intent_id is not None
     refunded = sf.charge(
         payment_intent=attempt.payment_intent_id, amount=1000, amount_refunded=1000
