@@ -94,7 +94,9 @@ def test_set_read_disable_and_set_again(
     with api_engine.connect() as conn:
         actions = (
             conn.execute(
-                select(T_AUDIT.c.action).where(T_AUDIT.c.target == f"{acct}/{credit_type}")
+                select(T_AUDIT.c.action)
+                .where(T_AUDIT.c.target == f"{acct}/{credit_type}")
+                .order_by(T_AUDIT.c.id)
             )
             .scalars()
             .all()

@@ -61,14 +61,16 @@ def test_set_show_disable(cli: CliRunner, engine: Engine, wallet: tuple[str, str
     )
     with engine.connect() as conn:
         actors = conn.execute(
-            select(T_AUDIT.c.actor, T_AUDIT.c.action).where(T_AUDIT.c.target == f"{acct}/{ct}")
+            select(T_AUDIT.c.actor, T_AUDIT.c.action)
+            .where(T_AUDIT.c.target == f"{acct}/{ct}")
+            .order_by(T_AUDIT.c.id)
         ).all()
     assert [tuple(a) for a in actors] == [("cli", "topup.set"), ("cli", "topup.disable")]
     with engine.connect() as conn:
         kinds = conn.execute(
-            select(T_AUDIT.c.detail).where(
-                T_AUDIT.c.target == acct, T_AUDIT.c.action == "account.threshold"
-            )
+            select(T_AUDIT.c.detail)
+            .where(T_AUDIT.c.target == acct, T_AUDIT.c.action == "account.threshold")
+            .order_by(T_AUDIT.c.id)
         ).scalars()
         assert [json.loads(d)["threshold"] for d in kinds] == [50, None]
 
