@@ -57,9 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     access_log.install(app)  # after metrics: outermost, its duration covers the whole request
     from api.admin import actions, pages, webhooks_admin
-    from api.routers import accounts, catalog, money, purchases, reports, service, tools, webhooks
+    from api.routers import (
+        accounts,
+        catalog,
+        money,
+        purchases,
+        reports,
+        service,
+        tools,
+        topups,
+        webhooks,
+    )
 
-    routers = (tools, money, accounts, service, catalog, purchases, reports, webhooks)
+    routers = (tools, money, accounts, service, catalog, purchases, reports, webhooks, topups)
     for module in (*routers, pages, actions, webhooks_admin):
         app.include_router(module.router)
     install_dashboard(app)

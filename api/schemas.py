@@ -7,7 +7,7 @@ checks every value again; these models only make the 422 name the failing field 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -550,6 +550,7 @@ WebhookEventType = Literal[
     "purchase.completed",
     "refund.applied",
     "hold.expired",
+    "topup.failed",
 ]
 WebhookStatus = Literal["pending", "succeeded", "failed"]
 WebhookId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -557,7 +558,7 @@ WebhookId = Annotated[str, Field(min_length=1, max_length=64)]
 
 class WebhookEndpointIn(Strict):
     url: Url
-    events: list[WebhookEventType] = Field(min_length=1, max_length=6)
+    events: list[WebhookEventType] = Field(min_length=1, max_length=len(get_args(WebhookEventType)))
 
 
 class WebhookEndpointOut(BaseModel):

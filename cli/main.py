@@ -21,6 +21,7 @@ from cli.keys_cmd import keys_app
 from cli.report_cmd import report_app
 from cli.stripe_cmd import stripe_app
 from cli.tools_cmd import tools_app
+from cli.topup_cmd import topup_app
 from cli.webhooks_cmd import webhooks_app
 from sync.settings import Settings, get_settings
 
@@ -39,6 +40,7 @@ app.add_typer(stripe_app, name="stripe")
 app.add_typer(report_app, name="report")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(topup_app, name="topup")
 
 
 def _fail(exc: Exception) -> None:

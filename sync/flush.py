@@ -92,6 +92,7 @@ class BucketFlush:
     dead_lettered: int = 0
     batches: int = 0
     reclaimed: int = 0
+    topup_attempts: list[str] = field(default_factory=list)  # claimed by its entries
 
 
 @dataclass
@@ -291,6 +292,7 @@ class Flusher:
         result.entries += len(batch.raw)
         result.ledger_inserted += written.ledger_inserted
         result.hold_events_inserted += written.hold_events_inserted
+        result.topup_attempts += written.topup_attempts
         result.dead_lettered += len(dead)
         if acked.int("lock_held") != 1:
             raise LockLost(f"bucket {bucket}: lock lost while flushing")

@@ -270,7 +270,7 @@ class Purchase(Base):
     status: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(
         String(16), default="pack"
-    )  # pack | custom | plan | rollover
+    )  # pack | custom | plan | rollover | topup
     stripe_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -489,6 +489,62 @@ class WebhookDelivery(Base):
     )
 
 
+class TopupRule(Base):
+    """Auto top-up of one wallet (issue 16 item 4): when its available credits drop below
+    `threshold`, buy `credits` with the account's saved card, at most `daily_max` times in
+    24 h. Three failed attempts in a row disable it (`disabled_reason` says why)."""
+
+    __tablename__ = "topup_rules"
+    account_id: Mapped[str] = mapped_column(ACCOUNT, primary_key=True)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE, primary_key=True)
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    daily_max: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class TopupAttempt(Base):
+    """One top-up per threshold crossing: its id is the Stripe idempotency key, derived from
+    the crossing, so a crossing seen twice pays once. The price is fixed on the first run
+    (credits, amount, currency), so a retried job sends Stripe the same request."""
+
+    __tablename__ = "topup_attempts"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT)
+    credit_type: Mapped[str] = mapped_column(CREDIT_TYPE)
+    crossing_id: Mapped[str] = mapped_column(String(255))
+    # pending | processing (Stripe has not settled it) | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16))
+    credits: Mapped[int | None] = mapped_column(BigInteger)
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(64))  # card_declined...
+    error: Mapped[str | None] = mapped_column(Text)  # the last failure or retry, in words
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("account_id", "credit_type", "crossing_id"),
+        # The daily cap counts an account's attempts of the last 24 h.
+        Index(None, "account_id", "credit_type", "created_at_ms"),
+    )
+
+
+class SavedPaymentMethod(Base):
+    """The card an account's checkout saved for off-session payments (setup_future_usage),
+    with the Stripe customer it is attached to; the latest checkout's replaces it."""
+
+    __tablename__ = "saved_payment_methods"
+    account_id: Mapped[str] = mapped_column(ACCOUNT, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255))
+    payment_method_id: Mapped[str] = mapped_column(String(255))
+    saved_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -527,3 +583,6 @@ T_AUDIT = _table(AuditLog)
 T_WEBHOOK_ENDPOINTS = _table(WebhookEndpoint)
 T_WEBHOOK_EVENTS = _table(WebhookEvent)
 T_WEBHOOK_DELIVERIES = _table(WebhookDelivery)
+T_TOPUP_RULES = _table(TopupRule)
+T_TOPUP_ATTEMPTS = _table(TopupAttempt)
+T_SAVED_PAYMENT_METHODS = _table(SavedPaymentMethod)

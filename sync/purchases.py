@@ -42,7 +42,13 @@ from meter import Meter, validate
 from meter.errors import GrantExists, InvalidArgument
 from meter.ids import expire_entry_id
 from meter.times import now_ms
-from sync import checkout_quotes, stripe_objects, stripe_payments, webhooks_purchases
+from sync import (
+    checkout_quotes,
+    stripe_objects,
+    stripe_payments,
+    topup_attempts,
+    webhooks_purchases,
+)
 from sync.checkout_quotes import StoredQuote
 from sync.db import write_transaction
 from sync.models import (
@@ -181,6 +187,10 @@ class Purchases:
             return self._refund(obj), None
         if isinstance(kind, str) and kind.startswith("charge.dispute."):
             return self._dispute(obj), None
+        if kind == "payment_intent.succeeded":
+            return self.topup_paid(obj), None
+        if kind == "payment_intent.payment_failed":
+            return self._topup_failed(obj), None
         if kind == "invoice.paid":
             return self._invoice_paid(obj)
         if kind == "invoice_payment.paid":
@@ -304,6 +314,74 @@ class Purchases:
 
         write_transaction(self.engine, paid)
         return True
+
+    # --- auto top-ups ------------------------------------------------------------------------
+
+    def topup_paid(self, intent: dict[str, Any]) -> str:
+        """Grants a succeeded auto top-up once: the job that created the payment intent and
+        the `payment_intent.succeeded` webhook both come here, and meet on one purchase row
+        (keyed by the attempt) and one grant."""
+        pi = _str(intent, "id")
+        aid = (intent.get("metadata") or {}).get("topup_attempt_id")
+        if not isinstance(aid, str) or not aid:
+            return Ignored(f"ignored: payment intent {pi} is not an auto top-up")
+        if intent.get("status") != "succeeded":
+            return Ignored(f"ignored: payment intent {pi} is {intent.get('status')}")
+        attempt = topup_attempts.get_attempt(self.engine, aid)
+        if attempt is None or attempt.credits is None:
+            raise EventError(f"payment intent {pi}: no top-up attempt {aid}; nothing granted")
+        paid = (_int(intent, "amount"), _str(intent, "currency"))
+        if paid != (attempt.amount_minor, attempt.currency):
+            log.error("stripe payment intent %s: paid %s, attempt %s", pi, paid, attempt)
+            raise EventError(
+                f"payment intent {pi}: paid {paid[0]} {paid[1]}, top-up {aid} asked"
+                f" {attempt.amount_minor} {attempt.currency}; nothing granted"
+            )
+        pid = purchase_id("topup", aid)
+        row = {
+            "id": pid,
+            "account_id": attempt.account_id,
+            "credit_type": attempt.credit_type,
+            "credits": attempt.credits,
+            "pack_id": None,
+            "plan_id": None,
+            "amount_minor": attempt.amount_minor,
+            "currency": attempt.currency,
+            "status": "pending",
+            "source": "topup",
+            "stripe_payment_intent_id": pi,
+            "created_at_ms": now_ms(),
+        }
+        granted = self._grant(row, category="paid", source="topup", expires_at_ms=None)
+        write_transaction(
+            self.engine, lambda conn: topup_attempts.mark_succeeded(conn, aid, pi, now_ms())
+        )
+        moved = self._settle_clawback(pid)
+        return (
+            f"{'granted' if granted else 'already granted'} {attempt.credits}"
+            f" {attempt.credit_type} (top-up {aid})" + (f"; {_moved(moved)}" if moved else "")
+        )
+
+    def _topup_failed(self, intent: dict[str, Any]) -> str:
+        """Records a failed auto top-up (Stripe sends this for a decline the job saw too, or
+        for a payment that was processing): the failure counts once, whoever records it."""
+        pi = _str(intent, "id")
+        aid = (intent.get("metadata") or {}).get("topup_attempt_id")
+        if not isinstance(aid, str) or not aid:
+            return Ignored(f"ignored: payment intent {pi} is not an auto top-up")
+        error = intent.get("last_payment_error") or {}
+        code = error.get("code") or error.get("decline_code") or "payment_failed"
+        recorded = topup_attempts.record_failure(
+            self.engine,
+            aid,
+            code=str(code),
+            message=str(error.get("message") or "the payment failed"),
+            payment_intent_id=pi,
+            now_ms=now_ms(),
+        )
+        if not recorded:
+            return Ignored(f"ignored: no pending top-up {aid} (settled before, or not ours)")
+        return f"top-up {aid} failed: {code}"
 
     # --- refunds and disputes ----------------------------------------------------------------
 

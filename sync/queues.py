@@ -24,6 +24,7 @@ FLUSH_JOB = "worker.jobs.flush_journal"
 SWEEP_JOB = "worker.jobs.sweep_expiry"
 STRIPE_EVENT_JOB = "worker.stripe_jobs.process_event"
 ROLLOVER_JOB = "worker.stripe_jobs.apply_rollover"
+TOPUP_JOB = "worker.topup_jobs.run_topup"
 WEBHOOK_DELIVERY_JOB = "worker.webhook_jobs.deliver"
 WEBHOOK_SWEEP_JOB = "worker.webhook_jobs.sweep_due"
 WEBHOOK_JOB_TIMEOUT_S = 60  # one POST (10 s timeout) and two short SQL transactions
@@ -98,6 +99,28 @@ def schedule_rollover(queue_redis: redis.Redis, keys: Keys, purchase_id: str, at
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )
+
+
+def enqueue_topup(queue_redis: redis.Redis, keys: Keys, attempt_id: str) -> bool:
+    """One job per top-up attempt (its id names the job) on the stripe queue, retried with
+    backoff while Stripe is unreachable; False when that job is waiting, running or
+    scheduled. A job that ended with its attempt still pending (its retries ran out) is
+    replaced: the attempt's idempotency key makes Stripe answer a second run as the first."""
+    job_id = f"topup-{keys.prefix}-{attempt_id}"
+    if Job.exists(job_id, connection=queue_redis):
+        job = Job.fetch(job_id, connection=queue_redis)
+        if not (job.is_finished or job.is_failed or job.is_stopped or job.is_canceled):
+            return False
+        job.delete()
+    stripe_queue(queue_redis, keys).enqueue(
+        TOPUP_JOB,
+        attempt_id,
+        job_id=job_id,
+        retry=_stripe_retry(),
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    return True
 
 
 def webhooks_queue(queue_redis: redis.Redis, keys: Keys) -> Queue:

@@ -35,7 +35,7 @@ EXPIRING_SOON_DAYS: Final = (7, 30)  # liability's expiring_7d and expiring_30d 
 
 USAGE_KINDS = ("charge", "refund")
 SALE_STATUSES = ("paid", "partially_refunded", "refunded", "disputed")  # pending: not paid yet
-SALE_SOURCES = ("pack", "custom", "plan")  # a rollover sells nothing
+SALE_SOURCES = ("pack", "custom", "plan", "topup")  # a rollover sells nothing
 
 _L = T_LEDGER.c
 _P = T_PURCHASES.c

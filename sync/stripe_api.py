@@ -20,7 +20,7 @@ import stripe
 from sqlalchemy import Engine, delete, select
 
 from meter.times import now_ms
-from sync import limits
+from sync import limits, topup_attempts, topup_store
 from sync.checkout_quotes import store_quote
 from sync.db import write_transaction
 from sync.models import T_ACCOUNTS, T_STRIPE_CUSTOMERS
@@ -53,6 +53,16 @@ class StripeRefused(ValueError):
 class StripeIdempotencyReused(StripeRefused):
     """Stripe refused an idempotency key sent before with other parameters (the API answers
     422 idempotency-key-reused: the client's mistake, not an outage)."""
+
+
+class PaymentFailed(StripeRefused):
+    """Stripe answered a payment with a card error (402): declined, or authentication
+    required for a payment made while the customer is away. `payment_intent_id` names the
+    payment intent Stripe kept for it, when it sent one."""
+
+    def __init__(self, message: str, *, code: str | None, payment_intent_id: str | None) -> None:
+        super().__init__("payment", message, code=code, param=None)
+        self.payment_intent_id = payment_intent_id
 
 
 class StripeNotConfigured(RuntimeError):
@@ -192,7 +202,9 @@ def checkout_credits(
     cancel_url: str,
     request_key: str,
 ) -> Checkout:
-    """A payment-mode session for a pack or a custom amount, priced by `quote`."""
+    """A payment-mode session for a pack or a custom amount, priced by `quote`. An account
+    with an auto top-up rule has opted in: its card is saved for payments made while it is
+    away (`setup_future_usage`), and `save_card` tells the event handler to keep it."""
     name = f"{quote.credits} {quote.credit_type}" + (f" ({pack_id})" if pack_id else "")
     metadata = {
         "account_id": account_id,
@@ -202,6 +214,10 @@ def checkout_credits(
         "pack_id": pack_id or "",
         "quote": _compact(quote.breakdown),
     }
+    payment_intent_data: dict[str, Any] = {"metadata": metadata}
+    if topup_store.opted_in(engine, account_id):
+        metadata["save_card"] = "1"
+        payment_intent_data["setup_future_usage"] = "off_session"
     session = _create_session(
         engine,
         client,
@@ -212,7 +228,7 @@ def checkout_credits(
             "success_url": success_url,
             "cancel_url": cancel_url,
             "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
+            "payment_intent_data": payment_intent_data,
             "line_items": [
                 {
                     "quantity": 1,
@@ -305,6 +321,49 @@ def _session_of(
         params={**params, "customer": customer, "client_reference_id": account_id},
         options={"idempotency_key": key},
     )
+
+
+def charge_saved_card(
+    client: stripe.StripeClient, attempt: topup_attempts.Attempt, card: topup_store.SavedCard
+) -> Any:
+    """An auto top-up: a payment intent confirmed at once on the saved card, the customer
+    away (off_session). The attempt's id is the idempotency key, so a retried job gets the
+    first answer again and pays once. Raises PaymentFailed for a card error."""
+    assert attempt.amount_minor is not None and attempt.currency and attempt.credits
+    metadata = {
+        "account_id": attempt.account_id,
+        "credit_type": attempt.credit_type,
+        "credits": str(attempt.credits),
+        "topup_attempt_id": attempt.id,
+    }
+    params: dict[str, Any] = {
+        "amount": attempt.amount_minor,
+        "currency": attempt.currency,
+        "customer": card.customer_id,
+        "payment_method": card.payment_method_id,
+        "off_session": True,
+        "confirm": True,
+        "description": f"Auto top-up: {attempt.credits} {attempt.credit_type}",
+        "metadata": metadata,
+    }
+    try:
+        return client.v1.payment_intents.create(
+            params=params,  # type: ignore[arg-type]  # a plain dict, as _call passes
+            options={"idempotency_key": f"creditmeter-{attempt.id}"},
+        )
+    except stripe.CardError as exc:
+        intent = getattr(exc.error, "payment_intent", None) if exc.error else None
+        raise PaymentFailed(
+            exc.user_message or str(exc),
+            code=exc.code,
+            payment_intent_id=getattr(intent, "id", None),
+        ) from exc
+    except stripe.StripeError as exc:
+        raise _classified("payment intent create", exc) from exc
+
+
+def payment_intent(client: stripe.StripeClient, payment_intent_id: str) -> Any:
+    return _call("payment intent retrieve", client.v1.payment_intents.retrieve, payment_intent_id)
 
 
 def events_since(client: stripe.StripeClient, since_s: int) -> Iterator[dict[str, Any]]:

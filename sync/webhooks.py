@@ -38,6 +38,7 @@ EVENT_TYPES: Final = (
     "purchase.completed",
     "refund.applied",
     "hold.expired",
+    "topup.failed",  # an auto top-up's payment failed (sync/topup_store.py)
 )
 STATUSES: Final = ("pending", "succeeded", "failed")
 SECRET_PREFIX: Final = "whsec_"  # Standard Webhooks: whsec_ then the base64 key

@@ -21,6 +21,7 @@ from sync.copywrite import copy_ledger
 from sync.journal import Entry
 from sync.models import T_ACCOUNTS, T_CURSORS, T_GRANTS, T_HOLD_EVENTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.sqlops import dialect_insert, insert_ignore
+from sync.topup_attempts import claim_crossings
 from sync.webhooks_entries import emit_entry_events, topup_crossings
 
 HOLD_STATUS = {"hold_settle": "settled", "hold_release": "released", "hold_expire": "expired"}
@@ -32,11 +33,14 @@ class WriteResult:
     hold_events_inserted: int = 0
     # (entry id, account id, credit type) of the new entries that crossed a top-up threshold
     topup_crossings: list[tuple[str, str, str]] = field(default_factory=list)
+    # the top-up attempts those crossings claimed, committed with them; theirs to enqueue
+    topup_attempts: list[str] = field(default_factory=list)
 
     def add(self, other: WriteResult) -> None:
         self.ledger_inserted += other.ledger_inserted
         self.hold_events_inserted += other.hold_events_inserted
         self.topup_crossings += other.topup_crossings
+        self.topup_attempts += other.topup_attempts
 
 
 def ensure_wallets(conn: Connection, pairs: set[tuple[str, str]], now_ms: int) -> None:
@@ -119,6 +123,8 @@ def write_entries(conn: Connection, bucket: int, entries: list[Entry], now_ms: i
         fresh += _write_holds(conn, bucket, holds, result, now_ms)
     emit_entry_events(conn, fresh)
     result.topup_crossings = topup_crossings(fresh)
+    if result.topup_crossings:
+        result.topup_attempts = claim_crossings(conn, result.topup_crossings, now_ms)
     return result
 
 

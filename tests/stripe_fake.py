@@ -7,7 +7,9 @@
         )
         fake.add_event(event("invoice.paid", invoice(...)))
 
-FakeStripe serves customers, prices (`add_price`), Checkout Sessions and events, records
+FakeStripe serves customers, prices (`add_price`), Checkout Sessions, payment intents
+(`add_payment_intent` for one a checkout made; created ones charge Stripe's test payment
+methods, TEST_CARDS) and events, records
 every request, replays idempotent POSTs as Stripe does, and fails on demand (`fail_with`,
 `stop`). It is strict: a request the real API would refuse (unknown or missing parameters,
 wrong types, tests/stripe_params.py; an unknown customer or price, an amount outside
@@ -54,6 +56,11 @@ CREATED_OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": 
 # apart from sync/pricing.py on purpose: the fake does not take the code's word for it.
 CHARGE_MINOR_MIN = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50, "huf": 17500, "mxn": 1000}
 AMOUNT_MINOR_MAX = 99_999_999  # Stripe takes amounts of up to eight digits
+# Stripe's test payment methods (docs.stripe.com/testing) and what confirming one does.
+CARD_SUCCEEDS = "pm_card_visa"
+CARD_DECLINED = "pm_card_chargeDeclined"  # declines every charge: card_declined
+CARD_NEEDS_AUTH = "pm_card_authenticationRequired"  # 3D Secure on every payment
+TEST_CARDS = (CARD_SUCCEEDS, CARD_DECLINED, CARD_NEEDS_AUTH)
 
 
 def example(resource: str) -> JSON:
@@ -127,6 +134,7 @@ class FakeStripe:
         self._events: list[JSON] = []
         self._customers: dict[str, JSON] = {}  # by id; a deleted one is Stripe's stub
         self._prices: dict[str, JSON] = {}
+        self._payment_intents: dict[str, JSON] = {}
         self._idempotent: dict[str, tuple[tuple[str, str, JSON], _Reply]] = {}
         self._failure_status: int | None = None
         self._lock = threading.Lock()  # handler threads share all of the state above
@@ -178,6 +186,32 @@ class FakeStripe:
             self._prices[price["id"]] = price
         return str(price["id"])
 
+    def add_payment_intent(
+        self,
+        *,
+        customer: str,
+        amount: int,
+        payment_method: str = CARD_SUCCEEDS,
+        currency: str = "usd",
+        setup_future_usage: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """A succeeded payment intent, as a paid Checkout Session leaves one; returns its id."""
+        intent = _payment_intent(
+            {
+                "amount": str(amount),
+                "currency": currency,
+                "customer": customer,
+                "payment_method": payment_method,
+                "metadata": metadata or {},
+                **({"setup_future_usage": setup_future_usage} if setup_future_usage else {}),
+            },
+            "succeeded",
+        )
+        with self._lock:
+            self._payment_intents[intent["id"]] = intent
+        return str(intent["id"])
+
     def add_event(self, event: JSON) -> None:
         assert event["object"] == "event" and event["id"] and isinstance(event["created"], int)
         with self._lock:
@@ -207,7 +241,8 @@ class FakeStripe:
         fingerprint = (request.method, request.path, request.params)
         if key not in self._idempotent:
             reply = self._route(request)
-            if reply.status < 400:
+            # A card error (402) happened while executing: Stripe keeps it like a success.
+            if reply.status < 400 or reply.status == 402:
                 self._idempotent[key] = (fingerprint, reply)
             return reply
         first_fingerprint, reply = self._idempotent[key]
@@ -231,7 +266,8 @@ class FakeStripe:
                 f"Unrecognized request URL ({request.method}: {request.path}).",
             )
         try:
-            stripe_params.check(endpoint, request.query if request.method == "GET" else {})
+            if request.method == "GET":
+                stripe_params.check(endpoint, request.query)
             stripe_params.check(endpoint, request.params)
             return self._serve(request, parts)
         except ParamError as exc:
@@ -254,6 +290,12 @@ class FakeStripe:
                 return _Reply(200, gone)
             case "POST", ["v1", "checkout", "sessions"]:
                 return _Reply(200, self._open_checkout_session(request.params))
+            case "POST", ["v1", "payment_intents"]:
+                return self._confirm_payment_intent(request.params)
+            case "GET", ["v1", "payment_intents", intent_id]:
+                if intent_id not in self._payment_intents:
+                    raise _missing("payment_intent", intent_id, "intent", 404)
+                return _Reply(200, self._payment_intents[intent_id])
             case "GET", ["v1", "events"]:
                 return self._list_events(request.query)
             case "GET", ["v1", "events", event_id]:
@@ -300,6 +342,61 @@ class FakeStripe:
         if line_items:
             _check_amount(amount_total, str(currency))
         return _session(params, mode, amount_total if line_items else None, currency)
+
+    def _confirm_payment_intent(self, params: JSON) -> _Reply:
+        """A payment intent created and confirmed at once on a test card, after the checks
+        Stripe makes beyond parameter types; a card error is a 402 whose body carries the
+        payment intent, left requiring a new payment method."""
+        customer = params.get("customer")
+        if customer is not None and self._customers.get(customer, {"deleted": True}).get("deleted"):
+            raise _missing("customer", customer, "customer")
+        method = params.get("payment_method")
+        if method is not None and method not in TEST_CARDS:
+            raise _missing("payment_method", method, "payment_method")
+        confirm = params.get("confirm") == "true"
+        if params.get("off_session") not in (None, "false") and not confirm:
+            raise ParamError(
+                "You may only specify `off_session` when confirming a PaymentIntent.",
+                "off_session",
+            )
+        if confirm and method is None:
+            raise ParamError(
+                "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                "payment_method",
+                "payment_intent_unexpected_state",
+            )
+        _check_amount(int(params["amount"]), params["currency"], "amount")
+        off_session = params.get("off_session") not in (None, "false")
+        if not confirm:
+            status = "requires_confirmation" if method else "requires_payment_method"
+        elif method == CARD_DECLINED:
+            return self._card_error(params, "card_declined", "Your card was declined.")
+        elif method == CARD_NEEDS_AUTH and off_session:
+            return self._card_error(
+                params,
+                "authentication_required",
+                "Your card was declined. This transaction requires authentication.",
+            )
+        else:
+            status = "requires_action" if method == CARD_NEEDS_AUTH else "succeeded"
+        intent = _payment_intent(params, status)
+        self._payment_intents[intent["id"]] = intent
+        return _Reply(200, intent)
+
+    def _card_error(self, params: JSON, code: str, message: str) -> _Reply:
+        intent = _payment_intent(params, "requires_payment_method")
+        charge_id = new_id("ch")
+        intent["last_payment_error"] = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": "generic_decline" if code == "card_declined" else code,
+            "message": message,
+            "charge": charge_id,
+        }
+        self._payment_intents[intent["id"]] = intent
+        error = {**intent["last_payment_error"], "payment_intent": intent}
+        error["doc_url"] = f"https://docs.stripe.com/error-codes/{code.replace('_', '-')}"
+        return _Reply(402, {"error": error})
 
     def _line_price(self, item: JSON, param: str, mode: str) -> JSON:
         """The price of one line item: a price id the account has, or inline price_data."""
@@ -425,10 +522,14 @@ def _endpoint(method: str, parts: list[str]) -> str | None:
     match method, parts:
         case "POST", ["v1", "customers"] | ["v1", "checkout", "sessions"]:
             return f"POST /{'/'.join(parts)}"
+        case "POST", ["v1", "payment_intents"]:
+            return "POST /v1/payment_intents"
         case "GET", ["v1", "events"]:
             return "GET /v1/events"
         case (("GET" | "DELETE"), ["v1", ("customers" | "events") as kind, _]):
             return f"{method} /v1/{kind}/{{id}}"
+        case "GET", ["v1", "payment_intents", _]:
+            return "GET /v1/payment_intents/{id}"
     return None
 
 
@@ -438,20 +539,21 @@ def _missing(resource: str, id: str, param: str, status: int = 400) -> ParamErro
     return ParamError(f"No such {resource}: '{id}'", param, "resource_missing", status)
 
 
-def _check_amount(amount: int, currency: str) -> None:
+def _check_amount(amount: int, currency: str, param: str = "line_items") -> None:
+    """Stripe's limits; a Checkout Session's total (`line_items`) or a payment's `amount`."""
+    what = "The Checkout Session's total amount due" if param == "line_items" else "Amount"
     low = CHARGE_MINOR_MIN.get(currency, 1)
     if amount < low:
         raise ParamError(
-            f"The Checkout Session's total amount due must add up to at least {low} {currency}"
-            " (in the currency's smallest unit).",
-            "line_items",
+            f"{what} must add up to at least {low} {currency} (in the currency's smallest unit).",
+            param,
             "amount_too_small",
         )
     if amount > AMOUNT_MINOR_MAX:
         raise ParamError(
-            f"The Checkout Session's total amount due must be no more than {AMOUNT_MINOR_MAX}"
-            f" {currency} (in the currency's smallest unit).",
-            "line_items",
+            f"{what} must be no more than {AMOUNT_MINOR_MAX} {currency} (in the currency's"
+            " smallest unit).",
+            param,
             "amount_too_large",
         )
 
@@ -509,6 +611,38 @@ def _session(params: JSON, mode: str, amount_total: int | None, currency: str | 
         url=f"https://checkout.stripe.com/c/pay/{session_id}",
     )
     return session
+
+
+def _payment_intent(params: JSON, status: str) -> JSON:
+    """A payment intent: Stripe's example with what the request set, in `status`."""
+    intent = example("payment_intent")
+    intent_id = new_id("pi")
+    amount = int(params["amount"])
+    succeeded = status == "succeeded"
+    intent.update(
+        id=intent_id,
+        amount=amount,
+        amount_capturable=0,
+        amount_received=amount if succeeded else 0,
+        canceled_at=None,
+        client_secret=f"{intent_id}_secret_{secrets.token_hex(12)}",
+        created=_now(),
+        currency=params["currency"],
+        customer=params.get("customer"),
+        description=params.get("description"),
+        last_payment_error=None,
+        latest_charge=new_id("ch") if succeeded else None,
+        metadata=params.get("metadata") or {},
+        next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {}}
+        if status == "requires_action"
+        else None,
+        payment_method=params.get("payment_method"),
+        setup_future_usage=params.get("setup_future_usage"),
+        shipping=None,
+        status=status,
+        transfer_data=None,
+    )
+    return intent
 
 
 def event(type: str, obj: JSON, *, id: str | None = None, created: int | None = None) -> JSON:

@@ -11,6 +11,9 @@ import stripe
 
 from tests.stripe_fake import (
     API_VERSION,
+    CARD_DECLINED,
+    CARD_NEEDS_AUTH,
+    CARD_SUCCEEDS,
     FakeStripe,
     charge,
     checkout_session,
@@ -353,3 +356,85 @@ def test_builders_have_current_api_shapes(fake: FakeStripe, client: stripe.Strip
         fake.add_event(event(f"{obj['object']}.test", obj))
     for listed in client.v1.events.list().auto_paging_iter():
         assert listed.data.object.id
+
+
+# --- payment intents (auto top-up) -----------------------------------------------------------
+
+
+def intent_params(customer: str, card: str = CARD_SUCCEEDS) -> dict:
+    return {
+        "amount": 1000,
+        "currency": "usd",
+        "customer": customer,
+        "payment_method": card,
+        "off_session": True,
+        "confirm": True,
+        "metadata": {"topup_attempt_id": "topup_1"},
+    }
+
+
+def test_an_off_session_payment_on_each_test_card(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create(params={}).id
+    paid = client.v1.payment_intents.create(params=intent_params(customer))
+    assert (paid.status, paid.amount_received, paid.payment_method) == (
+        "succeeded",
+        1000,
+        CARD_SUCCEEDS,
+    )
+    assert set(paid.to_dict()) == set(example("payment_intent"))
+    assert client.v1.payment_intents.retrieve(paid.id).id == paid.id
+    for card, code in (
+        (CARD_DECLINED, "card_declined"),
+        (CARD_NEEDS_AUTH, "authentication_required"),
+    ):
+        with pytest.raises(stripe.CardError) as failed:
+            client.v1.payment_intents.create(params=intent_params(customer, card))
+        assert (failed.value.http_status, failed.value.code) == (402, code)
+        kept = failed.value.error.payment_intent  # type: ignore[union-attr]
+        assert kept.status == "requires_payment_method"
+        assert kept.last_payment_error.code == code
+        assert client.v1.payment_intents.retrieve(kept.id).status == "requires_payment_method"
+    # On session (the customer present), the 3D Secure card asks for the customer's action.
+    on_session = {**intent_params(customer, CARD_NEEDS_AUTH), "off_session": False}
+    assert client.v1.payment_intents.create(params=on_session).status == "requires_action"
+
+
+def test_payment_intent_requests_stripe_would_refuse(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create(params={}).id
+    good = intent_params(customer)
+
+    def refused_intent(params: dict) -> stripe.InvalidRequestError:
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.v1.payment_intents.create(params=params)  # type: ignore[arg-type]
+        return exc.value
+
+    assert refused_intent({k: v for k, v in good.items() if k != "amount"}).param == "amount"
+    assert refused_intent({**good, "off_session": "sometimes"}).param == "off_session"
+    assert refused_intent({**good, "confirm": False}).param == "off_session"
+    assert refused_intent({**good, "payment_method": "pm_never"}).code == "resource_missing"
+    assert refused_intent({**good, "customer": "cus_never"}).param == "customer"
+    assert refused_intent({**good, "amount": 49}).code == "amount_too_small"
+    assert refused_intent({**good, "credits": 1}).code == "parameter_unknown"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.payment_intents.retrieve("pi_never")
+    assert missing.value.http_status == 404
+
+
+def test_a_card_error_is_kept_for_its_idempotency_key(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    """Stripe keeps the result of a request that ran, a decline too: the retry is answered
+    the same decline, with no second charge."""
+    customer = client.v1.customers.create(params={}).id
+    options: stripe.RequestOptions = {"idempotency_key": "topup-declined"}
+    params = intent_params(customer, CARD_DECLINED)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as failed:
+            client.v1.payment_intents.create(params=params, options=options)  # type: ignore[arg-type]
+        errors.append(failed.value.error.payment_intent.id)  # type: ignore[union-attr]
+    assert errors[0] == errors[1]

@@ -14,7 +14,7 @@ from sync.consumers import prune_idle_consumers
 from sync.context import context
 from sync.epoch import check_epoch
 from sync.flush import Flusher
-from sync.queues import SQL_DOWN_BACKOFF_MS
+from sync.queues import SQL_DOWN_BACKOFF_MS, enqueue_topup
 from sync.sweep import sweep_expiry as sweep
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,16 @@ def flush_journal() -> dict[str, Any]:
         with contextlib.suppress(redis.RedisError):
             ctx.redis.delete(ctx.keys.flush_trigger())
         raise
+    # After the commit that claimed them; one lost here is rescue_pending's within minutes.
+    topups = [aid for r in results for aid in r.topup_attempts]
+    for aid in topups:
+        enqueue_topup(ctx.queue_redis, ctx.keys, aid)
     summary = {
         "entries": sum(r.entries for r in results),
         "ledger_inserted": sum(r.ledger_inserted for r in results),
         "dead_lettered": sum(r.dead_lettered for r in results),
         "buckets": [r.bucket for r in results if r.entries],
+        "topups": len(topups),
     }
     if summary["entries"]:
         log.info("flushed %s", summary)

@@ -11,9 +11,18 @@ import logging
 
 from rq import get_current_job
 
+from sync import topups
 from sync.context import SyncContext, context
 from sync.flush import Flusher
-from sync.purchases import EventError, Ignored, NotReady, Purchases, load_event, mark_event
+from sync.purchases import (
+    CHECKOUT_EVENTS,
+    EventError,
+    Ignored,
+    NotReady,
+    Purchases,
+    load_event,
+    mark_event,
+)
 from sync.queues import schedule_rollover
 
 log = logging.getLogger(__name__)
@@ -31,6 +40,10 @@ def apply_stored_event(ctx: SyncContext, event_id: str) -> str:
         raise EventError(f"event {event_id} was never received")
     try:
         outcome, rollover = purchases_for(ctx).apply(event)
+        if event.get("type") in CHECKOUT_EVENTS:
+            # An opted-in account's card, for its auto top-ups (after the grant: a retry of
+            # a Stripe outage here applies the event again, which grants nothing twice).
+            topups.save_checkout_card(ctx.engine, ctx.settings, event["data"]["object"])
     except NotReady as exc:
         job = get_current_job()
         retries_left = (job.retries_left or 0) if job is not None else 0

@@ -20,10 +20,10 @@ from meter.keys import Keys
 from meter.ops import as_text
 from sync import limits
 from sync.context import SyncContext, context
-from sync.queues import SYNC, WEBHOOKS, queue_name, request_flush
+from sync.queues import STRIPE, SYNC, WEBHOOKS, queue_name, request_flush
 from sync.settings import Settings
 from sync.webhooks_grants import GRANT_EXPIRING_SCAN_INTERVAL_S
-from worker import jobs, webhook_jobs
+from worker import jobs, topup_jobs, webhook_jobs
 from worker.supervisor import REDIS_RETRY_DELAY_FIRST_S, REDIS_RETRY_DELAY_MAX_S, Backoff
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ def make_cron(queue_redis: redis.Redis, keys: Keys) -> CronScheduler:
         webhook_jobs.sweep_due,
         queue_name(keys, WEBHOOKS),
         interval=webhook_jobs.WEBHOOK_SWEEP_INTERVAL_S,
+        job_timeout=limits.JOB_TIMEOUT_S,
+        failure_ttl=limits.FAILED_JOB_TTL_S,
+    )
+    cron.register(
+        topup_jobs.sweep_pending,
+        queue_name(keys, STRIPE),
+        interval=topup_jobs.TOPUP_SWEEP_INTERVAL_S,
         job_timeout=limits.JOB_TIMEOUT_S,
         failure_ttl=limits.FAILED_JOB_TTL_S,
     )

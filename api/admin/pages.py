@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -18,7 +20,7 @@ from api.admin.session import PageSession, current_session, login_token, set_log
 from api.schemas import AccountId, SearchText
 from api.state import AppState, app_state, read_sync_status
 from meter.times import now_ms
-from sync import accounts, entries, reports, thresholds, tools
+from sync import accounts, entries, reports, thresholds, tools, topup_attempts, topup_store
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 State = Annotated[AppState, Depends(app_state)]
@@ -171,6 +173,7 @@ async def render_account(
             return entries.account_entries(state.engine, account_id, limit=LEDGER_PAGE)
 
     ledger = await run_in_threadpool(read_ledger)
+    topups = await run_in_threadpool(_topups, state.engine, account_id)
     return page(
         request,
         "admin/account.html",
@@ -185,12 +188,31 @@ async def render_account(
         wallets=balance.wallets,
         credit_types=[w.credit_type for w in balance.wallets],
         ledger=ledger,
+        topups=topups,
         adjusted=adjusted,
         pending=pending,
         error=error,
         form=form or {"credit_type": _default_credit_type(balance.wallets)},
         # One key per rendered form: a double submit adjusts once (the meter's idempotency).
         idempotency_key=str(uuid.uuid4()),
+    )
+
+
+@dataclass(frozen=True)
+class Topups:
+    """The account's auto top-up rules, each with its last attempts, and its saved card."""
+
+    rules: list[tuple[topup_store.Rule, list[topup_attempts.Attempt]]]
+    card_saved: bool
+
+
+def _topups(engine: Engine, account_id: str) -> Topups | None:
+    rules = topup_store.account_rules(engine, account_id)
+    if not rules:
+        return None
+    return Topups(
+        [(r, topup_attempts.last_attempts(engine, account_id, r.credit_type)) for r in rules],
+        topup_store.saved_card(engine, account_id) is not None,
     )
 
 
