@@ -211,7 +211,7 @@ def parse_new_grants(text: str | None) -> tuple[NewGrant, ...]:
 
 
 def charge_record_value(rec: ChargeRecord) -> str:
-    """The Redis charge record (lua/includes/charge_record.lua):
+    """A plain charge record, for refunds only (lua/includes/charge_record.lua):
     "account\\x1fcredit_type\\x1ftool\\x1fcharged\\x1frefunded\\x1fparts", parts
     "<grant id>:<refundable>:<priority>:<expires_ms>:<category code>;..." in burn order."""
     parts = PART_SEP.join(
@@ -225,12 +225,35 @@ def charge_record_value(rec: ChargeRecord) -> str:
     )
 
 
-def charge_record_owner(value: str) -> tuple[str, str]:
-    """(account_id, credit_type) of a Redis charge record."""
-    fields = value.split(RECORD_SEP)
-    if len(fields) != 6:
-        raise WireFormatError(f"bad charge record {value[:60]!r}")
-    return fields[0], fields[1]
+CHARGE_RECORD_FIELDS = 11  # a full record: the charge's reply and its refund parts
+CHARGE_RECORD_FIELDS_PLAIN = 6  # a plain record: refund parts only (settle, SQL restore)
+CHARGE_POINTER = "\x1d"  # starts a charge key's pointer to the record at its idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOwner:
+    """Whose a charge key's value is, and where the charge's record is."""
+
+    account_id: str
+    credit_type: str
+    idempotency_key: str | None  # the record is at this idempotency key; None: here
+
+
+def charge_record_owner(value: str) -> ChargeOwner:
+    """The owner of the value at a charge key (lua/includes/charge_record.lua): a plain
+    record "account\\x1fcredit_type\\x1f...", a full record "fingerprint\\x1fentry id\\x1f
+    account\\x1fcredit_type\\x1f...", or a pointer "\\x1daccount\\x1fcredit_type\\x1fkey"."""
+    if value.startswith(CHARGE_POINTER):
+        fields = value[len(CHARGE_POINTER) :].split(RECORD_SEP)
+        if len(fields) == 3 and all(fields):
+            return ChargeOwner(fields[0], fields[1], fields[2])
+    else:
+        fields = value.split(RECORD_SEP)
+        if len(fields) == CHARGE_RECORD_FIELDS_PLAIN:
+            return ChargeOwner(fields[0], fields[1], None)
+        if len(fields) == CHARGE_RECORD_FIELDS:
+            return ChargeOwner(fields[2], fields[3], None)
+    raise WireFormatError(f"bad charge record {value[:60]!r}")
 
 
 def parse_grant_value(value: str) -> WalletGrant:

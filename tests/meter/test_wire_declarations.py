@@ -271,12 +271,25 @@ def test_the_charge_record_and_breakdown_python_formats_are_the_ones_the_scripts
     c = m.charge("acct", "GPT")
     bucket = m.keys.bucket("acct")
     raw = m.redis.get(m.keys.charge(bucket, c.id))
-    assert isinstance(raw, bytes)
+    assert isinstance(raw, bytes)  # a charge without its own key: the full record is here
+    assert len(raw.decode().split(wire.RECORD_SEP)) == wire.CHARGE_RECORD_FIELDS
+    assert wire.charge_record_owner(raw.decode()) == wire.ChargeOwner("acct", "credits", None)
+    keyed = m.charge("acct", "GPT", idempotency_key="k1")
+    pointer = m.redis.get(m.keys.charge(bucket, keyed.id))
+    assert isinstance(pointer, bytes)
+    assert wire.charge_record_owner(pointer.decode()) == wire.ChargeOwner("acct", "credits", "k1")
+    full = m.redis.get(m.keys.idempotency("acct", "k1"))
+    assert isinstance(full, bytes)
+    assert len(full.decode().split(wire.RECORD_SEP)) == wire.CHARGE_RECORD_FIELDS
+    settled = m.hold("acct", "GPT").settle()  # settle writes the plain record
+    plain = m.redis.get(m.keys.charge(bucket, settled.entry_id))
+    assert isinstance(plain, bytes)
     part = ChargePart(g.grant_id, 10, 50, 0, wire.CATEGORY_CODES["paid"])
-    record = ChargeRecord("acct", "credits", "GPT", 10, 0, (part,))
-    assert raw.decode() == wire.charge_record_value(record)
-    assert wire.charge_record_owner(raw.decode()) == ("acct", "credits")
+    assert plain.decode() == wire.charge_record_value(
+        ChargeRecord("acct", "credits", "GPT", 10, 0, (part,))
+    )
+    assert wire.charge_record_owner(plain.decode()) == wire.ChargeOwner("acct", "credits", None)
     entries = m.redis.xrange(m.keys.journal(bucket))
-    written = {k.decode(): v.decode() for k, v in entries[-1][1].items()}
+    written = {k.decode(): v.decode() for k, v in entries[1][1].items()}
     assert written[wire.JournalField.BREAKDOWN] == wire.format_breakdown(c.breakdown)
     assert wire.parse_breakdown(written[wire.JournalField.BREAKDOWN]) == c.breakdown
