@@ -53,6 +53,7 @@ class JournalField(StrEnum):
     EXPIRES_AT_MS = "x"
     CHARGE_ENTRY = "e"  # hold_settle: the charge entry it made
     ALERTS = "al"  # thresholds the change crossed (lua/includes/crossings): parse_alerts
+    CHARGE = "c"  # a charge's fixed fields in one value (CHARGE_PACKED_FIELDS): unpack_charge
 
 
 # Written by journal_add itself for every entry; the others only when a script gives them.
@@ -65,6 +66,38 @@ JOURNAL_BASE_FIELDS = (
     JournalField.BALANCE_AFTER,
     JournalField.TS_MS,
 )
+
+# A charge's entry (lua/includes/journal_add journal_add_charge): these in one CHARGE value,
+# RECORD_SEP between them, its kind "charge"; IDEMPOTENCY_KEY is absent when it is the id.
+CHARGE_PACKED_FIELDS = (
+    JournalField.ID,
+    JournalField.ACCOUNT,
+    JournalField.CREDIT_TYPE,
+    JournalField.AMOUNT,
+    JournalField.BALANCE_AFTER,
+    JournalField.TS_MS,
+    JournalField.TOOL,
+    JournalField.QUANTITY,
+    JournalField.BREAKDOWN,
+)
+CHARGE_KIND = "charge"
+
+
+def unpack_charge(fields: dict[str, str]) -> dict[str, str]:
+    """A journal entry's fields with a packed charge's CHARGE value spread into its named
+    fields (the ones every other entry writes); entries of other shapes as they are."""
+    packed = fields.get(JournalField.CHARGE)
+    if packed is None:
+        return fields
+    values = packed.split(RECORD_SEP)
+    if len(values) != len(CHARGE_PACKED_FIELDS):
+        raise WireFormatError(f"bad packed charge {packed[:60]!r}")
+    out = {k: v for k, v in fields.items() if k != JournalField.CHARGE}
+    out.update(zip((f.value for f in CHARGE_PACKED_FIELDS), values, strict=True))
+    out[JournalField.KIND.value] = CHARGE_KIND
+    out.setdefault(JournalField.IDEMPOTENCY_KEY.value, out[JournalField.ID.value])
+    return out
+
 
 # The optional text fields (description, metadata, reference, idempotency key, source, tool,
 # hold and charge ids): present when the request carried them, not by the entry's kind.

@@ -18,6 +18,7 @@ from meter.wire import (
     parse_alerts,
     parse_breakdown,
     parse_new_grants,
+    unpack_charge,
 )
 from meter.wire import JournalField as F
 
@@ -105,8 +106,12 @@ def _text_field(fields: dict[str, str], name: F, len_max: int) -> str:
 
 
 def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
-    """One stream entry, checked; raises MalformedEntry with the reason."""
-    fields = _text(raw)
+    """One stream entry, checked; raises MalformedEntry with the reason. A charge's packed
+    entry and the unpacked entries of earlier versions give the same Entry."""
+    try:
+        fields = unpack_charge(_text(raw))
+    except WireFormatError as exc:
+        raise MalformedEntry(str(exc)) from None
     kind = fields.get(F.KIND, "")
     if kind not in LEDGER_KINDS and kind not in HOLD_KINDS:
         raise MalformedEntry(f"unknown kind {kind[:40]!r}")

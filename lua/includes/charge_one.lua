@@ -102,8 +102,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local parts = wallet_burn(w, amount)
   local balance = wallet_balance(w)
   local breakdown = breakdown_str(parts)
-  journal_add(ctx, a.entry_id, 'charge', -amount, balance, {'tool', a.tool, 'q', a.quantity,
-    'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata,
+  journal_add_charge(ctx, a.entry_id, -amount, balance, a.tool, a.quantity, breakdown,
+    a.idempotency_key, {'desc', a.description, 'meta', a.metadata,
     'al', crossing_flags(w, available, available - amount)})
   charge_record_write(record_key, {fingerprint = a.fingerprint,
     entry_id = own and '' or a.entry_id, account = a.account, credit_type = a.credit_type,

@@ -16,7 +16,7 @@ import redis.client
 
 from meter import HoldNotActive, InsufficientCredits, Meter, ops, signatures
 from meter.bounds import CREDITS_MAX
-from tests.meter.helpers import Clock, evalsha, make_async_meter, make_meter
+from tests.meter.helpers import Clock, evalsha, journal_entries, make_async_meter, make_meter
 
 CT = "credits"
 TOOL = "GEN"
@@ -96,7 +96,7 @@ def state(balance: int, held: int, entry_id: str, kind: str, account: str = ACCT
 def journal_kinds(m: Meter, account: str = ACCT) -> dict[str, set[str]]:
     """Entry id -> kinds journaled under it (hold entries share the hold's id)."""
     out: dict[str, set[str]] = {}
-    entries: Any = m.redis.xrange(m.keys.journal(m.keys.bucket(account)))
+    entries: Any = journal_entries(m.redis, m.keys.journal(m.keys.bucket(account)))
     for _, fields in entries:
         out.setdefault(fields[b"id"].decode(), set()).add(fields[b"k"].decode())
     return out
