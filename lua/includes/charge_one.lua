@@ -108,7 +108,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   charge_record_write(record_key, {fingerprint = a.fingerprint,
     entry_id = own and '' or a.entry_id, account = a.account, credit_type = a.credit_type,
     tool = a.tool, charged = amount, refunded = 0, balance = balance,
-    available = available - amount, held = w.held, parts = parts}, math.max(tonumber(idem_ttl_s), CHARGE_RECORD_TTL_S))
+    available = available - amount, held = w.held, parts = parts},
+    math.max(tonumber(idem_ttl_s), CHARGE_RECORD_TTL_S))
   if not own then
     charge_pointer_write(k.record, a.account, a.credit_type, a.idempotency_key)
   end
