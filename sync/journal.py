@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from meter import bounds
 from meter.models import GrantPart
 from meter.wire import (
+    RECORD_SEP,
     Alerts,
     NewGrant,
     WireFormatError,
@@ -76,6 +77,15 @@ def unsortable(sort_id: str) -> str:
 
 def stream_ms(stream_id: str) -> int:
     return int(stream_id.partition("-")[0])
+
+
+def raw_entry_id(fields: dict[str, str]) -> str | None:
+    """A stream entry's id without parsing the rest: a packed charge's first value, or the
+    ID field of any other entry (None: neither)."""
+    packed = fields.get(F.CHARGE)
+    if packed is not None:
+        return packed.split(RECORD_SEP, 1)[0]
+    return fields.get(F.ID)
 
 
 def _text(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:

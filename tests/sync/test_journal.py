@@ -8,7 +8,14 @@ import pytest
 from meter import bounds, wire
 from meter.models import GrantPart
 from meter.wire import NewGrant
-from sync.journal import MalformedEntry, parse, sortable, stream_ms, unsortable
+from sync.journal import (
+    MalformedEntry,
+    parse,
+    raw_entry_id,
+    sortable,
+    stream_ms,
+    unsortable,
+)
 from tests.meter.helpers import make_meter
 
 CHARGE = {
@@ -54,6 +61,12 @@ def test_a_packed_charge_parses_as_the_unpacked_entry_of_earlier_versions() -> N
     assert packed == parse("1700000000000-3", _with(desc="d"))
     raw = {k.encode(): v.encode() for k, v in _packed(CHARGE, ik="key-1").items()}
     assert parse("1-0", raw) == parse("1-0", CHARGE)
+
+
+def test_the_raw_entry_id_is_read_from_packed_and_unpacked_entries() -> None:
+    assert raw_entry_id(_packed(CHARGE)) == "c1"
+    assert raw_entry_id(CHARGE) == "c1"
+    assert raw_entry_id({"k": "charge"}) is None
 
 
 def test_a_packed_charge_without_its_own_key_gets_its_id_as_the_key() -> None:
