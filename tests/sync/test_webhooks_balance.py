@@ -23,6 +23,7 @@ from sync.journal import parse
 from sync.models import T_AUDIT
 from sync.webhooks import create_endpoint, delete_endpoint
 from sync.writer import write_entries
+from tests.meter.helpers import journal_entries
 from tests.sync.conftest import account
 from tests.sync.webhook_receiver import Receiver, account_events, delete_all_endpoints, send_all
 
@@ -137,7 +138,7 @@ def test_entries_written_again_emit_nothing_and_report_no_topup_crossing(
     bucket = keys.bucket(a)
     entries = [
         parse(sid.decode(), fields)
-        for sid, fields in client.xrange(keys.journal(bucket))
+        for sid, fields in journal_entries(client, keys.journal(bucket))
         if fields[b"a"] == a.encode()
     ]
     first = write_transaction(engine, lambda conn: write_entries(conn, bucket, entries, now_ms()))
