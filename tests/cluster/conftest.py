@@ -1,5 +1,6 @@
-"""The cluster tests: one private 3-master Redis Cluster for the session (tests/servers.py),
-in place of the single Redis of the other tests, reached only through meter.redis_conn."""
+"""The cluster tests: one private 3-master Redis Cluster for the session
+(bench/cluster_server.py) in place of the single Redis of the other tests, reached only
+through meter.redis_conn."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from bench.cluster_server import PrivateCluster
 from meter.redis_conn import async_client, sync_client
-from tests.servers import PrivateCluster
 
 
 @pytest.fixture(scope="session")
