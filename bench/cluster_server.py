@@ -30,6 +30,10 @@ class PrivateCluster:
         self._processes: list[subprocess.Popen[bytes]] = []
 
     @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    @property
     def url(self) -> str:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
