@@ -118,3 +118,12 @@ def text_twin(client: redis.Redis) -> redis.Redis:
     nodes = [ClusterNode(n.host, n.port) for n in masters]  # type: ignore[no-untyped-call]
     twin = redis.RedisCluster(startup_nodes=nodes, decode_responses=True, **kept)
     return cast(redis.Redis, twin)
+
+
+async def discover(client: redis.asyncio.Redis) -> None:
+    """Learns a cluster's slot map unless the client has already (a no-op on one Redis).
+    A cluster pub/sub picks its node from that map; a PUBLISH reaches every node, so the
+    node of the first channel serves every channel."""
+    cluster = client if isinstance(client, redis.asyncio.RedisCluster) else None
+    if cluster is not None:
+        await cluster.initialize()
