@@ -11,6 +11,7 @@ import redis
 import redis.asyncio
 
 from bench.cluster_server import PrivateCluster
+from meter.embedded import EmbeddedRedis
 from meter.redis_conn import async_client, sync_client
 
 
@@ -19,6 +20,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """redis+cluster:// URL of the session's private cluster."""
     with PrivateCluster(tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster.url
+
+
+@pytest.fixture(scope="session")
+def queue_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain Redis for RQ's queues, which do not run on a cluster (sync/settings.py)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("queues"), appendonly=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
