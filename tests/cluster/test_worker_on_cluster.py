@@ -67,6 +67,20 @@ def test_a_burst_flushes_every_master_into_sql(
     assert _charged(engine, accounts) == ACCOUNTS * 3 * COST
 
 
+def test_the_worker_refuses_queues_on_the_cluster_in_one_line(redis_url: str) -> None:
+    env = {**os.environ, "CREDITMETER_REDIS_URL": redis_url}
+    env.pop("CREDITMETER_QUEUE_REDIS_URL", None)
+    creditmeter = str(Path(sys.executable).parent / "creditmeter")
+    done = subprocess.run(
+        [creditmeter, "worker", "--burst"], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == (
+        "error: RQ queues cannot live on a Redis Cluster: set CREDITMETER_QUEUE_REDIS_URL "
+        "to a plain redis:// URL"
+    )
+
+
 def test_queues_on_a_cluster_url_are_refused(redis_url: str, queue_redis_url: str) -> None:
     with pytest.raises(ValidationError, match="CREDITMETER_QUEUE_REDIS_URL"):
         Settings(redis_url=redis_url)
