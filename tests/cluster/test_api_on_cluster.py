@@ -4,8 +4,6 @@ SSE balance streams fed by pub/sub (a PUBLISH from a script on any master reache
 Not rerun here: the stream tests that count subscribers with PUBSUB NUMSUB, which on a
 cluster counts only the node asked, not the one the hub subscribed on."""
 
-from pathlib import Path
-
 import pytest
 
 from tests.api.conftest import *  # noqa: F403  (a real `creditmeter api` process per module)
@@ -20,14 +18,6 @@ from tests.api.test_sse_stream import (  # noqa: F401  (collected here, on the c
     test_streams_of_an_account_share_a_snapshot_read_begun_after_they_asked,
     test_the_sixth_stream_of_an_account_is_429,
 )
+from tests.cluster.api_env import api_env  # noqa: F401  (queues off the cluster)
 
 pytestmark = pytest.mark.standalone  # the cluster is the session's own
-
-
-@pytest.fixture(scope="module")
-def api_env(
-    redis_url: str, sql_url: str, api_prefix: str, api_data_dir: Path, queue_redis_url: str
-) -> dict[str, str]:
-    return server_env(  # noqa: F405
-        redis_url, sql_url, api_prefix, api_data_dir, CREDITMETER_QUEUE_REDIS_URL=queue_redis_url
-    )
