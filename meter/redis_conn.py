@@ -91,6 +91,11 @@ def _as_cluster(client: object) -> redis.RedisCluster | None:
     return client if isinstance(client, redis.RedisCluster) else None
 
 
+def is_cluster(client: redis.Redis) -> bool:
+    """Whether a command over keys of several buckets must be split (one slot per command)."""
+    return _as_cluster(client) is not None
+
+
 def primaries(client: redis.Redis) -> list[redis.Redis]:
     """A client of each master: the client itself, or one per master of a cluster (for
     commands about a server rather than a key, such as CONFIG GET)."""
