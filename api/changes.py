@@ -97,17 +97,20 @@ async def set_thresholds(
     state: AppState, actor: str, account_id: str, kind: str, given: dict[str, int | None]
 ) -> None:
     """Wallet thresholds (credit type -> threshold, None removes) saved in SQL with their
-    audit rows, then in force in Redis, re-read until SQL and Redis agree (sync/thresholds)."""
-    saved = await run_in_threadpool(
+    audit rows, then in force in Redis (sync/in_force)."""
+    await run_in_threadpool(
         thresholds.save_thresholds, state.engine, actor, account_id, kind, given
     )
-    for _ in range(thresholds.SYNC_ROUNDS_MAX):
-        for credit_type in given:
-            await state.meter.set_threshold(account_id, credit_type, kind, saved.get(credit_type))
-        now = await run_in_threadpool(thresholds.get_thresholds, state.engine, account_id, kind)
-        if all(now.get(ct) == saved.get(ct) for ct in given):
-            return
-        saved = now
+
+    def write(credit_type: str, threshold: int | None) -> bool:
+        # apply_thresholds runs in a worker thread; the async meter runs on the event loop.
+        return anyio.from_thread.run(
+            partial(state.meter.set_threshold, account_id, credit_type, kind, threshold)
+        )
+
+    await run_in_threadpool(
+        thresholds.apply_thresholds, state.engine, account_id, kind, list(given), write
+    )
 
 
 def _request_flush(state: AppState) -> None:

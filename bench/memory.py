@@ -1,7 +1,9 @@
 """Redis memory per wallet and per charge, by MEMORY USAGE (key, value and overhead).
 
-Wallet: a hash with one grant, made by Meter.grant. Per charge: the idempotency record and
-the charge record (each a string key with a TTL), and the journal stream's growth / charge.
+Wallet: a hash with one grant, made by Meter.grant. Per charge: its record (one string key
+with a TTL that serves both its replays and its refunds, lua/includes/charge_record) for a
+charge without its own idempotency key, and with one (the record at that key plus a pointer
+at the charge key); the journal stream's growth / charge; and their sum, the goal's figure.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from bench import workload
 
 JOURNAL_CHARGES = 1000
+KEYED_IDEMPOTENCY_KEY = "req-0123456789abcdef"  # the length of a typical request id
 
 
 def _usage(client: Any, key: str) -> int:
@@ -27,8 +30,10 @@ def measure(
     bucket = keys.bucket(account)
     wallet = _usage(client, keys.wallet(account, workload.CREDIT_TYPE))
     result = meter.charge(account, workload.TOOL)
-    idem = _usage(client, keys.idempotency(account, result.id))
     record = _usage(client, keys.charge(bucket, result.id))
+    keyed = meter.charge(account, workload.TOOL, idempotency_key=KEYED_IDEMPOTENCY_KEY)
+    keyed_bytes = _usage(client, keys.charge(bucket, keyed.id))
+    keyed_bytes += _usage(client, keys.idempotency(account, KEYED_IDEMPOTENCY_KEY))
     journal = keys.journal(bucket)
     before = _usage(client, journal)
     for _ in range(journal_charges):
@@ -42,19 +47,24 @@ def measure(
             "unit": unit,
             "note": "wallet hash with one grant (Meter.grant), MEMORY USAGE",
         },
-        "memory_idempotency": {
-            "value": idem,
-            "unit": unit,
-            "note": "idempotency record of one charge (string + TTL)",
-        },
         "memory_charge_record": {
             "value": record,
             "unit": unit,
-            "note": "charge record of one charge (string + TTL)",
+            "note": "record of one charge without its own idempotency key (string + TTL)",
+        },
+        "memory_charge_keyed": {
+            "value": keyed_bytes,
+            "unit": unit,
+            "note": "record + charge key pointer of one charge with an idempotency key",
         },
         "memory_journal_entry": {
             "value": per_entry,
             "unit": unit,
             "note": f"journal stream growth / charge over {journal_charges}",
+        },
+        "memory_per_charge": {
+            "value": record + per_entry,
+            "unit": unit,
+            "note": "kept 25 h per charge: its record + its journal entry",
         },
     }

@@ -190,7 +190,13 @@ def set_(
             thresholds.save_thresholds(ctx.engine, AUDIT_ACTOR, account_id, "low", low)
         meter = ctx.meter()
         if low:
-            thresholds.apply_thresholds(ctx.engine, meter, account_id, "low", list(low))
+            thresholds.apply_thresholds(
+                ctx.engine,
+                account_id,
+                "low",
+                list(low),
+                lambda ct, t: meter.set_threshold(account_id, ct, "low", t),
+            )
         saved = accounts.put_in_force(
             ctx.engine, saved, lambda s: meter.set_account(s.id, **s.in_redis)
         )

@@ -12,7 +12,8 @@
       (the client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
       idempotency_key, description, metadata (JSON), dry_run ('1': check only, includes/
       charge_dry; '0': charge)
-  Publishes one balance event per charge that changed a wallet (see includes/balance_event).
+  Publishes one balance event per wallet the call changed, its last state (includes/
+  balance_event, charge_one charge_flush).
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown, rate_limit,
       rate_remaining, rate_reset_ms (the rate limit in force after this charge, includes/

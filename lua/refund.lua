@@ -4,7 +4,8 @@
   new never-expiring grant per category. A part that went into debt pays debt back; refunded
   credits, like every credit, pay debt first. Total refunded never exceeds the charge.
   Input:
-    KEYS[1] record (charge record)   KEYS[2] wallet   KEYS[3] idempotency (record)
+    KEYS[1] record (the charge record: at the charge key, or where its pointer leads,
+      includes/charge_record)   KEYS[2] wallet   KEYS[3] idempotency (record)
     KEYS[4] journal (bucket)   KEYS[5] due (bucket due set)   KEYS[6] events (bucket channel)
     ARGV[1] now_ms (includes/clock)
     ARGV[2] idempotency_ttl_s   ARGV[3] entry_id (of the refund)   ARGV[4] charge_id
@@ -41,7 +42,8 @@ local replay = idem_check(KEYS[3], ARGV[10])
 if replay then return replay end
 local rec = charge_record_read(KEYS[1])
 if not rec then return {E_CHARGE_NOT_FOUND} end
-if rec.account ~= account or rec.credit_type ~= credit_type then
+if rec.account ~= account or rec.credit_type ~= credit_type
+    or (rec.entry_id and rec.entry_id ~= '' and rec.entry_id ~= charge_id) then
   return {E_BAD_ARGUMENT, 'charge_id'}
 end
 local refundable = rec.charged - rec.refunded
@@ -96,8 +98,7 @@ end
 wallet_save(w)
 local balance = wallet_balance(w)
 local breakdown = breakdown_str(parts)
-charge_record_write(KEYS[1], account, credit_type, rec.tool, rec.charged,
-  rec.refunded + amount, rec.parts, nil)
+charge_record_refunded(KEYS[1], rec, rec.refunded + amount)
 journal_add(ctx, entry_id, 'refund', amount, balance, {'tool', rec.tool, 'ref', charge_id,
   'g', breakdown, 'ng', table.concat(new_grants, ';'), 'ik', ARGV[11], 'desc', ARGV[12],
   'meta', ARGV[13]})

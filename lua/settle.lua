@@ -65,8 +65,8 @@ if charged > 0 then
   journal_add(ctx, entry_id, 'charge', -charged, balance, {'tool', rec.tool, 'hold', hold_id,
     'g', breakdown_str(parts), 'ik', ARGV[9], 'desc', ARGV[10], 'meta', ARGV[11],
     'al', crossing_flags(w, before, balance - w.held)})
-  charge_record_write(KEYS[5], account, credit_type, rec.tool, charged, 0, charge_parts(parts),
-    CHARGE_RECORD_TTL_S)
+  charge_record_plain_write(KEYS[5], {account = account, credit_type = credit_type,
+    tool = rec.tool, charged = charged, refunded = 0, parts = charge_parts(parts)})
 end
 journal_add(ctx, hold_id, 'hold_settle', charged, balance, {'hold', hold_id, 'e', entry_id})
 if charged > 0 then

@@ -676,46 +676,56 @@ def hold(
 _HOLD_OWNER = (wire.HoldField.ACCOUNT.value, wire.HoldField.CREDIT_TYPE.value)
 
 
-def _record_owner(
-    env: Env, kind: str, record_id: str, owner: tuple[str, str] | None = None
+def _hold_owner(
+    env: Env, hold_id: str, owner: tuple[str, str] | None = None
 ) -> Op[tuple[int, str, str]]:
-    """(bucket, account_id, credit_type) of a hold or charge: as the caller knows it, or read
-    from its Redis record."""
-    record_id = validate.entity_id(f"{kind}_id", record_id)
-    bucket = bucket_of(record_id)
+    """(bucket, account_id, credit_type) of a hold: as the caller knows it, or read from its
+    Redis record."""
+    hold_id = validate.entity_id("hold_id", hold_id)
+    bucket = bucket_of(hold_id)
     if bucket >= env.keys.buckets:
-        raise InvalidArgument(f"{kind}_id", "not an id of this deployment")
+        raise InvalidArgument("hold_id", "not an id of this deployment")
     if owner is not None:
         return bucket, owner[0], owner[1]
-    if kind == "hold":
-        key = env.keys.hold(bucket, record_id)
+    key = env.keys.hold(bucket, hold_id)
+    raw = yield Command(("HMGET", key, *_HOLD_OWNER))
+    if raw[0] is None:
+        # Redis lost the hold with its wallet: loading the wallet restores the records
+        # of its active holds (a hold no longer active stays not found).
+        owner_known = yield LoadHoldOwner(hold_id)
+        if owner_known is None:
+            raise HoldNotFound(hold_id)
+        yield from _hydrate(env, owner_known[0], owner_known[1])
         raw = yield Command(("HMGET", key, *_HOLD_OWNER))
         if raw[0] is None:
-            # Redis lost the hold with its wallet: loading the wallet restores the records
-            # of its active holds (a hold no longer active stays not found).
-            owner_known = yield LoadHoldOwner(record_id)
-            if owner_known is None:
-                raise HoldNotFound(record_id)
-            yield from _hydrate(env, owner_known[0], owner_known[1])
-            raw = yield Command(("HMGET", key, *_HOLD_OWNER))
-            if raw[0] is None:
-                raise HoldNotFound(record_id)
-        return bucket, as_text(raw[0]), as_text(raw[1])
-    key = env.keys.charge(bucket, record_id)
+            raise HoldNotFound(hold_id)
+    return bucket, as_text(raw[0]), as_text(raw[1])
+
+
+def _charge_owner(env: Env, charge_id: str) -> Op[tuple[int, str, str, str]]:
+    """(bucket, account_id, credit_type, record key) of a charge, from its Redis charge key:
+    its record, or a pointer to the record at its idempotency key."""
+    charge_id = validate.entity_id("charge_id", charge_id)
+    bucket = bucket_of(charge_id)
+    if bucket >= env.keys.buckets:
+        raise InvalidArgument("charge_id", "not an id of this deployment")
+    key = env.keys.charge(bucket, charge_id)
     raw = yield Command(("GET", key))
     if raw is None:
         # Redis forgot the charge (its record lives 25 h, or Redis lost data): the durable
         # store has it. SET NX: a concurrent restore or refund's newer record wins.
-        rec = yield LoadCharge(record_id)
+        rec = yield LoadCharge(charge_id)
         if rec is None:
-            raise ChargeNotFound(record_id)
+            raise ChargeNotFound(charge_id)
         value = wire.charge_record_value(rec)
         yield Command(("SET", key, value, "NX", "EX", str(bounds.CHARGE_RECORD_TTL_S)))
         raw = yield Command(("GET", key))
         if raw is None:
-            raise ChargeNotFound(record_id)
-    account_id, credit_type = wire.charge_record_owner(as_text(raw))
-    return bucket, account_id, credit_type
+            raise ChargeNotFound(charge_id)
+    owner = wire.charge_record_owner(as_text(raw))
+    if owner.idempotency_key is not None:
+        key = env.keys.idempotency(owner.account_id, owner.idempotency_key)
+    return bucket, owner.account_id, owner.credit_type, key
 
 
 def settle(
@@ -732,7 +742,7 @@ def settle(
     desc = validate.text("description", description, bounds.DESCRIPTION_LEN_MAX)
     meta = validate.metadata(metadata)
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
-    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    bucket, account_id, ct = yield from _hold_owner(env, hold_id, owner)
     keys = env.keys
     entry_id = new_id(bucket)
     idem = idem_given or entry_id
@@ -788,7 +798,7 @@ def release(
     owner: tuple[str, str] | None = None,
 ) -> Op[ReleaseResult]:
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
-    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    bucket, account_id, ct = yield from _hold_owner(env, hold_id, owner)
     keys = env.keys
     idem = idem_given or new_id(bucket)
     fp = fingerprint("release", hold_id)
@@ -838,7 +848,7 @@ def extend(
 ) -> Op[ExtendResult]:
     ttl_s = validate.ttl_s("ttl_seconds", ttl_s)
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
-    bucket, account_id, ct = yield from _record_owner(env, "hold", hold_id, owner)
+    bucket, account_id, ct = yield from _hold_owner(env, hold_id, owner)
     keys = env.keys
     idem = idem_given or new_id(bucket)
     fp = fingerprint("extend", hold_id, ttl_s)
@@ -889,7 +899,7 @@ def refund(
     why = validate.text("reason", reason, bounds.DESCRIPTION_LEN_MAX)
     meta = validate.metadata(metadata)
     idem_given = None if idempotency_key is None else validate.idempotency_key(idempotency_key)
-    bucket, account_id, ct = yield from _record_owner(env, "charge", charge_id)
+    bucket, account_id, ct, record_key = yield from _charge_owner(env, charge_id)
     keys = env.keys
     entry_id = new_id(bucket)
     idem = idem_given or entry_id
@@ -901,7 +911,7 @@ def refund(
             REFUND,
             bucket,
             keys={
-                "record": keys.charge(bucket, charge_id),
+                "record": record_key,
                 "wallet": keys.wallet(account_id, ct),
                 "idempotency": keys.idempotency(account_id, idem),
                 "journal": keys.journal(bucket),

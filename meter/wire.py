@@ -53,6 +53,7 @@ class JournalField(StrEnum):
     EXPIRES_AT_MS = "x"
     CHARGE_ENTRY = "e"  # hold_settle: the charge entry it made
     ALERTS = "al"  # thresholds the change crossed (lua/includes/crossings): parse_alerts
+    CHARGE = "c"  # a charge's fixed fields in one value (CHARGE_PACKED_FIELDS): unpack_charge
 
 
 # Written by journal_add itself for every entry; the others only when a script gives them.
@@ -65,6 +66,38 @@ JOURNAL_BASE_FIELDS = (
     JournalField.BALANCE_AFTER,
     JournalField.TS_MS,
 )
+
+# A charge's entry (lua/includes/journal_add journal_add_charge): these in one CHARGE value,
+# RECORD_SEP between them, its kind "charge"; IDEMPOTENCY_KEY is absent when it is the id.
+CHARGE_PACKED_FIELDS = (
+    JournalField.ID,
+    JournalField.ACCOUNT,
+    JournalField.CREDIT_TYPE,
+    JournalField.AMOUNT,
+    JournalField.BALANCE_AFTER,
+    JournalField.TS_MS,
+    JournalField.TOOL,
+    JournalField.QUANTITY,
+    JournalField.BREAKDOWN,
+)
+CHARGE_KIND = "charge"
+
+
+def unpack_charge(fields: dict[str, str]) -> dict[str, str]:
+    """A journal entry's fields with a packed charge's CHARGE value spread into its named
+    fields (the ones every other entry writes); entries of other shapes as they are."""
+    packed = fields.get(JournalField.CHARGE)
+    if packed is None:
+        return fields
+    values = packed.split(RECORD_SEP)
+    if len(values) != len(CHARGE_PACKED_FIELDS):
+        raise WireFormatError(f"bad packed charge {packed[:60]!r}")
+    out = {k: v for k, v in fields.items() if k != JournalField.CHARGE}
+    out.update(zip((f.value for f in CHARGE_PACKED_FIELDS), values, strict=True))
+    out[JournalField.KIND.value] = CHARGE_KIND
+    out.setdefault(JournalField.IDEMPOTENCY_KEY.value, out[JournalField.ID.value])
+    return out
+
 
 # The optional text fields (description, metadata, reference, idempotency key, source, tool,
 # hold and charge ids): present when the request carried them, not by the entry's kind.
@@ -211,7 +244,7 @@ def parse_new_grants(text: str | None) -> tuple[NewGrant, ...]:
 
 
 def charge_record_value(rec: ChargeRecord) -> str:
-    """The Redis charge record (lua/includes/charge_record.lua):
+    """A plain charge record, for refunds only (lua/includes/charge_record.lua):
     "account\\x1fcredit_type\\x1ftool\\x1fcharged\\x1frefunded\\x1fparts", parts
     "<grant id>:<refundable>:<priority>:<expires_ms>:<category code>;..." in burn order."""
     parts = PART_SEP.join(
@@ -225,12 +258,35 @@ def charge_record_value(rec: ChargeRecord) -> str:
     )
 
 
-def charge_record_owner(value: str) -> tuple[str, str]:
-    """(account_id, credit_type) of a Redis charge record."""
-    fields = value.split(RECORD_SEP)
-    if len(fields) != 6:
-        raise WireFormatError(f"bad charge record {value[:60]!r}")
-    return fields[0], fields[1]
+CHARGE_RECORD_FIELDS = 11  # a full record: the charge's reply and its refund parts
+CHARGE_RECORD_FIELDS_PLAIN = 6  # a plain record: refund parts only (settle, SQL restore)
+CHARGE_POINTER = "\x1d"  # starts a charge key's pointer to the record at its idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOwner:
+    """Whose a charge key's value is, and where the charge's record is."""
+
+    account_id: str
+    credit_type: str
+    idempotency_key: str | None  # the record is at this idempotency key; None: here
+
+
+def charge_record_owner(value: str) -> ChargeOwner:
+    """The owner of the value at a charge key (lua/includes/charge_record.lua): a plain
+    record "account\\x1fcredit_type\\x1f...", a full record "fingerprint\\x1fentry id\\x1f
+    account\\x1fcredit_type\\x1f...", or a pointer "\\x1daccount\\x1fcredit_type\\x1fkey"."""
+    if value.startswith(CHARGE_POINTER):
+        fields = value[len(CHARGE_POINTER) :].split(RECORD_SEP)
+        if len(fields) == 3 and all(fields):
+            return ChargeOwner(fields[0], fields[1], fields[2])
+    else:
+        fields = value.split(RECORD_SEP)
+        if len(fields) == CHARGE_RECORD_FIELDS_PLAIN:
+            return ChargeOwner(fields[0], fields[1], None)
+        if len(fields) == CHARGE_RECORD_FIELDS:
+            return ChargeOwner(fields[2], fields[3], None)
+    raise WireFormatError(f"bad charge record {value[:60]!r}")
 
 
 def parse_grant_value(value: str) -> WalletGrant:

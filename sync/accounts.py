@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from meter import rate_limits
 from sync import audit
 from sync.db import write_transaction
+from sync.in_force import until_agreed
 from sync.models import T_ACCOUNTS, T_WALLETS
 
 SEARCH_RESULTS_MAX: Final = 50  # one screen; a narrower search finds the rest
@@ -78,9 +79,6 @@ def account_exists(engine: Engine, account_id: str) -> bool:
 
 
 SETTINGS_FIELDS: Final = ("status", "overdraft_limit", "email", "metadata", "rate_limits")
-# Rounds of "write Redis, re-read SQL" a settings change makes at most: another only when a
-# concurrent change committed in between; past this, the later writer's rounds settle it.
-SYNC_ROUNDS_MAX: Final = 5
 
 
 @dataclass(frozen=True)
@@ -171,15 +169,12 @@ def update_settings(
 def put_in_force(
     engine: Engine, saved: AccountSettings, write: Callable[[AccountSettings], object]
 ) -> AccountSettings:
-    """Puts settings SQL committed in force in Redis: write(settings) is the meter's
-    set_account (SQL first: a wallet loaded meanwhile hydrates them from it). Redis gets
-    what SQL holds after its write, re-read until they agree, so of two concurrent changes
-    Redis ends with SQL's -> the settings as SQL holds them. Blocking (SQL reads)."""
-    for _ in range(SYNC_ROUNDS_MAX):
-        write(saved)
+    """Puts settings SQL committed in force in Redis (sync/in_force): write(settings) is the
+    meter's set_account -> the settings as SQL holds them. Blocking (SQL reads)."""
+
+    def read() -> AccountSettings:
         now = get_settings(engine, saved.id)
         assert now is not None, "accounts are never deleted"
-        if now.in_redis == saved.in_redis:
-            return now
-        saved = now
-    return saved
+        return now
+
+    return until_agreed(saved, write, read, lambda a, b: a.in_redis == b.in_redis)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from meter.keys import Keys
 from meter.times import now_ms
 from meter.wire import JournalField as F
+from meter.wire import WireFormatError, unpack_charge
 from sync import limits
 from sync.db import write_transaction
 from sync.journal import LEDGER_KINDS, MalformedEntry, parse, unsortable
@@ -55,6 +56,15 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
+def _named(fields: dict[str, str]) -> dict[str, str]:
+    """The entry's fields by name, a packed charge's spread (meter.wire.unpack_charge); a
+    packed value that does not unpack names nothing."""
+    try:
+        return unpack_charge(fields)
+    except WireFormatError:
+        return {}
+
+
 def _dead_letter(row: dict[str, object]) -> DeadLetter:
     try:
         fields = json.loads(str(row["fields"]))
@@ -62,15 +72,16 @@ def _dead_letter(row: dict[str, object]) -> DeadLetter:
         fields = {}
     if not isinstance(fields, dict):
         fields = {}
+    named = _named(fields)
     return DeadLetter(
         id=int(str(row["id"])),
         journal=str(row["journal"]),
         stream_id=unsortable(str(row["stream_id"])),
-        entry_id=fields.get(F.ID),
-        account_id=fields.get(F.ACCOUNT),
-        credit_type=fields.get(F.CREDIT_TYPE),
-        kind=fields.get(F.KIND),
-        amount=_int_or_none(fields.get(F.AMOUNT)),
+        entry_id=named.get(F.ID),
+        account_id=named.get(F.ACCOUNT),
+        credit_type=named.get(F.CREDIT_TYPE),
+        kind=named.get(F.KIND),
+        amount=_int_or_none(named.get(F.AMOUNT)),
         error=str(row["error"]),
         created_at_ms=int(str(row["created_at_ms"])),
         fields=fields,

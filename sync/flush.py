@@ -59,7 +59,7 @@ from meter.wire import JournalField as F
 from sync import limits
 from sync.db import write_transaction
 from sync.idempotency import restore_lost_keys
-from sync.journal import Entry, MalformedEntry, parse, sortable, unsortable
+from sync.journal import Entry, MalformedEntry, parse, raw_entry_id, sortable, unsortable
 from sync.models import T_CURSORS, T_DEAD, T_GAP_ENTRIES, T_GAPS, T_LEDGER
 from sync.sqlops import insert_ignore
 from sync.writer import WriteResult, advance_cursor, read_cursor, write_entries
@@ -493,7 +493,7 @@ class Flusher:
             StreamPage,
             self.text_redis.xrange(journal, min=f"({delivered}", max=unsortable(cursor)),
         )
-        present = {f["id"] for _, f in page}
+        present = {raw_entry_id(f) for _, f in page}
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(T_LEDGER.c.id, T_LEDGER.c.account_id, T_LEDGER.c.credit_type)

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from meter import bounds
 from meter.models import GrantPart
 from meter.wire import (
+    RECORD_SEP,
     Alerts,
     NewGrant,
     WireFormatError,
     parse_alerts,
     parse_breakdown,
     parse_new_grants,
+    unpack_charge,
 )
 from meter.wire import JournalField as F
 
@@ -77,6 +79,15 @@ def stream_ms(stream_id: str) -> int:
     return int(stream_id.partition("-")[0])
 
 
+def raw_entry_id(fields: dict[str, str]) -> str | None:
+    """A stream entry's id without parsing the rest: a packed charge's first value, or the
+    ID field of any other entry (None: neither)."""
+    packed = fields.get(F.CHARGE)
+    if packed is not None:
+        return packed.split(RECORD_SEP, 1)[0]
+    return fields.get(F.ID)
+
+
 def _text(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
     first = next(iter(raw), "")
     if isinstance(first, str):
@@ -105,8 +116,12 @@ def _text_field(fields: dict[str, str], name: F, len_max: int) -> str:
 
 
 def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
-    """One stream entry, checked; raises MalformedEntry with the reason."""
-    fields = _text(raw)
+    """One stream entry, checked; raises MalformedEntry with the reason. A charge's packed
+    entry and the unpacked entries of earlier versions give the same Entry."""
+    try:
+        fields = unpack_charge(_text(raw))
+    except WireFormatError as exc:
+        raise MalformedEntry(str(exc)) from None
     kind = fields.get(F.KIND, "")
     if kind not in LEDGER_KINDS and kind not in HOLD_KINDS:
         raise MalformedEntry(f"unknown kind {kind[:40]!r}")

@@ -1,14 +1,12 @@
 """Wallet alert thresholds (SQL wallet_thresholds): per account and credit type, kind low
 is the balance.low alert's threshold, kind topup is auto top-up's. SQL holds them (audited);
 Redis carries a copy on the wallet hash, where the scripts flag the journal entry whose
-change crosses one (lua/includes/crossings.lua). SQL is written first, so a wallet hydrated
-meanwhile reads the new value; Redis then gets what SQL holds, re-read until they agree,
-so of two concurrent changes Redis ends with SQL's.
+change crosses one (lua/includes/crossings.lua), put in force as sync/in_force says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from sqlalchemy import Engine, select
@@ -20,6 +18,7 @@ from meter.errors import InvalidArgument
 from meter.wire import THRESHOLD_FIELDS
 from sync import audit
 from sync.db import write_transaction
+from sync.in_force import until_agreed
 from sync.models import T_ACCOUNTS, T_THRESHOLDS
 from sync.sqlops import dialect_insert
 
@@ -27,7 +26,6 @@ KINDS: Final = tuple(THRESHOLD_FIELDS)  # low | topup
 THRESHOLD_MIN: Final = 1  # a low alert at 0 would be balance.depleted, which needs none
 THRESHOLD_MAX: Final = bounds.CREDITS_MAX  # a balance never exceeds it
 THRESHOLDS_PER_CHANGE_MAX: Final = 32  # credit types one PATCH may set: bounds its rounds
-SYNC_ROUNDS_MAX: Final = 5  # Redis writes per change at most (another only after a race)
 
 
 class UnknownAccount(LookupError):
@@ -97,18 +95,24 @@ def save_thresholds(
 
 
 def apply_thresholds(
-    engine: Engine, meter: Meter, account_id: str, kind: str, credit_types: list[str]
+    engine: Engine,
+    account_id: str,
+    kind: str,
+    credit_types: list[str],
+    write: Callable[[str, int | None], object],
 ) -> None:
-    """Puts SQL's thresholds of these wallets in force in Redis, re-reading SQL until a
-    round saw no change (a concurrent change's own rounds settle the rest)."""
-    saved = get_thresholds(engine, account_id, kind)
-    for _ in range(SYNC_ROUNDS_MAX):
-        for credit_type in credit_types:
-            meter.set_threshold(account_id, credit_type, kind, saved.get(credit_type))
+    """Puts SQL's thresholds of these wallets in force in Redis (sync/in_force):
+    write(credit type, threshold) is the meter's set_threshold of the account and kind."""
+
+    def read() -> dict[str, int | None]:
         now = get_thresholds(engine, account_id, kind)
-        if all(now.get(ct) == saved.get(ct) for ct in credit_types):
-            return
-        saved = now
+        return {ct: now.get(ct) for ct in credit_types}
+
+    def write_all(values: dict[str, int | None]) -> None:
+        for credit_type, threshold in values.items():
+            write(credit_type, threshold)
+
+    until_agreed(read(), write_all, read)
 
 
 def set_threshold(
@@ -123,4 +127,10 @@ def set_threshold(
     """One wallet's threshold (None removes it): SQL with its audit row, then Redis."""
     validate.account_id(account_id)
     save_thresholds(engine, actor, account_id, kind, {credit_type: threshold})
-    apply_thresholds(engine, meter, account_id, kind, [credit_type])
+    apply_thresholds(
+        engine,
+        account_id,
+        kind,
+        [credit_type],
+        lambda ct, t: meter.set_threshold(account_id, ct, kind, t),
+    )

@@ -5,6 +5,12 @@ two jobs for the same delivery never both send it; a sender killed mid-attempt f
 the lease ends, and the next sweep sends it again with the same `webhook-id` (receivers
 deduplicate on it, as the spec asks). A 2xx answer is success; anything else, or no answer
 within SEND_TIMEOUT_S, is retried after the next delay of the schedule, then failed.
+
+One slow or dead receiver must not hold up the others (the sweep's jobs share a queue): a
+sweep takes at most DUE_PER_ENDPOINT_MAX deliveries per endpoint, round robin across
+endpoints, and an attempt that gets no answer at all (timeout, refused) defers the
+endpoint's other due deliveries to its own retry, without counting an attempt for them, so a
+dead endpoint costs one timeout per step of the schedule, not one per delivery.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 from standardwebhooks.webhooks import Webhook
 
@@ -34,6 +40,7 @@ RETRY_DELAYS_S: Final = (5, 300, 1_800, 7_200, 18_000, 36_000, 36_000)
 SEND_TIMEOUT_S: Final = 10.0  # one POST; a slow receiver is retried like a down one
 CLAIM_LEASE_MS: Final = 60_000  # a claimed delivery whose sender died is sent again after this
 DUE_BATCH_MAX: Final = 500  # deliveries one sweep enqueues; the next sweep takes the rest
+DUE_PER_ENDPOINT_MAX: Final = 50  # of those per endpoint: a backlog of one leaves room for all
 ERROR_LEN_MAX: Final = 500  # error text kept per delivery: one readable line
 USER_AGENT: Final = "creditmeter-webhooks/1"
 
@@ -70,13 +77,24 @@ def signed_headers(secret: str, msg_id: str, timestamp_s: int, body: str) -> dic
 
 
 def due(engine: Engine, now_ms: int, limit: int = DUE_BATCH_MAX) -> list[tuple[str, int]]:
-    """(id, attempts so far) of the pending deliveries whose next attempt is due, the
-    longest waiting first."""
+    """(id, attempts so far) of the pending deliveries whose next attempt is due: each
+    endpoint's longest waiting first, taken in turns across endpoints, at most
+    DUE_PER_ENDPOINT_MAX of one endpoint."""
     d = T_WEBHOOK_DELIVERIES
-    q = (
-        select(d.c.id, d.c.attempts)
+    turn = (
+        func.row_number()
+        .over(partition_by=d.c.endpoint_id, order_by=(d.c.next_attempt_at_ms, d.c.id))
+        .label("turn")
+    )
+    ranked = (
+        select(d.c.id, d.c.attempts, d.c.next_attempt_at_ms, turn)
         .where(d.c.status == "pending", d.c.next_attempt_at_ms <= now_ms)
-        .order_by(d.c.next_attempt_at_ms, d.c.id)
+        .subquery()
+    )
+    q = (
+        select(ranked.c.id, ranked.c.attempts)
+        .where(ranked.c.turn <= DUE_PER_ENDPOINT_MAX)
+        .order_by(ranked.c.turn, ranked.c.next_attempt_at_ms, ranked.c.id)
         .limit(limit)
     )
     with engine.connect() as conn:
@@ -117,7 +135,10 @@ def _record(
     delays_s: Sequence[int],
 ) -> None:
     d = T_WEBHOOK_DELIVERIES
-    attempts = conn.execute(select(d.c.attempts).where(d.c.id == delivery_id)).scalar_one() + 1
+    attempts, endpoint_id = conn.execute(
+        select(d.c.attempts, d.c.endpoint_id).where(d.c.id == delivery_id)
+    ).one()
+    attempts += 1
     values: dict[str, object] = {
         "attempts": attempts,
         "last_response_code": code,
@@ -126,7 +147,19 @@ def _record(
     if error is None:
         values.update(status="succeeded", delivered_at_ms=now_ms, next_attempt_at_ms=None)
     elif attempts <= len(delays_s):
-        values.update(status="pending", next_attempt_at_ms=now_ms + delays_s[attempts - 1] * 1000)
+        retry_at_ms = now_ms + delays_s[attempts - 1] * 1000
+        values.update(status="pending", next_attempt_at_ms=retry_at_ms)
+        if code is None:  # no answer at all: the endpoint's others wait for this retry
+            conn.execute(
+                d.update()
+                .where(
+                    d.c.endpoint_id == endpoint_id,
+                    d.c.id != delivery_id,
+                    d.c.status == "pending",
+                    d.c.next_attempt_at_ms < retry_at_ms,
+                )
+                .values(next_attempt_at_ms=retry_at_ms)
+            )
     else:
         values.update(status="failed", next_attempt_at_ms=None)
     conn.execute(d.update().where(d.c.id == delivery_id).values(**values))

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from sqlalchemy import create_engine, make_url
+
+from sync.migrate import upgrade
 
 
 def is_postgres(url: str | None) -> bool:
@@ -32,3 +35,16 @@ def throwaway_database(server_url: str, purpose: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@contextmanager
+def fresh_database(suite_url: str, tmp_dir: Path, purpose: str) -> Iterator[str]:
+    """URL of a migrated database nobody else writes to, of the suite's kind: a new SQLite
+    file in `tmp_dir`, or a throwaway database on the suite's PostgreSQL server."""
+    with ExitStack() as stack:
+        if is_postgres(suite_url):
+            url = stack.enter_context(throwaway_database(suite_url, purpose))
+        else:
+            url = f"sqlite:///{tmp_dir / (purpose + '.db')}"
+        upgrade(url)
+        yield url

@@ -170,6 +170,20 @@ def _low_changes(form: dict[str, str], low_now: dict[str, int]) -> dict[str, int
     return changed
 
 
+def _rate_limit_changes(text: str, now: dict[str, str]) -> dict[str, str | None]:
+    """The rate limits field ("TOOL=600/minute, *=10/second"; empty: none of its own) as
+    PATCH rate_limits: what differs from `now`, a tool left out -> None (the catalog's)."""
+    wanted: dict[str, str] = {}
+    for item in text.replace(",", " ").split():
+        tool, sep, limit = item.partition("=")
+        if not sep or not tool or not limit:
+            raise ValueError(f"rate_limits: {item!r}: write TOOL=N/unit, separated by commas")
+        wanted[tool] = limit
+    changed: dict[str, str | None] = {t: v for t, v in wanted.items() if now.get(t) != v}
+    changed.update({t: None for t in now if t not in wanted})
+    return changed
+
+
 def _settings_changes(
     form: dict[str, str], now: accounts.AccountSettings, low_now: dict[str, int]
 ) -> dict[str, Any]:
@@ -191,6 +205,10 @@ def _settings_changes(
             given["metadata"] = json.loads(text) if text else None
         except ValueError as exc:
             raise ValueError("metadata: must be a JSON object, or empty") from exc
+    if "rate_limits" in form:
+        rates = _rate_limit_changes(form["rate_limits"], now.rate_limits)
+        if rates:
+            given["rate_limits"] = rates
     low = _low_changes(form, low_now)
     if low:
         given["low_balance_thresholds"] = low
@@ -200,6 +218,7 @@ def _settings_changes(
         "overdraft_limit": now.overdraft_limit,
         "email": now.email,
         "metadata": now.metadata,
+        "rate_limits": {},  # as the thresholds: only the changed ones were kept
         "low_balance_thresholds": {},  # _low_changes kept only the changed ones
     }
     return {k: v for k, v in checked.items() if v != current[k]}

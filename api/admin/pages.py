@@ -227,6 +227,7 @@ def settings_fields(a: accounts.AccountSettings, low: dict[str, int]) -> dict[st
         "overdraft_limit": str(a.overdraft_limit),
         "email": a.email or "",
         "metadata": json.dumps(a.metadata, indent=2, sort_keys=True) if a.metadata else "",
+        "rate_limits": ", ".join(f"{t}={limit}" for t, limit in sorted(a.rate_limits.items())),
         **{LOW_FIELD_PREFIX + ct: str(n) for ct, n in low.items()},
     }
 

@@ -1,7 +1,8 @@
 -- Balance events: after its writes, every script that changes a wallet's balance or holds
 -- PUBLISHes the wallet's new state on the bucket's events channel (a KEYS entry), which
--- GET /v1/accounts/{id}/events streams. One message per changed wallet per operation (per
--- charge of a batch); PUBLISH with no subscriber costs about a microsecond. Message:
+-- GET /v1/accounts/{id}/events streams. One message per changed wallet per script call (a
+-- batched charge call publishes each wallet's last state once); PUBLISH with no subscriber
+-- costs about half a microsecond. Message:
 --   {"account_id":"..","credit_type":"..","available":n,"held":n,"balance":n,
 --    "entry_id":"..","kind":".."}
 -- entry_id and kind name the journal entry of the change (a hold's id for hold_* kinds).

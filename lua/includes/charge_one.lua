@@ -1,17 +1,48 @@
--- Queues a balance event (channel, message) for charge_flush: published after the writes.
-local function charge_event(cache, ctx, balance, held, entry_id, kind)
+-- Notes a wallet's balance event for charge_flush, published after the writes: a later
+-- charge of the same wallet in this call replaces it (subscribers get the wallet's last state).
+local function charge_event(cache, wallet, ctx, balance, held, entry_id, kind)
   local ev = cache.events
-  ev[#ev + 1] = ctx.events
-  ev[#ev + 1] = balance_event_msg(ctx, balance, held, entry_id, kind)
+  if not ev[wallet] then ev[#ev + 1] = wallet end
+  ev[wallet] = {ctx.events, balance_event_msg(ctx, balance, held, entry_id, kind)}
+end
+
+-- The stored answer of this charge's key: {E_REPLAYED, ...reply} when the record's fingerprint
+-- is this request's, {E_IDEMPOTENCY_MISMATCH} when another's, {E_IDEMPOTENCY_IN_SQL} when SQL
+-- holds it, nil when the key is unused. old_idem: the idempotency key a charge without its own
+-- key used before the full record (its reply is there when its charge key holds a plain record).
+local function charge_replay(key, old_idem, fingerprint, entry_id)
+  local stored = redis.call('GET', key)
+  if not stored then
+    return nil
+  end
+  if stored == IDEM_IN_SQL then
+    return {E_IDEMPOTENCY_IN_SQL}
+  end
+  local f = split(stored, IDEM_SEP)
+  if #f == CHARGE_RECORD_FIELDS_PLAIN then
+    -- At a charge key: a plain record, of a charge made before the full record, whose reply
+    -- is in its idempotency record. At an idempotency key: another operation's record.
+    return old_idem and idem_check(old_idem, fingerprint) or {E_IDEMPOTENCY_MISMATCH}
+  end
+  if f[1] ~= fingerprint then
+    return {E_IDEMPOTENCY_MISMATCH}
+  end
+  if #f ~= CHARGE_RECORD_FIELDS then  -- the idempotency record of a charge made before
+    f[1] = E_REPLAYED
+    return f
+  end
+  local rec = charge_record_parse(f)
+  return {E_REPLAYED, rec.entry_id == '' and entry_id or rec.entry_id, int_str(rec.charged),
+    int_str(rec.balance), int_str(rec.available), int_str(rec.held), breakdown_str(rec.parts)}
 end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
 -- k = {wallet, idem, catalog, journal, record, events, rate}; a = {entry_id, account, credit_type,
 -- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
--- once, and the caller saves every cached wallet once at the end, then publishes the queued
--- balance events, one per charge (charge_flush). Returns the reply. A dry run (dry_run '1')
--- passes the same checks, then answers charge_dry's reply and writes nothing: no idempotency
+-- once, and the caller saves every cached wallet once at the end, then publishes one balance
+-- event per changed wallet, its last state (charge_flush). Returns the reply. A dry run
+-- (dry_run '1') passes the same checks, then answers charge_dry's reply and writes nothing: no
 -- record is read or stored (a dry run has nothing to replay) and its wallet is left as read.
 local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
@@ -28,7 +59,12 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   if a.dry_run ~= '0' and a.dry_run ~= '1' then return {E_BAD_ARGUMENT, 'dry_run'} end
   local dry = a.dry_run == '1'
 
-  local replay = not dry and idem_check(k.idem, a.fingerprint)
+  -- A charge without its own idempotency key (the key is its id) keeps one record, at its
+  -- charge key; with one, at the idempotency key (includes/charge_record).
+  local own = a.idempotency_key == a.entry_id
+  local record_key = own and k.record or k.idem
+  local replay = not dry and charge_replay(record_key, own and k.idem, a.fingerprint,
+    a.entry_id)
   if replay then
     -- A replay counted nothing: no rate limit fields (its record never stores them).
     return replay[1] == E_REPLAYED and rate_reply(replay, nil, false) or replay
@@ -58,7 +94,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local available = wallet_available(w)
   if available - amount < -w.od then
     if w.exp_entry then  -- refused, but expiries changed the wallet (saved by charge_flush)
-      charge_event(cache, ctx, wallet_balance(w), w.held, w.exp_entry, w.exp_kind)
+      charge_event(cache, k.wallet, ctx, wallet_balance(w), w.held, w.exp_entry, w.exp_kind)
       w.exp_entry = nil
     end
     return {E_INSUFFICIENT, wallet_balance(w), available, amount}
@@ -66,25 +102,35 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   local parts = wallet_burn(w, amount)
   local balance = wallet_balance(w)
   local breakdown = breakdown_str(parts)
-  journal_add(ctx, a.entry_id, 'charge', -amount, balance, {'tool', a.tool, 'q', a.quantity,
-    'g', breakdown, 'ik', a.idempotency_key, 'desc', a.description, 'meta', a.metadata,
+  journal_add_charge(ctx, a.entry_id, -amount, balance, a.tool, a.quantity, breakdown,
+    a.idempotency_key, {'desc', a.description, 'meta', a.metadata,
     'al', crossing_flags(w, available, available - amount)})
-  charge_record_write(k.record, a.account, a.credit_type, a.tool, amount, 0, charge_parts(parts),
-    CHARGE_RECORD_TTL_S)
-  charge_event(cache, ctx, balance, w.held, a.entry_id, 'charge')
+  charge_record_write(record_key, {fingerprint = a.fingerprint,
+    entry_id = own and '' or a.entry_id, account = a.account, credit_type = a.credit_type,
+    tool = a.tool, charged = amount, refunded = 0, balance = balance,
+    available = available - amount, held = w.held, parts = parts},
+    math.max(tonumber(idem_ttl_s), CHARGE_RECORD_TTL_S))
+  if not own then
+    charge_pointer_write(k.record, a.account, a.credit_type, a.idempotency_key)
+  end
+  charge_event(cache, k.wallet, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
   rate_count(k.rate, rate)
-  return rate_reply(idem_store(k.idem, a.fingerprint, idem_ttl_s,
-    {E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown}), rate, true)
+  return rate_reply({E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown},
+    rate, true)
 end
 
--- Writes back every wallet the charges of this call changed, then publishes their events.
+-- Writes back every wallet the charges of this call changed, then publishes one event per
+-- changed wallet, in the order the wallets first changed. No subscriber check: a PUBLISH
+-- nobody hears costs about what a GET of a subscriber count would (0.45 vs 0.39 us each from
+-- Lua, Redis 7.0), so checking would save nothing and could miss a listener.
 local function charge_flush(cache)
   for _, w in pairs(cache.wallets) do
     wallet_save(w)
   end
   local ev = cache.events
-  for i = 1, #ev, 2 do
-    redis.call('PUBLISH', ev[i], ev[i + 1])
+  for i = 1, #ev do
+    local e = ev[ev[i]]
+    redis.call('PUBLISH', e[1], e[2])
   end
 end

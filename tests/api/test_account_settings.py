@@ -22,6 +22,7 @@ from meter.keys import Keys
 from sync.models import T_AUDIT
 from tests.api.conftest import account, bearer, charge, grant, idem, wait_until, wallet
 from tests.api.server import creditmeter_bin
+from tests.api.test_admin_dashboard import csrf_of, login
 
 PROBLEM = "application/problem+json"
 IN_FLIGHT_WAIT_S = 30.0  # a few dozen charges over loopback on a busy machine
@@ -327,3 +328,28 @@ def test_bad_fields_are_422_problems_naming_the_field(
     acct = funded(1)
     body = assert_problem(patch(http, admin_key, acct, **fields), 422)
     assert any(e["field"].endswith(field) for e in body["errors"]), body
+
+
+def test_the_dashboard_sets_and_removes_the_accounts_own_rate_limits(
+    api_url: str, admin_key: str, http: httpx.Client, tool: str, funded: Callable[[int], str]
+) -> None:
+    acct = funded(100)
+    with httpx.Client(base_url=api_url, timeout=10) as admin:
+        assert login(admin, admin_key).status_code == 303
+        page = admin.get(f"/admin/accounts/{acct}")
+        url, token = f"/admin/accounts/{acct}/settings", csrf_of(page.text)
+        form = {"csrf_token": token, "status": "active", "overdraft_limit": "0"}
+        bad = admin.post(url, data={**form, "rate_limits": f"{tool}=5/day"})
+        assert bad.status_code == 422 and "rate_limits" in bad.text
+        assert admin.post(url, data={**form, "rate_limits": tool}).status_code == 422
+        done = admin.post(url, data={**form, "rate_limits": f"{tool}=1/hour, *=5/second"})
+        assert done.status_code == 303
+        shown = admin.get(done.headers["location"]).text
+        assert f'value="*=5/second, {tool}=1/hour"' in shown
+        assert charge(http, admin_key, acct, tool).status_code == 201
+        refused = charge(http, admin_key, acct, tool)
+        assert refused.status_code == 429 and refused.json()["limit"] == 1
+        # Leaving a tool out gives it the catalog's limit back (none here): only * stays.
+        assert admin.post(url, data={**form, "rate_limits": "*=5/second"}).status_code == 303
+    got = http.get(f"/v1/accounts/{acct}", headers=bearer(admin_key)).json()
+    assert got["rate_limits"] == {"*": "5/second"}

@@ -23,6 +23,7 @@ from meter.redis_conn import sync_client
 from meter.times import now_ms
 from sync.flush import Flusher
 from sync.models import T_PURCHASES
+from sync.pricing import PriceTable, Slab, replace_prices
 from tests.api.conftest import account, bearer
 from tests.browser import (
     VIEWPORT_HEIGHT_PX,
@@ -331,7 +332,7 @@ def test_adjusting_an_account_shows_its_ledger_row(
 
 
 def test_suspending_an_account_on_its_page_refuses_its_next_charge(
-    browser: webdriver.Chrome, api_url: str, admin_key: str, meter_key: str
+    browser: webdriver.Chrome, api_url: str, admin_key: str, meter_key: str, api_engine: Engine
 ) -> None:
     who = account("browser-suspended-customer")
     tool = "BROWSER_SUSPEND_" + uuid.uuid4().hex[:8].upper()  # the seeded one is switched off
@@ -348,9 +349,20 @@ def test_suspending_an_account_on_its_page_refuses_its_next_charge(
             headers={**bearer(admin_key), "Idempotency-Key": uuid.uuid4().hex},
         )
         assert r.status_code == 201, r.text
+        # Every panel of the page filled in, so the layout check sees them all.
+        patch = {"rate_limits": {"*": "600/minute"}, "low_balance_thresholds": {"credits": 20}}
+        r = http.patch(f"/v1/accounts/{who}", json=patch, headers=bearer(admin_key))
+        assert r.status_code == 200, r.text
+        sold = "browser_gems"  # a credit type sold by the unit, so a top-up can be priced
+        replace_prices(api_engine, [PriceTable(sold, "usd", "graduated", 1, (Slab(1, None, 5),))])
+        rule = {"threshold": 10, "credits": 100, "daily_max": 2}
+        r = http.put(f"/v1/accounts/{who}/topup/{sold}", json=rule, headers=bearer(admin_key))
+        assert r.status_code == 200, r.text
     browser.get(f"{api_url}/admin/accounts/{who}")
     WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.ID, "settings-form")))
     assert browser.find_element(By.ID, "status").text == "active"
+    assert "600/minute" in browser.find_element(By.ID, "rate-limits").text
+    assert browser.find_element(By.ID, "topup-rules").is_displayed()
     Select(browser.find_element(By.ID, "status-select")).select_by_value("suspended")
     limit = browser.find_element(By.ID, "overdraft_limit")
     limit.clear()

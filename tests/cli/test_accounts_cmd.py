@@ -18,6 +18,7 @@ from meter.keys import Keys
 from sync.accounts import get_settings
 from sync.loader import SqlLoader
 from sync.models import T_AUDIT
+from tests.meter.helpers import journal_entries
 
 
 def _run(cli: CliRunner, *args: str) -> Result:
@@ -155,7 +156,7 @@ def test_set_low_balance_saves_audits_and_flags_the_next_crossing(
     journal = meter.keys.journal(meter.keys.bucket(account))
     (flags,) = [
         f[JournalField.ALERTS.encode()]
-        for _, f in meter.redis.xrange(journal)
+        for _, f in journal_entries(meter.redis, journal)
         if f[JournalField.ID.encode()] == c.id.encode()
     ]
     assert flags == b"l|40|50"

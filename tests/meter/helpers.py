@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from meter import AsyncMeter, Keys, Meter, NewAccountLoader, runner
+from meter import AsyncMeter, Keys, Meter, NewAccountLoader, runner, wire
 from meter.loaders import Loader
 from meter.redis_conn import async_client, sync_client
 
@@ -114,3 +114,13 @@ def snapshot_keys(r: redis.Redis, keys: set[str]) -> dict[str, tuple[bytes | Non
         pipe.pttl(key)
     replies = pipe.execute()
     return {key: (replies[2 * i], replies[2 * i + 1] >= 0) for i, key in enumerate(ordered)}
+
+
+def journal_entries(r: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """A journal stream's entries as XRANGE reads them, with a packed charge's fields spread
+    into their names (meter.wire.unpack_charge): tests read every entry alike."""
+    out = []
+    for sid, fields in r.xrange(key):
+        text = wire.unpack_charge({k.decode(): v.decode() for k, v in fields.items()})
+        out.append((sid, {k.encode(): v.encode() for k, v in text.items()}))
+    return out

@@ -14,7 +14,7 @@ import redis
 
 from meter import InsufficientCredits, Keys, NewAccountLoader
 from meter.models import GrantInfo, WalletSnapshot
-from tests.meter.helpers import make_async_meter, make_meter
+from tests.meter.helpers import journal_entries, make_async_meter, make_meter
 
 CT = "credits"
 TOOL = "GEN"
@@ -28,7 +28,7 @@ def _s(x: Any) -> str:
 
 def journal_kinds(r: redis.Redis, keys: Keys, account: str) -> list[str]:
     out = []
-    for _, fields in r.xrange(keys.journal(keys.bucket(account))):
+    for _, fields in journal_entries(r, keys.journal(keys.bucket(account))):
         e = {_s(k): _s(v) for k, v in fields.items()}
         if e["a"] == account and e["t"] == CT:
             out.append(e["k"])

@@ -12,7 +12,7 @@ import pytest
 from meter import Meter
 from meter.errors import InvalidArgument
 from meter.wire import Alert, Alerts, JournalField, parse_alerts
-from tests.meter.helpers import Clock, make_async_meter, make_meter
+from tests.meter.helpers import Clock, journal_entries, make_async_meter, make_meter
 
 ACCT, CT = "alerts-acct", "credits"
 
@@ -21,7 +21,7 @@ def _alerts(m: Meter, entry_id: str) -> Alerts | None:
     """The ALERTS field of the journal entry with this id (its last one: a hold's id names
     all of its entries)."""
     found = None
-    for _, fields in m.redis.xrange(m.keys.journal(m.keys.bucket(ACCT))):
+    for _, fields in journal_entries(m.redis, m.keys.journal(m.keys.bucket(ACCT))):
         if fields[JournalField.ID.encode()] == entry_id.encode():
             raw = fields.get(JournalField.ALERTS.encode())
             found = parse_alerts(raw.decode() if raw else None)
@@ -108,7 +108,9 @@ def test_an_expiring_grant_is_flagged(redis_url: str, key_prefix: str) -> None:
     clock.advance(2_000)
     assert m.expire_wallet(ACCT, CT).grants_expired == 1
     expired = [
-        f for _, f in m.redis.xrange(m.keys.journal(m.keys.bucket(ACCT))) if f[b"k"] == b"expire"
+        f
+        for _, f in journal_entries(m.redis, m.keys.journal(m.keys.bucket(ACCT)))
+        if f[b"k"] == b"expire"
     ]
     assert [f[JournalField.ALERTS.encode()] for f in expired] == [b"l|100|120"]
 
@@ -128,7 +130,7 @@ def test_a_threshold_set_before_the_wallet_loads_is_in_force_once_it_does(
     bucket = m.keys.bucket("later")
     assert m.redis.hget(m.keys.wallet("later", CT), "lt") == b"50"
     c = m.charge("later", "GPT", 2)
-    entries = m.redis.xrange(m.keys.journal(bucket))
+    entries = journal_entries(m.redis, m.keys.journal(bucket))
     assert [f[JournalField.ALERTS.encode()] for _, f in entries if f[b"id"] == c.id.encode()] == [
         b"l|40|50"
     ]

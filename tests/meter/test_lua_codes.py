@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from meter import Keys, ids, scripts
+from meter import Keys, ids, scripts, wire
 from meter import signatures as sig
 from meter.bounds import CREDITS_MAX, HOLD_TTL_S_MAX, IDEM_RESTORE_BATCH_MAX
 from meter.errors import Code
@@ -311,11 +311,14 @@ class World:
         idem: str = "f1",
         fp: str = "fp-refund",
     ) -> tuple[list, list]:
-        charge_id, entry, k = charge_id or self.charge_id, self.id(), self.k
+        entry, k = self.id(), self.k
+        # The world's charge has its own key: its record is there (its charge key points to it).
+        record = k.charge(self.b, charge_id) if charge_id else k.idempotency(ACCT, "K1")
+        charge_id = charge_id or self.charge_id
         return _call(
             sig.REFUND,
             keys={
-                "record": k.charge(self.b, charge_id),
+                "record": record,
                 "wallet": k.wallet(ACCT, ct),
                 "idempotency": k.idempotency(ACCT, idem),
                 "journal": k.journal(self.b),
@@ -1081,8 +1084,9 @@ def test_a_replay_answers_no_rate_limit_and_its_record_stores_none(w: World) -> 
     assert w.call("charge", keys, args)[0][7:] == [2, 1, 30_000]
     replay = w.call("charge", keys, args)[0]
     assert replay[0] == Code.REPLAYED and replay[7:] == [b"", b"", b""]
-    # the record keeps the reply's first 7 fields, as records stored before these fields did
-    assert len(w.r.get(w.k.idempotency(ACCT, "RL1")).split(b"\x1f")) == 7
+    # the charge record keeps the reply without them
+    fields = w.r.get(w.k.idempotency(ACCT, "RL1")).split(b"\x1f")
+    assert len(fields) == wire.CHARGE_RECORD_FIELDS
 
 
 def test_a_dry_run_answers_the_rate_limit_as_it_is(w: World) -> None:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meter import HoldNotActive, InsufficientCredits, Meter, NewAccountLoader, OverRefund
-from tests.meter.helpers import Clock, make_meter
+from tests.meter.helpers import Clock, journal_entries, make_meter
 
 CT = "credits"
 TOOL = "GEN"  # cost 1
@@ -119,7 +119,7 @@ class Run:
     def journal(self, account: str) -> list[dict[str, str]]:
         keys = self.m.keys
         out = []
-        for _, fields in self.r.xrange(keys.journal(keys.bucket(account))):
+        for _, fields in journal_entries(self.r, keys.journal(keys.bucket(account))):
             e = {_s(k): _s(v) for k, v in fields.items()}
             if e["a"] == account and e["t"] == CT:
                 out.append(e)

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from meter import Keys, Meter, NewAccountLoader
+from tests.meter.helpers import journal_entries
 
 CLIENT_TIMEOUT_S = 0.3
 REPLY_DELAY_S = 1.0  # longer than the client timeout: the first reply arrives too late
@@ -110,6 +111,6 @@ def test_redis_py_retry_after_timeout_applies_the_charge_once(
     assert result.replayed, "the first send ran and the retry was answered from the record"
     wallet = direct.balance(account, ["credits"]).wallet("credits")
     assert wallet is not None and wallet.balance == 90
-    journal = direct.redis.xrange(keys.journal(keys.bucket(account)))
+    journal = journal_entries(direct.redis, keys.journal(keys.bucket(account)))
     charges = [e for _, e in journal if e[b"k"] == b"charge" and e[b"a"] == account.encode()]
     assert len(charges) == 1

@@ -25,7 +25,7 @@ from meter import (
 )
 from meter.ids import expire_entry_id
 from meter.models import WalletBalance
-from tests.meter.helpers import Clock, make_async_meter, make_meter, snapshot
+from tests.meter.helpers import Clock, journal_entries, make_async_meter, make_meter, snapshot
 
 CT = "credits"
 TOOL = "GEN"  # cost 1 unless a test says otherwise
@@ -157,7 +157,7 @@ def _s(x: Any) -> str:
 
 def journal(m: Any, account: str, credit_type: str = CT) -> list[dict[str, str]]:
     """The wallet's journal entries, oldest first, as str dicts."""
-    raw = m.redis.xrange(m.keys.journal(m.keys.bucket(account)))
+    raw = journal_entries(m.redis, m.keys.journal(m.keys.bucket(account)))
     out = []
     for _, fields in raw:
         e = {_s(k): _s(v) for k, v in fields.items()}

@@ -193,7 +193,23 @@ def test_every_journal_add_site_writes_exactly_the_declared_fields() -> None:
     base_names = [_literal(k) for k in _top_level(base.group(1))[::2]]
     assert base_names == [f.value for f in wire.JOURNAL_BASE_FIELDS]
     optional = {f.value for f in wire.JournalField} - set(base_names)
-    assert set(journal_fields_written()) == optional
+    packed = {f.value for f in wire.CHARGE_PACKED_FIELDS} | {wire.JournalField.CHARGE.value}
+    assert set(journal_fields_written()) | packed | set(charge_fields_written()) >= optional
+    assert set(journal_fields_written()) <= optional
+
+
+def charge_fields_written() -> list[str]:
+    """The optional field names journal_add_charge's call site writes (its packed fields are
+    checked by the round trip through sync.journal.parse)."""
+    text = _source("includes/charge_one.lua")
+    m = re.search(r"\bjournal_add_charge\(ctx", text)
+    assert m, "charge_one does not journal with journal_add_charge"
+    args = _top_level(_call_args(text, m.end() - 4))
+    table = args[-1]
+    assert table.startswith("{") and table.endswith("}"), table[:40]
+    names = [_literal(k) for k in _top_level(table[1:-1])[::2]]
+    assert set(names) <= {f.value for f in wire.JournalField}, names
+    return names
 
 
 def test_wallet_hash_fields_are_the_declared_ones() -> None:
@@ -271,12 +287,25 @@ def test_the_charge_record_and_breakdown_python_formats_are_the_ones_the_scripts
     c = m.charge("acct", "GPT")
     bucket = m.keys.bucket("acct")
     raw = m.redis.get(m.keys.charge(bucket, c.id))
-    assert isinstance(raw, bytes)
+    assert isinstance(raw, bytes)  # a charge without its own key: the full record is here
+    assert len(raw.decode().split(wire.RECORD_SEP)) == wire.CHARGE_RECORD_FIELDS
+    assert wire.charge_record_owner(raw.decode()) == wire.ChargeOwner("acct", "credits", None)
+    keyed = m.charge("acct", "GPT", idempotency_key="k1")
+    pointer = m.redis.get(m.keys.charge(bucket, keyed.id))
+    assert isinstance(pointer, bytes)
+    assert wire.charge_record_owner(pointer.decode()) == wire.ChargeOwner("acct", "credits", "k1")
+    full = m.redis.get(m.keys.idempotency("acct", "k1"))
+    assert isinstance(full, bytes)
+    assert len(full.decode().split(wire.RECORD_SEP)) == wire.CHARGE_RECORD_FIELDS
+    settled = m.hold("acct", "GPT").settle()  # settle writes the plain record
+    plain = m.redis.get(m.keys.charge(bucket, settled.entry_id))
+    assert isinstance(plain, bytes)
     part = ChargePart(g.grant_id, 10, 50, 0, wire.CATEGORY_CODES["paid"])
-    record = ChargeRecord("acct", "credits", "GPT", 10, 0, (part,))
-    assert raw.decode() == wire.charge_record_value(record)
-    assert wire.charge_record_owner(raw.decode()) == ("acct", "credits")
+    assert plain.decode() == wire.charge_record_value(
+        ChargeRecord("acct", "credits", "GPT", 10, 0, (part,))
+    )
+    assert wire.charge_record_owner(plain.decode()) == wire.ChargeOwner("acct", "credits", None)
     entries = m.redis.xrange(m.keys.journal(bucket))
-    written = {k.decode(): v.decode() for k, v in entries[-1][1].items()}
+    written = wire.unpack_charge({k.decode(): v.decode() for k, v in entries[1][1].items()})
     assert written[wire.JournalField.BREAKDOWN] == wire.format_breakdown(c.breakdown)
     assert wire.parse_breakdown(written[wire.JournalField.BREAKDOWN]) == c.breakdown

@@ -11,15 +11,14 @@ worked out by hand from these rows, in comments there.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from sync.db import engine_for
-from sync.migrate import upgrade
 from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_PURCHASES, T_WALLETS
-from tests.sql_databases import is_postgres, throwaway_database
+from tests.sql_databases import fresh_database
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -159,12 +158,7 @@ def load(engine: Engine) -> None:
 def private_database(shared_url: str | None, tmp_dir: Path) -> Iterator[Engine]:
     """A migrated database nobody else writes to: a new SQLite file, or (when the suite runs
     on PostgreSQL) a new database on the same server, dropped afterwards."""
-    with ExitStack() as stack:
-        if shared_url and is_postgres(shared_url):
-            url = stack.enter_context(throwaway_database(shared_url, "reports"))
-        else:
-            url = f"sqlite:///{tmp_dir / 'reports.db'}"
-        upgrade(url)
+    with fresh_database(shared_url or "", tmp_dir, "reports") as url:
         engine = engine_for(url)
         try:
             yield engine

@@ -12,12 +12,12 @@ from meter import InvalidArgument, Meter, Tool
 from meter.bounds import RATE_LIMIT_OVERRIDES_MAX
 from meter.keys import Keys
 from sync.accounts import (
-    SYNC_ROUNDS_MAX,
     AccountSettings,
     get_settings,
     put_in_force,
     update_settings,
 )
+from sync.in_force import ROUNDS_MAX
 from tests.sync.conftest import account
 
 
@@ -72,5 +72,5 @@ def test_put_in_force_stops_after_its_rounds_under_endless_changes(
 
     saved = update_settings(engine, "me", acct, {"overdraft_limit": 0})
     assert saved is not None
-    assert put_in_force(engine, saved, write).overdraft_limit == SYNC_ROUNDS_MAX
-    assert rounds == list(range(SYNC_ROUNDS_MAX))
+    assert put_in_force(engine, saved, write).overdraft_limit == ROUNDS_MAX
+    assert rounds == list(range(ROUNDS_MAX))

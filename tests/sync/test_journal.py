@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from meter import bounds
+from meter import bounds, wire
 from meter.models import GrantPart
 from meter.wire import NewGrant
-from sync.journal import MalformedEntry, parse, sortable, stream_ms, unsortable
+from sync.journal import (
+    MalformedEntry,
+    parse,
+    raw_entry_id,
+    sortable,
+    stream_ms,
+    unsortable,
+)
+from tests.meter.helpers import make_meter
 
 CHARGE = {
     "id": "c1",
@@ -42,6 +50,62 @@ def test_a_charge_parses_with_its_breakdown_and_optional_fields() -> None:
     assert e.sort_id == sortable("1700000000000-3")
 
 
+def _packed(entry: dict[str, str], **extra: str) -> dict[str, str]:
+    """The entry as journal_add_charge writes it: its fixed fields packed in one value."""
+    values = [entry[f.value] for f in wire.CHARGE_PACKED_FIELDS]
+    return {wire.JournalField.CHARGE.value: wire.RECORD_SEP.join(values), **extra}
+
+
+def test_a_packed_charge_parses_as_the_unpacked_entry_of_earlier_versions() -> None:
+    packed = parse("1700000000000-3", _packed(CHARGE, ik="key-1", desc="d"))
+    assert packed == parse("1700000000000-3", _with(desc="d"))
+    raw = {k.encode(): v.encode() for k, v in _packed(CHARGE, ik="key-1").items()}
+    assert parse("1-0", raw) == parse("1-0", CHARGE)
+
+
+def test_the_raw_entry_id_is_read_from_packed_and_unpacked_entries() -> None:
+    assert raw_entry_id(_packed(CHARGE)) == "c1"
+    assert raw_entry_id(CHARGE) == "c1"
+    assert raw_entry_id({"k": "charge"}) is None
+
+
+def test_a_packed_charge_without_its_own_key_gets_its_id_as_the_key() -> None:
+    e = parse("1-0", _packed(CHARGE))
+    assert e.get(wire.JournalField.IDEMPOTENCY_KEY) == "c1"
+    assert e == parse("1-0", _with(ik="c1"))
+
+
+def test_a_charge_journaled_by_the_script_parses_to_what_it_charged(
+    redis_url: str, key_prefix: str
+) -> None:
+    m = make_meter(redis_url, key_prefix)
+    try:
+        m.set_tool("GPT", 3)
+        m.grant("acct-1", "credits", 100)
+        mine = m.charge("acct-1", "GPT", 2, idempotency_key="own", description="d")
+        plain = m.charge("acct-1", "GPT")
+        stream = m.redis.xrange(m.keys.journal(m.keys.bucket("acct-1")))
+    finally:
+        m.redis.close()
+    (sid1, raw1), (sid2, raw2) = stream[-2:]
+    assert set(raw1) == {b"c", b"ik", b"desc"} and set(raw2) == {b"c"}
+    e1, e2 = parse(sid1.decode(), raw1), parse(sid2.decode(), raw2)
+    assert (e1.id, e1.kind, e1.account_id, e1.credit_type) == (
+        mine.id,
+        "charge",
+        "acct-1",
+        "credits",
+    )
+    assert (e1.amount, e1.balance_after, e1.parts) == (-6, mine.balance, mine.breakdown)
+    assert (e1.get("tool"), e1.int_field("q"), e1.get("ik"), e1.get("desc")) == (
+        "GPT",
+        2,
+        "own",
+        "d",
+    )
+    assert (e2.id, e2.amount, e2.get("ik")) == (plain.id, -3, plain.id)
+
+
 def test_bytes_as_redis_returns_them_parse_like_text() -> None:
     raw = {k.encode(): v.encode() for k, v in CHARGE.items()}
     assert parse("1-0", raw) == parse("1-0", CHARGE)
@@ -70,6 +134,7 @@ def test_a_hold_event_is_not_a_ledger_entry_and_its_breakdown_need_not_add_up() 
     ("fields", "reason"),
     [
         ({"k": "gift"}, "unknown kind 'gift'"),
+        ({"c": "c1\x1facct-1"}, "bad packed charge 'c1\\x1facct-1'"),
         ({"k": None}, "unknown kind ''"),
         ({"id": None}, "field 'id' missing or too long"),
         ({"id": "i" * (bounds.ID_LEN_MAX + 1)}, "field 'id' missing or too long"),

@@ -4,10 +4,13 @@ delivery fails after the last attempt and is delivered when resent."""
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -23,11 +26,12 @@ from sync.webhooks import (
 )
 from sync.webhooks_deliveries import Delivery, list_deliveries
 from sync.webhooks_grants import DAY_MS, dedupe_key, emit_expiring_grants
-from sync.webhooks_send import RETRY_DELAYS_S, deliver, due, make_due
+from sync.webhooks_send import DUE_PER_ENDPOINT_MAX, RETRY_DELAYS_S, deliver, due, make_due
 from tests.sync.conftest import account
 from tests.sync.webhook_receiver import Receiver, delete_all_endpoints, free_port
 
 MakeEndpoint = Callable[..., tuple[str, Receiver]]
+SHORT_TIMEOUT_S = 0.5  # a dead receiver's POST, shortened: the production one is 10 s
 
 
 @pytest.fixture
@@ -295,3 +299,59 @@ def test_grant_expiring_is_emitted_once_per_grant_within_the_notice(
     assert got.verified
     assert got.json()["data"]["grant_id"] == soon
     assert got.json()["data"]["remaining"] == 40
+
+
+def _ours(engine: Engine, at_ms: int, *endpoint_ids: str) -> list[str]:
+    """The due deliveries of these endpoints, in the sweep's order (the SQL is shared)."""
+    mine = {d.id for e in endpoint_ids for d in list_deliveries(engine, endpoint_id=e)}
+    return [did for did, _ in due(engine, at_ms) if did in mine]
+
+
+def test_a_dead_endpoint_costs_one_timeout_and_never_holds_up_another(
+    engine: Engine, make_endpoint: MakeEndpoint, receiver: Receiver
+) -> None:
+    with socket.socket() as hole:  # accepts connections, never answers: every POST times out
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        dead_id, _ = make_endpoint(Receiver(port=hole.getsockname()[1]))
+        good_id, _ = make_endpoint(receiver)
+        acct = account()
+        for i in range(5):
+            _emit(engine, "balance.low", acct, f"{acct}:low:{i}")
+        at = now_ms()
+        started = time.monotonic()
+        with httpx.Client(timeout=SHORT_TIMEOUT_S) as http:
+            for did in _ours(engine, at, dead_id, good_id):  # as the sweep's jobs run them
+                deliver(engine, did, at, http=http)
+        took_s = time.monotonic() - started
+    good = list_deliveries(engine, endpoint_id=good_id)
+    assert [d.status for d in good] == ["succeeded"] * 5 and len(receiver.received) == 5
+    dead = list_deliveries(engine, endpoint_id=dead_id)
+    tried = [d for d in dead if d.attempts]
+    assert len(tried) == 1 and "Timeout" in (tried[0].last_error or "")
+    retry_at = tried[0].next_attempt_at_ms
+    assert retry_at == at + RETRY_DELAYS_S[0] * 1000
+    # The others wait for that retry, with no attempt counted against them.
+    assert {(d.status, d.attempts, d.next_attempt_at_ms) for d in dead if not d.attempts} == {
+        ("pending", 0, retry_at)
+    }
+    assert took_s < 5 * SHORT_TIMEOUT_S
+
+
+def test_a_sweep_takes_endpoints_in_turns_and_caps_each(
+    engine: Engine, make_endpoint: MakeEndpoint, receiver: Receiver
+) -> None:
+    busy_id, _ = make_endpoint(receiver)  # balance.low
+    other = Receiver(port=0).start()
+    try:
+        quiet_id, _ = make_endpoint(other, ("balance.depleted",))
+        acct = account()
+        for i in range(DUE_PER_ENDPOINT_MAX + 5):
+            _emit(engine, "balance.low", acct, f"{acct}:low:{i}")
+        _emit(engine, "balance.depleted", acct, f"{acct}:depleted")  # the newest event
+        order = _ours(engine, now_ms() + 1, busy_id, quiet_id)
+    finally:
+        other.stop()
+    (quiet,) = list_deliveries(engine, endpoint_id=quiet_id)
+    assert quiet.id in order[:2]  # not behind the busy endpoint's backlog
+    assert len(order) == DUE_PER_ENDPOINT_MAX + 1

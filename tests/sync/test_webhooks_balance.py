@@ -5,10 +5,8 @@ replayed after a crash before its XACK sends nothing twice."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -22,13 +20,12 @@ from sync import thresholds
 from sync.db import write_transaction
 from sync.flush import Flusher
 from sync.journal import parse
-from sync.models import T_AUDIT, T_WEBHOOK_EVENTS
+from sync.models import T_AUDIT
 from sync.webhooks import create_endpoint, delete_endpoint
-from sync.webhooks_deliveries import list_deliveries
-from sync.webhooks_send import deliver
 from sync.writer import write_entries
+from tests.meter.helpers import journal_entries
 from tests.sync.conftest import account
-from tests.sync.webhook_receiver import Receiver, delete_all_endpoints
+from tests.sync.webhook_receiver import Receiver, account_events, delete_all_endpoints, send_all
 
 CT = "credits"
 ALERT_EVENTS = ("balance.low", "balance.depleted", "hold.expired")
@@ -46,24 +43,6 @@ def receiver(engine: Engine) -> Iterator[Receiver]:
     r.stop()
 
 
-def _events(engine: Engine, account_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """(type, payload) of the account's webhook events, oldest first."""
-    e = T_WEBHOOK_EVENTS
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(e.c.type, e.c.payload)
-            .where(e.c.account_id == account_id)
-            .order_by(e.c.created_at_ms, e.c.id)
-        ).all()
-    return [(r.type, json.loads(r.payload)) for r in rows]
-
-
-def _send_all(engine: Engine, account_id: str) -> None:
-    for d in list_deliveries(engine, status="pending"):
-        if d.account_id == account_id:
-            deliver(engine, d.id, now_ms())
-
-
 def _low(engine: Engine, meter: Meter, account_id: str, threshold: int | None) -> None:
     thresholds.set_threshold(engine, meter, "test", account_id, CT, "low", threshold)
 
@@ -77,7 +56,7 @@ def test_one_balance_low_per_crossing_delivered_signed(
     charges = [meter.charge(a, tool.name) for _ in range(6)]  # 27 24 21 18 15 12
     flusher.flush_all()
     crossing = charges[3]
-    assert _events(engine, a) == [
+    assert account_events(engine, a) == [
         (
             "balance.low",
             {
@@ -89,12 +68,12 @@ def test_one_balance_low_per_crossing_delivered_signed(
             },
         )
     ]
-    _send_all(engine, a)
+    send_all(engine, a)
     (got,) = receiver.received
     assert got.verified
     body = got.json()
     assert body["type"] == "balance.low"
-    assert body["data"] == {**_events(engine, a)[0][1], "account_id": a}
+    assert body["data"] == {**account_events(engine, a)[0][1], "account_id": a}
 
 
 def test_a_grant_back_above_rearms_and_depleted_follows(
@@ -109,7 +88,7 @@ def test_a_grant_back_above_rearms_and_depleted_follows(
     meter.charge(a, tool.name, 2)  # 9 -> 3: below already
     last = meter.charge(a, tool.name)  # 3 -> 0: depleted
     flusher.flush_all()
-    found = [(t, p["entry_id"]) for t, p in _events(engine, a)]
+    found = [(t, p["entry_id"]) for t, p in account_events(engine, a)]
     assert found == [
         ("balance.low", first.id),
         ("balance.low", second.id),
@@ -140,8 +119,8 @@ def test_a_replayed_flush_sends_nothing_twice(
     client.delete(keys.flush_lock(bucket))  # as if its TTL ran out
     result = Flusher(client, engine, keys, consumer="heir").flush_bucket(bucket)
     assert result is not None and result.reclaimed == 3  # the grant and both charges
-    assert [t for t, _ in _events(engine, a)] == ["balance.low", "balance.depleted"]
-    _send_all(engine, a)
+    assert [t for t, _ in account_events(engine, a)] == ["balance.low", "balance.depleted"]
+    send_all(engine, a)
     assert sorted(r.json()["type"] for r in receiver.received) == [
         "balance.depleted",
         "balance.low",
@@ -159,14 +138,14 @@ def test_entries_written_again_emit_nothing_and_report_no_topup_crossing(
     bucket = keys.bucket(a)
     entries = [
         parse(sid.decode(), fields)
-        for sid, fields in client.xrange(keys.journal(bucket))
+        for sid, fields in journal_entries(client, keys.journal(bucket))
         if fields[b"a"] == a.encode()
     ]
     first = write_transaction(engine, lambda conn: write_entries(conn, bucket, entries, now_ms()))
     assert first.topup_crossings == [(c.id, a, CT)]
     again = write_transaction(engine, lambda conn: write_entries(conn, bucket, entries, now_ms()))
     assert again.topup_crossings == []
-    assert _events(engine, a) == []  # top-up is not a webhook event
+    assert account_events(engine, a) == []  # top-up is not a webhook event
 
 
 @pytest.mark.parametrize("found_by", ["sweep", "charge"])
@@ -189,11 +168,11 @@ def test_a_hold_that_expires_sends_hold_expired(
         assert meter.charge(a, tool.name).available == 27  # the hold's 7 are back
     flusher.flush_all()
     flusher.flush_all()
-    ((kind, payload),) = _events(engine, a)
+    ((kind, payload),) = account_events(engine, a)
     assert kind == "hold.expired"
     assert payload["hold_id"] == h.id and payload["amount"] == 7
     assert payload["credit_type"] == CT and payload["expired_at"].endswith("Z")
-    _send_all(engine, a)
+    send_all(engine, a)
     assert [r.json()["type"] for r in receiver.received] == ["hold.expired"]
 
 
@@ -205,7 +184,7 @@ def test_nothing_is_recorded_while_no_endpoint_listens(
     meter.grant(a, CT, 3)
     meter.charge(a, tool.name)  # depleted, unheard
     flusher.flush_all()
-    assert _events(engine, a) == []
+    assert account_events(engine, a) == []
 
 
 def test_a_threshold_survives_redis_losing_the_wallet(
@@ -224,7 +203,7 @@ def test_a_threshold_survives_redis_losing_the_wallet(
     client.delete(keys.wallet(a, CT), keys.account(a))  # lost with Redis's data
     c = meter.charge(a, tool.name, 4)  # hydrated from SQL with its threshold: 30 -> 18
     flusher.flush_all()
-    assert [(t, p["entry_id"]) for t, p in _events(engine, a)] == [("balance.low", c.id)]
+    assert [(t, p["entry_id"]) for t, p in account_events(engine, a)] == [("balance.low", c.id)]
 
 
 def test_setting_a_threshold_is_audited_and_removable(
@@ -238,7 +217,7 @@ def test_setting_a_threshold_is_audited_and_removable(
     assert thresholds.get_thresholds(engine, a, "low") == {}
     meter.charge(a, tool.name, 5)  # 30 -> 15: no threshold any more
     flusher.flush_all()
-    assert _events(engine, a) == []
+    assert account_events(engine, a) == []
     with engine.connect() as conn:
         audited = conn.execute(
             select(T_AUDIT.c.action, T_AUDIT.c.detail).where(T_AUDIT.c.target == a)

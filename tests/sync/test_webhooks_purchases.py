@@ -5,25 +5,19 @@ is not a refund and announces none."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from meter import Meter
-from meter.times import now_ms
 from sync.flush import Flusher
-from sync.models import T_WEBHOOK_EVENTS
 from sync.purchases import Purchases, purchase_id
 from sync.webhooks import create_endpoint, delete_endpoint
-from sync.webhooks_deliveries import list_deliveries
-from sync.webhooks_send import deliver
 from tests import stripe_fake as sf
 from tests.sync.conftest import account
 from tests.sync.test_purchases import completed
-from tests.sync.webhook_receiver import Receiver, delete_all_endpoints
+from tests.sync.webhook_receiver import Receiver, account_events, delete_all_endpoints, send_all
 
 
 @pytest.fixture
@@ -42,23 +36,6 @@ def receiver(engine: Engine) -> Iterator[Receiver]:
     r.stop()
 
 
-def _events(engine: Engine, account_id: str) -> list[tuple[str, dict[str, Any]]]:
-    e = T_WEBHOOK_EVENTS
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(e.c.type, e.c.payload)
-            .where(e.c.account_id == account_id)
-            .order_by(e.c.created_at_ms, e.c.id)
-        ).all()
-    return [(r.type, json.loads(r.payload)) for r in rows]
-
-
-def _send_all(engine: Engine, account_id: str) -> None:
-    for d in list_deliveries(engine, status="pending"):
-        if d.account_id == account_id:
-            deliver(engine, d.id, now_ms())
-
-
 def test_a_purchase_is_announced_once_however_often_it_is_delivered(
     purchases: Purchases, engine: Engine, receiver: Receiver
 ) -> None:
@@ -68,7 +45,7 @@ def test_a_purchase_is_announced_once_however_often_it_is_delivered(
     for _ in range(3):
         purchases.apply(buy)
     purchases.apply(sf.event("checkout.session.async_payment_succeeded", session))
-    assert _events(engine, acct) == [
+    assert account_events(engine, acct) == [
         (
             "purchase.completed",
             {
@@ -83,7 +60,7 @@ def test_a_purchase_is_announced_once_however_often_it_is_delivered(
             },
         )
     ]
-    _send_all(engine, acct)
+    send_all(engine, acct)
     (got,) = receiver.received
     assert got.verified and got.json()["type"] == "purchase.completed"
     assert got.json()["data"]["account_id"] == acct
@@ -107,14 +84,14 @@ def test_each_refund_that_takes_credits_back_is_announced_once(
     purchases.apply(second)
     for e in (first, second, sf.event("charge.refunded", ch)):  # redeliveries
         purchases.apply(e)
-    refunds = [p for t, p in _events(engine, acct) if t == "refund.applied"]
+    refunds = [p for t, p in account_events(engine, acct) if t == "refund.applied"]
     assert [(p["credits_taken_back"], p["credits_taken_back_total"]) for p in refunds] == [
         (10, 10),
         (15, 25),
     ]
     assert refunds[-1]["refunded_minor"] == 250
     assert refunds[-1]["stripe_payment_intent_id"] == pi
-    _send_all(engine, acct)
+    send_all(engine, acct)
     assert sorted(r.json()["type"] for r in receiver.received) == [
         "purchase.completed",
         "refund.applied",
@@ -132,4 +109,4 @@ def test_a_dispute_takes_credits_back_without_a_refund_event(
     purchases.apply(buy)
     dispute = sf.dispute(charge="ch_d", payment_intent=session["payment_intent"], amount=500)
     assert purchases.apply(sf.event("charge.dispute.created", dispute))[0].endswith("took back 50")
-    assert [t for t, _ in _events(engine, acct)] == ["purchase.completed"]
+    assert [t for t, _ in account_events(engine, acct)] == ["purchase.completed"]

@@ -26,6 +26,7 @@ from sync.journal import Entry, parse
 from sync.migrate import upgrade
 from sync.models import T_ACCOUNTS, T_GRANTS, T_HOLDS, T_LEDGER, T_WALLETS
 from sync.writer import WriteResult, write_entries
+from tests.meter.helpers import journal_entries
 from tests.sync.conftest import account
 from tests.sync.test_writer import BUCKET, LATER_MS, NOW_MS, Journal, _money_entries
 
@@ -129,7 +130,7 @@ def test_a_flush_with_a_replayed_batch_writes_the_rows_of_the_statement_path(
     journaled = [
         parse(sid.decode(), fields)
         for b in sorted({keys.bucket(a) for a in accounts})
-        for sid, fields in client.xrange(keys.journal(b))
+        for sid, fields in journal_entries(client, keys.journal(b))
         if fields[b"a"].decode() in accounts
     ]
     assert any("debt:" in (e.get(F.BREAKDOWN) or "") for e in journaled)  # debt moved too

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from meter.times import now_ms
+from sync.models import T_WEBHOOK_EVENTS
 from sync.webhooks import delete_endpoint, list_endpoints
+from sync.webhooks_deliveries import list_deliveries
+from sync.webhooks_send import deliver
 
 
 @dataclass
@@ -84,3 +88,22 @@ def delete_all_endpoints(engine: Engine) -> None:
     run registers random ones) would get this test's events and slow its sends down."""
     for endpoint in list_endpoints(engine):
         delete_endpoint(engine, "test", endpoint.id)
+
+
+def account_events(engine: Engine, account_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(type, payload) of the account's webhook events, oldest first."""
+    e = T_WEBHOOK_EVENTS
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(e.c.type, e.c.payload)
+            .where(e.c.account_id == account_id)
+            .order_by(e.c.created_at_ms, e.c.id)
+        ).all()
+    return [(r.type, json.loads(r.payload)) for r in rows]
+
+
+def send_all(engine: Engine, account_id: str) -> None:
+    """One attempt of every pending delivery of the account's events, now."""
+    for d in list_deliveries(engine, status="pending"):
+        if d.account_id == account_id:
+            deliver(engine, d.id, now_ms())

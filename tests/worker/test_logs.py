@@ -18,6 +18,7 @@ from rq.registry import FinishedJobRegistry
 
 from meter.keys import Keys
 from sync.queues import SYNC, queue_name
+from tests.sql_databases import fresh_database
 from worker.logs import QuietRq
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,13 @@ def test_rq_info_lines_are_dropped_and_its_warnings_and_errors_and_ours_kept() -
 
 @pytest.fixture
 def worker_log(redis_url: str, sql_url: str, keys: Keys, tmp_path: Path) -> Iterator[Path]:
+    """The log of a worker on an SQL of its own: idle means no other test's rows to work on
+    (the top-up rescue sweep would take their pending attempts)."""
+    with fresh_database(sql_url, tmp_path, "idle") as own_sql:
+        yield from _worker_log(redis_url, own_sql, keys, tmp_path)
+
+
+def _worker_log(redis_url: str, sql_url: str, keys: Keys, tmp_path: Path) -> Iterator[Path]:
     env = {
         **os.environ,
         "CREDITMETER_REDIS_URL": redis_url,

@@ -42,6 +42,7 @@ from sync.migrate import upgrade
 from sync.models import T_LEDGER
 from sync.queues import FLUSH_JOB, SYNC, queue_name
 from sync.status import sync_status
+from tests.meter.helpers import journal_entries
 from tests.servers import private_redis
 from tests.sync.invariants import assert_in_sync
 
@@ -537,7 +538,7 @@ def test_sigkill_of_worker_parent_mid_flush_second_worker_takes_over(
         a.sigkill()  # mid-flush: lock in hand, a committed batch not acknowledged
         assert token is not None and client.get(keys.flush_lock(bucket)) == token
         assert in_flight > 0 and pending(client, keys, bucket) == in_flight
-        journal_ids = {f[b"id"].decode() for _, f in client.xrange(keys.journal(bucket))}
+        journal_ids = {f[b"id"].decode() for _, f in journal_entries(client, keys.journal(bucket))}
         committed = journal_ids & set(journal_ledger_ids(engine, keys))
         assert committed, "worker A paused before any of its entries reached SQL"
         assert not charger.errors, charger.errors[:3]
