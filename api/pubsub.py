@@ -37,6 +37,8 @@ import anyio
 import redis.asyncio
 import redis.exceptions
 
+from meter.redis_conn import discover
+
 log = logging.getLogger("creditmeter.api.pubsub")
 
 QUEUE_ITEMS_MAX = 64  # a client this far behind is not reading: drop it, it reconnects
@@ -101,6 +103,7 @@ class Listener:
 
 class EventHub:
     def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
         self._pubsub = client.pubsub()
         self._listeners: dict[bytes, dict[str, set[Listener]]] = {}  # channel -> account -> set
         self._sent: set[bytes] = set()  # SUBSCRIBE sent, no UNSUBSCRIBE since
@@ -198,6 +201,7 @@ class EventHub:
         wanted = set(self._listeners)
         if wanted - self._sent:
             new = wanted - self._sent
+            await discover(self._client)
             await self._pubsub.subscribe(*new)
             self._sent |= new
         if self._sent - wanted:

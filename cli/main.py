@@ -10,6 +10,7 @@ from typing import Annotated
 
 import redis
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -47,6 +48,8 @@ def _fail(exc: Exception) -> None:
     """One clear line and exit 1 (a database error's own message, without SQLAlchemy's
     statement dump and help link)."""
     text = str(getattr(exc, "orig", None) or exc).strip()
+    if isinstance(exc, ValidationError):  # its first line only counts the errors
+        text = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
     first = text.splitlines()[0] if text else type(exc).__name__
     err.print(f"[red]error:[/red] {escape(first)}", soft_wrap=True, highlight=False)
     sys.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from meter.embedded import EmbeddedRedis, check_noeviction
 from meter.keys import Keys
-from meter.redis_conn import sync_client
+from meter.redis_conn import primaries, sync_client
 from meter.settings import MeterSettings
 
 _embedded: dict[str, EmbeddedRedis] = {}
@@ -24,11 +24,13 @@ def redis_url(settings: MeterSettings) -> str:
 
 
 def checked_redis_url(settings: MeterSettings) -> str:
-    """redis_url(), after refusing a server that may evict balances."""
+    """redis_url(), after refusing a server (or any master of a cluster) that may evict
+    balances."""
     url = redis_url(settings)
     client = sync_client(url)
     try:
-        check_noeviction(client)
+        for server in primaries(client):
+            check_noeviction(server)
     finally:
         client.close()
     return url

@@ -51,6 +51,7 @@ from meter import Meter, runner
 from meter.errors import Code
 from meter.keys import Keys
 from meter.ops import as_text
+from meter.redis_conn import text_twin
 from meter.signatures import FLUSH_ACK, Reply
 from meter.times import now_ms
 from meter.wire import OPTIONAL_TEXT_FIELDS
@@ -123,11 +124,7 @@ class Flusher:
     ) -> None:
         self.redis = client
         # Entries are read as text decoded by hiredis in C, not field by field in Python.
-        self.text_redis = redis.Redis(
-            connection_pool=redis.ConnectionPool(
-                **{**client.connection_pool.connection_kwargs, "decode_responses": True}
-            )
-        )
+        self.text_redis = text_twin(client)
         self.engine = engine
         self.keys = keys
         self.consumer = consumer or consumer_name()
@@ -141,7 +138,7 @@ class Flusher:
     def close(self) -> None:
         """Closes the text connections this flusher opened (the caller's client stays open):
         a long-lived process that makes a flusher per call must not leak them."""
-        self.text_redis.connection_pool.disconnect()
+        self.text_redis.close()
 
     def flush_all(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
         """Flushes every bucket not locked by another flusher, until empty or out of time."""

@@ -17,6 +17,9 @@ FLUSH_SAFETY_INTERVAL_S: Final = 10  # The periodic flush that catches anything 
 SWEEP_INTERVAL_S: Final = 5  # Expiry sweep period; scripts enforce expiry anyway, this journals it.
 SWEEP_WALLETS_MAX: Final = 1_000  # Due wallets expired per bucket per sweep (bounds one job).
 TRIGGER_BLOCK_MS: Final = 1_000  # The trigger blocks on the journals this long, then runs cron.
+# On a cluster one XREAD cannot block on journals of several slots: the trigger polls every
+# journal's newest id this often (one XREVRANGE per bucket, one pipeline round per master).
+TRIGGER_POLL_MS: Final = 100
 DEAD_LETTER_ERROR_LEN_MAX: Final = 2_000  # Error text kept per dead letter.
 JOB_TIMEOUT_S: Final = 120  # RQ kills a job past this; its entries stay pending and are reclaimed.
 FAILED_JOB_TTL_S: Final = 86_400  # Failed jobs stay visible in status for a day.

@@ -381,7 +381,8 @@ def _repair(
             ev = ops.hydrate_eval(keys, account_id, credit_type, snap)
             pipe.multi()
             pipe.delete(key)
-            pipe.eval(script.source, len(ev.keys), *ev.keys, *ev.args)  # no NOSCRIPT in MULTI
+            # EVAL: no NOSCRIPT in MULTI. As a raw command: a cluster pipeline has no eval().
+            pipe.execute_command("EVAL", script.source, len(ev.keys), *ev.keys, *ev.args)
             pipe.execute()
         except redis.WatchError:
             return False

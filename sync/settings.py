@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from pydantic import model_validator
 
+from meter.redis_conn import cluster_node_url
 from meter.settings import MeterSettings
 
 SQLITE_FILE_NAME = "creditmeter.db"
@@ -33,6 +34,17 @@ class Settings(MeterSettings):
     def _sqlite_in_data_dir(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / SQLITE_FILE_NAME}"
+        return self
+
+    @model_validator(mode="after")
+    def _queues_off_cluster(self) -> Settings:
+        # RQ's pipelines do not run on a cluster client (they fail on the first enqueue).
+        queue_url = self.effective_queue_redis_url()
+        if queue_url and cluster_node_url(queue_url) is not None:
+            raise ValueError(
+                "RQ queues cannot live on a Redis Cluster: set CREDITMETER_QUEUE_REDIS_URL "
+                "to a plain redis:// URL"
+            )
         return self
 
     def effective_queue_redis_url(self) -> str | None:

@@ -18,6 +18,7 @@ from rq.cron import CronScheduler
 
 from meter.keys import Keys
 from meter.ops import as_text
+from meter.redis_conn import is_cluster
 from sync import limits
 from sync.context import SyncContext, context
 from sync.queues import STRIPE, SYNC, WEBHOOKS, queue_name, request_flush
@@ -114,12 +115,19 @@ class _Loop:
         if self.cron.enqueue_jobs():
             self.cron.save()
         self.cron.heartbeat()
-        got = self.ctx.redis.xread(self.last, count=1, block=limits.TRIGGER_BLOCK_MS)  # type: ignore[arg-type]
-        if not got:
+        if not self._wait_for_entries(self.last):
             return
         request_flush(self.ctx.queue_redis, self.ctx.redis, self.ctx.keys)
         time.sleep(limits.FLUSH_TRIGGER_DEBOUNCE_MS / 1000)
         self.last = newest_ids(self.ctx.redis, self.journals)
+
+    def _wait_for_entries(self, last: dict[str, str]) -> bool:
+        """Whether any journal has entries past `last`, waiting a moment for some."""
+        if not is_cluster(self.ctx.redis):
+            got = self.ctx.redis.xread(last, count=1, block=limits.TRIGGER_BLOCK_MS)  # type: ignore[arg-type]
+            return bool(got)
+        time.sleep(limits.TRIGGER_POLL_MS / 1000)
+        return newest_ids(self.ctx.redis, self.journals) != last
 
     def close(self) -> None:
         with contextlib.suppress(redis.RedisError):

@@ -1,0 +1,135 @@
+"""`python -m bench.cluster [--seconds S] [--concurrency N]`: charges/s of AsyncMeter (and of
+the sync Meter, one charge at a time) on one Redis and on a 3-master Redis Cluster, both
+started here without persistence, with the Redis CPU each server used.
+
+Same workload on both: ACCOUNTS funded accounts over the default 16 buckets, every coroutine
+charging its account in a loop; a run counts only successful charges and checks that the
+balances dropped by exactly that many x cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import workload
+from bench.cluster_server import PrivateCluster
+from bench.server import PrivateRedis, cpu_seconds, redis_pid
+from meter import AsyncMeter, Keys, Meter, MeterError, NewAccountLoader, Tool
+
+ACCOUNTS = 1000  # as bench/clients.py: enough that every bucket has many
+CONCURRENCY = 2000  # as bench/clients.py: the batcher's rounds are full
+WARMUP_S = 0.5
+HEADER = (
+    "| Redis | AsyncMeter charges/s | Meter charges/s | Redis CPU (cores) | errors "
+    "| balances checked |"
+)
+
+
+def _prepare(url: str, accounts: list[str]) -> Meter:
+    tool = Tool(name=workload.TOOL, cost=workload.COST, credit_type=workload.CREDIT_TYPE)
+    meter = Meter.from_url(url, keys=Keys(prefix=workload.PREFIX), loader=NewAccountLoader())
+    meter.set_tools([tool])
+    for account in accounts:
+        meter.grant(account, workload.CREDIT_TYPE, workload.FUNDS, category="paid")
+    return meter
+
+
+async def _async_charges(
+    url: str, accounts: list[str], concurrency: int, seconds: float, pids: list[int]
+) -> dict[str, Any]:
+    meter = AsyncMeter.from_url(url, keys=Keys(prefix=workload.PREFIX))
+    ok = 0
+    errors = 0
+    running = True
+
+    async def worker(i: int) -> None:
+        nonlocal ok, errors
+        account = accounts[i % len(accounts)]
+        while running:
+            try:
+                await meter.charge(account, workload.TOOL)
+            except MeterError:
+                errors += 1
+            else:
+                ok += 1
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    await asyncio.sleep(WARMUP_S)
+    ok0, t0, cpu0 = ok, time.perf_counter(), [cpu_seconds(p) for p in pids]
+    await asyncio.sleep(seconds)
+    ok1, t1, cpu1 = ok, time.perf_counter(), [cpu_seconds(p) for p in pids]
+    running = False
+    await asyncio.gather(*tasks)
+    await meter.aclose()
+    elapsed = t1 - t0
+    return {
+        "ok_total": ok,
+        "errors": errors,
+        "value": (ok1 - ok0) / elapsed,
+        "redis_cpu": [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)],
+    }
+
+
+def _sync_charges(meter: Meter, account: str, seconds: float) -> tuple[int, float]:
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        meter.charge(account, workload.TOOL)
+        done += 1
+    return done, done / (time.perf_counter() - start)
+
+
+def measure(url: str, pids: list[int], seconds: float, concurrency: int) -> dict[str, Any]:
+    accounts = workload.account_names(ACCOUNTS)
+    meter = _prepare(url, accounts)
+    out = asyncio.run(_async_charges(url, accounts, concurrency, seconds, pids))
+    sync_done, out["sync_value"] = _sync_charges(meter, accounts[0], seconds)
+    spent = workload.spent(meter, accounts)
+    out["verified"] = spent == (out["ok_total"] + sync_done) * workload.COST
+    meter.redis.close()
+    return out
+
+
+def _row(name: str, fig: dict[str, Any]) -> str:
+    cpu = " + ".join(f"{c:.2f}" for c in fig["redis_cpu"])
+    checked = "yes" if fig["verified"] else "NO: BALANCE MISMATCH"
+    return (
+        f"| {name} | {fig['value']:,.0f} | {fig['sync_value']:,.0f} | {cpu} | "
+        f"{fig['errors']} | {checked} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    args = parser.parse_args()
+    rows = []
+    single = PrivateRedis()
+    url = single.start()
+    try:
+        rows.append(_row("1 Redis", measure(url, [redis_pid(url)], args.seconds, args.concurrency)))
+    finally:
+        single.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="creditmeter-cluster-") as tmp,
+        PrivateCluster(Path(tmp)) as cluster,
+    ):
+        fig = measure(cluster.url, cluster.pids, args.seconds, args.concurrency)
+        rows.append(_row("3-master cluster", fig))
+    print(
+        f"AsyncMeter: {args.concurrency} coroutines over {ACCOUNTS} accounts, 16 buckets; "
+        f"Meter: one charge at a time; {args.seconds:g} s each\n"
+    )
+    print(HEADER)
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

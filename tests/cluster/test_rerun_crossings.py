@@ -1,0 +1,7 @@
+"""tests/meter/test_crossings.py, on the 3-master cluster of tests/cluster/conftest.py."""
+
+import pytest
+
+from tests.meter.test_crossings import *  # noqa: F403
+
+pytestmark = pytest.mark.standalone  # the cluster is the session's own
