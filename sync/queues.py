@@ -101,17 +101,26 @@ def schedule_rollover(queue_redis: redis.Redis, keys: Keys, purchase_id: str, at
     )
 
 
+def _alive(queue_redis: redis.Redis, job_id: str) -> bool:
+    """Whether the job of this id is waiting, running or scheduled; one that ended is
+    deleted, so its id can name a new job."""
+    if not Job.exists(job_id, connection=queue_redis):
+        return False
+    job = Job.fetch(job_id, connection=queue_redis)
+    if not (job.is_finished or job.is_failed or job.is_stopped or job.is_canceled):
+        return True
+    job.delete()
+    return False
+
+
 def enqueue_topup(queue_redis: redis.Redis, keys: Keys, attempt_id: str) -> bool:
     """One job per top-up attempt (its id names the job) on the stripe queue, retried with
     backoff while Stripe is unreachable; False when that job is waiting, running or
     scheduled. A job that ended with its attempt still pending (its retries ran out) is
     replaced: the attempt's idempotency key makes Stripe answer a second run as the first."""
     job_id = f"topup-{keys.prefix}-{attempt_id}"
-    if Job.exists(job_id, connection=queue_redis):
-        job = Job.fetch(job_id, connection=queue_redis)
-        if not (job.is_finished or job.is_failed or job.is_stopped or job.is_canceled):
-            return False
-        job.delete()
+    if _alive(queue_redis, job_id):
+        return False
     stripe_queue(queue_redis, keys).enqueue(
         TOPUP_JOB,
         attempt_id,
@@ -135,11 +144,8 @@ def enqueue_webhook_delivery(
     ended without recording the attempt (it raised, its worker died) is replaced: the job
     claims the delivery in SQL before sending, so a replacement never sends twice."""
     job_id = f"webhook-{keys.prefix}-{delivery_id}-{attempts}"
-    if Job.exists(job_id, connection=queue_redis):
-        job = Job.fetch(job_id, connection=queue_redis)
-        if not (job.is_finished or job.is_failed or job.is_stopped or job.is_canceled):
-            return False
-        job.delete()
+    if _alive(queue_redis, job_id):
+        return False
     webhooks_queue(queue_redis, keys).enqueue(
         WEBHOOK_DELIVERY_JOB,
         delivery_id,
