@@ -531,7 +531,6 @@ def _charge_call(
                         "idempotency": keys.idempotency(account_id, idem),
                         "record": keys.charge(bucket, entry_id),
                         "events": keys.events(bucket),
-                        "rate": keys.rate(account_id, tool),
                     }
                 ],
             },

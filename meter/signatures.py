@@ -124,7 +124,7 @@ CHARGE = Signature(
     keys=(
         "catalog",
         "journal",
-        Group("charges", ("wallet", "idempotency", "record", "events", "rate")),
+        Group("charges", ("wallet", "idempotency", "record", "events")),
     ),
     args=(
         _CLOCK,

@@ -37,7 +37,7 @@ local function charge_replay(key, old_idem, fingerprint, entry_id)
 end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
--- k = {wallet, idem, catalog, journal, record, events, rate}; a = {entry_id, account, credit_type,
+-- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
 -- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
 -- once, and the caller saves every cached wallet once at the end, then publishes one balance
@@ -81,7 +81,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   local refused = account_refusal(w, a.account)
   if refused then return refused end
-  local limited, rate = rate_check(k.rate, a.tool, w, tool_fields, tonumber(now))
+  local limited, rate = rate_check(a.tool, w, tool_fields, tonumber(now))
   if limited then return limited end
   if dry then
     local answer = charge_dry(w, amount, tonumber(now))
@@ -115,7 +115,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   charge_event(cache, k.wallet, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
-  rate_count(k.rate, rate)
+  rate_prune(w, ctx.now)
+  rate_count(w, a.tool, rate)
   return rate_reply({E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown},
     rate, true)
 end

@@ -148,7 +148,6 @@ class World:
                         "idempotency": k.idempotency(ACCT, idem),
                         "record": k.charge(self.b, entry),
                         "events": k.events(self.b),
-                        "rate": k.rate(ACCT, tool),
                     }
                 ],
             },
