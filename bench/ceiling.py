@@ -70,7 +70,6 @@ def command(meter: object, account: str) -> list[str]:
                 "idempotency_key": idem,
                 "description": "",
                 "metadata": "",
-                "dry_run": "0",
             }
         ],
     )

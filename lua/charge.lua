@@ -8,10 +8,10 @@
       includes/rate_limit), idempotency (record), record (charge record), events (bucket
       channel, per charge so the async client merges calls by concatenation)
     ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency_ttl_s
-    ARGV[3 + 10i .. 12 + 10i] per charge i: entry_id (= charge id), account_id, credit_type
-      (the client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
-      idempotency_key, description, metadata (JSON), dry_run ('1': check only, includes/
-      charge_dry; '0': charge)
+    ARGV[3 + 9i .. 11 + 9i] per charge i: entry_id (= charge id; '' for a dry run: check
+      only, includes/charge_dry, so a charge carries no flag of its own), account_id,
+      credit_type (the client expects for the tool), tool, quantity (1..QUANTITY_MAX),
+      fingerprint, idempotency_key, description, metadata (JSON)
   Publishes one balance event per wallet the call changed, its last state (includes/
   balance_event, charge_one charge_flush).
   Output: one reply per charge, in order:
@@ -35,7 +35,7 @@
 --- @include "includes/charge_one"
 
 local n = (#KEYS - 2) / 4
-if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 10 * n then
+if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n then
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
 local now_arg, clock_err = clock_arg(ARGV[1])
@@ -47,13 +47,13 @@ end
 local replies = {}
 local cache = {tools = {}, wallets = {}, events = {}}
 for i = 0, n - 1 do
-  local kb, ab = 3 + 4 * i, 3 + 10 * i
+  local kb, ab = 3 + 4 * i, 3 + 9 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
     idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, now_arg, ARGV[2],
     {entry_id = ARGV[ab], account = ARGV[ab + 1], credit_type = ARGV[ab + 2],
     tool = ARGV[ab + 3], quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5],
-    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8],
-    dry_run = ARGV[ab + 9]}, cache)
+    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8]},
+    cache)
 end
 charge_flush(cache)
 return replies

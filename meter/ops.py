@@ -539,7 +539,8 @@ def _charge_call(
                 "idempotency_ttl_s": str(env.idempotency_ttl_s),
                 "charges": [
                     {
-                        "entry_id": entry_id,
+                        # "": a dry run (no entry), so a charge carries no flag for it
+                        "entry_id": "" if dry_run else entry_id,
                         "account_id": account_id,
                         "credit_type": ct,
                         "tool": tool,
@@ -548,7 +549,6 @@ def _charge_call(
                         "idempotency_key": idem,
                         "description": desc,
                         "metadata": meta,
-                        "dry_run": "1" if dry_run else "0",
                     }
                 ],
             },

@@ -132,7 +132,7 @@ CHARGE = Signature(
         Group(
             "charges",
             (
-                "entry_id",
+                "entry_id",  # "": a dry run, check only (lua/includes/charge_dry)
                 "account_id",
                 "credit_type",
                 "tool",
@@ -141,7 +141,6 @@ CHARGE = Signature(
                 "idempotency_key",
                 "description",
                 "metadata",
-                "dry_run",  # "1": check only, change nothing (lua/includes/charge_dry)
             ),
         ),
     ),
