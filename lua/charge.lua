@@ -17,9 +17,9 @@
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown, rate_limit,
       rate_remaining, rate_reset_ms (the rate limit in force after this charge, includes/
-      rate_limit rate_reply; '' each when the call has none)}
+      rate_limit rate_reply; the three left out when the call has none, and by a replay)}
     {2, '', amount, balance, available, held, '', rate_limit, rate_remaining, rate_reset_ms}
-      a dry run that would succeed (the state now)
+      a dry run that would succeed (the state now; the rate fields as above)
     {-1} wallet not loaded ({-1, amount} for a dry run)   {-2} catalog not loaded   {-3, tool} unknown tool
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused

@@ -430,8 +430,8 @@ def charge(
 
 
 def _rate_limit_state(reply: Reply) -> RateLimitState | None:
-    """The charge reply's rate limit fields ("" each when the call has no limit)."""
-    if reply.text("rate_limit") == "":
+    """The charge reply's rate limit fields (left out when the call has no limit)."""
+    if not reply.has("rate_limit"):
         return None
     return RateLimitState(
         limit=reply.int("rate_limit"),
@@ -568,10 +568,7 @@ def _charge_call(
             balance=balance,
             available=balance,
             held=0,
-            breakdown=stored.breakdown,
-            rate_limit="",  # a replay counts nothing: no rate limit figures
-            rate_remaining="",
-            rate_reset_ms="",
+            breakdown=stored.breakdown,  # a replay counts nothing: no rate limit figures
         )
 
     return (

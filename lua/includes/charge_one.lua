@@ -66,7 +66,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     a.entry_id)
   if replay then
     -- A replay counted nothing: no rate limit fields (its record never stores them).
-    return replay[1] == E_REPLAYED and rate_reply(replay, nil, false) or replay
+    return replay
   end
   local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end

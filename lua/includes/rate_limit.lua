@@ -68,14 +68,12 @@ local function rate_prune(w, now)
 end
 
 -- Appends the limit's fields to a charge or dry-run reply: limit, remaining (calls that
--- would pass now), reset_ms (until the whole limit is back); '' each without a limit.
+-- would pass now), reset_ms (until the whole limit is back); none without a limit, so a call
+-- of a tool without one reads three fields fewer.
 -- counted: the state after this call counted (a charge), else before it (a dry run).
 local function rate_reply(reply, r, counted)
+  if not r then return reply end
   local n = #reply
-  if not r then
-    reply[n + 1], reply[n + 2], reply[n + 3] = '', '', ''
-    return reply
-  end
   local tat = counted and r.next_tat or r.tat
   -- 1e-6: the stored TAT is rounded to 0.001 ms; a whole interval must not read as 0.999...
   local remaining = math.floor((r.now + r.period_ms - tat) * r.count / r.period_ms + 1e-6)
