@@ -53,7 +53,6 @@ def command(meter: object, account: str) -> list[str]:
                 "idempotency": keys.idempotency(account, idem),
                 "record": keys.charge(bucket, uniq),
                 "events": keys.events(bucket),
-                "rate": keys.rate(account, workload.TOOL),
             }
         ],
     )
@@ -71,7 +70,6 @@ def command(meter: object, account: str) -> list[str]:
                 "idempotency_key": idem,
                 "description": "",
                 "metadata": "",
-                "dry_run": "0",
             }
         ],
     )

@@ -4,22 +4,22 @@
   each charge succeeds or fails on its own.
   Input:
     KEYS[1] catalog (bucket replica)   KEYS[2] journal (bucket)
-    KEYS[3 + 5i .. 7 + 5i] per charge i: wallet, idempotency (record), record (charge record),
-      events (bucket channel, per charge so the async client merges calls by concatenation),
-      rate (the rate limit's state of this account and tool: includes/rate_limit)
+    KEYS[3 + 4i .. 6 + 4i] per charge i: wallet (also holding the rate limit's state:
+      includes/rate_limit), idempotency (record), record (charge record), events (bucket
+      channel, per charge so the async client merges calls by concatenation)
     ARGV[1] now_ms (includes/clock)   ARGV[2] idempotency_ttl_s
-    ARGV[3 + 10i .. 12 + 10i] per charge i: entry_id (= charge id), account_id, credit_type
-      (the client expects for the tool), tool, quantity (1..QUANTITY_MAX), fingerprint,
-      idempotency_key, description, metadata (JSON), dry_run ('1': check only, includes/
-      charge_dry; '0': charge)
+    ARGV[3 + 9i .. 11 + 9i] per charge i: entry_id (= charge id; '' for a dry run: check
+      only, includes/charge_dry, so a charge carries no flag of its own), account_id,
+      credit_type (the client expects for the tool), tool, quantity (1..QUANTITY_MAX),
+      fingerprint, idempotency_key, description, metadata (JSON)
   Publishes one balance event per wallet the call changed, its last state (includes/
   balance_event, charge_one charge_flush).
   Output: one reply per charge, in order:
     {0|1 replayed, entry_id, amount, balance, available, held, breakdown, rate_limit,
       rate_remaining, rate_reset_ms (the rate limit in force after this charge, includes/
-      rate_limit rate_reply; '' each when the call has none)}
+      rate_limit rate_reply; the three left out when the call has none, and by a replay)}
     {2, '', amount, balance, available, held, '', rate_limit, rate_remaining, rate_reset_ms}
-      a dry run that would succeed (the state now)
+      a dry run that would succeed (the state now; the rate fields as above)
     {-1} wallet not loaded ({-1, amount} for a dry run)   {-2} catalog not loaded   {-3, tool} unknown tool
     {-4, tool} tool disabled {-5, credit_type} the tool's credit type differs
     {-6, balance, available, required} insufficient credits   {-7} idempotency key reused
@@ -34,8 +34,8 @@
 --- @include "includes/rate_limit"
 --- @include "includes/charge_one"
 
-local n = (#KEYS - 2) / 5
-if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 10 * n then
+local n = (#KEYS - 2) / 4
+if n < 1 or n > BATCH_CHARGES_MAX or n ~= math.floor(n) or #ARGV ~= 2 + 9 * n then
   return {{E_BAD_ARGUMENT, 'batch'}}
 end
 local now_arg, clock_err = clock_arg(ARGV[1])
@@ -47,14 +47,13 @@ end
 local replies = {}
 local cache = {tools = {}, wallets = {}, events = {}}
 for i = 0, n - 1 do
-  local kb, ab = 3 + 5 * i, 3 + 10 * i
+  local kb, ab = 3 + 4 * i, 3 + 9 * i
   replies[i + 1] = charge_one({catalog = KEYS[1], journal = KEYS[2], wallet = KEYS[kb],
-    idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3],
-    rate = KEYS[kb + 4]}, now_arg, ARGV[2],
+    idem = KEYS[kb + 1], record = KEYS[kb + 2], events = KEYS[kb + 3]}, now_arg, ARGV[2],
     {entry_id = ARGV[ab], account = ARGV[ab + 1], credit_type = ARGV[ab + 2],
     tool = ARGV[ab + 3], quantity = ARGV[ab + 4], fingerprint = ARGV[ab + 5],
-    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8],
-    dry_run = ARGV[ab + 9]}, cache)
+    idempotency_key = ARGV[ab + 6], description = ARGV[ab + 7], metadata = ARGV[ab + 8]},
+    cache)
 end
 charge_flush(cache)
 return replies

@@ -39,10 +39,6 @@ class Keys:
         # Scoped by account: the record must live in the account's slot.
         return f"{self._tag(self.bucket(account_id))}:i:{account_id}:{key}"
 
-    def rate(self, account_id: str, tool: str) -> str:
-        """The (account, tool) rate limit's GCRA state (lua/includes/rate_limit)."""
-        return f"{self._tag(self.bucket(account_id))}:rl:{tool}:{account_id}"
-
     def hold(self, bucket: int, hold_id: str) -> str:
         return f"{self._tag(bucket)}:h:{hold_id}"
 

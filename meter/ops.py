@@ -430,8 +430,8 @@ def charge(
 
 
 def _rate_limit_state(reply: Reply) -> RateLimitState | None:
-    """The charge reply's rate limit fields ("" each when the call has no limit)."""
-    if reply.text("rate_limit") == "":
+    """The charge reply's rate limit fields (left out when the call has no limit)."""
+    if not reply.has("rate_limit"):
         return None
     return RateLimitState(
         limit=reply.int("rate_limit"),
@@ -531,7 +531,6 @@ def _charge_call(
                         "idempotency": keys.idempotency(account_id, idem),
                         "record": keys.charge(bucket, entry_id),
                         "events": keys.events(bucket),
-                        "rate": keys.rate(account_id, tool),
                     }
                 ],
             },
@@ -540,7 +539,8 @@ def _charge_call(
                 "idempotency_ttl_s": str(env.idempotency_ttl_s),
                 "charges": [
                     {
-                        "entry_id": entry_id,
+                        # "": a dry run (no entry), so a charge carries no flag for it
+                        "entry_id": "" if dry_run else entry_id,
                         "account_id": account_id,
                         "credit_type": ct,
                         "tool": tool,
@@ -549,7 +549,6 @@ def _charge_call(
                         "idempotency_key": idem,
                         "description": desc,
                         "metadata": meta,
-                        "dry_run": "1" if dry_run else "0",
                     }
                 ],
             },
@@ -569,10 +568,7 @@ def _charge_call(
             balance=balance,
             available=balance,
             held=0,
-            breakdown=stored.breakdown,
-            rate_limit="",  # a replay counts nothing: no rate limit figures
-            rate_remaining="",
-            rate_reset_ms="",
+            breakdown=stored.breakdown,  # a replay counts nothing: no rate limit figures
         )
 
     return (

@@ -61,10 +61,19 @@ def _positional(slots: Sequence[Slot], values: Values, what: str) -> list[str]:
 class Reply:
     """An OK or REPLAYED reply read by field name."""
 
-    def __init__(self, script: str, fields: tuple[str, ...], raw: Sequence[Any]) -> None:
-        assert len(raw) == len(fields) + 1, f"{script} answered {len(raw)} values: {raw!r}"
+    def __init__(
+        self, script: str, fields: tuple[str, ...], optional: int, raw: Sequence[Any]
+    ) -> None:
+        given = len(raw) - 1
+        assert given in (len(fields), len(fields) - optional), (
+            f"{script} answered {len(raw)} values: {raw!r}"
+        )
         self.code = int(raw[0])
-        self._values = dict(zip(fields, raw[1:], strict=True))
+        self._values = dict(zip(fields[:given], raw[1:], strict=True))
+
+    def has(self, name: str) -> bool:
+        """False for an optional field the script left out."""
+        return name in self._values
 
     @property
     def replayed(self) -> bool:
@@ -87,6 +96,8 @@ class Signature:
     keys: tuple[Slot, ...]
     args: tuple[Slot, ...]
     reply: tuple[str, ...]  # the OK reply after its code
+    # How many of the reply's last fields the script may leave out, all together.
+    reply_optional: int = 0
     # One reply per item of its groups (a list of replies): the async client merges the
     # calls of one bucket into one by concatenating their groups.
     batched: bool = False
@@ -107,12 +118,16 @@ class Signature:
         return _positional(self.args, values, f"{self.script} ARGV")
 
     def read(self, raw: Sequence[Any]) -> Reply:
-        return Reply(self.script, self.reply, raw)
+        return Reply(self.script, self.reply, self.reply_optional, raw)
 
     def reply_of(self, code: Code, **values: object) -> list[Any]:
         """A reply as the script would answer it (a replay answered from SQL)."""
-        assert set(values) == set(self.reply), f"{self.script} reply: {sorted(values)}"
-        return [int(code), *(values[name] for name in self.reply)]
+        names = [n for n in self.reply if n in values]
+        shapes = (list(self.reply), list(self.reply[: len(self.reply) - self.reply_optional]))
+        assert names in shapes and len(names) == len(values), (
+            f"{self.script} reply: {sorted(values)}"
+        )
+        return [int(code), *(values[name] for name in names)]
 
 
 # The arguments every wallet-changing script with an idempotency key starts with.
@@ -124,7 +139,7 @@ CHARGE = Signature(
     keys=(
         "catalog",
         "journal",
-        Group("charges", ("wallet", "idempotency", "record", "events", "rate")),
+        Group("charges", ("wallet", "idempotency", "record", "events")),
     ),
     args=(
         _CLOCK,
@@ -132,7 +147,7 @@ CHARGE = Signature(
         Group(
             "charges",
             (
-                "entry_id",
+                "entry_id",  # "": a dry run, check only (lua/includes/charge_dry)
                 "account_id",
                 "credit_type",
                 "tool",
@@ -141,7 +156,6 @@ CHARGE = Signature(
                 "idempotency_key",
                 "description",
                 "metadata",
-                "dry_run",  # "1": check only, change nothing (lua/includes/charge_dry)
             ),
         ),
     ),
@@ -152,11 +166,13 @@ CHARGE = Signature(
         "available",
         "held",
         "breakdown",
-        # The rate limit in force after the charge ("" each: none), for RateLimit-* headers.
+        # The rate limit in force after the charge, for RateLimit-* headers: left out when
+        # the tool has none (and by a replay), so most charges read three fields fewer.
         "rate_limit",
         "rate_remaining",
         "rate_reset_ms",
     ),
+    reply_optional=3,
     batched=True,
 )
 HOLD = Signature(

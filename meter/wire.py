@@ -176,6 +176,9 @@ THRESHOLD_FIELDS = {"low": WalletField.LOW_THRESHOLD, "topup": WalletField.TOPUP
 
 GRANT_PREFIX = "g:"  # value "remaining|priority|expires_ms|category code"
 HOLD_PREFIX = "h:"  # value "amount|expires_ms"
+# rt:<tool>: the tool's rate limit state, GCRA theoretical arrival time in ms ("%.3f"),
+# written and dropped by the charge script only (lua/includes/rate_limit).
+RATE_TAT_PREFIX = "rt:"
 CATALOG_LOADED_FIELD = "~"  # marks a catalog replica as loaded (lua/catalog_set.lua)
 
 

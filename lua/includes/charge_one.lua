@@ -37,18 +37,19 @@ local function charge_replay(key, old_idem, fingerprint, entry_id)
 end
 
 -- One charge: tool cost x quantity taken from the wallet atomically, or nothing.
--- k = {wallet, idem, catalog, journal, record, events, rate}; a = {entry_id, account, credit_type,
--- tool, quantity, fingerprint, idempotency_key, description, metadata, dry_run}; cache = {tools = {},
+-- k = {wallet, idem, catalog, journal, record, events}; a = {entry_id, account, credit_type,
+-- tool, quantity, fingerprint, idempotency_key, description, metadata}; cache = {tools = {},
 -- wallets = {}, events = {}} shared by the charges of one call: each tool and wallet is read
 -- once, and the caller saves every cached wallet once at the end, then publishes one balance
 -- event per changed wallet, its last state (charge_flush). Returns the reply. A dry run
--- (dry_run '1') passes the same checks, then answers charge_dry's reply and writes nothing: no
+-- (entry_id '') passes the same checks, then answers charge_dry's reply and writes nothing: no
 -- record is read or stored (a dry run has nothing to replay) and its wallet is left as read.
 local function charge_one(k, now, idem_ttl_s, a, cache)
   local bad = check_common(now, a.account, a.credit_type, a.fingerprint, a.idempotency_key,
     idem_ttl_s)
   if bad then return bad end
-  if not valid_id(a.entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end
+  local dry = a.entry_id == ''
+  if not dry and not valid_id(a.entry_id) then return {E_BAD_ARGUMENT, 'entry_id'} end
   if not valid_tool(a.tool) then return {E_BAD_ARGUMENT, 'tool'} end
   local qty = parse_uint(a.quantity, QUANTITY_MAX)
   if not qty or qty < 1 then return {E_BAD_ARGUMENT, 'quantity'} end
@@ -56,8 +57,6 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     return {E_BAD_ARGUMENT, 'description'}
   end
   if not valid_metadata(a.metadata) then return {E_BAD_ARGUMENT, 'metadata'} end
-  if a.dry_run ~= '0' and a.dry_run ~= '1' then return {E_BAD_ARGUMENT, 'dry_run'} end
-  local dry = a.dry_run == '1'
 
   -- A charge without its own idempotency key (the key is its id) keeps one record, at its
   -- charge key; with one, at the idempotency key (includes/charge_record).
@@ -67,7 +66,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
     a.entry_id)
   if replay then
     -- A replay counted nothing: no rate limit fields (its record never stores them).
-    return replay[1] == E_REPLAYED and rate_reply(replay, nil, false) or replay
+    return replay
   end
   local cost, err, tool_fields = tool_lookup(k.catalog, a.tool, a.credit_type, cache.tools)
   if err then return err end
@@ -81,7 +80,7 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   local refused = account_refusal(w, a.account)
   if refused then return refused end
-  local limited, rate = rate_check(k.rate, a.tool, w, tool_fields, tonumber(now))
+  local limited, rate = rate_check(a.tool, w, tool_fields, tonumber(now))
   if limited then return limited end
   if dry then
     local answer = charge_dry(w, amount, tonumber(now))
@@ -115,7 +114,8 @@ local function charge_one(k, now, idem_ttl_s, a, cache)
   end
   charge_event(cache, k.wallet, ctx, balance, w.held, a.entry_id, 'charge')
   w.exp_entry = nil  -- this event shows the expiries too
-  rate_count(k.rate, rate)
+  rate_prune(w, ctx.now)
+  rate_count(w, a.tool, rate)
   return rate_reply({E_OK, a.entry_id, amount, balance, available - amount, w.held, breakdown},
     rate, true)
 end

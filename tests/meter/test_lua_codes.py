@@ -132,7 +132,7 @@ class World:
         entry: str | None = None,
         fp: str = "fp-charge",
         catalog: int | None = None,
-        dry_run: str = "0",
+        dry_run: bool = False,
     ) -> tuple[list, list]:
         entry = entry or self.id()
         idem = idem or entry
@@ -148,7 +148,6 @@ class World:
                         "idempotency": k.idempotency(ACCT, idem),
                         "record": k.charge(self.b, entry),
                         "events": k.events(self.b),
-                        "rate": k.rate(ACCT, tool),
                     }
                 ],
             },
@@ -157,7 +156,7 @@ class World:
                 "idempotency_ttl_s": IDEM_TTL,
                 "charges": [
                     {
-                        "entry_id": entry,
+                        "entry_id": "" if dry_run else entry,
                         "account_id": ACCT,
                         "credit_type": ct,
                         "tool": tool,
@@ -166,7 +165,6 @@ class World:
                         "idempotency_key": idem,
                         "description": "",
                         "metadata": "",
-                        "dry_run": dry_run,
                     }
                 ],
             },
@@ -591,13 +589,12 @@ BAD_RATE_OVERRIDES = [
     ";".join(f"T{i}:1:1000" for i in range(33)),
 ]
 SPECIFIC = [  # (script, ARGV name, bad value, field)
-    *[("charge", "entry_id", v, "entry_id") for v in IDS],
+    *[("charge", "entry_id", v, "entry_id") for v in IDS if v],  # "": a dry run
     *[("charge", "tool", v, "tool") for v in ["", "gpt", "G" * 65, "GPT-4"]],
     *[("charge", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
     ("charge", "description", "d" * 1025, "description"),
     ("charge", "metadata", "m" * 4097, "metadata"),
     ("charge", "metadata", "\u20ac" * 1366, "metadata"),
-    *[("charge", "dry_run", v, "dry_run") for v in ["", "2", "true", "01"]],
     *[("hold", "hold_id", v, "hold_id") for v in IDS],
     ("hold", "tool", "gpt", "tool"),
     *[("hold", "quantity", v, "quantity") for v in [*NUMBERS, "0", "1000000001"]],
@@ -1048,18 +1045,18 @@ def test_insufficient_credits_report_balance_available_required(w: World) -> Non
 
 @covers(("charge",), Code.DRY_RUN)
 def test_dry_run_that_would_succeed_answers_the_price_and_changes_nothing(w: World) -> None:
-    reply = expect_unchanged(w, "charge", *w.charge_args(qty="8", dry_run="1"), Code.DRY_RUN)
-    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b"", b"", b"", b""]
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="8", dry_run=True), Code.DRY_RUN)
+    assert reply == [Code.DRY_RUN, b"", 80, 90, 80, 10, b""]
 
 
 def test_dry_run_that_would_fail_answers_insufficient_and_changes_nothing(w: World) -> None:
-    reply = expect_unchanged(w, "charge", *w.charge_args(qty="9", dry_run="1"), Code.INSUFFICIENT)
+    reply = expect_unchanged(w, "charge", *w.charge_args(qty="9", dry_run=True), Code.INSUFFICIENT)
     assert reply[1:] == [90, 80, 90]
 
 
 def test_dry_run_ignores_a_stored_idempotency_key(w: World) -> None:
     # K1 is the charge C's key: a charge with another fingerprint would get IDEMPOTENCY_MISMATCH
-    keys, args = w.charge_args(idem="K1", fp="fp-another", dry_run="1")
+    keys, args = w.charge_args(idem="K1", fp="fp-another", dry_run=True)
     expect_unchanged(w, "charge", keys, args, Code.DRY_RUN)
 
 
@@ -1076,23 +1073,23 @@ def test_a_charge_answers_the_rate_limit_in_force_after_it(w: World) -> None:
     # 2 a minute: after the first, 1 left and the whole limit back in 30 s; then 0 and 60 s
     assert w.call("charge", *w.charge_args(tool="LIM"))[0][7:] == [2, 1, 30_000]
     assert w.call("charge", *w.charge_args(tool="LIM"))[0][7:] == [2, 0, 60_000]
-    assert w.call("charge", *w.charge_args(tool="GPT"))[0][7:] == [b"", b"", b""]
+    assert w.call("charge", *w.charge_args(tool="GPT"))[0][7:] == []
 
 
 def test_a_replay_answers_no_rate_limit_and_its_record_stores_none(w: World) -> None:
     keys, args = w.charge_args(tool="LIM", idem="RL1", entry=w.id())
     assert w.call("charge", keys, args)[0][7:] == [2, 1, 30_000]
     replay = w.call("charge", keys, args)[0]
-    assert replay[0] == Code.REPLAYED and replay[7:] == [b"", b"", b""]
+    assert replay[0] == Code.REPLAYED and replay[7:] == []
     # the charge record keeps the reply without them
     fields = w.r.get(w.k.idempotency(ACCT, "RL1")).split(b"\x1f")
     assert len(fields) == wire.CHARGE_RECORD_FIELDS
 
 
 def test_a_dry_run_answers_the_rate_limit_as_it_is(w: World) -> None:
-    assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][7:] == [2, 2, 0]
+    assert w.call("charge", *w.charge_args(tool="LIM", dry_run=True))[0][7:] == [2, 2, 0]
     w.ok(w.call("charge", *w.charge_args(tool="LIM")))
-    assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][7:] == [2, 1, 30_000]
+    assert w.call("charge", *w.charge_args(tool="LIM", dry_run=True))[0][7:] == [2, 1, 30_000]
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -1121,8 +1118,8 @@ def test_a_raised_limit_counts_the_slower_ones_calls_as_one_of_its_periods(w: Wo
     assert reply == [Code.RATE_LIMITED, b"LIM", 2, 500, 1000]  # used up for one 500 ms interval
 
 
-@pytest.mark.parametrize("dry_run", ["0", "1"])
-def test_a_limit_of_zero_refuses_every_call(w: World, dry_run: str) -> None:
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_limit_of_zero_refuses_every_call(w: World, dry_run: bool) -> None:
     w.ok(w.call("account_set", *w.account_set_args("active", "0", "GPT:0:60000")))
     keys, args = w.charge_args(tool="GPT", dry_run=dry_run)
     reply = expect_unchanged(w, "charge", keys, args, Code.RATE_LIMITED)
@@ -1140,10 +1137,10 @@ def test_a_refused_charge_is_not_counted_by_the_rate_limit(w: World) -> None:
 
 def test_a_dry_run_is_refused_by_a_used_up_limit_but_never_counted(w: World) -> None:
     for _ in range(5):
-        assert w.call("charge", *w.charge_args(tool="LIM", dry_run="1"))[0][0] == Code.DRY_RUN
+        assert w.call("charge", *w.charge_args(tool="LIM", dry_run=True))[0][0] == Code.DRY_RUN
     for _ in range(2):
         assert w.call("charge", *w.charge_args(tool="LIM"))[0][0] == Code.OK
-    keys, args = w.charge_args(tool="LIM", dry_run="1")
+    keys, args = w.charge_args(tool="LIM", dry_run=True)
     expect_unchanged(w, "charge", keys, args, Code.RATE_LIMITED)
 
 

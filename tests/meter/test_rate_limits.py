@@ -219,3 +219,26 @@ def test_malformed_account_rate_limits_are_refused(overrides: dict[str, str]) ->
 def test_account_rate_limits_replica_is_sorted_with_counts_and_periods() -> None:
     replica = overrides_replica({"LIM": "600/minute", "*": "0/second"})
     assert replica == "*:0:1000;LIM:600:60000"
+
+
+def test_the_limits_state_is_a_wallet_field_that_a_later_charge_drops_once_stale(
+    redis_url: str, redis_sync: redis.Redis, key_prefix: str
+) -> None:
+    clock = Clock()
+    m = make_meter(redis_url, key_prefix, clock=clock)
+    _limited(m, limit="1/second")
+    m.set_tools([Tool(name="FREE", cost=1, credit_type=CT)])
+    m.grant("a", CT, 10)
+    wallet = m.keys.wallet("a", CT)
+    m.charge("a", "LIM")
+    tat = redis_sync.hget(wallet, "rt:LIM")
+    assert tat is not None and float(tat) == clock.now_ms + 1000
+    before = snapshot(redis_sync, key_prefix)
+    clock.advance(1000)
+    m.charge("a", "LIM", dry_run=True)  # a dry run writes nothing, not even the drop
+    assert snapshot(redis_sync, key_prefix) == before
+    m.charge("a", "FREE")  # the limit is whole again: the field goes with this save
+    assert redis_sync.hget(wallet, "rt:LIM") is None
+    m.charge("a", "LIM")
+    with pytest.raises(RateLimited):  # the state is back, counted as before
+        m.charge("a", "LIM")

@@ -216,6 +216,7 @@ def test_wallet_hash_fields_are_the_declared_ones() -> None:
     text = _source("includes/wallet_load.lua")
     assert set(re.findall(r"f == '(\w+)'", text)) == {f.value for f in wire.WalletField}
     assert set(re.findall(r"p == '(\w:)'", text)) == {wire.GRANT_PREFIX, wire.HOLD_PREFIX}
+    assert set(re.findall(r"rp == '(\w+:)'", text)) == {wire.RATE_TAT_PREFIX}
 
 
 def test_category_codes_are_the_declared_ones() -> None:
