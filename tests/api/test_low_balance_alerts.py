@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,28 +16,12 @@ from sqlalchemy import Engine, select
 
 from meter.bounds import CREDITS_MAX
 from sync.models import T_AUDIT
-from tests.api.conftest import account, bearer, wait_until
+from tests.api.conftest import account, bearer, idem, wait_until
 from tests.api.test_admin_dashboard import csrf_of, login
 from tests.sync.webhook_receiver import Receiver, delete_all_endpoints
 
 DELIVERED_WITHIN_S = 30.0  # the cron sweep runs every 5 s; the worker may still be starting
 PROBLEM = "application/problem+json"
-
-
-def _idem() -> dict[str, str]:
-    return {"Idempotency-Key": uuid.uuid4().hex}
-
-
-@pytest.fixture(scope="module")
-def tool(api_url: str, admin_key: str, api_prefix: str) -> str:
-    name = f"LOW_{api_prefix.upper()}"
-    r = httpx.put(
-        f"{api_url}/v1/tools/{name}",
-        json={"display_name": "Low", "cost": 10, "credit_type": "credits", "active": True},
-        headers=bearer(admin_key),
-    )
-    assert r.status_code == 200, r.text
-    return name
 
 
 @pytest.fixture
@@ -47,7 +30,7 @@ def funded(http: httpx.Client, admin_key: str) -> str:
     r = http.post(
         f"/v1/accounts/{acct}/grants",
         json={"credit_type": "credits", "amount": 100, "category": "paid"},
-        headers={**bearer(admin_key), **_idem()},
+        headers={**bearer(admin_key), **idem()},
     )
     assert r.status_code == 201, r.text
     return acct
@@ -143,7 +126,7 @@ def test_charges_crossing_the_threshold_send_one_signed_balance_low(
         r = http.post(
             "/v1/charges",
             json={"account_id": funded, "tool": tool},
-            headers={**bearer(meter_key), **_idem()},
+            headers={**bearer(meter_key), **idem()},
         )
         assert r.status_code == 201, r.text
     wait_until(lambda: len(receiver.received) >= 1, DELIVERED_WITHIN_S)
