@@ -32,7 +32,7 @@ Rounds = Generator[list[CommandArgs], list[Any], list[Any]]
 def _command(call: Call, with_source: bool) -> CommandArgs:
     script = scripts.get(call.script)
     cmd, body = ("EVAL", script.source) if with_source else ("EVALSHA", script.sha)
-    return (cmd, body, len(call.keys), *call.keys, *call.args)
+    return (cmd, body, str(len(call.keys)), *call.keys, *call.args)
 
 
 def send(calls: Sequence[Call]) -> Rounds:

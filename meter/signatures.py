@@ -39,22 +39,25 @@ def flat_names(slots: Sequence[Slot]) -> list[str]:
     return out
 
 
-def _positional(slots: Sequence[Slot], values: Values, what: str) -> list[str]:
-    names = {s.name if isinstance(s, Group) else s for s in slots}
-    assert set(values) == names, f"{what}: given {sorted(values)}, declared {sorted(names)}"
+def _positional(slots: Sequence[Slot], values: Values, script: str, kind: str) -> list[str]:
+    # On every call of every script: checks by counts and lookups, no sets (names are
+    # unique per declaration, so a count and every name found means the same names).
+    assert len(values) == len(slots), f"{script} {kind}: given {sorted(values)}"
     out: list[str] = []
     for slot in slots:
-        value = values[slot.name if isinstance(slot, Group) else slot]
-        if isinstance(slot, Group):
-            assert not isinstance(value, str), f"{what}: {slot.name} is a group"
-            if slot.counted:
-                out.append(str(len(value)))
-            for item in value:
-                assert set(item) == set(slot.fields), f"{what}: {slot.name} item {sorted(item)}"
-                out += [item[f] for f in slot.fields]
-        else:
-            assert isinstance(value, str), f"{what}: {slot} is one value"
+        if isinstance(slot, str):
+            value = values.get(slot)
+            assert isinstance(value, str), f"{script} {kind}: {slot} must be one value, got {value!r}"
             out.append(value)
+            continue
+        items = values.get(slot.name)
+        assert items is not None and not isinstance(items, str), f"{script} {kind}: {slot.name} is a group"
+        if slot.counted:
+            out.append(str(len(items)))
+        fields = slot.fields
+        for item in items:
+            assert len(item) == len(fields), f"{script} {kind}: {slot.name} item {sorted(item)}"
+            out += [item[f] for f in fields]
     return out
 
 
@@ -102,6 +105,11 @@ class Signature:
     # calls of one bucket into one by concatenating their groups.
     batched: bool = False
 
+    def __post_init__(self) -> None:
+        for slots in (self.keys, self.args):
+            names = [s.name if isinstance(s, Group) else s for s in slots]
+            assert len(set(names)) == len(names), f"{self.script}: a name declared twice"
+
     @property
     def key_head(self) -> int:
         """KEYS before the first group (shared by every call merged into one)."""
@@ -112,10 +120,10 @@ class Signature:
         return next(i for i, s in enumerate(self.args) if isinstance(s, Group))
 
     def key_list(self, **values: str | Sequence[Mapping[str, str]]) -> list[str]:
-        return _positional(self.keys, values, f"{self.script} KEYS")
+        return _positional(self.keys, values, self.script, "KEYS")
 
     def arg_list(self, **values: str | Sequence[Mapping[str, str]]) -> list[str]:
-        return _positional(self.args, values, f"{self.script} ARGV")
+        return _positional(self.args, values, self.script, "ARGV")
 
     def read(self, raw: Sequence[Any]) -> Reply:
         return Reply(self.script, self.reply, self.reply_optional, raw)

@@ -1,4 +1,4 @@
-"""SPEC §11.3: redis-py's own retry after a timeout never applies a charge twice.
+"""SPEC §11.3: a retry after a timeout never applies a charge twice.
 
 A loopback proxy forwards everything to the real Redis but holds back the reply to the first
 EVALSHA for longer than the client's socket timeout. The script ran; the client times out and
@@ -7,6 +7,7 @@ redis-py re-sends the same command on a new connection; the idempotency record a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -16,14 +17,18 @@ from urllib.parse import urlparse
 
 import pytest
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from meter import Keys, Meter, NewAccountLoader
+from meter import AsyncMeter, Keys, Meter, NewAccountLoader, scripts
+from meter.signatures import CHARGE
 from tests.meter.helpers import journal_entries
 
 CLIENT_TIMEOUT_S = 0.3
 REPLY_DELAY_S = 1.0  # longer than the client timeout: the first reply arrives too late
+CONCURRENT_CHARGES = 40  # several buckets, so the late round carries several script calls
 
 
 class DelayFirstEvalProxy:
@@ -81,6 +86,12 @@ def _close(*socks: socket.socket) -> None:
             sock.close()
 
 
+def _cache_charge_script(meter: Meter) -> None:
+    """The delayed reply must be the charge's, not a NOSCRIPT on a server that has not run a
+    charge yet (the test alone on a fresh server)."""
+    meter.redis.script_load(scripts.get(CHARGE.script).source)
+
+
 @pytest.fixture
 def proxy(redis_url: str) -> Iterator[DelayFirstEvalProxy]:
     url = urlparse(redis_url)
@@ -95,6 +106,7 @@ def test_redis_py_retry_after_timeout_applies_the_charge_once(
     keys = Keys(prefix=key_prefix)
     direct = Meter.from_url(redis_url, keys=keys, loader=NewAccountLoader())
     direct.set_tool("IMAGE_GEN", 10)
+    _cache_charge_script(direct)
     account = f"acct_{uuid.uuid4().hex[:6]}"
     direct.grant(account, "credits", 100)
 
@@ -114,3 +126,37 @@ def test_redis_py_retry_after_timeout_applies_the_charge_once(
     journal = journal_entries(direct.redis, keys.journal(keys.bucket(account)))
     charges = [e for _, e in journal if e[b"k"] == b"charge" and e[b"a"] == account.encode()]
     assert len(charges) == 1
+
+
+async def test_async_round_resent_after_a_timeout_applies_each_charge_once(
+    redis_url: str, proxy: DelayFirstEvalProxy, key_prefix: str
+) -> None:
+    """The async client writes a whole round itself (meter/aclient._send_round): a reply
+    late past the timeout resends the round on a new connection, answered as replays."""
+    keys = Keys(prefix=key_prefix)
+    direct = Meter.from_url(redis_url, keys=keys, loader=NewAccountLoader())
+    direct.set_tool("IMAGE_GEN", 10)
+    _cache_charge_script(direct)
+    accounts = [f"acct_{uuid.uuid4().hex[:6]}_{i}" for i in range(CONCURRENT_CHARGES)]
+    for account in accounts:
+        direct.grant(account, "credits", 100)
+
+    flaky = redis.asyncio.Redis(
+        host="127.0.0.1",
+        port=proxy.port,
+        socket_timeout=CLIENT_TIMEOUT_S,
+        retry=AsyncRetry(NoBackoff(), 2),
+    )
+    meter = AsyncMeter(flaky, keys=keys, loader=NewAccountLoader())
+    results = await asyncio.gather(*(meter.charge(a, "IMAGE_GEN") for a in accounts))
+    await meter.aclose()
+
+    assert proxy.delayed.is_set(), "the proxy never delayed a reply: the test proved nothing"
+    assert any(r.replayed for r in results), "the late round was not resent"
+    assert [r.balance for r in results] == [90] * len(accounts)
+    for account in accounts:
+        wallet = direct.balance(account, ["credits"]).wallet("credits")
+        assert wallet is not None and wallet.balance == 90, account
+        journal = journal_entries(direct.redis, keys.journal(keys.bucket(account)))
+        mine = [e for _, e in journal if e[b"k"] == b"charge" and e[b"a"] == account.encode()]
+        assert len(mine) == 1, account
