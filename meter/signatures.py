@@ -47,11 +47,15 @@ def _positional(slots: Sequence[Slot], values: Values, script: str, kind: str) -
     for slot in slots:
         if isinstance(slot, str):
             value = values.get(slot)
-            assert isinstance(value, str), f"{script} {kind}: {slot} must be one value, got {value!r}"
+            assert isinstance(value, str), (
+                f"{script} {kind}: {slot} must be one value, got {value!r}"
+            )
             out.append(value)
             continue
         items = values.get(slot.name)
-        assert items is not None and not isinstance(items, str), f"{script} {kind}: {slot.name} is a group"
+        assert items is not None and not isinstance(items, str), (
+            f"{script} {kind}: {slot.name} is a group"
+        )
         if slot.counted:
             out.append(str(len(items)))
         fields = slot.fields
