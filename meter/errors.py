@@ -178,12 +178,17 @@ class ScriptContractError(AssertionError):
     """A script answered something the client never asks for: a bug, not a user error."""
 
 
+_PASSING = frozenset({int(Code.OK), int(Code.REPLAYED), int(Code.DRY_RUN)})
+
+
 def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> None:
     """Raises the exception for an error reply; returns for OK, REPLAYED and DRY_RUN.
 
     Load-and-retry codes (NOT_LOADED, CATALOG_NOT_LOADED, CREDIT_TYPE_MISMATCH) are handled by
     the client before this is called; reaching here with them is a contract error.
     """
+    if reply[0] in _PASSING:  # every charge: no Code() lookup on the way out
+        return
     code = Code(_int(reply[0]))
     if code in (Code.OK, Code.REPLAYED, Code.DRY_RUN):
         return

@@ -6,6 +6,7 @@ channel, carries the bucket's hash tag `{<bucket>}`, so every script touches one
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -24,8 +25,14 @@ class Keys:
     def bucket(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode()) % self.buckets
 
+    @functools.cached_property
+    def _tags(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}:{{{bucket}}}" for bucket in range(self.buckets))
+
     def _tag(self, bucket: int) -> str:
-        return f"{self.prefix}:{{{bucket}}}"
+        # A bucket read from an id may come from a deployment with more buckets.
+        tags = self._tags
+        return tags[bucket] if 0 <= bucket < len(tags) else f"{self.prefix}:{{{bucket}}}"
 
     def wallet(self, account_id: str, credit_type: str) -> str:
         return f"{self._tag(self.bucket(account_id))}:w:{credit_type}:{account_id}"
