@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 import redis.exceptions
 
-from meter import bounds, ops, resp, runner, signatures
+from meter import bounds, ops, rounds, runner, signatures
 from meter.api_async import AsyncHold, AsyncMeterAPI
 from meter.connect import checked_redis_url, keys_from
 from meter.errors import CatalogNotLoaded, WalletNotLoaded
@@ -221,34 +221,7 @@ class _Batcher:
             for command in commands:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
-        return await _send_round(self._redis.connection_pool, resp.pack(commands), len(commands))
-
-
-async def _send_round(pool: redis.asyncio.ConnectionPool, packed: bytes, count: int) -> list[Any]:
-    """One write of a whole round and its `count` replies, an error reply in its place as
-    the exception. A connection error resends the round on a fresh connection, as redis-py's
-    pipeline does (RETRIES in meter/redis_conn.py): safe, a script call that ran already is
-    answered as a replay by its idempotency record."""
-    conn = await pool.get_connection()
-
-    async def write_and_read() -> list[Any]:
-        await conn.send_packed_command(packed)
-        replies: list[Any] = []
-        for _ in range(count):
-            try:
-                replies.append(await conn.read_response())
-            except redis.exceptions.ResponseError as exc:
-                replies.append(exc)
-        return replies
-
-    async def drop(error: Exception) -> None:
-        await conn.disconnect()
-
-    try:
-        replies: list[Any] = await conn.retry.call_with_retry(write_and_read, drop)
-        return replies
-    finally:
-        await pool.release(conn)
+        return await rounds.send_async(self._redis.connection_pool, commands)
 
 
 _Targets = list[asyncio.Future[Any]]

@@ -15,7 +15,8 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from meter import scripts, signatures
+from meter import rounds, scripts, signatures
+from meter.redis_conn import is_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +50,15 @@ def send(calls: Sequence[Call]) -> Rounds:
 
 def run(client: redis.Redis, script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
     """One script call, synchronously; an error reply raises."""
-    rounds = send([Call(script, keys, args)])
+    calls = send([Call(script, keys, args)])
     try:
-        commands = next(rounds)
+        commands = next(calls)
         while True:
-            commands = rounds.send([_execute(client, c) for c in commands])
+            commands = calls.send(_round(client, commands))
     except StopIteration as stop:
         (reply,) = stop.value
+    if isinstance(reply, Exception):
+        raise reply
     return reply
 
 
@@ -67,8 +70,14 @@ def only_reply(script: str, reply: Any) -> Any:
     return reply
 
 
+def _round(client: redis.Redis, commands: list[CommandArgs]) -> list[Any]:
+    if is_cluster(client):
+        return [_execute(client, c) for c in commands]  # each to its slot's node
+    return rounds.send(client.connection_pool, commands)
+
+
 def _execute(client: redis.Redis, command: CommandArgs) -> Any:
     try:
         return client.execute_command(*command)  # type: ignore[no-untyped-call]
-    except redis.exceptions.NoScriptError as exc:
+    except redis.exceptions.ResponseError as exc:
         return exc
