@@ -76,7 +76,7 @@ def command(meter: object, account: str) -> list[str]:
     return ["EVALSHA", scripts.get("charge").sha, str(len(call_keys)), *call_keys, *args]
 
 
-def _run(
+def run_benchmark(
     exe: str, host: str, port: int, calls: int, clients: int, pipeline: int, argv: list[str]
 ) -> float:
     """Runs redis-benchmark; returns its requests/s."""
@@ -126,14 +126,14 @@ def measure(
     meter = workload.prepare(url, [account], prefix)
     argv = command(meter, account)
     if calls is None:  # size the run to `seconds` from a short one
-        rate = _run(exe, host, port, CALIBRATE_CALLS, clients, pipeline, argv)
+        rate = run_benchmark(exe, host, port, CALIBRATE_CALLS, clients, pipeline, argv)
         argv = command(meter, account)
         calls = max(CALIBRATE_CALLS, int(rate * seconds))
     step = clients * pipeline  # redis-benchmark sends whole pipelines
     calls = max(step, calls // step * step)
     before = workload.spent(meter, [account])
     t0 = time.perf_counter()
-    rps = _run(exe, host, port, calls, clients, pipeline, argv)
+    rps = run_benchmark(exe, host, port, calls, clients, pipeline, argv)
     wall = time.perf_counter() - t0
     charged = (workload.spent(meter, [account]) - before) // workload.COST
     meter.redis.close()
