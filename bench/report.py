@@ -82,6 +82,7 @@ ISSUE_TARGETS: list[tuple[str, str, str, float]] = [
         1.2,
     ),
     ("AsyncMeter, spread accounts >= 60,000 charges/s", "async_spread", ">=", 60_000),
+    ("AsyncMeter, one hot account (the issue's figure beside spread)", "async_hot", ROW_ONLY, 0),
     ("sync Meter, one charge, p99 <= 0.5 ms unloaded", "sync_p99", "<=", 0.5),
     (
         "flush journal -> PostgreSQL >= 0.7x raw COPY of the same rows",
@@ -213,6 +214,7 @@ def _target(
         return {"target": what, "status": skipped or "not measured", "value": None}
     v = summary["median"]
     out = {"target": what, "value": v, "min": summary["min"], "max": summary["max"]}
+    out["from"] = _from(name, rows)
     if op == ROW_ONLY:
         return {**out, "status": "row", "detail": "a row (no limit)"}
     ok = v >= goal if op == ">=" else v <= goal
@@ -230,6 +232,20 @@ def _target(
         "vs_limit": v / goal,
         "detail": gap,
     }
+
+
+def _from(name: str, rows: dict[str, Any]) -> str:
+    """What a target's figure is made of: "num / den unit" of a ratio (medians), else the unit."""
+    parts = next(((num, den) for ratio, num, den in RATIOS if ratio == name), (name,))
+    medians = []
+    for key in parts:
+        summary = (rows.get(key) or {}).get("summary")
+        medians.append(_short(summary["median"]) if summary else "n/a")
+    return " / ".join(medians) + " " + (rows.get(parts[0]) or {}).get("unit", "")
+
+
+def _short(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def _num(v: float, unit: str) -> str:
@@ -279,21 +295,21 @@ def markdown(result: dict[str, Any]) -> str:
         ("issue 15", "Issue 15's table (median and min-max over runs; ratios within each run):"),
         ("earlier", "Earlier targets:"),
     ):
-        out += ["", title, "", "| target | median | min-max | limit | vs limit | status |"]
-        out.append("|---|---:|---:|---:|---:|---|")
+        out += ["", title, "", "| target | median | min-max | limit | vs limit | status | of |"]
+        out.append("|---|---:|---:|---:|---:|---|---|")
         out += [_target_line(t) for t in result["targets"] if t["group"] == group]
     return "\n".join(out) + "\n"
 
 
 def _target_line(t: dict[str, Any]) -> str:
     if t["value"] is None:
-        return f"| {t['target']} | n/a | | | | {t['status']} |"
-    spread = f"{t['min']:,.3g}-{t['max']:,.3g}"
-    limit = f"{t['op']} {t['goal']:,.3g}" if "goal" in t else ""
+        return f"| {t['target']} | n/a | | | | {t['status']} | |"
+    spread = f"{_short(t['min'])}-{_short(t['max'])}"
+    limit = f"{t['op']} {_short(t['goal'])}" if "goal" in t else ""
     vs_limit = f"{t['vs_limit']:.2f}x" if "vs_limit" in t else ""
     return (
-        f"| {t['target']} | {t['value']:,.3g} | {spread} | {limit} | {vs_limit} | "
-        f"{t.get('detail', t['status'])} |"
+        f"| {t['target']} | {_short(t['value'])} | {spread} | {limit} | {vs_limit} | "
+        f"{t.get('detail', t['status'])} | {t['from']} |"
     )
 
 
