@@ -209,7 +209,6 @@ def run_wrk(wrk: str, t: Target, seconds: int, connections: int, threads: int, n
 
 def run_python(t: Target, seconds: float, connections: int, nonce: str) -> Load:
     """The fallback generator: `connections` httpx keep-alive loops (slow: ~1-2k req/s)."""
-    assert t.method == "POST", "the fallback sends charge bodies only"
     loop, _ = new_loop()
     try:
         return loop.run_until_complete(_python_load(t, seconds, connections, nonce))
@@ -236,9 +235,12 @@ async def _python_load(t: Target, seconds: float, connections: int, nonce: str) 
                 key = f"{nonce}-{i}-{n}"
                 start = clock()
                 try:
-                    r = await client.post(
-                        t.path, json=body, headers={**headers, "Idempotency-Key": key}
-                    )
+                    if t.method == "GET":
+                        r = await client.get(t.path, headers=headers)
+                    else:
+                        r = await client.post(
+                            t.path, json=body, headers={**headers, "Idempotency-Key": key}
+                        )
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] += 1
                     continue

@@ -210,8 +210,9 @@ def _target(
 ) -> dict[str, Any]:
     summary = ratios.get(name) if name in ratios else (rows.get(name) or {}).get("summary")
     if not summary:
-        skipped = (rows.get(name) or {}).get("skipped")
-        return {"target": what, "status": skipped or "not measured", "value": None}
+        skips = [(rows.get(key) or {}).get("skipped") for key in _parts(name)]
+        reason = next((skip for skip in skips if skip), "not measured")
+        return {"target": what, "status": reason, "value": None}
     v = summary["median"]
     out = {"target": what, "value": v, "min": summary["min"], "max": summary["max"]}
     out["from"] = _from(name, rows)
@@ -234,9 +235,14 @@ def _target(
     }
 
 
+def _parts(name: str) -> tuple[str, ...]:
+    """The rows a target's figure comes from: a ratio's two, else the row itself."""
+    return next(((num, den) for ratio, num, den in RATIOS if ratio == name), (name,))
+
+
 def _from(name: str, rows: dict[str, Any]) -> str:
     """What a target's figure is made of: "num / den unit" of a ratio (medians), else the unit."""
-    parts = next(((num, den) for ratio, num, den in RATIOS if ratio == name), (name,))
+    parts = _parts(name)
     medians = []
     for key in parts:
         summary = (rows.get(key) or {}).get("summary")
