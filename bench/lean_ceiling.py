@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 
@@ -58,8 +57,7 @@ def measure(
     exe = ceiling.binary()
     if exe is None:
         return {"skipped": "skipped: redis-benchmark not found"}
-    where = urlsplit(url)
-    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    server = ceiling.Server.of(url)
     client = redis.Redis.from_url(url)
     wallet, journal, _ = _keys(prefix)
     client.delete(wallet, journal)
@@ -67,14 +65,14 @@ def measure(
     sha = str(client.script_load(SCRIPT.read_text()))
     if calls is None:  # size the run to `seconds` from a short one
         rate = ceiling.run_benchmark(
-            exe, host, port, ceiling.CALIBRATE_CALLS, clients, pipeline, command(sha, prefix)
+            exe, server, ceiling.CALIBRATE_CALLS, clients, pipeline, command(sha, prefix)
         )
         calls = max(ceiling.CALIBRATE_CALLS, int(rate * seconds))
     step = clients * pipeline  # redis-benchmark sends whole pipelines
     calls = max(step, calls // step * step)
     spent0, entries0 = _work_done(client, prefix)
     t0 = time.perf_counter()
-    rps = ceiling.run_benchmark(exe, host, port, calls, clients, pipeline, command(sha, prefix))
+    rps = ceiling.run_benchmark(exe, server, calls, clients, pipeline, command(sha, prefix))
     wall = time.perf_counter() - t0
     spent1, entries1 = _work_done(client, prefix)
     client.close()
