@@ -247,7 +247,8 @@ def _from(name: str, rows: dict[str, Any]) -> str:
     for key in parts:
         summary = (rows.get(key) or {}).get("summary")
         medians.append(_short(summary["median"]) if summary else "n/a")
-    return " / ".join(medians) + " " + (rows.get(parts[0]) or {}).get("unit", "")
+    unit: str = (rows.get(parts[0]) or {}).get("unit", "")
+    return " / ".join(medians) + " " + unit
 
 
 def _short(v: float) -> str:
