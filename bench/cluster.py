@@ -39,9 +39,9 @@ HEADER = (
 )
 
 
-def _prepare(url: str, accounts: list[str]) -> Meter:
+def _prepare(url: str, accounts: list[str], prefix: str) -> Meter:
     tool = Tool(name=workload.TOOL, cost=workload.COST, credit_type=workload.CREDIT_TYPE)
-    meter = Meter.from_url(url, keys=Keys(prefix=workload.PREFIX), loader=NewAccountLoader())
+    meter = Meter.from_url(url, keys=Keys(prefix=prefix), loader=NewAccountLoader())
     meter.set_tools([tool])
     for account in accounts:
         meter.grant(account, workload.CREDIT_TYPE, workload.FUNDS, category="paid")
@@ -49,9 +49,9 @@ def _prepare(url: str, accounts: list[str]) -> Meter:
 
 
 async def _async_charges(
-    url: str, accounts: list[str], concurrency: int, seconds: float, pids: list[int]
+    url: str, accounts: list[str], concurrency: int, seconds: float, pids: list[int], prefix: str
 ) -> dict[str, Any]:
-    meter = AsyncMeter.from_url(url, keys=Keys(prefix=workload.PREFIX))
+    meter = AsyncMeter.from_url(url, keys=Keys(prefix=prefix))
     ok = 0
     errors = 0
     running = True
@@ -101,10 +101,11 @@ def measure(
     *,
     accounts_n: int = ACCOUNTS,
     with_sync: bool = True,
+    prefix: str = workload.PREFIX,
 ) -> dict[str, Any]:
     accounts = workload.account_names(accounts_n)
-    meter = _prepare(url, accounts)
-    out = asyncio.run(_async_charges(url, accounts, concurrency, seconds, pids))
+    meter = _prepare(url, accounts, prefix)
+    out = asyncio.run(_async_charges(url, accounts, concurrency, seconds, pids, prefix))
     sync_done, out["sync_value"] = (
         _sync_charges(meter, accounts[0], seconds) if with_sync else (0, None)
     )
@@ -151,13 +152,15 @@ def rows(
     *,
     concurrency: int = CONCURRENCY,
     accounts: int = ACCOUNTS,
+    prefix: str = workload.PREFIX,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """make bench's cluster rows: AsyncMeter on single_url (the bench's Redis, flushed), then
     on a 3-master cluster started here; each figure checked against the balances."""
     note = f"AsyncMeter, {concurrency} coroutines over {accounts} accounts, 16 buckets"
     pids = [redis_pid(single_url)]
-    one = measure(single_url, pids, seconds, concurrency, accounts_n=accounts, with_sync=False)
+    sizes: dict[str, Any] = {"accounts_n": accounts, "with_sync": False, "prefix": prefix}
+    one = measure(single_url, pids, seconds, concurrency, **sizes)
     out = _bench_figures("cluster_1_node", one, "1 Redis", note)
     with tempfile.TemporaryDirectory(prefix="creditmeter-cluster-") as tmp:
         cluster = PrivateCluster(Path(tmp))
@@ -174,14 +177,7 @@ def rows(
             }
         say(f"    cluster: 3 masters up in {time.perf_counter() - t:.1f} s")
         try:
-            three = measure(
-                cluster.url,
-                cluster.pids,
-                seconds,
-                concurrency,
-                accounts_n=accounts,
-                with_sync=False,
-            )
+            three = measure(cluster.url, cluster.pids, seconds, concurrency, **sizes)
         finally:
             cluster.stop()
     return {**out, **_bench_figures("cluster_3_nodes", three, "3-master cluster", note)}

@@ -24,7 +24,18 @@ from typing import Any
 
 import pytest
 
-from bench import ceiling, clients, cluster, flush, http, lean_ceiling, memory, report, sql_baseline
+from bench import (
+    ceiling,
+    clients,
+    cluster,
+    cluster_server,
+    flush,
+    http,
+    lean_ceiling,
+    memory,
+    report,
+    sql_baseline,
+)
 from tests.servers import PrivatePostgres, postgres_available
 
 SECONDS = 0.3
@@ -289,3 +300,22 @@ def test_quick_bench_prints_every_row(database_url: str, tmp_path: Path) -> None
             assert targets[what]["status"] in ("met", "missed", "row"), targets[what]
         else:
             assert targets[what]["status"].startswith("skipped:"), (name, targets[what])
+
+
+def test_cluster_rows_say_why_a_cluster_did_not_start(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 1-node rows are measured; with no redis-server binary for the cluster's nodes, the
+    3-node rows say skipped and why, and the run goes on."""
+    monkeypatch.setattr(
+        cluster_server, "find_server_binary", lambda: Path("/nonexistent/redis-server")
+    )
+    figs = cluster.rows(
+        redis_url, SECONDS, concurrency=32, accounts=8, prefix=key_prefix, say=lambda text: None
+    )
+    assert set(figs) == set(cluster.ROW_KEYS)
+    assert figs["cluster_1_node"]["value"] > 0 and figs["cluster_1_node"]["verified"]
+    assert not figs["cluster_1_node"]["errors"]
+    assert figs["cluster_1_node_cpu"]["value"] >= 0
+    for key in ("cluster_3_nodes", "cluster_3_nodes_cpu"):
+        assert figs[key]["skipped"].startswith("skipped: no Redis Cluster (FileNotFoundError"), figs
