@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bench import workload
@@ -76,17 +77,34 @@ def command(meter: object, account: str) -> list[str]:
     return ["EVALSHA", scripts.get("charge").sha, str(len(call_keys)), *call_keys, *args]
 
 
-def _run(
-    exe: str, host: str, port: int, calls: int, clients: int, pipeline: int, argv: list[str]
+@dataclass(frozen=True)
+class Server:
+    """Where redis-benchmark connects: the URL's host, port and database number."""
+
+    host: str
+    port: int
+    db: int
+
+    @classmethod
+    def of(cls, url: str) -> Server:
+        where = urlsplit(url)
+        db = where.path.strip("/")
+        return cls(where.hostname or "127.0.0.1", where.port or 6379, int(db) if db else 0)
+
+
+def run_benchmark(
+    exe: str, server: Server, calls: int, clients: int, pipeline: int, argv: list[str]
 ) -> float:
     """Runs redis-benchmark; returns its requests/s."""
     out = subprocess.run(
         [
             exe,
             "-h",
-            host,
+            server.host,
             "-p",
-            str(port),
+            str(server.port),
+            "--dbnum",
+            str(server.db),
             "-n",
             str(calls),
             "-c",
@@ -120,20 +138,19 @@ def measure(
     exe = binary()
     if exe is None:
         return {"skipped": "skipped: redis-benchmark not found"}
-    where = urlsplit(url)
-    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    server = Server.of(url)
     account = "ceiling-hot"
     meter = workload.prepare(url, [account], prefix)
     argv = command(meter, account)
     if calls is None:  # size the run to `seconds` from a short one
-        rate = _run(exe, host, port, CALIBRATE_CALLS, clients, pipeline, argv)
+        rate = run_benchmark(exe, server, CALIBRATE_CALLS, clients, pipeline, argv)
         argv = command(meter, account)
         calls = max(CALIBRATE_CALLS, int(rate * seconds))
     step = clients * pipeline  # redis-benchmark sends whole pipelines
     calls = max(step, calls // step * step)
     before = workload.spent(meter, [account])
     t0 = time.perf_counter()
-    rps = _run(exe, host, port, calls, clients, pipeline, argv)
+    rps = run_benchmark(exe, server, calls, clients, pipeline, argv)
     wall = time.perf_counter() - t0
     charged = (workload.spent(meter, [account]) - before) // workload.COST
     meter.redis.close()

@@ -1,11 +1,10 @@
-"""Issue 15's HTTP figure: `POST /v1/charges` against `GET /healthz` of the same server.
+"""Issue 15's HTTP figure in depth: `POST /v1/charges` against `GET /healthz` of the same server,
+with where the Redis work goes. `make bench` measures the two rates (bench/http.py); this
+command, run apart, adds the Redis commands per charge and compares worker counts.
 
 One `creditmeter api --workers W` (bench.http's setup: migrated SQLite, a meter key, funded
-accounts in Redis), loaded by wrk with CONNECTIONS connections: first GET /healthz (the
-framework's floor: routing, middleware, JSON of a constant), then POST /v1/charges (a unique
-Idempotency-Key each, ACCOUNTS accounts). Both rates come from the same run on the same
-server, so their ratio holds on a machine shared with other work, where absolute figures
-do not.
+accounts in Redis), loaded by wrk with bench.http's CONNECTIONS connections: first GET
+/healthz, then POST /v1/charges (a unique Idempotency-Key each, bench.http's ACCOUNTS).
 
 Redis commands per charge, two ways:
 - `INFO commandstats` over the measured charge run, divided by the charges applied: every
@@ -35,14 +34,10 @@ import redis
 from bench import http, workload
 from bench.server import PrivateRedis, cpu_seconds, redis_pid
 
-CONNECTIONS = 32
-ACCOUNTS = 64
 SECONDS = 8
 WARMUP_S = 2
 MONITOR_S = 2  # the short run whose commands MONITOR lists
 MONITOR_START_S = 0.3  # redis-cli connects and subscribes before the load starts
-CHARGE_PATH = "/v1/charges"
-HEALTHZ_PATH = "/healthz"
 # A MONITOR line: `1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" ...`; scripts' calls
 # show `[0 lua]` instead of the client's address.
 _MONITOR_RE = re.compile(r'^\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"')
@@ -78,8 +73,8 @@ class Comparison:
             f"p99 {c.p99_ms:.1f} ms, errors {c.errors or 'none'}) vs healthz {h.rate:,.0f} "
             f"req/s (p99 {h.p99_ms:.1f} ms) = {self.ratio:.2f}x",
             f"  charges applied {self.charges:,} for {c.ok:,} answered 2xx; API CPU per request "
-            f"{self.cpu_us.get(CHARGE_PATH, 0):,.0f} us charge vs "
-            f"{self.cpu_us.get(HEALTHZ_PATH, 0):,.0f} us healthz; Redis CPU "
+            f"{self.cpu_us.get(http.CHARGE_PATH, 0):,.0f} us charge vs "
+            f"{self.cpu_us.get(http.HEALTHZ_PATH, 0):,.0f} us healthz; Redis CPU "
             f"{self.redis_cpu_us:,.0f} us per charge; Redis socket reads per charge "
             f"{self.reads / max(1, self.charges):.2f} (pipelined rounds: fewer is better)",
             "  commandstats per charge (script calls included): "
@@ -121,7 +116,7 @@ def _monitored(s: http.Setup, base: str, meter: Any, out: Path) -> tuple[dict[st
         mon = subprocess.Popen(["redis-cli", "-u", s.redis_url, "monitor"], stdout=sink)
         try:
             time.sleep(MONITOR_START_S)
-            s.load(base, CHARGE_PATH, MONITOR_S)
+            s.load(base, http.CHARGE_PATH, MONITOR_S)
             time.sleep(http.SETTLE_S)
         finally:
             mon.terminate()
@@ -135,8 +130,8 @@ def compare(
     seconds: int = SECONDS,
     *,
     workers: int = http.WORKERS,
-    connections: int = CONNECTIONS,
-    accounts: int = ACCOUNTS,
+    connections: int = http.CONNECTIONS,
+    accounts: int = http.ACCOUNTS,
     warmup_s: int = WARMUP_S,
     prefix: str = workload.PREFIX,
     profile_out: Path | None = None,
@@ -160,28 +155,27 @@ def compare(
             dir=Path(tmp),
         )
         meter = http._prepare(s)
-        argv = [str(Path(sys.executable).parent / "creditmeter"), "api", "--workers", str(workers)]
-        with http.serving(argv, s.env, "/readyz", s.dir / "api.log") as server:
+        with http.serving(http.api_argv(workers), s.env, "/readyz", s.dir / "api.log") as server:
             say(f"  workers={workers}: pids {server.pids()}; warm-up {warmup_s} s each")
-            s.load(server.base, CHARGE_PATH, warmup_s)
-            s.load(server.base, HEALTHZ_PATH, warmup_s, method="GET")
+            s.load(server.base, http.CHARGE_PATH, warmup_s)
+            s.load(server.base, http.HEALTHZ_PATH, warmup_s, method="GET")
             time.sleep(http.SETTLE_S)
             cpu0 = server.cpu_s()
-            healthz = s.load(server.base, HEALTHZ_PATH, seconds, method="GET")
+            healthz = s.load(server.base, http.HEALTHZ_PATH, seconds, method="GET")
             cpu1 = server.cpu_s()
             spent0 = workload.spent(meter, s.names)
             client.config_resetstat()
             rpid = redis_pid(redis_url)
             redis0, reads0 = cpu_seconds(rpid), reads_processed(client)
-            charge = s.load(server.base, CHARGE_PATH, seconds)
+            charge = s.load(server.base, http.CHARGE_PATH, seconds)
             cpu2, redis1, reads1 = server.cpu_s(), cpu_seconds(rpid), reads_processed(client)
             time.sleep(http.SETTLE_S)
             stats = commandstats(client)
             charges = (workload.spent(meter, s.names) - spent0) // workload.COST
             result = Comparison(workers, healthz, charge, charges, stats)
             result.cpu_us = {
-                HEALTHZ_PATH: (cpu1 - cpu0) / max(1, healthz.requests) * 1e6,
-                CHARGE_PATH: (cpu2 - cpu1) / max(1, charge.requests) * 1e6,
+                http.HEALTHZ_PATH: (cpu1 - cpu0) / max(1, healthz.requests) * 1e6,
+                http.CHARGE_PATH: (cpu2 - cpu1) / max(1, charge.requests) * 1e6,
             }
             result.redis_cpu_us = (redis1 - redis0) / max(1, charges) * 1e6
             result.reads = reads1 - reads0
@@ -199,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.http_vs_healthz", description=__doc__)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=int, default=SECONDS)
-    parser.add_argument("--connections", type=int, default=CONNECTIONS)
-    parser.add_argument("--accounts", type=int, default=ACCOUNTS)
+    parser.add_argument("--connections", type=int, default=http.CONNECTIONS)
+    parser.add_argument("--accounts", type=int, default=http.ACCOUNTS)
     parser.add_argument("--redis-url", help="default: a private redis-server, no AOF")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks go to this directory")
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import http
 from bench import http_vs_healthz as hv
 
 MONITOR_TEXT = "\n".join(
@@ -39,7 +40,7 @@ def test_one_run_measures_both_paths_on_one_server(redis_url: str, key_prefix: s
     assert not c.charge.errors and not c.healthz.errors
     # Requests in flight when wrk stops still charge: at most one per connection.
     assert 0 <= c.charges - c.charge.ok <= 4
-    assert c.cpu_us[hv.CHARGE_PATH] > 0 and c.cpu_us[hv.HEALTHZ_PATH] > 0
+    assert c.cpu_us[http.CHARGE_PATH] > 0 and c.cpu_us[http.HEALTHZ_PATH] > 0
     per_charge = c.per_charge(c.sent, c.sent_charges)
     assert per_charge["set"] == pytest.approx(1.0, abs=0.05)  # one claim per request
     # At most one script call per charge; the server's own upkeep (sweeps, on a shared Redis
