@@ -123,7 +123,7 @@ class Flusher:
         *,
         consumer: str | None = None,
         batch_max: int = limits.FLUSH_BATCH_MAX,
-        workers: int = FLUSH_WORKERS,
+        workers: int | None = None,
         lock_ttl_ms: int = limits.FLUSH_LOCK_TTL_MS,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
@@ -134,7 +134,7 @@ class Flusher:
         self.keys = keys
         self.consumer = consumer or consumer_name()
         self.batch_max = batch_max
-        self.workers = max(1, workers)
+        self.workers = max(1, FLUSH_WORKERS if workers is None else workers)
         self.lock_ttl_ms = lock_ttl_ms
         self.clock_ms = clock_ms
         self._gap_checked: set[int] = set()  # once per bucket per flusher: a SQL read each
