@@ -7,7 +7,8 @@ uses its tables as they are. Every run uses a fresh key prefix and fresh account
 the accounts are hydrated through SqlLoader (their wallets exist in SQL) before the grants.
 
 - flush_rate: N charges journaled by the AsyncMeter (unpaced), then one timed
-  `Flusher.flush_all()` in this process until the journal is drained: entries/s.
+  `Flusher.flush_all()` in this process until the journal is drained (on PostgreSQL its
+  worker threads flush several buckets at once): entries/s.
 - copy_rate: the same N entries, read from the same streams and turned into ledger rows
   by the writer's row builder (`sync.writer._ledger_row`, the same values the PostgreSQL
   path `sync.copywrite` stages) before the clock starts, written with one psycopg
@@ -628,7 +629,8 @@ def measure_flush_rate(bench: Bench, entries: int, say: Say = _quiet) -> dict[st
         "errors": dict(load.errors),
         "note": f"Flusher.flush_all() in the bench process (no worker), {written:,} charge "
         f"entries journaled by the AsyncMeter over {bench.keys.buckets} buckets / "
-        f"{len(bench.accounts)} accounts, batches of {flusher.batch_max}, until the journal "
+        f"{len(bench.accounts)} accounts, batches of {flusher.batch_max}, up to "
+        f"{flusher.workers} buckets at a time (PostgreSQL), until the journal "
         "is drained; " + (f"PostgreSQL, a fresh schema {SCHEMA}" if bench.pg_url else "SQLite"),
     }
     if mismatch:

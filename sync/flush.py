@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,6 +75,9 @@ GROUP = "flush"  # the one consumer group every flusher reads the journals throu
 # key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
 # entry of its kind has.
 CANARY_DROPPED_FIELDS = OPTIONAL_TEXT_FIELDS
+# Buckets one flush_all works at once on PostgreSQL: while one bucket's batch waits on the
+# server, another's is read and built (two cores here; SQLite takes one writer at a time).
+FLUSH_WORKERS = 2
 # Test hook, unset in production (tests/sync/faults/test_worker_kills.py): a flusher that has
 # committed a batch writes its bucket to this file and waits there, before the XACK, until the
 # test kills it: the kill lands mid-flush every time instead of by luck.
@@ -119,6 +123,7 @@ class Flusher:
         *,
         consumer: str | None = None,
         batch_max: int = limits.FLUSH_BATCH_MAX,
+        workers: int | None = None,
         lock_ttl_ms: int = limits.FLUSH_LOCK_TTL_MS,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
@@ -129,6 +134,7 @@ class Flusher:
         self.keys = keys
         self.consumer = consumer or consumer_name()
         self.batch_max = batch_max
+        self.workers = max(1, FLUSH_WORKERS if workers is None else workers)
         self.lock_ttl_ms = lock_ttl_ms
         self.clock_ms = clock_ms
         self._gap_checked: set[int] = set()  # once per bucket per flusher: a SQL read each
@@ -141,18 +147,41 @@ class Flusher:
         self.text_redis.close()
 
     def flush_all(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
-        """Flushes every bucket not locked by another flusher, until empty or out of time."""
+        """Flushes every bucket not locked by another flusher, until empty or out of time;
+        on PostgreSQL `workers` buckets at a time (each under its own lock, as separate
+        flushers would), in bucket order. The first error stops every worker from taking a
+        new bucket and is raised once they are done."""
         deadline = time.monotonic() + budget_s
-        out = []
-        for bucket in self.keys.all_buckets():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            result = self.flush_bucket(bucket, left)
-            if result is not None:
-                out.append(result)
+        buckets = iter(self.keys.all_buckets())
+        taking = threading.Lock()
+        failed = threading.Event()
+
+        def work() -> list[BucketFlush]:
+            out = []
+            while not failed.is_set():
+                with taking:
+                    bucket = next(buckets, None)
+                left = deadline - time.monotonic()
+                if bucket is None or left <= 0:
+                    break
+                try:
+                    result = self.flush_bucket(bucket, left)
+                except BaseException:
+                    failed.set()
+                    raise
+                if result is not None:
+                    out.append(result)
+            return out
+
+        workers = self.workers if self.engine.dialect.name == "postgresql" else 1
+        if workers == 1:
+            results = work()
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="flush-bucket") as pool:
+                futures = [pool.submit(work) for _ in range(workers)]
+            results = [r for f in futures for r in f.result()]
         self._progress_ok()
-        return out
+        return sorted(results, key=lambda r: r.bucket)
 
     def drain(self, budget_s: float = limits.FLUSH_JOB_BUDGET_S) -> list[BucketFlush]:
         """Passes over every bucket while entries keep coming, within the budget: one job

@@ -3,6 +3,7 @@ and only trims what SQL has confirmed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from meter import Meter, Tool
 from meter.keys import Keys
 from sync.db import engine_for
-from sync.flush import GROUP, Flusher
+from sync.flush import GROUP, BucketFlush, Flusher
 from sync.journal import sortable
 from sync.models import T_DEAD, T_HOLDS, T_LEDGER
 from tests.sync.conftest import account
@@ -240,4 +241,85 @@ def test_a_flush_that_cannot_write_records_its_error_and_keeps_every_entry(
     assert int(progress["ok_at_ms"]) >= int(progress["error_at_ms"])
     with engine.connect() as conn:
         assert conn.execute(select(T_DEAD).where(T_DEAD.c.journal == journal)).all() == []
+    assert_in_sync(client, engine, keys)
+
+
+def _accounts_in_every_bucket(keys: Keys) -> dict[int, str]:
+    """One fresh account per bucket."""
+    out: dict[int, str] = {}
+    while len(out) < keys.buckets:
+        a = account("par")
+        out.setdefault(keys.bucket(a), a)
+    return out
+
+
+def test_flush_all_works_buckets_in_parallel_on_postgresql_each_once(
+    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """On PostgreSQL two buckets are flushed at the same time (each flusher thread waits at
+    a barrier until the other has started its bucket: run one after the other, it breaks);
+    on SQLite one at a time, in the caller's thread. Either way every bucket once, every
+    entry once, Redis and SQL equal."""
+    per_bucket = _accounts_in_every_bucket(keys)
+    for a in per_bucket.values():
+        meter.grant(a, "credits", 50, category="paid")
+        for _ in range(3):
+            meter.charge(a, tool.name)
+    parallel = engine.dialect.name == "postgresql"
+    both_started = threading.Barrier(2, timeout=10)
+    threads: dict[int, str] = {}
+
+    class Recording(Flusher):
+        def flush_bucket(self, bucket: int, budget_s: float = 20.0) -> BucketFlush | None:
+            threads[bucket] = threading.current_thread().name
+            if parallel and bucket < 2:
+                both_started.wait()
+            return super().flush_bucket(bucket, budget_s)
+
+    flusher = Recording(client, engine, keys, workers=2)
+    results = flusher.flush_all()
+    assert [r.bucket for r in results] == list(keys.all_buckets())
+    assert all(r.entries == 4 for r in results)
+    if parallel:
+        assert threads[0] != threads[1]
+    else:
+        assert set(threads.values()) == {threading.current_thread().name}
+    for a in per_bucket.values():
+        assert _ledger_count(engine, a) == 4
+    assert_in_sync(client, engine, keys)
+
+
+def test_a_failing_bucket_stops_the_other_workers_and_is_raised(
+    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    """Bucket 0 fails while bucket 1 is being flushed by the other worker: bucket 1
+    completes, no worker takes a further bucket, the error is raised; the next flush writes
+    the rest, once."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("buckets are flushed in parallel on PostgreSQL only")
+    per_bucket = _accounts_in_every_bucket(keys)
+    for a in per_bucket.values():
+        meter.grant(a, "credits", 50, category="paid")
+        meter.charge(a, tool.name)
+    both_started = threading.Barrier(2, timeout=10)
+    flushed: list[int] = []
+
+    class FailsBucket0(Flusher):
+        def flush_bucket(self, bucket: int, budget_s: float = 20.0) -> BucketFlush | None:
+            if bucket < 2:
+                both_started.wait()
+            if bucket == 0:
+                raise RuntimeError("bucket 0 cannot be written")
+            if bucket == 1:
+                time.sleep(0.3)  # bucket 0 has failed by now
+            flushed.append(bucket)
+            return super().flush_bucket(bucket, budget_s)
+
+    with pytest.raises(RuntimeError, match="bucket 0"):
+        FailsBucket0(client, engine, keys, workers=2).flush_all()
+    assert flushed == [1]
+    assert _ledger_count(engine, per_bucket[1]) == 2
+    assert all(_ledger_count(engine, per_bucket[b]) == 0 for b in (0, 2, 3))
+    Flusher(client, engine, keys, workers=2).flush_all()
+    assert all(_ledger_count(engine, a) == 2 for a in per_bucket.values())
     assert_in_sync(client, engine, keys)

@@ -82,6 +82,20 @@ def _mixed_entries(j: Journal) -> list[Entry]:
         j.entry("a6", "adjustment", 9, 4, g="debt:5:0;@G3:4:4", ng="@G3:p:50:0", meta='{"a":1}'),
         j.entry("H", "hold_settle", 2, 2, e="@C1"),
         j.entry("C1", "charge", -2, 2, g="@G3:-2:2", tool="GPT", q="1", hold="@H"),
+        # Text the COPY rows must escape (tab, newline, carriage return, backslash), and
+        # text outside ASCII: stored as the statement path stores it.
+        j.entry(
+            "t7",
+            "charge",
+            -1,
+            1,
+            g="@G3:-1:1",
+            tool="GPT",
+            desc="a\tb\nc\rd\\e \\N",
+            meta='{"p": "x\\\\y\\tz", "u": "é€"}',
+            ref="r\u00e9f\t1",
+            ik="k\\1",
+        ),
     ]
 
 
@@ -104,7 +118,7 @@ def test_copy_path_writes_the_rows_of_the_statement_path_replays_included(
     assert _snapshot(engine, accounts) == _snapshot(reference, accounts)
     with engine.connect() as conn:
         ledger = conn.execute(select(T_LEDGER.c.id).where(T_LEDGER.c.account_id.in_(accounts)))
-        assert len(ledger.all()) == 3 * 8  # once each, whatever the replays
+        assert len(ledger.all()) == 3 * 9  # once each, whatever the replays
 
 
 def test_a_flush_with_a_replayed_batch_writes_the_rows_of_the_statement_path(
