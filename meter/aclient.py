@@ -191,6 +191,10 @@ class _Batcher:
         try:
             merged = _merge(batch)
             replies = await self._execute([ev for ev, _ in merged])
+            # One turn of the loop before waking this round's callers: it takes in the other
+            # round's I/O first (its replies, the rest of its write), so Redis is not left idle
+            # while Python runs a thousand callers (0.6x the charges/s without it, measured).
+            await asyncio.sleep(0)
             for (ev, targets), reply in zip(merged, replies, strict=True):
                 _deliver(ev, targets, reply)
         except BaseException as exc:  # every caller must hear about a failed round
