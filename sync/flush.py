@@ -75,9 +75,6 @@ GROUP = "flush"  # the one consumer group every flusher reads the journals throu
 # key, source, tool, hold and charge ids): the canary leaves them out, keeping only what every
 # entry of its kind has.
 CANARY_DROPPED_FIELDS = OPTIONAL_TEXT_FIELDS
-# Buckets one flush_all works at once on PostgreSQL: while one bucket's batch waits on the
-# server, another's is read and built (two cores here; SQLite takes one writer at a time).
-FLUSH_WORKERS = 2
 # Test hook, unset in production (tests/sync/faults/test_worker_kills.py): a flusher that has
 # committed a batch writes its bucket to this file and waits there, before the XACK, until the
 # test kills it: the kill lands mid-flush every time instead of by luck.
@@ -134,7 +131,7 @@ class Flusher:
         self.keys = keys
         self.consumer = consumer or consumer_name()
         self.batch_max = batch_max
-        self.workers = max(1, FLUSH_WORKERS if workers is None else workers)
+        self.workers = max(1, limits.FLUSH_WORKERS if workers is None else workers)
         self.lock_ttl_ms = lock_ttl_ms
         self.clock_ms = clock_ms
         self._gap_checked: set[int] = set()  # once per bucket per flusher: a SQL read each

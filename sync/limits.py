@@ -9,6 +9,7 @@ SQL_CONNECT_TIMEOUT_S: Final = 5  # A stopped database fails a flush fast; the n
 
 FLUSH_BATCH_MAX: Final = 2_000  # Entries per SQL transaction: big enough for COPY to pay off.
 FLUSH_JOB_BUDGET_S: Final = 20.0  # A flush job yields after this long; traffic re-triggers it.
+FLUSH_WORKERS: Final = 2  # Buckets flushed at once on PostgreSQL: one builds, one waits on SQL.
 FLUSH_LOCK_TTL_MS: Final = (
     15_000  # A killed flusher's bucket frees up after this; renewed per batch.
 )

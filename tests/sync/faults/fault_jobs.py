@@ -12,13 +12,13 @@ from typing import Any
 def flush_then_sigkill_before_ack() -> dict[str, Any]:
     """The real flush job, except that the work-horse SIGKILLs itself at the first batch
     ack: after SQL committed the batch, before XACK (a crash there, no cleanup at all)."""
-    from sync import flush
+    from sync import limits
     from sync.flush import Flusher
     from worker import jobs
 
     # One bucket at a time, as the test counts on (bucket 0 first, and nothing after it
     # committed): with parallel workers another bucket's batch may commit before the kill.
-    flush.FLUSH_WORKERS = 1
+    limits.FLUSH_WORKERS = 1  # type: ignore[misc]  # a test hook on a Final
     real_ack = Flusher._ack
 
     def ack_or_die(
