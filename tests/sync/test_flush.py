@@ -19,7 +19,11 @@ from meter.keys import Keys
 from sync.db import engine_for
 from sync.flush import GROUP, BucketFlush, Flusher
 from sync.journal import sortable
+from sync.loader import SqlLoader
+from sync.migrate import upgrade
 from sync.models import T_DEAD, T_HOLDS, T_LEDGER
+from tests.servers import PrivatePostgres, postgres_available
+from tests.sql_databases import is_postgres
 from tests.sync.conftest import account
 from tests.sync.invariants import assert_in_sync
 
@@ -253,13 +257,38 @@ def _accounts_in_every_bucket(keys: Keys) -> dict[int, str]:
     return out
 
 
-def test_flush_all_works_buckets_in_parallel_on_postgresql_each_once(
+@pytest.fixture(scope="module")
+def postgres_url(sql_url: str) -> Iterator[str]:
+    """Buckets are flushed in parallel on PostgreSQL only: the suite's SQL when it is
+    PostgreSQL, else a private cluster of this module's own."""
+    if is_postgres(sql_url):
+        yield sql_url
+        return
+    if not postgres_available():
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
+    with PrivatePostgres() as pg:
+        upgrade(pg.url)
+        yield pg.url
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Engine:
+    return engine_for(postgres_url)
+
+
+@pytest.fixture
+def pg_meter(client: redis.Redis, pg_engine: Engine, keys: Keys, tool: Tool) -> Meter:
+    m = Meter(client, keys=keys, loader=SqlLoader(pg_engine, keys))
+    m.set_tools([tool])
+    return m
+
+
+def _flush_threads(
     meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
-) -> None:
-    """On PostgreSQL two buckets are flushed at the same time (each flusher thread waits at
-    a barrier until the other has started its bucket: run one after the other, it breaks);
-    on SQLite one at a time, in the caller's thread. Either way every bucket once, every
-    entry once, Redis and SQL equal."""
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Every bucket flushed once by flush_all with 2 workers: (bucket -> the thread that
+    flushed it, bucket -> its account). Buckets 0 and 1 each wait at a barrier until the
+    other has started, when `parallel`: run one after the other, it breaks."""
     per_bucket = _accounts_in_every_bucket(keys)
     for a in per_bucket.values():
         meter.grant(a, "credits", 50, category="paid")
@@ -276,27 +305,42 @@ def test_flush_all_works_buckets_in_parallel_on_postgresql_each_once(
                 both_started.wait()
             return super().flush_bucket(bucket, budget_s)
 
-    flusher = Recording(client, engine, keys, workers=2)
-    results = flusher.flush_all()
+    results = Recording(client, engine, keys, workers=2).flush_all()
     assert [r.bucket for r in results] == list(keys.all_buckets())
     assert all(r.entries == 4 for r in results)
-    if parallel:
-        assert threads[0] != threads[1]
-    else:
-        assert set(threads.values()) == {threading.current_thread().name}
     for a in per_bucket.values():
         assert _ledger_count(engine, a) == 4
     assert_in_sync(client, engine, keys)
+    return threads, per_bucket
+
+
+def test_flush_all_works_two_buckets_at_once_on_postgresql_each_once(
+    pg_meter: Meter, client: redis.Redis, pg_engine: Engine, keys: Keys, tool: Tool
+) -> None:
+    threads, _ = _flush_threads(pg_meter, client, pg_engine, keys, tool)
+    assert threads[0] != threads[1]
+
+
+def test_flush_all_works_one_bucket_at_a_time_on_sqlite(
+    client: redis.Redis, keys: Keys, tool: Tool, tmp_path: Path
+) -> None:
+    """SQLite takes one writer at a time: every bucket in the caller's thread."""
+    url = f"sqlite:///{tmp_path / 'serial.db'}"
+    upgrade(url)
+    engine = engine_for(url)
+    meter = Meter(client, keys=keys, loader=SqlLoader(engine, keys))
+    meter.set_tools([tool])
+    threads, _ = _flush_threads(meter, client, engine, keys, tool)
+    assert set(threads.values()) == {threading.current_thread().name}
 
 
 def test_a_failing_bucket_stops_the_other_workers_and_is_raised(
-    meter: Meter, client: redis.Redis, engine: Engine, keys: Keys, tool: Tool
+    pg_meter: Meter, client: redis.Redis, pg_engine: Engine, keys: Keys, tool: Tool
 ) -> None:
     """Bucket 0 fails while bucket 1 is being flushed by the other worker: bucket 1
     completes, no worker takes a further bucket, the error is raised; the next flush writes
     the rest, once."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("buckets are flushed in parallel on PostgreSQL only")
+    meter, engine = pg_meter, pg_engine
     per_bucket = _accounts_in_every_bucket(keys)
     for a in per_bucket.values():
         meter.grant(a, "credits", 50, category="paid")
