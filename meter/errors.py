@@ -187,11 +187,10 @@ def raise_for_reply(reply: Sequence[object], subject: str, credit_type: str) -> 
     Load-and-retry codes (NOT_LOADED, CATALOG_NOT_LOADED, CREDIT_TYPE_MISMATCH) are handled by
     the client before this is called; reaching here with them is a contract error.
     """
-    if reply[0] in _PASSING:  # every charge: no Code() lookup on the way out
+    value = _int(reply[0])
+    if value in _PASSING:  # every charge: no Code() lookup on the way out
         return
-    code = Code(_int(reply[0]))
-    if code in (Code.OK, Code.REPLAYED, Code.DRY_RUN):
-        return
+    code = Code(value)
     detail = [_str(x) for x in reply[1:]]
     if code is Code.INSUFFICIENT:
         raise InsufficientCredits(_int(reply[1]), _int(reply[2]), _int(reply[3]), credit_type)

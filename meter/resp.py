@@ -1,9 +1,10 @@
 """RESP2 request bytes of a round of commands, built in one pass.
 
-The async client sends a round of script calls (hundreds of charges' KEYS and ARGV) as one
-write. redis-py encodes and frames each argument separately; here every argument is framed
-into one str and encoded once, which is exact when the text is ASCII (a str's length is then
-its byte length). Anything else (UTF-8 in a description, bytes) takes the per-argument path.
+The script runner and the async client send a round of script calls (hundreds of charges'
+KEYS and ARGV with the async client) as one write (meter/rounds.py). redis-py encodes and
+frames each argument separately; here every argument is framed into one str and encoded
+once, which is exact when the text is ASCII (a str's length is then its byte length).
+Anything else (UTF-8 in a description, bytes) takes the per-argument path.
 """
 
 from __future__ import annotations

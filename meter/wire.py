@@ -83,19 +83,26 @@ CHARGE_PACKED_FIELDS = (
 CHARGE_KIND = "charge"
 
 
+# The names unpack_charge reads, bound once: the flush unpacks every charge, and reading a
+# member of the enum class goes through a descriptor each time.
+_CHARGE, _KIND = JournalField.CHARGE.value, JournalField.KIND.value
+_ID, _IDEMPOTENCY_KEY = JournalField.ID.value, JournalField.IDEMPOTENCY_KEY.value
+_PACKED_NAMES = tuple(f.value for f in CHARGE_PACKED_FIELDS)
+
+
 def unpack_charge(fields: dict[str, str]) -> dict[str, str]:
     """A journal entry's fields with a packed charge's CHARGE value spread into its named
     fields (the ones every other entry writes); entries of other shapes as they are."""
-    packed = fields.get(JournalField.CHARGE)
+    packed = fields.get(_CHARGE)
     if packed is None:
         return fields
     values = packed.split(RECORD_SEP)
-    if len(values) != len(CHARGE_PACKED_FIELDS):
+    if len(values) != len(_PACKED_NAMES):
         raise WireFormatError(f"bad packed charge {packed[:60]!r}")
-    out = {k: v for k, v in fields.items() if k != JournalField.CHARGE}
-    out.update(zip((f.value for f in CHARGE_PACKED_FIELDS), values, strict=True))
-    out[JournalField.KIND.value] = CHARGE_KIND
-    out.setdefault(JournalField.IDEMPOTENCY_KEY.value, out[JournalField.ID.value])
+    out = {k: v for k, v in fields.items() if k != _CHARGE}
+    out.update(zip(_PACKED_NAMES, values, strict=True))
+    out[_KIND] = CHARGE_KIND
+    out.setdefault(_IDEMPOTENCY_KEY, out[_ID])
     return out
 
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from meter import bounds
 from meter.models import GrantPart
 from meter.wire import (
-    CHARGE_KIND,
-    CHARGE_PACKED_FIELDS,
     RECORD_SEP,
     Alerts,
     NewGrant,
@@ -21,6 +19,7 @@ from meter.wire import (
     parse_alerts,
     parse_breakdown,
     parse_new_grants,
+    unpack_charge,
 )
 from meter.wire import JournalField as F
 
@@ -36,8 +35,6 @@ _ID, _KIND, _ACCOUNT, _CREDIT_TYPE = F.ID, F.KIND, F.ACCOUNT, F.CREDIT_TYPE
 _AMOUNT, _BALANCE_AFTER, _TS_MS = F.AMOUNT, F.BALANCE_AFTER, F.TS_MS
 _QUANTITY, _EXPIRES_AT_MS, _METADATA = F.QUANTITY, F.EXPIRES_AT_MS, F.METADATA
 _BREAKDOWN, _NEW_GRANTS, _ALERTS = F.BREAKDOWN, F.NEW_GRANTS, F.ALERTS
-_CHARGE, _IDEMPOTENCY_KEY = F.CHARGE.value, F.IDEMPOTENCY_KEY.value
-_PACKED_NAMES = tuple(f.value for f in CHARGE_PACKED_FIELDS)
 _ID_LEN_MAX, _ACCOUNT_ID_LEN_MAX = bounds.ID_LEN_MAX, bounds.ACCOUNT_ID_LEN_MAX
 _CREDIT_TYPE_LEN_MAX, _CREDITS_MAX = bounds.CREDIT_TYPE_LEN_MAX, bounds.CREDITS_MAX
 
@@ -108,22 +105,6 @@ def _text(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
 
 
-def unpacked(fields: dict[str, str]) -> dict[str, str]:
-    """meter.wire.unpack_charge, the same dict in the same key order, without its per-call
-    reads of the enum (the flush unpacks every charge)."""
-    packed = fields.get(_CHARGE)
-    if packed is None:
-        return fields
-    values = packed.split(RECORD_SEP)
-    if len(values) != len(_PACKED_NAMES):
-        raise MalformedEntry(f"bad packed charge {packed[:60]!r}")
-    out = {k: v for k, v in fields.items() if k != _CHARGE}
-    out.update(zip(_PACKED_NAMES, values, strict=True))
-    out[_KIND] = CHARGE_KIND
-    out.setdefault(_IDEMPOTENCY_KEY, out[_ID])
-    return out
-
-
 def _int(fields: dict[str, str], name: F, low: int, high: int) -> int:
     raw = fields.get(name)
     if raw is None:
@@ -147,7 +128,10 @@ def _text_field(fields: dict[str, str], name: F, len_max: int) -> str:
 def parse(stream_id: str, raw: dict[bytes, bytes] | dict[str, str]) -> Entry:
     """One stream entry, checked; raises MalformedEntry with the reason. A charge's packed
     entry and the unpacked entries of earlier versions give the same Entry."""
-    fields = unpacked(_text(raw))
+    try:
+        fields = unpack_charge(_text(raw))
+    except WireFormatError as exc:
+        raise MalformedEntry(str(exc)) from None
     kind = fields.get(_KIND, "")
     if kind not in LEDGER_KINDS and kind not in HOLD_KINDS:
         raise MalformedEntry(f"unknown kind {kind[:40]!r}")

@@ -14,7 +14,6 @@ from sync.journal import (
     raw_entry_id,
     sortable,
     stream_ms,
-    unpacked,
     unsortable,
 )
 from tests.meter.helpers import make_meter
@@ -62,21 +61,6 @@ def test_a_packed_charge_parses_as_the_unpacked_entry_of_earlier_versions() -> N
     assert packed == parse("1700000000000-3", _with(desc="d"))
     raw = {k.encode(): v.encode() for k, v in _packed(CHARGE, ik="key-1").items()}
     assert parse("1-0", raw) == parse("1-0", CHARGE)
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        _packed(CHARGE),
-        _packed(CHARGE, ik="key-1", desc="d", meta="{}"),
-        {"x": "before", **_packed(CHARGE), "ref": "after"},
-        CHARGE,
-    ],
-)
-def test_unpacked_is_the_wire_unpacking_key_order_included(fields: dict[str, str]) -> None:
-    """The flush's own unpacking gives meter.wire.unpack_charge's dict, keys in its order
-    (dead letters store the fields as this dict)."""
-    assert list(unpacked(fields).items()) == list(wire.unpack_charge(fields).items())
 
 
 def test_a_packed_charge_with_a_missing_value_is_malformed() -> None:
